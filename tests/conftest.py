@@ -1,0 +1,91 @@
+"""Bake each configuration once per test session, and share its environment between tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from cookiecutter.main import cookiecutter
+
+TEMPLATE_DIR = Path(__file__).resolve().parents[1]
+TEMPLATE_JSON = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
+BIN = Path(sys.executable).parent
+
+
+def option_overrides() -> dict[str, dict]:
+    """One-factor overrides: every non-default choice, every metric, and the s3 remote."""
+    overrides: dict[str, dict] = {}
+    for key, value in TEMPLATE_JSON.items():
+        if isinstance(value, list) and not key.startswith("_"):
+            for choice in value[1:]:
+                overrides[f"{key}={choice}"] = {key: choice}
+    overrides["data_remote=s3"] = {"data_remote": "s3", "s3_bucket": "ml-data"}
+    for metric, spec in TEMPLATE_JSON["_metrics"].items():
+        overrides.setdefault(f"primary_metric={metric}", {"task": spec["task"], "primary_metric": metric})
+    overrides["project_name=Fraud Score 2"] = {"project_name": "Fraud Score 2"}
+    return overrides
+
+
+CONFIGS = {"baseline": {}, **option_overrides()}
+
+
+@pytest.fixture(scope="session")
+def cookiecutter_config(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A cookiecutter config that keeps replay files out of the home directory."""
+    home = tmp_path_factory.mktemp("cookiecutter-home")
+    config = home / "config.yaml"
+    config.write_text(f"cookiecutters_dir: {home / 'templates'}\nreplay_dir: {home / 'replay'}\n")
+    return config
+
+
+@pytest.fixture(scope="session")
+def bake(tmp_path_factory: pytest.TempPathFactory, cookiecutter_config: Path):
+    """Return bake(config_id) -> project path, baking each configuration once per session."""
+    baked: dict[str, Path] = {}
+
+    def _bake(config_id: str) -> Path:
+        if config_id not in baked:
+            out = tmp_path_factory.mktemp(f"bake-{config_id.replace('=', '-').replace(' ', '_')}")
+            baked[config_id] = Path(cookiecutter(
+                str(TEMPLATE_DIR), no_input=True, extra_context=CONFIGS[config_id],
+                output_dir=str(out), config_file=str(cookiecutter_config)))
+        return baked[config_id]
+
+    return _bake
+
+
+def project_env(project: Path) -> dict[str, str]:
+    """The environment a user has in a baked repo: no variables of the template's own venv."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
+    env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
+    return env
+
+
+def make(project: Path, *targets: str, env: dict | None = None, timeout: int = 900):
+    """Run make targets in a baked repo, failing with the output when they fail."""
+    result = subprocess.run(["make", *targets], cwd=project, env=env or project_env(project),
+                            capture_output=True, text=True, timeout=timeout, check=False)
+    if result.returncode != 0:
+        pytest.fail(f"make {' '.join(targets)} exited {result.returncode} in {project}\n"
+                    f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def set_up(bake):
+    """Return set_up(config_id) -> project with `make setup` done, once per configuration."""
+    ready: dict[str, Path] = {}
+
+    def _set_up(config_id: str) -> Path:
+        if config_id not in ready:
+            project = bake(config_id)
+            make(project, "setup")
+            ready[config_id] = project
+        return ready[config_id]
+
+    return _set_up

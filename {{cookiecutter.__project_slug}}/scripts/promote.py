@@ -1,0 +1,39 @@
+"""Promote the evaluated candidate to champion if it passes the gate (exit 0 either way)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from {{ cookiecutter.__package_name }}.cli import read_json, run, write_json
+from {{ cookiecutter.__package_name }}.config import Backends, load_params
+from {{ cookiecutter.__package_name }}.evaluation import evaluate
+from {{ cookiecutter.__package_name }}.promotion import Gate, promote
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Apply the gate of params.yaml promote: and write the decision to --report."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--data", type=Path, default=Path("data/dataset.parquet"))
+    parser.add_argument("--train-report", type=Path, default=Path("reports/train.json"))
+    parser.add_argument("--evaluation", type=Path, default=Path("reports/evaluation.json"))
+    parser.add_argument("--report", type=Path, default=Path("reports/promotion.json"))
+    args = parser.parse_args(argv)
+
+    def step() -> int:
+        params, backends = load_params(), Backends.from_env()
+        gate = Gate.from_params(params["promote"], params["model"]["task"])
+        evaluation = read_json(args.evaluation, "make evaluate")
+
+        def reevaluate() -> dict:
+            trained = read_json(args.train_report, "make train")
+            return evaluate(args.data, trained, params, backends, args.evaluation.parent)
+
+        write_json(args.report, promote(evaluation, gate, backends, reevaluate))
+        return 0
+
+    return run(step)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

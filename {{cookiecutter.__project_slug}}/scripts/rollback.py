@@ -1,0 +1,45 @@
+"""Move the champion alias back, after re-scoring the old version on today's holdout."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from {{ cookiecutter.__package_name }}.cli import run, write_json
+from {{ cookiecutter.__package_name }}.config import Backends, load_params
+from {{ cookiecutter.__package_name }}.errors import EXIT_REFUSED
+from {{ cookiecutter.__package_name }}.promotion import Gate, rollback
+
+log = logging.getLogger("rollback")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Roll back to --version (default: the previous champion); exit 4 if the check refuses."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--version", default=None, help="version to restore (default: previous champion)")
+    parser.add_argument("--reason", default="manual rollback", help="why, recorded on the version")
+    parser.add_argument("--force", action="store_true", help="move even if it fails the threshold")
+    parser.add_argument("--data", type=Path, default=Path("data/dataset.parquet"))
+    parser.add_argument("--report", type=Path, default=Path("reports/rollback.json"))
+    args = parser.parse_args(argv)
+
+    def step() -> int:
+        params = load_params()
+        gate = Gate.from_params(params["promote"], params["model"]["task"])
+        report = rollback(args.data, params, gate, Backends.from_env(), args.version or None,
+                          args.reason, args.force)
+        write_json(args.report, report)
+        if not report["moved"]:
+            log.error("refused: version %s scores %s=%.4f on today's holdout, failing the threshold "
+                      "%s; pass FORCE=1 to roll back anyway", report["to_version"], report["metric"],
+                      report["value_today"], report["threshold"])
+            return EXIT_REFUSED
+        log.info("champion is now version %s (was %s)", report["to_version"], report["from_version"])
+        return 0
+
+    return run(step)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

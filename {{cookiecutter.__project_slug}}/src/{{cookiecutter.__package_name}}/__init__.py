@@ -1,0 +1,3 @@
+"""{{ cookiecutter.description }}"""
+
+PACKAGE = "{{ cookiecutter.__package_name }}"

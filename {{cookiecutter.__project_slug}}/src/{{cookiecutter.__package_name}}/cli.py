@@ -1,0 +1,44 @@
+"""What every script shares: logging, reading and writing reports, turning errors into exit codes."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .errors import EXIT_ERROR, PipelineError
+
+log = logging.getLogger(PACKAGE := __package__)
+
+
+def run(step: Callable[[], int]) -> int:
+    """Run a script's body: log to stderr, and turn an expected failure into a clear exit code."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        stream=sys.stderr)
+    try:
+        return step()
+    except PipelineError as err:
+        log.error("%s", err)
+        return EXIT_ERROR
+
+
+def read_json(path: Path, produced_by: str) -> dict[str, Any]:
+    """Read a report another step wrote, saying which step to run when it is missing."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise PipelineError(f"{path} does not exist: run `{produced_by}` first") from err
+    except json.JSONDecodeError as err:
+        raise PipelineError(f"{path} is not valid JSON ({err}): run `{produced_by}` again") from err
+
+
+def write_json(path: Path, report: dict[str, Any]) -> None:
+    """Write a report atomically, so a crash never leaves half a file for the next step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(path.suffix + ".partial")
+    partial.write_text(json.dumps(report, indent=2, default=str) + "\n")
+    partial.replace(path)

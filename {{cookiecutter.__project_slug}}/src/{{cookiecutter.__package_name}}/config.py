@@ -1,0 +1,61 @@
+"""Configuration: params.yaml sections and the environment. No other module reads either."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import PipelineError
+
+PARAMS_FILE = Path("params.yaml")
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_ARTIFACT_ROOT = "mlartifacts"
+
+
+def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml, refusing a missing or malformed file."""
+    try:
+        params = yaml.safe_load(Path(path).read_text())
+    except FileNotFoundError as err:
+        raise PipelineError(f"{path} not found: run from the repository root") from err
+    except yaml.YAMLError as err:
+        raise PipelineError(f"{path} is not valid YAML: {err}") from err
+    if not isinstance(params, dict):
+        raise PipelineError(f"{path} must hold a mapping of sections, got {type(params).__name__}")
+    return params
+
+
+def section(name: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Return one section of params.yaml, refusing a missing one."""
+    params = load_params(path)
+    if not isinstance(params.get(name), dict):
+        raise PipelineError(f"{path} has no '{name}:' section; see the README for its keys")
+    return params[name]
+
+
+@dataclass(frozen=True)
+class Backends:
+    """Where MLflow state and source data live, from environment variables."""
+
+    tracking_uri: str
+    registry_uri: str | None
+    artifact_root: str
+    source_database_url: str | None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> Backends:
+        """Read the backends from the environment, with the embedded defaults."""
+        env = os.environ if env is None else env
+        root = env.get("MODEL_ARTIFACT_ROOT") or DEFAULT_ARTIFACT_ROOT
+        if "://" not in root:
+            root = Path(root).resolve().as_uri()
+        return cls(
+            tracking_uri=env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
+            registry_uri=env.get("MLFLOW_REGISTRY_URI") or None,
+            artifact_root=root,
+            source_database_url=env.get("SOURCE_DATABASE_URL") or None,
+        )

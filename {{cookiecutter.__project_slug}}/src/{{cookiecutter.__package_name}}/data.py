@@ -1,0 +1,201 @@
+"""Load the data source, check it against the declared schema, hash it and split it."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .errors import PipelineError
+from .sample import make_sample
+
+FEATURE_TYPES = ("numeric", "categorical")
+
+
+@dataclass(frozen=True)
+class Schema:
+    """The columns a dataset must have: features with their types, the target, the time column."""
+
+    features: dict[str, str]
+    target: str
+    task: str
+    target_classes: tuple | None = None
+    time_column: str | None = None
+
+    @classmethod
+    def from_params(cls, data: dict[str, Any], task: str) -> Schema:
+        """Build the schema from the `data:` section, refusing unknown feature types."""
+        features = data.get("features") or {}
+        if not features:
+            raise PipelineError("params.yaml data.features is empty: declare each feature's type")
+        for name, kind in features.items():
+            if kind not in FEATURE_TYPES:
+                raise PipelineError(
+                    f"params.yaml data.features.{name} is '{kind}': use one of {FEATURE_TYPES}"
+                )
+        if task not in ("classification", "regression"):
+            raise PipelineError(f"params.yaml model.task is '{task}': use classification or regression")
+        classes = data.get("target_classes")
+        return cls(dict(features), data["target"], task,
+                   tuple(classes) if classes else None, data.get("time_column"))
+
+    @property
+    def columns(self) -> list[str]:
+        """Every column the source must have, in a fixed order."""
+        extra = [self.time_column] if self.time_column else []
+        return [*extra, *self.features, self.target]
+
+    def of_kind(self, kind: str) -> list[str]:
+        """The features of one type."""
+        return [name for name, k in self.features.items() if k == kind]
+
+
+def load_source(data: dict[str, Any], task: str, database_url: str | None) -> pd.DataFrame:
+    """Read the configured source: the sample generator, a CSV or Parquet file or URL, or SQL."""
+    source = str(data.get("source") or "").strip()
+    if source == "sample":
+        return make_sample(int(data.get("sample_rows", 6000)), int(data.get("sample_seed", 7)),
+                           task, data["target"])
+    if source == "sql":
+        return _read_sql(data.get("query"), database_url)
+    suffix = Path(source.split("?")[0]).suffix.lower()
+    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
+    if suffix not in readers:
+        raise PipelineError(
+            f"params.yaml data.source '{source}' is not supported: "
+            "use 'sample', 'sql', or a path or URL ending in .csv or .parquet"
+        )
+    try:
+        return readers[suffix](source)
+    except FileNotFoundError as err:
+        raise PipelineError(f"data source {source} does not exist") from err
+    except (OSError, ValueError) as err:
+        raise PipelineError(f"data source {source} could not be read: {err}") from err
+
+
+def _read_sql(query: str | None, database_url: str | None) -> pd.DataFrame:
+    """Run the configured query against SOURCE_DATABASE_URL."""
+    import sqlalchemy
+
+    if not query:
+        raise PipelineError("params.yaml data.source is 'sql' but data.query is empty")
+    if not database_url:
+        raise PipelineError("data.source is 'sql': set SOURCE_DATABASE_URL to the database URL")
+    try:
+        engine = sqlalchemy.create_engine(database_url)
+        with engine.connect() as connection:
+            return pd.read_sql(sqlalchemy.text(query), connection)
+    except sqlalchemy.exc.SQLAlchemyError as err:
+        raise PipelineError(f"SQL data source failed: {err.__class__.__name__}: {err}") from err
+
+
+def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
+    """Return the frame with canonical types, or raise naming the first bad column."""
+    if frame.empty:
+        raise PipelineError("the data source returned no rows")
+    _check_columns(frame, schema)
+    clean = pd.DataFrame(index=frame.index)
+    if schema.time_column:
+        clean[schema.time_column] = _as_dates(frame[schema.time_column], schema.time_column)
+    for name, kind in schema.features.items():
+        convert = _as_numeric if kind == "numeric" else _as_categorical
+        clean[name] = convert(frame[name], name)
+    clean[schema.target] = _as_target(frame[schema.target], schema)
+    return clean.reset_index(drop=True)
+
+
+def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
+    """Refuse missing and undeclared columns."""
+    missing = [c for c in schema.columns if c not in frame.columns]
+    if missing:
+        raise PipelineError(f"column '{missing[0]}' is missing from the data "
+                            f"(declared in params.yaml data; missing: {missing})")
+    extra = [str(c) for c in frame.columns if c not in schema.columns]
+    if extra:
+        raise PipelineError(f"column '{extra[0]}' is not declared in params.yaml data.features: "
+                            f"declare it or drop it from the source (undeclared: {extra})")
+
+
+def _bad_values(original: pd.Series, converted: pd.Series) -> list:
+    """Values present in `original` that did not survive the conversion."""
+    return original[original.notna() & converted.isna()].unique()[:3].tolist()
+
+
+def _as_numeric(column: pd.Series, name: str) -> pd.Series:
+    """Convert to float, refusing text and infinities."""
+    values = pd.to_numeric(column.astype(object).where(column.notna(), None), errors="coerce")
+    bad = _bad_values(column, values)
+    if bad:
+        raise PipelineError(f"column '{name}' is declared numeric but holds {bad}")
+    values = values.astype("float64")
+    if np.isinf(values).any():
+        raise PipelineError(f"column '{name}' holds infinite values")
+    return values
+
+
+def _as_categorical(column: pd.Series, name: str) -> pd.Series:
+    """Convert to text labels, keeping missing values missing."""
+    if pd.api.types.is_float_dtype(column) and not column.dropna().apply(float.is_integer).all():
+        raise PipelineError(f"column '{name}' is declared categorical but holds fractional numbers")
+    labels = column.astype(object).where(column.notna(), None)
+    return labels.map(lambda v: v if v is None else str(int(v)) if isinstance(v, float) else str(v))
+
+
+def _as_dates(column: pd.Series, name: str) -> pd.Series:
+    """Convert the time column to ISO dates, refusing gaps and unparseable values."""
+    dates = pd.to_datetime(column, errors="coerce", format="mixed")
+    bad = _bad_values(column, dates)
+    if bad or dates.isna().any():
+        raise PipelineError(f"time column '{name}' has missing or unparseable dates, e.g. {bad}")
+    return dates.dt.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
+    """Check the target: no gaps; declared labels for classification, finite numbers for regression."""
+    name = schema.target
+    if column.isna().any():
+        raise PipelineError(f"target column '{name}' has {int(column.isna().sum())} missing values")
+    if schema.task == "regression":
+        return _as_numeric(column, name)
+    if schema.target_classes:
+        allowed = {str(c) for c in schema.target_classes}
+        bad = sorted({str(v) for v in column.unique()} - allowed)
+        if bad:
+            raise PipelineError(f"target column '{name}' holds {bad[:5]}, "
+                                f"allowed labels are {list(schema.target_classes)}")
+        by_text = {str(c): c for c in schema.target_classes}
+        column = column.map(lambda v: by_text[str(v)])
+    if column.nunique() < 2:
+        raise PipelineError(f"target column '{name}' has a single class: nothing to learn")
+    return column
+
+
+def content_hash(frame: pd.DataFrame) -> str:
+    """A sha256 of the rows and columns, independent of the file format they came in."""
+    digest = hashlib.sha256("|".join(f"{c}:{t}" for c, t in frame.dtypes.items()).encode())
+    digest.update(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes())
+    return digest.hexdigest()
+
+
+def split(frame: pd.DataFrame, schema: Schema, fraction: float, seed: int):
+    """Split off the newest `fraction` of rows (by time column), or a seeded random sample."""
+    if not 0 < fraction < 1:
+        raise PipelineError(f"split fraction {fraction} must lie strictly between 0 and 1")
+    size = max(1, math.ceil(len(frame) * fraction))
+    if size >= len(frame):
+        raise PipelineError(f"{len(frame)} rows are too few to split off {fraction:.0%}")
+    if schema.time_column:
+        ordered = frame.sort_values(schema.time_column, kind="stable")
+        return ordered.iloc[:-size], ordered.iloc[-size:]
+    shuffled = frame.sample(frac=1.0, random_state=seed)
+    return shuffled.iloc[size:], shuffled.iloc[:size]
+
+
+def features_and_target(frame: pd.DataFrame, schema: Schema):
+    """The model's input columns and its target."""
+    return frame[list(schema.features)], frame[schema.target]

@@ -1,0 +1,11 @@
+"""Exit codes and the one error type every step raises for an expected failure."""
+
+EXIT_OK = 0
+EXIT_ERROR = 1  # a failed step: the message names the cause and what to do
+EXIT_USAGE = 2  # bad command-line arguments (argparse's own code)
+EXIT_DRIFT = 3  # monitoring found drift: a normal outcome a workflow branches on
+EXIT_REFUSED = 4  # a guarded action (rollback) refused because its check failed
+
+
+class PipelineError(Exception):
+    """An expected failure: bad input, bad configuration or an unreachable backend."""

@@ -1,0 +1,53 @@
+"""Where a model came from: code version, data version and library versions."""
+
+from __future__ import annotations
+
+import hashlib
+import platform
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+LIBRARIES = ("scikit-learn", "pandas", "numpy", "mlflow", "dvc")
+
+
+def _git(*args: str) -> str | None:
+    """Run a git command, None when git or the repository is not there."""
+    try:
+        result = subprocess.run(["git", *args], capture_output=True, text=True, check=False)
+    except OSError:
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def git_state() -> dict[str, str]:
+    """The commit checked out (or 'none' before the first commit) and whether the tree is dirty."""
+    commit = _git("rev-parse", "HEAD") or "none"
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = "unknown" if status is None else str(bool(status) or commit == "none").lower()
+    return {"git.commit": commit, "git.dirty": dirty}
+
+
+def file_md5(path: Path) -> str:
+    """The md5 DVC records for a file: the md5 of its bytes."""
+    digest = hashlib.md5(usedforsecurity=False)
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def pinned(packages: list[str]) -> list[str]:
+    """Requirement lines pinning each package to the version installed here."""
+    return [f"{name}=={version(name)}" for name in packages]
+
+
+def library_versions() -> dict[str, str]:
+    """Versions of Python and the libraries that shape a model."""
+    versions = {"lib.python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[f"lib.{name}"] = version(name)
+        except PackageNotFoundError:
+            versions[f"lib.{name}"] = "not installed"
+    return versions

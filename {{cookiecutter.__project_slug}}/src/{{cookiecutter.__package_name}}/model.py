@@ -1,0 +1,50 @@
+"""YOUR MODEL. Replace build_model() with the estimator from your notebook.
+
+It must return an unfitted scikit-learn estimator or Pipeline that takes the raw feature
+columns of params.yaml (numeric as float, categorical as text, both with missing values)
+and, for classification, has predict_proba.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder
+
+# Types the model file may contain beyond skops' safe defaults. Loading refuses any other
+# type, so a tampered artifact cannot run code. Add a type here only after reviewing it.
+TRUSTED_TYPES = [
+    "numpy.dtype",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+]
+
+# Packages the model needs at prediction time, pinned to the installed versions when logged.
+# Add the library of your estimator here (e.g. "xgboost") if it is not scikit-learn.
+REQUIREMENTS = ["scikit-learn", "skops", "pandas", "numpy", "scipy"]
+
+
+def build_model(
+    task: str, numeric: list[str], categorical: list[str], hyperparameters: dict[str, Any], seed: int
+):
+    """Return an unfitted pipeline: impute and one-hot encode, then gradient boosting."""
+    preprocess = ColumnTransformer(
+        [
+            ("numeric", SimpleImputer(strategy="median"), numeric),
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
+                        ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                    ]
+                ),
+                categorical,
+            ),
+        ]
+    )
+    estimator = HistGradientBoostingClassifier if task == "classification" else HistGradientBoostingRegressor
+    return Pipeline([("preprocess", preprocess), ("model", estimator(random_state=seed, **hyperparameters))])

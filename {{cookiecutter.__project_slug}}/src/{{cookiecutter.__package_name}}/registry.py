@@ -1,0 +1,150 @@
+"""The MLflow model registry: log and register with lineage, find and move the champion."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from .config import Backends
+from .errors import PipelineError
+from .lineage import pinned
+from .model import REQUIREMENTS, TRUSTED_TYPES
+
+log = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+PROFILE_FILE = "training_profile.json"
+REQUIRED_LINEAGE = ("data.content_hash", "data.dvc_md5", "git.commit", "run_id", "trained_at")
+
+
+def now() -> str:
+    """The current UTC time, ISO formatted, as every tag records it."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def connect(backends: Backends) -> MlflowClient:
+    """Point MLflow at the configured backends and check they answer."""
+    mlflow.set_tracking_uri(backends.tracking_uri)
+    if backends.registry_uri:
+        mlflow.set_registry_uri(backends.registry_uri)
+    client = MlflowClient()
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as err:  # noqa: BLE001 - every backend failure means the same to the user
+        raise PipelineError(
+            f"MLflow tracking at {backends.tracking_uri} is unreachable: {err.__class__.__name__}: "
+            f"{str(err)[:300]}. Check MLFLOW_TRACKING_URI and that the database or server is up."
+        ) from err
+    return client
+
+
+def experiment_id(client: MlflowClient, name: str, artifact_root: str) -> str:
+    """Get or create the experiment of this model, storing artifacts under `artifact_root`."""
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    return client.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
+
+
+def log_and_register(client: MlflowClient, name: str, artifact_root: str, model, run: dict[str, Any]):
+    """Log one training run and register its model as a new version carrying the lineage tags.
+
+    The version is created with all its tags in one call, after everything else is logged,
+    so a failure anywhere leaves no version, or a version with its full lineage.
+    """
+    mlflow.set_experiment(experiment_id=experiment_id(client, name, artifact_root))
+    with mlflow.start_run() as active:
+        mlflow.log_params(run["params"])
+        mlflow.log_metrics(run["metrics"])
+        mlflow.set_tags(run["tags"])
+        _log_profile(run["profile"])
+        info = mlflow.sklearn.log_model(
+            model, name="model", signature=run["signature"], input_example=run["input_example"],
+            serialization_format="skops", skops_trusted_types=TRUSTED_TYPES,
+            pip_requirements=pinned(["mlflow", *REQUIREMENTS]),
+        )
+        tags = {**run["tags"], **{f"metrics.{k}": f"{v:.6g}" for k, v in run["metrics"].items()},
+                "run_id": active.info.run_id}
+        _ensure_registered_model(client, name)
+        return client.create_model_version(name, info.model_uri, run_id=active.info.run_id, tags=tags)
+
+
+def _log_profile(profile: dict[str, Any]) -> None:
+    """Attach the training profile to the active run as a JSON artifact."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / PROFILE_FILE
+        path.write_text(json.dumps(profile, indent=2))
+        mlflow.log_artifact(str(path))
+
+
+def _ensure_registered_model(client: MlflowClient, name: str) -> None:
+    """Create the registered model on first use."""
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Registered by scripts/train.py")
+
+
+def champion(client: MlflowClient, name: str):
+    """The version holding the champion alias, or None before the first promotion."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as err:
+        if "RESOURCE_DOES_NOT_EXIST" in str(err.error_code) or "not found" in str(err).lower():
+            return None
+        raise
+
+
+def version(client: MlflowClient, name: str, number: str | int):
+    """One registered version, refusing a missing one or one without its lineage."""
+    try:
+        found = client.get_model_version(name, str(number))
+    except MlflowException as err:
+        raise PipelineError(f"model {name} has no version {number}: {err.message}") from err
+    missing = [t for t in REQUIRED_LINEAGE if t not in found.tags]
+    if missing:
+        raise PipelineError(f"model {name} version {number} lacks lineage tags {missing}")
+    return found
+
+
+def load_model(name: str, number: str | int):
+    """Load a registered version's scikit-learn model."""
+    return mlflow.sklearn.load_model(f"models:/{name}/{number}")
+
+
+def load_profile(client: MlflowClient, run_id: str) -> dict[str, Any]:
+    """Read back the training profile logged with a run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(run_id, PROFILE_FILE, tmp)
+        return json.loads(Path(path).read_text())
+
+
+def move_champion(client: MlflowClient, name: str, number: str, tags: dict[str, str]) -> None:
+    """Record why on the version, then move the alias; undo the record if anything fails."""
+    written = []
+    try:
+        for key, value in tags.items():
+            client.set_model_version_tag(name, number, key, value)
+            written.append(key)
+        client.set_registered_model_alias(name, CHAMPION, number)
+    except Exception:
+        for key in written:
+            _quietly(client.delete_model_version_tag, name, number, key)
+        raise
+    log.info("alias %s of %s now points at version %s", CHAMPION, name, number)
+
+
+def _quietly(call, *args) -> None:
+    """Best-effort clean-up: log instead of masking the original error."""
+    try:
+        call(*args)
+    except Exception as err:  # noqa: BLE001
+        log.warning("clean-up %s%s failed: %s", call.__name__, args, err)

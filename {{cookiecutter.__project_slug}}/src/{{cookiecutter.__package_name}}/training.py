@@ -1,0 +1,87 @@
+"""Train a candidate from params.yaml and register it with its lineage."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from mlflow.models import infer_signature
+
+from . import data as datalib
+from . import lineage, registry
+from .config import Backends
+from .metrics import score_all
+from .model import build_model
+from .profile import prediction_profile, training_profile
+
+log = logging.getLogger(__name__)
+
+
+def predict(model, features: pd.DataFrame, task: str):
+    """Labels or values, and class probabilities for classification."""
+    proba = model.predict_proba(features) if task == "classification" else None
+    return np.asarray(model.predict(features)), proba
+
+
+def classes_of(model, task: str) -> list | None:
+    """The class labels a fitted classifier knows, as plain Python values."""
+    return [c.item() if hasattr(c, "item") else c for c in model.classes_] if task == "classification" else None
+
+
+def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
+    """Fit the model on the training rows; return it with validation metrics."""
+    split_p, train_p = params["split"], params["train"]
+    rest, _holdout = datalib.split(frame, schema, split_p["holdout_fraction"], split_p["seed"])
+    random_split = datalib.Schema(schema.features, schema.target, schema.task)
+    train_rows, valid_rows = datalib.split(rest, random_split, split_p["validation_fraction"],
+                                           split_p["seed"])
+    x_train, y_train = datalib.features_and_target(train_rows, schema)
+    model = build_model(schema.task, schema.of_kind("numeric"), schema.of_kind("categorical"),
+                        dict(train_p.get("hyperparameters") or {}), int(train_p["seed"]))
+    model.fit(x_train, y_train)
+    x_valid, y_valid = datalib.features_and_target(valid_rows, schema)
+    classes = classes_of(model, schema.task)
+    metrics = score_all(schema.task, y_valid, *predict(model, x_valid, schema.task), classes)
+    return model, x_train, metrics
+
+
+def run_record(model, x_train: pd.DataFrame, metrics: dict, frame: pd.DataFrame,
+               schema: datalib.Schema, params: dict, dvc_md5: str) -> dict[str, Any]:
+    """Everything one MLflow run logs: params, metrics, lineage tags, profile, signature."""
+    prediction, proba = predict(model, x_train, schema.task)
+    bins = int(params["train"].get("profile_bins", 10))
+    profile = training_profile(x_train, schema.features, bins, prediction_profile(
+        schema.task, prediction, proba, classes_of(model, schema.task), bins))
+    tags = {
+        "data.content_hash": datalib.content_hash(frame),
+        "data.dvc_md5": dvc_md5,
+        "data.rows": str(len(frame)),
+        "data.training_rows": str(len(x_train)),
+        "task": schema.task,
+        "features": ",".join(schema.features),
+        "trained_at": registry.now(),
+        **lineage.git_state(),
+        **lineage.library_versions(),
+    }
+    flat_params = {f"hp.{k}": v for k, v in (params["train"].get("hyperparameters") or {}).items()}
+    flat_params.update(seed=params["train"]["seed"], **{f"split.{k}": v for k, v in params["split"].items()})
+    example = x_train.head(5)
+    return {"params": flat_params, "metrics": {f"validation.{k}": v for k, v in metrics.items()},
+            "tags": tags, "profile": profile, "input_example": example,
+            "signature": infer_signature(example, model.predict(example))}
+
+
+def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, Any]:
+    """Train, log one run and register a version; return what reports/train.json records."""
+    schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
+    frame = datalib.validate(pd.read_parquet(data_path), schema)
+    client = registry.connect(backends)
+    model, x_train, metrics = fit(frame, schema, params)
+    record = run_record(model, x_train, metrics, frame, schema, params, lineage.file_md5(data_path))
+    name = params["model"]["name"]
+    created = registry.log_and_register(client, name, backends.artifact_root, model, record)
+    log.info("registered %s version %s (validation %s)", name, created.version, metrics)
+    return {"model_name": name, "version": str(created.version), "run_id": created.run_id,
+            "data_hash": record["tags"]["data.content_hash"], "validation_metrics": metrics}

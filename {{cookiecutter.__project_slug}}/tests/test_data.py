@@ -1,0 +1,104 @@
+"""The data step: schema checks name the column and the problem; hashing; the newest holdout."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from {{ cookiecutter.__package_name }} import data as datalib
+from {{ cookiecutter.__package_name }}.errors import PipelineError
+
+
+@pytest.fixture
+def schema(params: dict) -> datalib.Schema:
+    """The sample schema for the repository's task."""
+    return datalib.Schema.from_params(params["data"], params["model"]["task"])
+
+
+@pytest.fixture
+def frame(params: dict, schema: datalib.Schema) -> pd.DataFrame:
+    """A sample frame straight from the source."""
+    return datalib.load_source(params["data"], schema.task, None)
+
+
+def test_validate_sample_gives_canonical_types(frame, schema):
+    clean = datalib.validate(frame, schema)
+    assert list(clean.columns) == schema.columns
+    assert clean["monthly_charges"].dtype == np.float64
+    assert clean["age"].isna().sum() > 0, "the sample is meant to have missing ages"
+    assert clean["payment_method"].isna().sum() > 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda f: f.drop(columns=["region"]), "column 'region' is missing"),
+        (lambda f: f.assign(coupon="x"), "column 'coupon' is not declared"),
+        (lambda f: f.assign(age=f["age"].astype(object).where(f.index != 3, "old")),
+         "column 'age' is declared numeric but holds ['old']"),
+        (lambda f: f.assign(tenure_months=np.where(f.index == 0, np.inf, f["tenure_months"])),
+         "column 'tenure_months' holds infinite values"),
+        (lambda f: f.iloc[0:0], "the data source returned no rows"),
+        (lambda f: f.assign(event_date="not a date"), "time column 'event_date'"),
+    ],
+    ids=["missing-column", "extra-column", "text-in-numeric", "infinity", "empty", "bad-dates"],
+)
+def test_validate_bad_data_names_column_and_problem(frame, schema, change, message):
+    with pytest.raises(PipelineError) as caught:
+        datalib.validate(change(frame.copy()), schema)
+    assert message in str(caught.value)
+
+
+def test_validate_missing_target_values_refused(frame, schema):
+    broken = frame.copy()
+    broken[schema.target] = broken[schema.target].astype(object).where(broken.index != 5, None)
+    with pytest.raises(PipelineError, match=f"target column '{schema.target}' has 1 missing"):
+        datalib.validate(broken, schema)
+
+
+def test_validate_undeclared_label_or_text_target_refused(frame, schema):
+    broken = frame.copy()
+    broken[schema.target] = broken[schema.target].astype(object).where(broken.index != 5, "maybe")
+    expected = "holds ['maybe']" if schema.task == "classification" else "declared numeric"
+    with pytest.raises(PipelineError, match=expected.replace("[", r"\[").replace("]", r"\]")):
+        datalib.validate(broken, schema)
+
+
+def test_content_hash_stable_across_formats_and_sensitive_to_one_value(frame, schema, tmp_path):
+    clean = datalib.validate(frame, schema)
+    clean.to_csv(tmp_path / "d.csv", index=False)
+    reread = datalib.validate(pd.read_csv(tmp_path / "d.csv"), schema)
+    assert datalib.content_hash(reread) == datalib.content_hash(clean)
+    changed = clean.copy()
+    changed.loc[0, "monthly_charges"] += 1
+    assert datalib.content_hash(changed) != datalib.content_hash(clean)
+
+
+def test_split_holdout_is_the_newest_rows(frame, schema):
+    clean = datalib.validate(frame, schema)
+    rest, holdout = datalib.split(clean, schema, 0.2, seed=1)
+    assert len(holdout) == 300 and len(rest) == 1200
+    assert holdout[schema.time_column].min() >= rest[schema.time_column].max()
+
+
+def test_load_source_reads_csv_and_parquet_and_refuses_other_suffixes(frame, params, tmp_path):
+    task = params["model"]["task"]
+    for suffix, write in ((".csv", frame.to_csv), (".parquet", frame.to_parquet)):
+        write(tmp_path / f"d{suffix}", index=False)
+        loaded = datalib.load_source({**params["data"], "source": str(tmp_path / f"d{suffix}")}, task, None)
+        assert len(loaded) == len(frame)
+    with pytest.raises(PipelineError, match="use 'sample', 'sql'"):
+        datalib.load_source({**params["data"], "source": "d.xlsx"}, task, None)
+
+
+def test_load_source_sql_reads_a_query(frame, params, tmp_path):
+    import sqlalchemy
+
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    frame.to_sql("customers", sqlalchemy.create_engine(url), index=False)
+    query = {**params["data"], "source": "sql", "query": "select * from customers"}
+    loaded = datalib.load_source(query, params["model"]["task"], url)
+    assert len(loaded) == len(frame)
+    with pytest.raises(PipelineError, match="set SOURCE_DATABASE_URL"):
+        datalib.load_source(query, params["model"]["task"], None)

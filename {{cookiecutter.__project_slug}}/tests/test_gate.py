@@ -1,0 +1,54 @@
+"""The promotion gate, in both metric directions."""
+
+from __future__ import annotations
+
+import pytest
+
+from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.promotion import Gate
+
+
+def gate(metric: str, threshold: float, margin: float = 0.01) -> Gate:
+    """A gate for the task the metric belongs to."""
+    task = "regression" if metric in ("rmse", "mae", "r2") else "classification"
+    return Gate.from_params({"metric": metric, "threshold": threshold, "min_improvement": margin}, task)
+
+
+@pytest.mark.parametrize(
+    ("metric", "threshold", "candidate", "champion", "promoted"),
+    [
+        ("roc_auc", 0.7, 0.8, None, True),
+        ("roc_auc", 0.7, 0.65, None, False),
+        ("roc_auc", 0.7, 0.80, 0.78, True),
+        ("roc_auc", 0.7, 0.785, 0.78, False),
+        ("roc_auc", 0.7, 0.75, 0.78, False),
+        ("rmse", 20.0, 12.0, None, True),
+        ("rmse", 20.0, 25.0, None, False),
+        ("rmse", 20.0, 11.0, 12.0, True),
+        ("rmse", 20.0, 11.995, 12.0, False),
+        ("rmse", 20.0, 13.0, 12.0, False),
+    ],
+    ids=["first-passes", "first-fails-threshold", "beats-champion", "below-margin", "worse",
+         "rmse-first-passes", "rmse-first-fails", "rmse-beats", "rmse-below-margin", "rmse-worse"],
+)
+def test_gate_decide_in_the_metrics_direction(metric, threshold, candidate, champion, promoted):
+    accepted, reason = gate(metric, threshold).decide(candidate, champion)
+    assert accepted is promoted, reason
+    assert metric in reason
+
+
+def test_gate_refuses_metric_of_the_other_task():
+    with pytest.raises(PipelineError, match="metric 'rmse' does not fit task 'classification'"):
+        Gate.from_params({"metric": "rmse", "threshold": 1}, "classification")
+
+
+def test_gate_refuses_non_numeric_threshold_and_negative_margin():
+    with pytest.raises(PipelineError, match="must be numbers"):
+        gate("roc_auc", "high")
+    with pytest.raises(PipelineError, match="min_improvement is -0.1"):
+        gate("roc_auc", 0.7, margin=-0.1)
+
+
+def test_repository_params_build_a_gate(repo_params):
+    built = Gate.from_params(repo_params["promote"], repo_params["model"]["task"])
+    assert built.metric.task == repo_params["model"]["task"]

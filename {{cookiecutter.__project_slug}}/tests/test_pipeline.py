@@ -1,0 +1,121 @@
+"""train -> evaluate -> promote -> rollback against a real MLflow registry in a temp folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from {{ cookiecutter.__package_name }} import data as datalib
+from {{ cookiecutter.__package_name }} import evaluation, promotion, registry, training
+from {{ cookiecutter.__package_name }}.config import Backends
+from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.promotion import Gate
+
+
+def write_data(params: dict, path: Path, shuffle_target: bool = False) -> Path:
+    """Write the sample dataset, optionally with its target shuffled (a useless model)."""
+    schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
+    frame = datalib.validate(datalib.load_source(params["data"], schema.task, None), schema)
+    if shuffle_target:
+        frame[schema.target] = frame[schema.target].sample(frac=1, random_state=0).to_numpy()
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def cycle(params: dict, backends: Backends, data: Path, out: Path) -> dict:
+    """Train, evaluate and promote once; return the promotion report."""
+    trained = training.train(data, params, backends)
+    report = evaluation.evaluate(data, trained, params, backends, out)
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    return promotion.promote(report, gate, backends, reevaluate=lambda: report)
+
+
+@pytest.fixture
+def good_data(params, workdir) -> Path:
+    """The sample dataset on disk."""
+    return write_data(params, workdir / "good.parquet")
+
+
+def test_train_registers_version_with_full_lineage(params, backends, good_data):
+    trained = training.train(good_data, params, backends)
+    version = MlflowClient().get_model_version("test-model", trained["version"])
+    for tag in (*registry.REQUIRED_LINEAGE, "git.dirty", "lib.scikit-learn", "data.rows"):
+        assert version.tags.get(tag), f"version lacks lineage tag {tag}"
+    assert version.tags["data.content_hash"] == trained["data_hash"]
+    assert any(k.startswith("metrics.validation.") for k in version.tags)
+    profile = registry.load_profile(MlflowClient(), trained["run_id"])
+    assert set(profile["features"]) == set(params["data"]["features"])
+    assert profile["features"]["monthly_charges"]["bin_edges"], "numeric profile has quantile bins"
+    assert profile["features"]["contract"]["frequencies"], "categorical profile has frequencies"
+
+
+def test_train_same_inputs_same_metrics(params, backends, good_data):
+    first = training.train(good_data, params, backends)
+    second = training.train(good_data, params, backends)
+    assert first["validation_metrics"] == second["validation_metrics"]
+    assert first["version"] != second["version"]
+
+
+def test_gate_promotes_good_then_keeps_champion_over_shuffled(params, backends, good_data, workdir):
+    first = cycle(params, backends, good_data, workdir / "r1")
+    assert first["decision"] == "promoted"
+    bad = write_data(params, workdir / "bad.parquet", shuffle_target=True)
+    second = cycle(params, backends, bad, workdir / "r2")
+    assert second["decision"] == "rejected", second["reason"]
+    champion = registry.champion(MlflowClient(), "test-model")
+    assert str(champion.version) == first["candidate"]["version"]
+    evaluated = json.loads((workdir / "r2" / "evaluation.json").read_text())
+    assert evaluated["champion"]["version"] == first["candidate"]["version"]
+    assert sorted(p.name for p in (workdir / "r2").glob("*.png")), "evaluation wrote its plots"
+
+
+def test_rollback_rescores_and_refuses_below_threshold_unless_forced(params, backends, good_data, workdir):
+    cycle(params, backends, good_data, workdir / "r1")
+    second = cycle(params, backends, good_data, workdir / "r2")
+    assert second["decision"] == "promoted"
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    back = promotion.rollback(good_data, params, gate, backends, None, "test", force=False)
+    assert back["moved"] and back["to_version"] == "1"
+    assert MlflowClient().get_model_version("test-model", "1").tags["rollback_reason"] == "test"
+    strict = Gate(gate.metric, 0.999 if gate.metric.higher_is_better else 0.001, 0.0)
+    refused = promotion.rollback(good_data, params, strict, backends, "2", "test", force=False)
+    assert not refused["moved"]
+    assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
+    forced = promotion.rollback(good_data, params, strict, backends, "2", "test", force=True)
+    assert forced["moved"] and str(registry.champion(MlflowClient(), "test-model").version) == "2"
+
+
+def test_failed_evaluation_moves_no_alias(params, backends, good_data, workdir, monkeypatch):
+    cycle(params, backends, good_data, workdir / "r1")
+    trained = training.train(good_data, params, backends)
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("evaluation crashed")
+
+    monkeypatch.setattr(evaluation, "score_version", crash)
+    with pytest.raises(RuntimeError):
+        evaluation.evaluate(good_data, trained, params, backends, workdir / "r2")
+    assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
+    assert not (workdir / "r2" / "evaluation.json").exists()
+
+
+def test_unreachable_registry_fails_clearly_and_registers_nothing(params, good_data, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    dead = Backends("http://127.0.0.1:9", None, "file:///tmp/unused", None)
+    with pytest.raises(PipelineError, match="unreachable"):
+        training.train(good_data, params, dead)
+
+
+def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_data, workdir):
+    cycle(params, backends, good_data, workdir / "r1")
+    trained = training.train(good_data, params, backends)
+    report = evaluation.evaluate(good_data, trained, params, backends, workdir / "r2")
+    text = (workdir / "r2" / "evaluation.md").read_text()
+    assert "candidate v2" in text and "champion v1" in text
+    metric = params["promote"]["metric"]
+    delta = report["comparison"][metric]["delta"]
+    assert f"{delta:+.4f}" in text
