@@ -131,8 +131,7 @@ def invalid(key: str, value: str, fragment: str, case_id: str, **also: str):
 
 INVALID_ANSWERS = [
     invalid("project_name", "2nd Model", "slug '2nd-model'", "slug-leading-digit"),
-    invalid("project_name", "Churn  Model", "slug 'churn--model'", "slug-double-space"),
-    invalid("project_name", "Churn Model!", "slug 'churn-model!'", "slug-punctuation"),
+    invalid("project_name", "***", "slug ''", "slug-empty"),
     invalid("project_name", "Class", "Python keyword", "package-is-keyword"),
     invalid("project_name", "JSON", "standard-library", "package-shadows-stdlib"),
     invalid("description", "", "non-empty line", "description-empty"),
@@ -344,23 +343,17 @@ def test_bake_invalid_answer_fails_and_writes_nothing(
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="cookiecutter creates <output>/<slug> before pre_gen runs and removes only "
-    "the last component on failure, so a slug holding '/' leaves its parent behind",
-)
-def test_bake_slash_in_project_name_writes_nothing(
+def test_bake_slash_in_project_name_becomes_one_folder(
     tmp_path: Path, cookiecutter_config: Path
 ) -> None:
-    with pytest.raises(FailedHookException):
-        cookiecutter(
-            str(TEMPLATE_DIR),
-            no_input=True,
-            extra_context={"project_name": "ml/churn"},
-            output_dir=str(tmp_path),
-            config_file=str(cookiecutter_config),
-        )
-    assert list(tmp_path.iterdir()) == []
+    project = cookiecutter(
+        str(TEMPLATE_DIR),
+        no_input=True,
+        extra_context={"project_name": "ml/churn"},
+        output_dir=str(tmp_path),
+        config_file=str(cookiecutter_config),
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["ml-churn"] == [Path(project).name]
 
 
 # --- post_gen ----------------------------------------------------------------------

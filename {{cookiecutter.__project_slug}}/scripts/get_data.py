@@ -23,16 +23,27 @@ def main(argv: list[str] | None = None) -> int:
     def step() -> int:
         params = load_params()
         schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
-        raw = datalib.load_source(params["data"], schema.task, Backends.from_env().source_database_url)
+        raw = datalib.load_source(
+            params["data"], schema.task, Backends.from_env().source_database_url
+        )
         frame = datalib.validate(raw, schema)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         partial = args.out.with_suffix(".partial")
         frame.to_parquet(partial, index=False)
         partial.replace(args.out)
-        summary = {"rows": len(frame), "columns": list(frame.columns),
-                   "content_hash": datalib.content_hash(frame), "source": str(params["data"]["source"])}
+        summary = {
+            "rows": len(frame),
+            "columns": list(frame.columns),
+            "content_hash": datalib.content_hash(frame),
+            "source": str(params["data"]["source"]),
+        }
         write_json(args.report, summary)
-        log.info("wrote %s rows to %s (content hash %s)", len(frame), args.out, summary["content_hash"][:12])
+        log.info(
+            "wrote %s rows to %s (content hash %s)",
+            len(frame),
+            args.out,
+            summary["content_hash"][:12],
+        )
         return 0
 
     return run(step)

@@ -27,11 +27,15 @@ def main(argv: list[str] | None = None) -> int:
 
     def step() -> int:
         model, data = section("model"), section("data")
-        frame = make_sample(args.rows, args.seed, model["task"], data["target"], args.drift, args.end_date)
+        frame = make_sample(
+            args.rows, args.seed, model["task"], data["target"], args.drift, args.end_date
+        )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         writer = frame.to_csv if args.out.suffix == ".csv" else frame.to_parquet
         writer(args.out, index=False)
-        log.info("wrote %s %s rows to %s", len(frame), "drifted" if args.drift else "sample", args.out)
+        log.info(
+            "wrote %s %s rows to %s", len(frame), "drifted" if args.drift else "sample", args.out
+        )
         return 0
 
     return run(step)

@@ -17,7 +17,9 @@ log = logging.getLogger("rollback")
 def main(argv: list[str] | None = None) -> int:
     """Roll back to --version (default: the previous champion); exit 4 if the check refuses."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--version", default=None, help="version to restore (default: previous champion)")
+    parser.add_argument(
+        "--version", default=None, help="version to restore (default: previous champion)"
+    )
     parser.add_argument("--reason", default="manual rollback", help="why, recorded on the version")
     parser.add_argument("--force", action="store_true", help="move even if it fails the threshold")
     parser.add_argument("--data", type=Path, default=Path("data/dataset.parquet"))
@@ -27,15 +29,29 @@ def main(argv: list[str] | None = None) -> int:
     def step() -> int:
         params = load_params()
         gate = Gate.from_params(params["promote"], params["model"]["task"])
-        report = rollback(args.data, params, gate, Backends.from_env(), args.version or None,
-                          args.reason, args.force)
+        report = rollback(
+            args.data,
+            params,
+            gate,
+            Backends.from_env(),
+            args.version or None,
+            args.reason,
+            args.force,
+        )
         write_json(args.report, report)
         if not report["moved"]:
-            log.error("refused: version %s scores %s=%.4f on today's holdout, failing the threshold "
-                      "%s; pass FORCE=1 to roll back anyway", report["to_version"], report["metric"],
-                      report["value_today"], report["threshold"])
+            log.error(
+                "refused: version %s scores %s=%.4f on today's holdout, failing the threshold "
+                "%s; pass FORCE=1 to roll back anyway",
+                report["to_version"],
+                report["metric"],
+                report["value_today"],
+                report["threshold"],
+            )
             return EXIT_REFUSED
-        log.info("champion is now version %s (was %s)", report["to_version"], report["from_version"])
+        log.info(
+            "champion is now version %s (was %s)", report["to_version"], report["from_version"]
+        )
         return 0
 
     return run(step)

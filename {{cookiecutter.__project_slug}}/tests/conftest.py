@@ -32,8 +32,12 @@ def params(repo_params: dict) -> dict:
     task = result["model"]["task"]
     result["model"]["name"] = "test-model"
     result["data"].update(
-        source="sample", query=None, sample_rows=1500, sample_seed=7,
-        time_column=sample.TIME_COLUMN, features=dict(sample.FEATURES),
+        source="sample",
+        query=None,
+        sample_rows=1500,
+        sample_seed=7,
+        time_column=sample.TIME_COLUMN,
+        features=dict(sample.FEATURES),
         target_classes=[0, 1] if task == "classification" else None,
     )
     result["train"]["hyperparameters"] = {"max_iter": 40, "learning_rate": 0.1}

@@ -35,10 +35,14 @@ def test_validate_sample_gives_canonical_types(frame, schema):
     [
         (lambda f: f.drop(columns=["region"]), "column 'region' is missing"),
         (lambda f: f.assign(coupon="x"), "column 'coupon' is not declared"),
-        (lambda f: f.assign(age=f["age"].astype(object).where(f.index != 3, "old")),
-         "column 'age' is declared numeric but holds ['old']"),
-        (lambda f: f.assign(tenure_months=np.where(f.index == 0, np.inf, f["tenure_months"])),
-         "column 'tenure_months' holds infinite values"),
+        (
+            lambda f: f.assign(age=f["age"].astype(object).where(f.index != 3, "old")),
+            "column 'age' is declared numeric but holds ['old']",
+        ),
+        (
+            lambda f: f.assign(tenure_months=np.where(f.index == 0, np.inf, f["tenure_months"])),
+            "column 'tenure_months' holds infinite values",
+        ),
         (lambda f: f.iloc[0:0], "the data source returned no rows"),
         (lambda f: f.assign(event_date="not a date"), "time column 'event_date'"),
     ],
@@ -86,7 +90,9 @@ def test_load_source_reads_csv_and_parquet_and_refuses_other_suffixes(frame, par
     task = params["model"]["task"]
     for suffix, write in ((".csv", frame.to_csv), (".parquet", frame.to_parquet)):
         write(tmp_path / f"d{suffix}", index=False)
-        loaded = datalib.load_source({**params["data"], "source": str(tmp_path / f"d{suffix}")}, task, None)
+        loaded = datalib.load_source(
+            {**params["data"], "source": str(tmp_path / f"d{suffix}")}, task, None
+        )
         assert len(loaded) == len(frame)
     with pytest.raises(PipelineError, match="use 'sample', 'sql'"):
         datalib.load_source({**params["data"], "source": "d.xlsx"}, task, None)

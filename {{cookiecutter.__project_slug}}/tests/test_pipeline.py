@@ -16,11 +16,17 @@ from {{ cookiecutter.__package_name }}.promotion import Gate
 
 
 def write_data(params: dict, path: Path, shuffle_target: bool = False) -> Path:
-    """Write the sample dataset, optionally with its target shuffled (a useless model)."""
+    """Write the sample dataset; `shuffle_target` scrambles the training rows' target only.
+
+    The holdout (the newest rows) keeps its true target, so a model trained on the
+    scrambled rows is measurably worse than the champion on the same holdout.
+    """
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
     frame = datalib.validate(datalib.load_source(params["data"], schema.task, None), schema)
     if shuffle_target:
-        frame[schema.target] = frame[schema.target].sample(frac=1, random_state=0).to_numpy()
+        rest, _holdout = datalib.split(frame, schema, params["split"]["holdout_fraction"], 0)
+        scrambled = rest[schema.target].sample(frac=1, random_state=0).to_numpy()
+        frame.loc[rest.index, schema.target] = scrambled
     frame.to_parquet(path, index=False)
     return path
 
@@ -72,7 +78,9 @@ def test_gate_promotes_good_then_keeps_champion_over_shuffled(params, backends, 
     assert sorted(p.name for p in (workdir / "r2").glob("*.png")), "evaluation wrote its plots"
 
 
-def test_rollback_rescores_and_refuses_below_threshold_unless_forced(params, backends, good_data, workdir):
+def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
+    params, backends, good_data, workdir
+):
     cycle(params, backends, good_data, workdir / "r1")
     second = cycle(params, backends, good_data, workdir / "r2")
     assert second["decision"] == "promoted"

@@ -1,4 +1,4 @@
-"""What every script shares: logging, reading and writing reports, turning errors into exit codes."""
+"""What every script shares: logging, report files, and errors turned into exit codes."""
 
 from __future__ import annotations
 
@@ -11,13 +11,16 @@ from typing import Any
 
 from .errors import EXIT_ERROR, PipelineError
 
-log = logging.getLogger(PACKAGE := __package__)
+log = logging.getLogger(__name__)
 
 
 def run(step: Callable[[], int]) -> int:
     """Run a script's body: log to stderr, and turn an expected failure into a clear exit code."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
     try:
         return step()
     except PipelineError as err:

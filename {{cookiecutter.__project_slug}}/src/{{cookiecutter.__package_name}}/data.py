@@ -39,10 +39,17 @@ class Schema:
                     f"params.yaml data.features.{name} is '{kind}': use one of {FEATURE_TYPES}"
                 )
         if task not in ("classification", "regression"):
-            raise PipelineError(f"params.yaml model.task is '{task}': use classification or regression")
+            raise PipelineError(
+                f"params.yaml model.task is '{task}': use classification or regression"
+            )
         classes = data.get("target_classes")
-        return cls(dict(features), data["target"], task,
-                   tuple(classes) if classes else None, data.get("time_column"))
+        return cls(
+            dict(features),
+            data["target"],
+            task,
+            tuple(classes) if classes else None,
+            data.get("time_column"),
+        )
 
     @property
     def columns(self) -> list[str]:
@@ -59,8 +66,12 @@ def load_source(data: dict[str, Any], task: str, database_url: str | None) -> pd
     """Read the configured source: the sample generator, a CSV or Parquet file or URL, or SQL."""
     source = str(data.get("source") or "").strip()
     if source == "sample":
-        return make_sample(int(data.get("sample_rows", 6000)), int(data.get("sample_seed", 7)),
-                           task, data["target"])
+        return make_sample(
+            int(data.get("sample_rows", 6000)),
+            int(data.get("sample_seed", 7)),
+            task,
+            data["target"],
+        )
     if source == "sql":
         return _read_sql(data.get("query"), database_url)
     suffix = Path(source.split("?")[0]).suffix.lower()
@@ -113,12 +124,16 @@ def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
     """Refuse missing and undeclared columns."""
     missing = [c for c in schema.columns if c not in frame.columns]
     if missing:
-        raise PipelineError(f"column '{missing[0]}' is missing from the data "
-                            f"(declared in params.yaml data; missing: {missing})")
+        raise PipelineError(
+            f"column '{missing[0]}' is missing from the data "
+            f"(declared in params.yaml data; missing: {missing})"
+        )
     extra = [str(c) for c in frame.columns if c not in schema.columns]
     if extra:
-        raise PipelineError(f"column '{extra[0]}' is not declared in params.yaml data.features: "
-                            f"declare it or drop it from the source (undeclared: {extra})")
+        raise PipelineError(
+            f"column '{extra[0]}' is not declared in params.yaml data.features: "
+            f"declare it or drop it from the source (undeclared: {extra})"
+        )
 
 
 def _bad_values(original: pd.Series, converted: pd.Series) -> list:
@@ -156,7 +171,7 @@ def _as_dates(column: pd.Series, name: str) -> pd.Series:
 
 
 def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
-    """Check the target: no gaps; declared labels for classification, finite numbers for regression."""
+    """Check the target: no gaps; declared labels (classification) or finite numbers."""
     name = schema.target
     if column.isna().any():
         raise PipelineError(f"target column '{name}' has {int(column.isna().sum())} missing values")
@@ -166,8 +181,10 @@ def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
         allowed = {str(c) for c in schema.target_classes}
         bad = sorted({str(v) for v in column.unique()} - allowed)
         if bad:
-            raise PipelineError(f"target column '{name}' holds {bad[:5]}, "
-                                f"allowed labels are {list(schema.target_classes)}")
+            raise PipelineError(
+                f"target column '{name}' holds {bad[:5]}, "
+                f"allowed labels are {list(schema.target_classes)}"
+            )
         by_text = {str(c): c for c in schema.target_classes}
         column = column.map(lambda v: by_text[str(v)])
     if column.nunique() < 2:

@@ -24,8 +24,9 @@ def holdout(data_path, params: dict[str, Any]) -> tuple[pd.DataFrame, datalib.Sc
     """The newest rows of the current data, which no candidate trained on."""
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
     frame = datalib.validate(pd.read_parquet(data_path), schema)
-    _rest, rows = datalib.split(frame, schema, params["split"]["holdout_fraction"],
-                                params["split"]["seed"])
+    _rest, rows = datalib.split(
+        frame, schema, params["split"]["holdout_fraction"], params["split"]["seed"]
+    )
     return rows, schema
 
 
@@ -34,17 +35,26 @@ def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Sc
     model = registry.load_model(name, number)
     x, y = datalib.features_and_target(rows, schema)
     prediction, proba = predict(model, x, schema.task)
-    return {"version": str(number),
-            "metrics": score_all(schema.task, y, prediction, proba, classes_of(model, schema.task)),
-            "prediction": prediction, "proba": proba, "classes": classes_of(model, schema.task)}
+    return {
+        "version": str(number),
+        "metrics": score_all(schema.task, y, prediction, proba, classes_of(model, schema.task)),
+        "prediction": prediction,
+        "proba": proba,
+        "classes": classes_of(model, schema.task),
+    }
 
 
 def compare(candidate: dict, champion: dict | None) -> dict[str, dict[str, Any]]:
     """Per metric: both values, the delta, and whether the candidate is better."""
     table = {}
     for metric, value in candidate["metrics"].items():
-        row = {"candidate": value, "champion": None, "delta": None, "better": None,
-               "higher_is_better": METRICS[metric].higher_is_better}
+        row = {
+            "candidate": value,
+            "champion": None,
+            "delta": None,
+            "better": None,
+            "higher_is_better": METRICS[metric].higher_is_better,
+        }
         if champion and metric in champion["metrics"]:
             row["champion"] = champion["metrics"][metric]
             row["delta"] = value - row["champion"]
@@ -53,7 +63,9 @@ def compare(candidate: dict, champion: dict | None) -> dict[str, dict[str, Any]]
     return table
 
 
-def evaluate(data_path, train_report: dict, params: dict, backends: Backends, out_dir: Path) -> dict:
+def evaluate(
+    data_path, train_report: dict, params: dict, backends: Backends, out_dir: Path
+) -> dict:
     """Score candidate and champion, write evaluation.json, evaluation.md and the plots."""
     client = registry.connect(backends)
     name, number = train_report["model_name"], train_report["version"]
@@ -65,16 +77,23 @@ def evaluate(data_path, train_report: dict, params: dict, backends: Backends, ou
     out_dir.mkdir(parents=True, exist_ok=True)
     images = plots.evaluation_plots(schema, rows[schema.target], candidate, champion, out_dir)
     report = {
-        "model_name": name, "task": schema.task,
+        "model_name": name,
+        "task": schema.task,
         "holdout": {"rows": len(rows), "data_hash": datalib.content_hash(rows)},
         "candidate": {"version": candidate["version"], "metrics": candidate["metrics"]},
-        "champion": {"version": champion["version"], "metrics": champion["metrics"]} if champion else None,
-        "comparison": compare(candidate, champion), "plots": images,
+        "champion": {"version": champion["version"], "metrics": champion["metrics"]}
+        if champion
+        else None,
+        "comparison": compare(candidate, champion),
+        "plots": images,
     }
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
     (out_dir / "evaluation.md").write_text(markdown(report))
-    log.info("evaluated candidate v%s against %s", number,
-             f"champion v{champion['version']}" if champion else "no champion")
+    log.info(
+        "evaluated candidate v%s against %s",
+        number,
+        f"champion v{champion['version']}" if champion else "no champion",
+    )
     return report
 
 
@@ -94,8 +113,10 @@ def markdown(report: dict) -> str:
     for metric, row in report["comparison"].items():
         arrow = "higher is better" if row["higher_is_better"] else "lower is better"
         verdict = "" if row["better"] is None else ("better" if row["better"] else "not better")
-        lines.append(f"| {metric} ({arrow}) | {row['candidate']:.4f} | {_fmt(row['champion'])} "
-                     f"| {_fmt(row['delta'], signed=True)} | {verdict} |")
+        lines.append(
+            f"| {metric} ({arrow}) | {row['candidate']:.4f} | {_fmt(row['champion'])} "
+            f"| {_fmt(row['delta'], signed=True)} | {verdict} |"
+        )
     lines += ["", *[f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]], ""]
     return "\n".join(lines)
 
@@ -103,5 +124,5 @@ def markdown(report: dict) -> str:
 def _fmt(value: float | None, signed: bool = False) -> str:
     """A number for the table, or a dash."""
     if value is None:
-        return "–"
+        return "-"
     return f"{value:+.4f}" if signed else f"{value:.4f}"

@@ -48,13 +48,15 @@ def get_metric(name: str, task: str) -> Metric:
     fitting = [m for m in METRICS.values() if m.task == task]
     metric = METRICS.get(name)
     if metric is None or metric.task != task:
-        raise PipelineError(f"metric '{name}' does not fit task '{task}': "
-                            f"use one of {[m.name for m in fitting]}")
+        raise PipelineError(
+            f"metric '{name}' does not fit task '{task}': use one of {[m.name for m in fitting]}"
+        )
     return metric
 
 
-def score_all(task: str, y_true, prediction: np.ndarray, proba: np.ndarray | None,
-              classes: list[Any] | None) -> dict[str, float]:
+def score_all(
+    task: str, y_true, prediction: np.ndarray, proba: np.ndarray | None, classes: list[Any] | None
+) -> dict[str, float]:
     """Every metric of the task, computed on one set of predictions."""
     if task == "regression":
         return {
@@ -65,13 +67,20 @@ def score_all(task: str, y_true, prediction: np.ndarray, proba: np.ndarray | Non
     binary = len(classes) == 2
     scores = {
         "accuracy": float(skm.accuracy_score(y_true, prediction)),
-        "f1": float(skm.f1_score(y_true, prediction, average="binary" if binary else "macro",
-                                 pos_label=classes[-1] if binary else 1)),
+        "f1": float(
+            skm.f1_score(
+                y_true,
+                prediction,
+                average="binary" if binary else "macro",
+                pos_label=classes[-1] if binary else 1,
+            )
+        ),
         "log_loss": float(skm.log_loss(y_true, proba, labels=classes)),
     }
     if len(set(y_true)) > 1:
         scores["roc_auc"] = float(
-            skm.roc_auc_score(y_true, proba[:, 1]) if binary
+            skm.roc_auc_score(y_true, proba[:, 1])
+            if binary
             else skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=classes)
         )
     return scores

@@ -28,7 +28,11 @@ REQUIREMENTS = ["scikit-learn", "skops", "pandas", "numpy", "scipy"]
 
 
 def build_model(
-    task: str, numeric: list[str], categorical: list[str], hyperparameters: dict[str, Any], seed: int
+    task: str,
+    numeric: list[str],
+    categorical: list[str],
+    hyperparameters: dict[str, Any],
+    seed: int,
 ):
     """Return an unfitted pipeline: impute and one-hot encode, then gradient boosting."""
     preprocess = ColumnTransformer(
@@ -46,5 +50,11 @@ def build_model(
             ),
         ]
     )
-    estimator = HistGradientBoostingClassifier if task == "classification" else HistGradientBoostingRegressor
-    return Pipeline([("preprocess", preprocess), ("model", estimator(random_state=seed, **hyperparameters))])
+    estimator = (
+        HistGradientBoostingClassifier
+        if task == "classification"
+        else HistGradientBoostingRegressor
+    )
+    return Pipeline(
+        [("preprocess", preprocess), ("model", estimator(random_state=seed, **hyperparameters))]
+    )

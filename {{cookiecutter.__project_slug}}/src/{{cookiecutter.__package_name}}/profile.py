@@ -14,15 +14,20 @@ def numeric_profile(values: pd.Series, bins: int) -> dict[str, Any]:
     The outer bins are open-ended, so any live value falls in some bin.
     """
     present = values.dropna().astype(float)
-    inner = np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1])) if len(present) else []
+    inner = (
+        np.unique(np.quantile(present, np.linspace(0, 1, bins + 1)[1:-1])) if len(present) else []
+    )
     counts = np.bincount(np.searchsorted(inner, present, side="right"), minlength=len(inner) + 1)
     return {
-        "count": int(len(values)),
+        "count": len(values),
         "missing_rate": float(values.isna().mean()),
         "mean": float(present.mean()) if len(present) else None,
         "std": float(present.std(ddof=0)) if len(present) else None,
-        "quantiles": {f"p{q:02d}": float(np.quantile(present, q / 100)) for q in (5, 25, 50, 75, 95)}
-        if len(present) else {},
+        "quantiles": {
+            f"p{q:02d}": float(np.quantile(present, q / 100)) for q in (5, 25, 50, 75, 95)
+        }
+        if len(present)
+        else {},
         "bin_edges": [float(e) for e in inner],
         "bin_fractions": [float(c) for c in counts / max(len(present), 1)],
     }
@@ -32,14 +37,15 @@ def categorical_profile(values: pd.Series) -> dict[str, Any]:
     """Category frequencies among present values, and the missing rate."""
     frequencies = values.dropna().astype(str).value_counts(normalize=True).sort_index()
     return {
-        "count": int(len(values)),
+        "count": len(values),
         "missing_rate": float(values.isna().mean()),
         "frequencies": {str(k): float(v) for k, v in frequencies.items()},
     }
 
 
-def prediction_profile(task: str, prediction: np.ndarray, proba: np.ndarray | None,
-                       classes: list | None, bins: int) -> dict[str, Any]:
+def prediction_profile(
+    task: str, prediction: np.ndarray, proba: np.ndarray | None, classes: list | None, bins: int
+) -> dict[str, Any]:
     """The distribution of the model's own outputs on the training data."""
     if task == "regression":
         return {"kind": "numeric", **numeric_profile(pd.Series(prediction), bins)}
@@ -50,14 +56,21 @@ def prediction_profile(task: str, prediction: np.ndarray, proba: np.ndarray | No
     return profile
 
 
-def training_profile(features: pd.DataFrame, kinds: dict[str, str], bins: int,
-                     prediction: dict[str, Any]) -> dict[str, Any]:
+def training_profile(
+    features: pd.DataFrame, kinds: dict[str, str], bins: int, prediction: dict[str, Any]
+) -> dict[str, Any]:
     """Profile every feature by its declared kind, plus the prediction distribution."""
     return {
-        "rows": int(len(features)),
+        "rows": len(features),
         "features": {
-            name: {"kind": kind, **(numeric_profile(features[name], bins) if kind == "numeric"
-                                    else categorical_profile(features[name]))}
+            name: {
+                "kind": kind,
+                **(
+                    numeric_profile(features[name], bins)
+                    if kind == "numeric"
+                    else categorical_profile(features[name])
+                ),
+            }
             for name, kind in kinds.items()
         },
         "prediction": prediction,

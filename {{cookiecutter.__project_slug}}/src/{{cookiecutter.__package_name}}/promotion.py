@@ -27,10 +27,14 @@ class Gate:
     def from_params(cls, promote: dict[str, Any], task: str) -> Gate:
         """Build the gate from the `promote:` section, refusing bad values."""
         try:
-            threshold, margin = float(promote["threshold"]), float(promote.get("min_improvement", 0))
+            threshold, margin = (
+                float(promote["threshold"]),
+                float(promote.get("min_improvement", 0)),
+            )
         except (KeyError, TypeError, ValueError) as err:
-            raise PipelineError("params.yaml promote.threshold and promote.min_improvement "
-                                f"must be numbers: {err}") from err
+            raise PipelineError(
+                f"params.yaml promote.threshold and promote.min_improvement must be numbers: {err}"
+            ) from err
         if margin < 0:
             raise PipelineError(f"params.yaml promote.min_improvement is {margin}: it must be >= 0")
         return cls(get_metric(str(promote.get("metric")), task), threshold, margin)
@@ -39,15 +43,26 @@ class Gate:
         """Whether to promote, and why, in words a reviewer can check."""
         name, direction = self.metric.name, ">=" if self.metric.higher_is_better else "<="
         if not self.metric.passes(candidate, self.threshold):
-            return False, f"{name} {candidate:.4f} fails the threshold ({direction} {self.threshold})"
+            return (
+                False,
+                f"{name} {candidate:.4f} fails the threshold ({direction} {self.threshold})",
+            )
         if champion is None:
-            return True, f"{name} {candidate:.4f} passes the threshold ({direction} {self.threshold}); no champion yet"
+            return (
+                True,
+                f"{name} {candidate:.4f} passes the threshold ({direction} {self.threshold}); "
+                "no champion yet",
+            )
         gain = self.metric.better_by(candidate, champion)
         if gain < self.min_improvement:
-            return False, (f"{name} {candidate:.4f} vs champion {champion:.4f}: improvement {gain:+.4f} "
-                           f"is below the minimum {self.min_improvement}")
-        return True, (f"{name} {candidate:.4f} passes the threshold and beats champion "
-                      f"{champion:.4f} by {gain:+.4f} (minimum {self.min_improvement})")
+            return False, (
+                f"{name} {candidate:.4f} vs champion {champion:.4f}: improvement {gain:+.4f} "
+                f"is below the minimum {self.min_improvement}"
+            )
+        return True, (
+            f"{name} {candidate:.4f} passes the threshold and beats champion "
+            f"{champion:.4f} by {gain:+.4f} (minimum {self.min_improvement})"
+        )
 
 
 def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dict[str, Any]:
@@ -61,7 +76,9 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     registry.version(client, name, candidate)
     current = registry.champion(client, name)
     if current and str(current.version) == candidate:
-        return _outcome("unchanged", f"version {candidate} is already the champion", evaluation, gate)
+        return _outcome(
+            "unchanged", f"version {candidate} is already the champion", evaluation, gate
+        )
     evaluated_against = (evaluation.get("champion") or {}).get("version")
     if (str(current.version) if current else None) != evaluated_against:
         log.info("champion moved since the evaluation: evaluating again")
@@ -71,9 +88,17 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     accepted, reason = gate.decide(value, champion_value)
     decision = {"gate.decision": "promoted" if accepted else "rejected", "gate.reason": reason}
     if accepted:
-        registry.move_champion(client, name, candidate, {
-            **decision, "promoted_at": registry.now(), "promotion_reason": reason,
-            "previous_champion": str(current.version) if current else "none"})
+        registry.move_champion(
+            client,
+            name,
+            candidate,
+            {
+                **decision,
+                "promoted_at": registry.now(),
+                "promotion_reason": reason,
+                "previous_champion": str(current.version) if current else "none",
+            },
+        )
     else:
         for key, tag in decision.items():
             client.set_model_version_tag(name, candidate, key, tag)
@@ -83,10 +108,18 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
 def _outcome(decision: str, reason: str, evaluation: dict, gate: Gate) -> dict[str, Any]:
     """The promotion report."""
     log.info("promotion decision: %s (%s)", decision, reason)
-    return {"decision": decision, "reason": reason, "model_name": evaluation["model_name"],
-            "candidate": evaluation["candidate"], "champion_before": evaluation["champion"],
-            "gate": {**asdict(gate), "metric": gate.metric.name,
-                     "higher_is_better": gate.metric.higher_is_better}}
+    return {
+        "decision": decision,
+        "reason": reason,
+        "model_name": evaluation["model_name"],
+        "candidate": evaluation["candidate"],
+        "champion_before": evaluation["champion"],
+        "gate": {
+            **asdict(gate),
+            "metric": gate.metric.name,
+            "higher_is_better": gate.metric.higher_is_better,
+        },
+    }
 
 
 def rollback_target(client, name: str, requested: str | None):
@@ -96,14 +129,23 @@ def rollback_target(client, name: str, requested: str | None):
         raise PipelineError(f"model {name} has no champion: there is nothing to roll back")
     number = requested or current.tags.get("previous_champion")
     if not number or number == "none":
-        raise PipelineError(f"champion v{current.version} has no previous champion: pass VERSION=<n>")
+        raise PipelineError(
+            f"champion v{current.version} has no previous champion: pass VERSION=<n>"
+        )
     if str(number) == str(current.version):
         raise PipelineError(f"version {number} is already the champion")
     return current, registry.version(client, name, number)
 
 
-def rollback(data_path, params: dict, gate: Gate, backends: Backends, requested: str | None,
-             reason: str, force: bool) -> dict[str, Any]:
+def rollback(
+    data_path,
+    params: dict,
+    gate: Gate,
+    backends: Backends,
+    requested: str | None,
+    reason: str,
+    force: bool,
+) -> dict[str, Any]:
     """Re-score the target on today's holdout; refuse if it fails the threshold unless forced."""
     client = registry.connect(backends)
     name = params["model"]["name"]
@@ -111,12 +153,29 @@ def rollback(data_path, params: dict, gate: Gate, backends: Backends, requested:
     rows, schema = holdout(data_path, params)
     value = score_version(name, str(target.version), rows, schema)["metrics"][gate.metric.name]
     passes = gate.metric.passes(value, gate.threshold)
-    report = {"model_name": name, "from_version": str(current.version), "to_version": str(target.version),
-              "metric": gate.metric.name, "value_today": value, "threshold": gate.threshold,
-              "passes_threshold": passes, "forced": force, "reason": reason, "moved": False}
+    report = {
+        "model_name": name,
+        "from_version": str(current.version),
+        "to_version": str(target.version),
+        "metric": gate.metric.name,
+        "value_today": value,
+        "threshold": gate.threshold,
+        "passes_threshold": passes,
+        "forced": force,
+        "reason": reason,
+        "moved": False,
+    }
     if not passes and not force:
         return report
-    registry.move_champion(client, name, str(target.version), {
-        "rolled_back_at": registry.now(), "rollback_reason": reason,
-        "previous_champion": str(current.version), f"rollback.{gate.metric.name}": f"{value:.6g}"})
+    registry.move_champion(
+        client,
+        name,
+        str(target.version),
+        {
+            "rolled_back_at": registry.now(),
+            "rollback_reason": reason,
+            "previous_champion": str(current.version),
+            f"rollback.{gate.metric.name}": f"{value:.6g}",
+        },
+    )
     return {**report, "moved": True}

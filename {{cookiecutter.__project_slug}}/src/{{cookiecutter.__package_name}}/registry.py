@@ -38,7 +38,7 @@ def connect(backends: Backends) -> MlflowClient:
     client = MlflowClient()
     try:
         client.search_experiments(max_results=1)
-    except Exception as err:  # noqa: BLE001 - every backend failure means the same to the user
+    except Exception as err:
         raise PipelineError(
             f"MLflow tracking at {backends.tracking_uri} is unreachable: {err.__class__.__name__}: "
             f"{str(err)[:300]}. Check MLFLOW_TRACKING_URI and that the database or server is up."
@@ -54,7 +54,9 @@ def experiment_id(client: MlflowClient, name: str, artifact_root: str) -> str:
     return client.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
 
 
-def log_and_register(client: MlflowClient, name: str, artifact_root: str, model, run: dict[str, Any]):
+def log_and_register(
+    client: MlflowClient, name: str, artifact_root: str, model, run: dict[str, Any]
+):
     """Log one training run and register its model as a new version carrying the lineage tags.
 
     The version is created with all its tags in one call, after everything else is logged,
@@ -67,14 +69,23 @@ def log_and_register(client: MlflowClient, name: str, artifact_root: str, model,
         mlflow.set_tags(run["tags"])
         _log_profile(run["profile"])
         info = mlflow.sklearn.log_model(
-            model, name="model", signature=run["signature"], input_example=run["input_example"],
-            serialization_format="skops", skops_trusted_types=TRUSTED_TYPES,
+            model,
+            name="model",
+            signature=run["signature"],
+            input_example=run["input_example"],
+            serialization_format="skops",
+            skops_trusted_types=TRUSTED_TYPES,
             pip_requirements=pinned(["mlflow", *REQUIREMENTS]),
         )
-        tags = {**run["tags"], **{f"metrics.{k}": f"{v:.6g}" for k, v in run["metrics"].items()},
-                "run_id": active.info.run_id}
+        tags = {
+            **run["tags"],
+            **{f"metrics.{k}": f"{v:.6g}" for k, v in run["metrics"].items()},
+            "run_id": active.info.run_id,
+        }
         _ensure_registered_model(client, name)
-        return client.create_model_version(name, info.model_uri, run_id=active.info.run_id, tags=tags)
+        return client.create_model_version(
+            name, info.model_uri, run_id=active.info.run_id, tags=tags
+        )
 
 
 def _log_profile(profile: dict[str, Any]) -> None:
@@ -146,5 +157,5 @@ def _quietly(call, *args) -> None:
     """Best-effort clean-up: log instead of masking the original error."""
     try:
         call(*args)
-    except Exception as err:  # noqa: BLE001
+    except Exception as err:
         log.warning("clean-up %s%s failed: %s", call.__name__, args, err)

@@ -27,7 +27,11 @@ def predict(model, features: pd.DataFrame, task: str):
 
 def classes_of(model, task: str) -> list | None:
     """The class labels a fitted classifier knows, as plain Python values."""
-    return [c.item() if hasattr(c, "item") else c for c in model.classes_] if task == "classification" else None
+    return (
+        [c.item() if hasattr(c, "item") else c for c in model.classes_]
+        if task == "classification"
+        else None
+    )
 
 
 def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
@@ -35,11 +39,17 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
     split_p, train_p = params["split"], params["train"]
     rest, _holdout = datalib.split(frame, schema, split_p["holdout_fraction"], split_p["seed"])
     random_split = datalib.Schema(schema.features, schema.target, schema.task)
-    train_rows, valid_rows = datalib.split(rest, random_split, split_p["validation_fraction"],
-                                           split_p["seed"])
+    train_rows, valid_rows = datalib.split(
+        rest, random_split, split_p["validation_fraction"], split_p["seed"]
+    )
     x_train, y_train = datalib.features_and_target(train_rows, schema)
-    model = build_model(schema.task, schema.of_kind("numeric"), schema.of_kind("categorical"),
-                        dict(train_p.get("hyperparameters") or {}), int(train_p["seed"]))
+    model = build_model(
+        schema.task,
+        schema.of_kind("numeric"),
+        schema.of_kind("categorical"),
+        dict(train_p.get("hyperparameters") or {}),
+        int(train_p["seed"]),
+    )
     model.fit(x_train, y_train)
     x_valid, y_valid = datalib.features_and_target(valid_rows, schema)
     classes = classes_of(model, schema.task)
@@ -47,13 +57,24 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
     return model, x_train, metrics
 
 
-def run_record(model, x_train: pd.DataFrame, metrics: dict, frame: pd.DataFrame,
-               schema: datalib.Schema, params: dict, dvc_md5: str) -> dict[str, Any]:
+def run_record(
+    model,
+    x_train: pd.DataFrame,
+    metrics: dict,
+    frame: pd.DataFrame,
+    schema: datalib.Schema,
+    params: dict,
+    dvc_md5: str,
+) -> dict[str, Any]:
     """Everything one MLflow run logs: params, metrics, lineage tags, profile, signature."""
     prediction, proba = predict(model, x_train, schema.task)
     bins = int(params["train"].get("profile_bins", 10))
-    profile = training_profile(x_train, schema.features, bins, prediction_profile(
-        schema.task, prediction, proba, classes_of(model, schema.task), bins))
+    profile = training_profile(
+        x_train,
+        schema.features,
+        bins,
+        prediction_profile(schema.task, prediction, proba, classes_of(model, schema.task), bins),
+    )
     tags = {
         "data.content_hash": datalib.content_hash(frame),
         "data.dvc_md5": dvc_md5,
@@ -66,11 +87,18 @@ def run_record(model, x_train: pd.DataFrame, metrics: dict, frame: pd.DataFrame,
         **lineage.library_versions(),
     }
     flat_params = {f"hp.{k}": v for k, v in (params["train"].get("hyperparameters") or {}).items()}
-    flat_params.update(seed=params["train"]["seed"], **{f"split.{k}": v for k, v in params["split"].items()})
+    flat_params.update(
+        seed=params["train"]["seed"], **{f"split.{k}": v for k, v in params["split"].items()}
+    )
     example = x_train.head(5)
-    return {"params": flat_params, "metrics": {f"validation.{k}": v for k, v in metrics.items()},
-            "tags": tags, "profile": profile, "input_example": example,
-            "signature": infer_signature(example, model.predict(example))}
+    return {
+        "params": flat_params,
+        "metrics": {f"validation.{k}": v for k, v in metrics.items()},
+        "tags": tags,
+        "profile": profile,
+        "input_example": example,
+        "signature": infer_signature(example, model.predict(example)),
+    }
 
 
 def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, Any]:
@@ -83,5 +111,10 @@ def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, An
     name = params["model"]["name"]
     created = registry.log_and_register(client, name, backends.artifact_root, model, record)
     log.info("registered %s version %s (validation %s)", name, created.version, metrics)
-    return {"model_name": name, "version": str(created.version), "run_id": created.run_id,
-            "data_hash": record["tags"]["data.content_hash"], "validation_metrics": metrics}
+    return {
+        "model_name": name,
+        "version": str(created.version),
+        "run_id": created.run_id,
+        "data_hash": record["tags"]["data.content_hash"],
+        "validation_metrics": metrics,
+    }

@@ -1,0 +1,115 @@
+"""Every documented make target, run in baked repos inside their own environments."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import make, project_env
+
+pytestmark = pytest.mark.lifecycle
+LIFECYCLE_CONFIGS = ["baseline", "task=regression"]
+each_lifecycle = pytest.mark.parametrize("config_id", LIFECYCLE_CONFIGS)
+DESIGN_TARGETS = ["help", "setup", "data", "train", "evaluate", "promote", "pipeline", "rollback",
+                  "test", "lint"]
+
+
+def registry_state(project: Path) -> dict:
+    """Versions, their tags and the champion, read with the baked repo's own MLflow."""
+    script = (
+        "import json, yaml; from mlflow import MlflowClient\n"
+        "name = yaml.safe_load(open('params.yaml'))['model']['name']\n"
+        "c = MlflowClient(tracking_uri='sqlite:///mlflow.db')\n"
+        "vs = c.search_model_versions(f\"name='{name}'\")\n"
+        "try: champion = str(c.get_model_version_by_alias(name, 'champion').version)\n"
+        "except Exception: champion = None\n"
+        "print(json.dumps({'champion': champion, 'versions': {str(v.version): v.tags for v in vs}}))"
+    )
+    result = subprocess.run([str(project / ".venv/bin/python"), "-c", script], cwd=project,
+                            env=project_env(project), capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def clone(project: Path, destination: Path) -> Path:
+    """A copy of a baked repo sharing its environment, for tests that change its files."""
+    shutil.copytree(project, destination, symlinks=True,
+                    ignore=shutil.ignore_patterns(".venv", "mlflow.db", "mlartifacts", "reports"))
+    (destination / ".venv").symlink_to(project / ".venv")
+    return destination
+
+
+@each_lifecycle
+def test_make_help_is_default_and_lists_every_target(set_up, config_id):
+    output = make(set_up(config_id)).stdout
+    listed = re.findall(r"^\s+(?:\x1b\[\d+m)?([a-z-]+)", output, re.MULTILINE)
+    assert set(DESIGN_TARGETS) <= set(listed), f"help lists {listed}"
+
+
+@each_lifecycle
+def test_make_lint_passes(set_up, config_id):
+    make(set_up(config_id), "lint")
+
+
+@each_lifecycle
+def test_make_test_passes_in_the_repos_own_environment(set_up, config_id):
+    output = make(set_up(config_id), "test").stdout
+    summary = output.strip().splitlines()[-1]
+    assert re.search(r"\d+ passed", summary) and "failed" not in summary, summary
+
+
+@each_lifecycle
+def test_make_pipeline_registers_and_promotes_first_model(set_up, config_id):
+    project = set_up(config_id)
+    make(project, "pipeline")
+    promotion = json.loads((project / "reports/promotion.json").read_text())
+    assert promotion["decision"] == "promoted", promotion["reason"]
+    state = registry_state(project)
+    assert state["champion"] == "1"
+    tags = state["versions"]["1"]
+    assert tags["data.content_hash"] == json.loads((project / "reports/data.json").read_text())[
+        "content_hash"]
+    assert tags["gate.decision"] == "promoted" and tags["previous_champion"] == "none"
+    evaluation = (project / "reports/evaluation.md").read_text()
+    assert "candidate v1" in evaluation and "champion none yet" in evaluation
+    assert sorted(p.name for p in (project / "reports").glob("*.png")), "plots were written"
+
+
+@each_lifecycle
+def test_make_pipeline_unchanged_reruns_nothing(set_up, config_id):
+    project = set_up(config_id)
+    output = make(project, "pipeline").stdout
+    assert "Stage 'train' didn't change, skipping" in output
+    assert "Stage 'evaluate' didn't change, skipping" in output
+    assert list(registry_state(project)["versions"]) == ["1"]
+    assert json.loads((project / "reports/promotion.json").read_text())["decision"] == "unchanged"
+
+
+@each_lifecycle
+def test_make_rollback_without_previous_champion_fails_clearly(set_up, config_id):
+    result = subprocess.run(["make", "rollback"], cwd=set_up(config_id), capture_output=True,
+                            text=True, env=project_env(set_up(config_id)), check=False)
+    assert result.returncode != 0
+    assert "has no previous champion: pass VERSION=<n>" in result.stderr
+
+
+@each_lifecycle
+def test_make_data_bad_source_stops_with_column_named(set_up, config_id, tmp_path):
+    project = clone(set_up(config_id), tmp_path / "repo")
+    make(project, "sample")
+    batch = project / "data/batches/sample.csv"
+    batch.write_text("\n".join(
+        ",".join(cell for i, cell in enumerate(line.split(",")) if i != 3)
+        for line in batch.read_text().splitlines()))
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["data"]["source"] = str(batch)
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    result = subprocess.run(["make", "data"], cwd=project, env=project_env(project),
+                            capture_output=True, text=True, check=False)
+    assert result.returncode != 0
+    assert "column 'support_calls' is missing from the data" in result.stderr
+    assert not (project / "data/dataset.parquet").exists(), "nothing downstream runs on bad data"
