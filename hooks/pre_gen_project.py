@@ -112,8 +112,7 @@ def check_metric(answers: dict) -> list[str]:
     if not fitting or metric in fitting:
         return []  # an unknown task is reported by check_choices
     message = (
-        f"primary_metric={metric!r} does not fit task={task!r}: "
-        f"choose one of {', '.join(fitting)}"
+        f"primary_metric={metric!r} does not fit task={task!r}: choose one of {', '.join(fitting)}"
     )
     return [message]
 
@@ -132,8 +131,7 @@ def check_threshold(answers: dict) -> list[str]:
     value, given = answers["promotion_threshold"], text(answers, "promotion_threshold")
     if not DECIMAL.fullmatch(given):
         message = (
-            f"promotion_threshold={value!r} is not a number: "
-            "give a plain decimal such as 0.75"
+            f"promotion_threshold={value!r} is not a number: give a plain decimal such as 0.75"
         )
         return [message]
     metric = answers["primary_metric"]
@@ -156,8 +154,7 @@ def check_min_improvement(answers: dict) -> list[str]:
     if DECIMAL.fullmatch(given) and float(given) >= 0:
         return []
     message = (
-        f"min_improvement={value!r} is not valid: "
-        "give a plain decimal of 0 or more, such as 0.01"
+        f"min_improvement={value!r} is not valid: give a plain decimal of 0 or more, such as 0.01"
     )
     return [message]
 
@@ -185,11 +182,7 @@ def cron_part_problem(part: str, low: int, high: int, names: tuple) -> str | Non
     allowed = f"{low}-{high}" + (f" or {names[0]}-{names[-1]}" if names else "")
     for end, value in zip(ends, values, strict=True):
         if value is None:
-            return (
-                f"'{end}' is outside {allowed}"
-                if end
-                else f"'{part}' is missing a number"
-            )
+            return f"'{end}' is outside {allowed}" if end else f"'{part}' is missing a number"
     if values[0] > values[-1]:
         return f"range '{span}' runs backwards"
     return None
@@ -212,7 +205,7 @@ def check_cron(answers: dict, key: str) -> list[str]:
         )
         return [message]
     problems = []
-    for position, (field, rule) in enumerate(zip(fields, CRON_FIELDS), start=1):
+    for position, (field, rule) in enumerate(zip(fields, CRON_FIELDS, strict=True), start=1):
         name, low, high, names = rule
         problem = cron_field_problem(field, low, high, names)
         if problem:
@@ -233,9 +226,7 @@ def check_storage(answers: dict) -> list[str]:
         )
     prefix = text(answers, "s3_prefix")
     if prefix.startswith("/") or prefix.endswith("/"):
-        problems.append(
-            f"s3_prefix={prefix!r} is not valid: it must not start or end with '/'"
-        )
+        problems.append(f"s3_prefix={prefix!r} is not valid: it must not start or end with '/'")
     return problems
 
 

@@ -25,7 +25,9 @@ def option_overrides() -> dict[str, dict]:
                 overrides[f"{key}={choice}"] = {key: choice}
     overrides["data_remote=s3"] = {"data_remote": "s3", "s3_bucket": "ml-data"}
     for metric, spec in TEMPLATE_JSON["_metrics"].items():
-        overrides.setdefault(f"primary_metric={metric}", {"task": spec["task"], "primary_metric": metric})
+        overrides.setdefault(
+            f"primary_metric={metric}", {"task": spec["task"], "primary_metric": metric}
+        )
     overrides["project_name=Fraud Score 2"] = {"project_name": "Fraud Score 2"}
     return overrides
 
@@ -50,9 +52,15 @@ def bake(tmp_path_factory: pytest.TempPathFactory, cookiecutter_config: Path):
     def _bake(config_id: str) -> Path:
         if config_id not in baked:
             out = tmp_path_factory.mktemp(f"bake-{config_id.replace('=', '-').replace(' ', '_')}")
-            baked[config_id] = Path(cookiecutter(
-                str(TEMPLATE_DIR), no_input=True, extra_context=CONFIGS[config_id],
-                output_dir=str(out), config_file=str(cookiecutter_config)))
+            baked[config_id] = Path(
+                cookiecutter(
+                    str(TEMPLATE_DIR),
+                    no_input=True,
+                    extra_context=CONFIGS[config_id],
+                    output_dir=str(out),
+                    config_file=str(cookiecutter_config),
+                )
+            )
         return baked[config_id]
 
     return _bake
@@ -68,11 +76,20 @@ def project_env(project: Path) -> dict[str, str]:
 
 def make(project: Path, *targets: str, env: dict | None = None, timeout: int = 900):
     """Run make targets in a baked repo, failing with the output when they fail."""
-    result = subprocess.run(["make", *targets], cwd=project, env=env or project_env(project),
-                            capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(
+        ["make", *targets],
+        cwd=project,
+        env=env or project_env(project),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if result.returncode != 0:
-        pytest.fail(f"make {' '.join(targets)} exited {result.returncode} in {project}\n"
-                    f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}")
+        pytest.fail(
+            f"make {' '.join(targets)} exited {result.returncode} in {project}\n"
+            f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-6000:]}"
+        )
     return result
 
 

@@ -51,9 +51,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def wait_until(
-    predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2
-) -> T:
+def wait_until(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.2) -> T:
     """Poll ``predicate`` until truthy (OSError = not yet); else TimeoutError naming ``what``."""
     deadline = time.monotonic() + timeout
     last: object = None
@@ -66,9 +64,7 @@ def wait_until(
         except OSError as exc:
             last = exc
         if time.monotonic() >= deadline:
-            raise TimeoutError(
-                f"timed out after {timeout:g}s waiting for {what} (last: {last!r})"
-            )
+            raise TimeoutError(f"timed out after {timeout:g}s waiting for {what} (last: {last!r})")
         time.sleep(interval)
 
 
@@ -117,7 +113,7 @@ def running_process(
 ) -> Iterator[subprocess.Popen]:
     """Run ``cmd`` in its own session with output to ``log_path``; stop its group on exit."""
     Path(log_path).parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "ab") as log:
+    with Path(log_path).open("ab") as log:
         proc = subprocess.Popen(
             list(cmd),
             stdin=subprocess.DEVNULL,
@@ -199,9 +195,7 @@ def pg_os_user() -> str | None:
             return pwd.getpwnam(PG_OS_USER).pw_name
         if attempt == 0 and shutil.which("useradd"):
             opts = ["--system", "--no-create-home", "--shell", "/usr/sbin/nologin"]
-            subprocess.run(
-                ["useradd", *opts, PG_OS_USER], check=False, capture_output=True
-            )
+            subprocess.run(["useradd", *opts, PG_OS_USER], check=False, capture_output=True)
     return "nobody"
 
 
@@ -224,9 +218,7 @@ def _as_user(cmd: Sequence[str], user: str | None) -> list[str]:
 
 def _run(cmd: Sequence[str], user: str | None, cwd: Path) -> None:
     """Run ``cmd`` as ``user`` in ``cwd``; raise RuntimeError with its output on failure."""
-    done = subprocess.run(
-        _as_user(cmd, user), cwd=cwd, capture_output=True, text=True, check=False
-    )
+    done = subprocess.run(_as_user(cmd, user), cwd=cwd, capture_output=True, text=True, check=False)
     if done.returncode != 0:
         raise RuntimeError(
             f"{' '.join(map(str, cmd))} exited with {done.returncode}:\n{done.stdout}{done.stderr}"
@@ -259,7 +251,7 @@ def _init_cluster(bindir: Path, data: Path, port: int, user: str | None) -> None
         "synchronous_commit": "off",
         "full_page_writes": "off",
     }
-    with open(data / "postgresql.conf", "a") as conf:
+    with (data / "postgresql.conf").open("a") as conf:
         conf.write("".join(f"{key} = {value}\n" for key, value in settings.items()))
 
 
@@ -301,9 +293,7 @@ def create_database(url: str, name: str) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,62}", name):
         raise ValueError(f"unsafe database name: {name!r}")
     base = sa.make_url(url)
-    engine = sa.create_engine(
-        base.set(database="postgres"), isolation_level="AUTOCOMMIT"
-    )
+    engine = sa.create_engine(base.set(database="postgres"), isolation_level="AUTOCOMMIT")
     try:
         with engine.connect() as conn:
             conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
@@ -382,9 +372,7 @@ class S3Endpoint:
 def s3_server(base_dir: Path) -> Iterator[S3Endpoint]:
     """Run moto's S3 server (``python -m moto.server``) on a free loopback port."""
     if importlib.util.find_spec("moto") is None:
-        raise RuntimeError(
-            "moto is not installed in this interpreter: pip install 'moto[server]'"
-        )
+        raise RuntimeError("moto is not installed in this interpreter: pip install 'moto[server]'")
     port = free_port()
     log = Path(base_dir) / f"moto-{port}.log"
     cmd = [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)]

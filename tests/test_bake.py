@@ -1,4 +1,4 @@
-"""Every configuration bakes into exactly the expected files, fully rendered, lint-clean and valid."""
+"""Every configuration bakes into exactly the expected files: rendered, lint-clean, valid."""
 
 from __future__ import annotations
 
@@ -15,17 +15,46 @@ from conftest import CONFIGS, TEMPLATE_JSON
 RUFF = Path(sys.executable).with_name("ruff")
 UV = Path(sys.executable).with_name("uv")
 COMMON_FILES = {
-    ".cookiecutter.json", ".dvc/.gitignore", ".dvc/config", ".dvcignore", ".gitignore",
-    ".github/workflows/ci.yml", "Makefile", "README.md", "dvc.yaml", "params.yaml",
-    "pyproject.toml", "uv.lock",
-    "scripts/evaluate.py", "scripts/get_data.py", "scripts/make_sample.py", "scripts/promote.py",
-    "scripts/rollback.py", "scripts/train.py",
-    "tests/conftest.py", "tests/test_data.py", "tests/test_gate.py", "tests/test_pipeline.py",
+    ".cookiecutter.json",
+    ".dvc/.gitignore",
+    ".dvc/config",
+    ".dvcignore",
+    ".gitignore",
+    ".github/workflows/ci.yml",
+    "Makefile",
+    "README.md",
+    "dvc.yaml",
+    "params.yaml",
+    "pyproject.toml",
+    "uv.lock",
+    "scripts/evaluate.py",
+    "scripts/get_data.py",
+    "scripts/make_sample.py",
+    "scripts/promote.py",
+    "scripts/rollback.py",
+    "scripts/train.py",
+    "tests/conftest.py",
+    "tests/test_data.py",
+    "tests/test_gate.py",
+    "tests/test_pipeline.py",
     "tests/test_sample.py",
 }
 PACKAGE_MODULES = {
-    "__init__", "cli", "config", "data", "errors", "evaluation", "lineage", "metrics", "model",
-    "plots", "profile", "promotion", "registry", "sample", "training",
+    "__init__",
+    "cli",
+    "config",
+    "data",
+    "errors",
+    "evaluation",
+    "lineage",
+    "metrics",
+    "model",
+    "plots",
+    "profile",
+    "promotion",
+    "registry",
+    "sample",
+    "training",
 }
 
 
@@ -37,8 +66,11 @@ def expected_files(answers: dict) -> set[str]:
 
 def baked_files(project: Path) -> set[str]:
     """Every file of a baked repo, outside .git."""
-    return {p.relative_to(project).as_posix() for p in project.rglob("*")
-            if p.is_file() and ".git" not in p.relative_to(project).parts[:1]}
+    return {
+        p.relative_to(project).as_posix()
+        for p in project.rglob("*")
+        if p.is_file() and ".git" not in p.relative_to(project).parts[:1]
+    }
 
 
 def answers_of(project: Path) -> dict:
@@ -58,20 +90,34 @@ def test_bake_has_exact_file_set(bake, config_id):
 @each_config
 def test_bake_leaves_no_unrendered_template_syntax(bake, config_id):
     project = bake(config_id)
-    leftovers = [f"{name}: {match}" for name in sorted(baked_files(project))
-                 for match in re.findall(r"(?<!\$)\{\{[^}]*\}\}|\{%[^%]*%\}|\{#",
-                                         (project / name).read_text(errors="replace"))]
+    leftovers = [
+        f"{name}: {match}"
+        for name in sorted(baked_files(project))
+        for match in re.findall(
+            r"(?<!\$)\{\{[^}]*\}\}|\{%[^%]*%\}|\{#", (project / name).read_text(errors="replace")
+        )
+    ]
     assert leftovers == []
 
 
 @each_config
 def test_bake_is_ruff_clean(bake, config_id):
     project = bake(config_id)
-    result = subprocess.run([str(RUFF), "check", "--no-cache", "."], cwd=project,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(RUFF), "check", "--no-cache", "."],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    formatted = subprocess.run([str(RUFF), "format", "--check", "--no-cache", "."], cwd=project,
-                               capture_output=True, text=True, check=False)
+    formatted = subprocess.run(
+        [str(RUFF), "format", "--check", "--no-cache", "."],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
 
 
@@ -79,7 +125,9 @@ def test_bake_is_ruff_clean(bake, config_id):
 def test_bake_yaml_files_parse(bake, config_id):
     project = bake(config_id)
     documents = [p for p in project.rglob("*") if p.suffix in (".yml", ".yaml")]
-    assert project / "params.yaml" in documents and project / ".github/workflows/ci.yml" in documents
+    assert (
+        project / "params.yaml" in documents and project / ".github/workflows/ci.yml" in documents
+    )
     for path in documents:
         assert isinstance(yaml.safe_load(path.read_text()), dict), f"{path} is not a mapping"
 
@@ -93,16 +141,23 @@ def test_bake_records_answers_and_carries_them_into_params(bake, config_id):
     params = yaml.safe_load((project / "params.yaml").read_text())
     assert params["model"] == {"name": answers["__project_slug"], "task": answers["task"]}
     assert params["data"]["target"] == answers["target_column"]
-    assert params["promote"] == {"metric": answers["primary_metric"],
-                                 "threshold": float(answers["promotion_threshold"]),
-                                 "min_improvement": float(answers["min_improvement"])}
+    assert params["promote"] == {
+        "metric": answers["primary_metric"],
+        "threshold": float(answers["promotion_threshold"]),
+        "min_improvement": float(answers["min_improvement"]),
+    }
 
 
 @each_config
 def test_bake_lock_matches_pyproject(bake, config_id):
     project = bake(config_id)
-    result = subprocess.run([str(UV), "lock", "--check", "--offline"], cwd=project,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [str(UV), "lock", "--check", "--offline"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -111,12 +166,17 @@ def test_bake_dvc_remote_follows_answer(bake, config_id):
     project = bake(config_id)
     answers = answers_of(project)
     config = (project / ".dvc" / "config").read_text()
-    expected = (f"s3://{answers['s3_bucket']}/{answers['s3_prefix']}/dvc"
-                if answers["data_remote"] == "s3" else "../.dvc-storage")
+    expected = (
+        f"s3://{answers['s3_bucket']}/{answers['s3_prefix']}/dvc"
+        if answers["data_remote"] == "s3"
+        else "../.dvc-storage"
+    )
     assert f"url = {expected}\n" in config
 
 
 def test_option_matrix_covers_every_choice():
-    choices = {k: v for k, v in TEMPLATE_JSON.items() if isinstance(v, list) and not k.startswith("_")}
+    choices = {
+        k: v for k, v in TEMPLATE_JSON.items() if isinstance(v, list) and not k.startswith("_")
+    }
     covered = {f"{k}={c}" for k, options in choices.items() for c in options[1:]}
     assert covered <= set(CONFIGS)

@@ -65,7 +65,7 @@ def test_pre_gen_choices_match_cookiecutter_json() -> None:
         for key, value in TEMPLATE_JSON.items()
         if isinstance(value, list) and not key.startswith("_")
     }
-    assert pre_gen.CHOICES == choice_lists
+    assert choice_lists == pre_gen.CHOICES
 
 
 def test_pre_gen_render_round_trips_awkward_text(tmp_path: Path) -> None:
@@ -98,9 +98,7 @@ VALID_VARIATIONS = [
     pytest.param({"data_remote": "s3", "s3_bucket": "ml.team-data"}, id="s3-bucket"),
     pytest.param({"s3_prefix": ""}, id="empty-s3-prefix"),
     *[  # each metric with its task and its default threshold from cookiecutter.json
-        pytest.param(
-            {"task": spec["task"], "primary_metric": name}, id=f"metric-{name}"
-        )
+        pytest.param({"task": spec["task"], "primary_metric": name}, id=f"metric-{name}")
         for name, spec in TEMPLATE_JSON["_metrics"].items()
     ],
     pytest.param(
@@ -109,9 +107,7 @@ VALID_VARIATIONS = [
     ),
     pytest.param({"promotion_threshold": "1"}, id="roc_auc-threshold-at-max"),
     pytest.param({"retrain_schedule": "*/15 * * * MON-FRI"}, id="cron-step-and-names"),
-    pytest.param(
-        {"retrain_schedule": "0-30/10 2,14 1-31 jan-mar 0-7/2"}, id="cron-all"
-    ),
+    pytest.param({"retrain_schedule": "0-30/10 2,14 1-31 jan-mar 0-7/2"}, id="cron-all"),
     pytest.param({"monitor_schedule": "59 23 31 12 7"}, id="cron-maxima"),
     pytest.param({"image_name": "localhost:5000/team/churn_model"}, id="image-port"),
     pytest.param({"github_owner": "ML-Team-2"}, id="owner-mixed-case"),
@@ -145,8 +141,7 @@ INVALID_ANSWERS = [
     invalid(
         "primary_metric",
         "rmse",
-        "does not fit task='classification': "
-        "choose one of roc_auc, accuracy, f1, log_loss",
+        "does not fit task='classification': choose one of roc_auc, accuracy, f1, log_loss",
         "metric-rmse-classification",
     ),
     invalid(
@@ -224,9 +219,7 @@ INVALID_ANSWERS = [
         "steps from a single value",
         "cron-step-single",
     ),
-    invalid(
-        "monitor_schedule", "0 18-6 * * *", "runs backwards", "cron-range-backwards"
-    ),
+    invalid("monitor_schedule", "0 18-6 * * *", "runs backwards", "cron-range-backwards"),
     invalid("monitor_schedule", "0,,30 6 * * *", "missing a number", "cron-empty-item"),
     invalid(
         "s3_bucket",
@@ -235,9 +228,7 @@ INVALID_ANSWERS = [
         "s3-without-bucket",
         data_remote="s3",
     ),
-    invalid(
-        "s3_bucket", "My_Bucket", "3-63 lowercase", "s3-bucket-case", data_remote="s3"
-    ),
+    invalid("s3_bucket", "My_Bucket", "3-63 lowercase", "s3-bucket-case", data_remote="s3"),
     invalid("s3_bucket", "ab", "3-63 lowercase", "s3-bucket-short", data_remote="s3"),
     invalid("s3_bucket", "ml..data", "single dots", "s3-bucket-dots", data_remote="s3"),
     invalid(
@@ -248,9 +239,7 @@ INVALID_ANSWERS = [
         data_remote="s3",
     ),
     invalid("s3_prefix", "/models", "must not start or end with '/'", "prefix-slash"),
-    invalid(
-        "s3_prefix", "models/", "must not start or end with '/'", "prefix-trailing"
-    ),
+    invalid("s3_prefix", "models/", "must not start or end with '/'", "prefix-trailing"),
     invalid("image_name", "ghcr.io/ML-Team/model", "lowercase", "image-uppercase"),
     invalid("image_name", "churn-model", "registry/owner/name", "image-bare-name"),
     invalid("image_name", "ghcr.io/ml-team/churn:1.0", "without tag", "image-tag"),

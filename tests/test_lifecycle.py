@@ -15,8 +15,18 @@ from conftest import make, project_env
 pytestmark = pytest.mark.lifecycle
 LIFECYCLE_CONFIGS = ["baseline", "task=regression"]
 each_lifecycle = pytest.mark.parametrize("config_id", LIFECYCLE_CONFIGS)
-DESIGN_TARGETS = ["help", "setup", "data", "train", "evaluate", "promote", "pipeline", "rollback",
-                  "test", "lint"]
+DESIGN_TARGETS = [
+    "help",
+    "setup",
+    "data",
+    "train",
+    "evaluate",
+    "promote",
+    "pipeline",
+    "rollback",
+    "test",
+    "lint",
+]
 
 
 def registry_state(project: Path) -> dict:
@@ -28,17 +38,28 @@ def registry_state(project: Path) -> dict:
         "vs = c.search_model_versions(f\"name='{name}'\")\n"
         "try: champion = str(c.get_model_version_by_alias(name, 'champion').version)\n"
         "except Exception: champion = None\n"
-        "print(json.dumps({'champion': champion, 'versions': {str(v.version): v.tags for v in vs}}))"
+        "tags = {str(v.version): v.tags for v in vs}\n"
+        "print(json.dumps({'champion': champion, 'versions': tags}))"
     )
-    result = subprocess.run([str(project / ".venv/bin/python"), "-c", script], cwd=project,
-                            env=project_env(project), capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [str(project / ".venv/bin/python"), "-c", script],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def clone(project: Path, destination: Path) -> Path:
     """A copy of a baked repo sharing its environment, for tests that change its files."""
-    shutil.copytree(project, destination, symlinks=True,
-                    ignore=shutil.ignore_patterns(".venv", "mlflow.db", "mlartifacts", "reports"))
+    shutil.copytree(
+        project,
+        destination,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(".venv", "mlflow.db", "mlartifacts", "reports"),
+    )
     (destination / ".venv").symlink_to(project / ".venv")
     return destination
 
@@ -71,8 +92,10 @@ def test_make_pipeline_registers_and_promotes_first_model(set_up, config_id):
     state = registry_state(project)
     assert state["champion"] == "1"
     tags = state["versions"]["1"]
-    assert tags["data.content_hash"] == json.loads((project / "reports/data.json").read_text())[
-        "content_hash"]
+    assert (
+        tags["data.content_hash"]
+        == json.loads((project / "reports/data.json").read_text())["content_hash"]
+    )
     assert tags["gate.decision"] == "promoted" and tags["previous_champion"] == "none"
     evaluation = (project / "reports/evaluation.md").read_text()
     assert "candidate v1" in evaluation and "champion none yet" in evaluation
@@ -91,8 +114,14 @@ def test_make_pipeline_unchanged_reruns_nothing(set_up, config_id):
 
 @each_lifecycle
 def test_make_rollback_without_previous_champion_fails_clearly(set_up, config_id):
-    result = subprocess.run(["make", "rollback"], cwd=set_up(config_id), capture_output=True,
-                            text=True, env=project_env(set_up(config_id)), check=False)
+    result = subprocess.run(
+        ["make", "rollback"],
+        cwd=set_up(config_id),
+        capture_output=True,
+        text=True,
+        env=project_env(set_up(config_id)),
+        check=False,
+    )
     assert result.returncode != 0
     assert "has no previous champion: pass VERSION=<n>" in result.stderr
 
@@ -102,14 +131,23 @@ def test_make_data_bad_source_stops_with_column_named(set_up, config_id, tmp_pat
     project = clone(set_up(config_id), tmp_path / "repo")
     make(project, "sample")
     batch = project / "data/batches/sample.csv"
-    batch.write_text("\n".join(
-        ",".join(cell for i, cell in enumerate(line.split(",")) if i != 3)
-        for line in batch.read_text().splitlines()))
+    batch.write_text(
+        "\n".join(
+            ",".join(cell for i, cell in enumerate(line.split(",")) if i != 3)
+            for line in batch.read_text().splitlines()
+        )
+    )
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"]["source"] = str(batch)
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run(["make", "data"], cwd=project, env=project_env(project),
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["make", "data"],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode != 0
     assert "column 'support_calls' is missing from the data" in result.stderr
     assert not (project / "data/dataset.parquet").exists(), "nothing downstream runs on bad data"

@@ -21,7 +21,9 @@ def load_tool(name: str):
 
 def test_readme_questions_table_matches_cookiecutter_json():
     tool = load_tool("questions_table")
-    assert tool.render(README, TEMPLATE_JSON) == README, "run: .venv/bin/python tools/questions_table.py"
+    assert tool.render(README, TEMPLATE_JSON) == README, (
+        "run: .venv/bin/python tools/questions_table.py"
+    )
     asked = [k for k in TEMPLATE_JSON if not k.startswith("_")]
     assert re.findall(r"^\| `(\w+)` \|", README, re.MULTILINE) == asked
 

@@ -35,9 +35,7 @@ print(json.dumps({"score": run.data.metrics["score"], "text": text,
 
 def _started(name: str, since: float) -> None:
     """Print how long service ``name`` took to start."""
-    print(
-        f"\n[services] {name} started in {time.perf_counter() - since:.2f}s", flush=True
-    )
+    print(f"\n[services] {name} started in {time.perf_counter() - since:.2f}s", flush=True)
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +64,7 @@ def mlflow_python() -> str:
         return python
     if importlib.util.find_spec("mlflow") is not None:
         return sys.executable
-    pytest.skip(
-        "set MLFLOW_PYTHON to the python of an environment with mlflow installed"
-    )
+    pytest.skip("set MLFLOW_PYTHON to the python of an environment with mlflow installed")
 
 
 def _query(url: str, sql: str) -> list[tuple]:
@@ -116,9 +112,7 @@ def test_postgres_second_database(postgres_url: str) -> None:
     assert _query(url, "select 1, current_database()") == [(1, "monitoring")]
 
 
-def test_s3_put_get_with_env(
-    s3: services.S3Endpoint, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_s3_put_get_with_env(s3: services.S3Endpoint, monkeypatch: pytest.MonkeyPatch) -> None:
     """A plain boto3 client configured only through env() reaches moto."""
     boto3 = pytest.importorskip("boto3")
     assert s3.create_bucket("services-test") == "s3://services-test"

@@ -42,14 +42,16 @@ def run_steps(project: Path) -> None:
 def summary(project: Path) -> str:
     """Where to look once the lifecycle has run."""
     promotion = json.loads((project / "reports" / "promotion.json").read_text())
-    return "\n".join([
-        f"\nDone. The generated repository is {project}",
-        f"  promotion: {promotion['decision']} - {promotion['reason']}",
-        f"  read:      {project / 'reports' / 'evaluation.md'} (and the PNG plots beside it)",
-        f"  decision:  {project / 'reports' / 'promotion.json'}",
-        f"  registry:  cd {project} && .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db",
-        f"  next:      cd {project} && make help",
-    ])
+    return "\n".join(
+        [
+            f"\nDone. The generated repository is {project}",
+            f"  promotion: {promotion['decision']} - {promotion['reason']}",
+            f"  read:      {project / 'reports' / 'evaluation.md'} (and the PNG plots beside it)",
+            f"  decision:  {project / 'reports' / 'promotion.json'}",
+            f"  registry:  cd {project} && .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db",
+            f"  next:      cd {project} && make help",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -62,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         run_steps(project)
     except subprocess.CalledProcessError as err:
-        print(f"\n`{' '.join(err.cmd)}` failed with exit code {err.returncode} in {project}",
-              file=sys.stderr)
+        print(
+            f"\n`{' '.join(err.cmd)}` failed with exit code {err.returncode} in {project}",
+            file=sys.stderr,
+        )
         return 1
     print(summary(project))
     return 0

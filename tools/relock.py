@@ -40,5 +40,7 @@ def relock(upgrade: bool) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--upgrade", action="store_true", help="move every package to its newest version")
+    parser.add_argument(
+        "--upgrade", action="store_true", help="move every package to its newest version"
+    )
     relock(parser.parse_args().upgrade)
