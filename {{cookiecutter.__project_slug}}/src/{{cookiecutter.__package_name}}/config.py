@@ -59,3 +59,42 @@ class Backends:
             artifact_root=root,
             source_database_url=env.get("SOURCE_DATABASE_URL") or None,
         )
+
+
+def _number(env: dict[str, str], name: str, default: float, kind=int, minimum: float = 0):
+    """A numeric environment variable, refusing text and values below `minimum`."""
+    raw = env.get(name)
+    if raw in (None, ""):
+        return kind(default)
+    try:
+        value = kind(raw)
+    except ValueError as err:
+        raise PipelineError(f"{name}={raw!r} is not a {kind.__name__}") from err
+    if value < minimum:
+        raise PipelineError(f"{name}={raw!r} must be at least {minimum}")
+    return value
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """The prediction service's knobs, from environment variables (documented in the README)."""
+
+    bundle_dir: Path
+    max_records: int
+    max_body_bytes: int
+    max_in_flight: int
+    predict_timeout: float
+    max_batch_rows: int
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> ServeSettings:
+        """Read the settings, refusing values that are not positive numbers."""
+        env = os.environ if env is None else env
+        return cls(
+            bundle_dir=Path(env.get("MODEL_BUNDLE_DIR") or "build/model"),
+            max_records=_number(env, "SERVE_MAX_RECORDS", 1000, minimum=1),
+            max_body_bytes=_number(env, "SERVE_MAX_BODY_BYTES", 1 << 20, minimum=1024),
+            max_in_flight=_number(env, "SERVE_MAX_IN_FLIGHT", 256, minimum=1),
+            predict_timeout=_number(env, "SERVE_PREDICT_TIMEOUT_SECONDS", 5.0, float, 0.001),
+            max_batch_rows=_number(env, "SERVE_MAX_BATCH_ROWS", 2048, minimum=1),
+        )

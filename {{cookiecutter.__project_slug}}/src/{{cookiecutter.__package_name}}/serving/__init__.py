@@ -1,0 +1,1 @@
+"""The prediction service: FastAPI app, model bundle, micro-batching, limits and metrics."""

@@ -1,0 +1,80 @@
+"""Micro-batching: concurrent requests share one model call.
+
+Requests wait in a queue; a single worker takes everything queued (up to `max_rows` rows) and
+predicts it in one call on a dedicated thread. Nothing waits on purpose: at low load each
+request is predicted alone, and under load the requests that arrive during one call form the
+next batch, so one-row overheads (DataFrame construction, input validation) are paid per batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class MicroBatcher:
+    """Collect row lists from concurrent callers and predict them together."""
+
+    def __init__(self, predict: Callable[[list[dict]], list[Any]], max_rows: int) -> None:
+        self._predict = predict
+        self._max_rows = max_rows
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._worker: asyncio.Task | None = None
+
+    def start(self) -> None:
+        """Start the worker on the running event loop."""
+        self._worker = asyncio.get_running_loop().create_task(self._run())
+
+    async def stop(self) -> None:
+        """Stop the worker after the call in progress."""
+        if self._worker:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, rows: list[dict]) -> list[Any]:
+        """Queue rows and wait for their predictions."""
+        future = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((rows, future))
+        return await future
+
+    def _take(self, first) -> list:
+        """The first waiting request plus whatever else is queued, up to max_rows rows."""
+        batch, rows = [first], len(first[0])
+        while rows < self._max_rows and not self._queue.empty():
+            item = self._queue.get_nowait()
+            batch.append(item)
+            rows += len(item[0])
+        return [item for item in batch if not item[1].done()]
+
+    async def _run(self) -> None:
+        """Predict batches until cancelled."""
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = self._take(await self._queue.get())
+            if not batch:
+                continue
+            rows = [row for item, _ in batch for row in item]
+            try:
+                results = await loop.run_in_executor(self._executor, self._predict, rows)
+            except Exception as err:  # noqa: BLE001 - every caller of the batch gets the error
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(err)
+                continue
+            self._deliver(batch, results)
+
+    @staticmethod
+    def _deliver(batch: list, results: list[Any]) -> None:
+        """Hand each caller its slice of the results."""
+        start = 0
+        for rows, future in batch:
+            if not future.done():
+                future.set_result(results[start:start + len(rows)])
+            start += len(rows)

@@ -1,0 +1,106 @@
+"""A model bundle: the champion's files plus what serving must know, verified before use.
+
+`make bundle` exports the champion from the registry into a folder; the image copies that
+folder, so an image is one model version and serving needs no registry credentials.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import skops.io
+import yaml
+
+from .. import registry
+from ..errors import PipelineError
+from ..model import TRUSTED_TYPES
+
+log = logging.getLogger(__name__)
+META_FILE = "bundle.json"
+LINEAGE_TAGS = ("data.content_hash", "git.commit", "trained_at", "promoted_at", "run_id")
+
+
+def sha256(path: Path) -> str:
+    """The sha256 of a file."""
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _example(model_dir: Path, features: list[str]) -> dict[str, Any]:
+    """The first training row MLflow saved as the input example."""
+    saved = json.loads((model_dir / "input_example.json").read_text())
+    row = dict(zip(saved["columns"], saved["data"][0], strict=True))
+    return {name: row.get(name) for name in features}
+
+
+def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, Any]:
+    """Copy a version (default: the champion) and its metadata into `out_dir`."""
+    chosen = registry.version(client, name, version) if version else registry.champion(client, name)
+    if chosen is None:
+        raise PipelineError(f"model {name} has no champion yet: run `make pipeline` first")
+    profile = registry.load_profile(client, chosen.run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{chosen.version}", dst_path=tmp))
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["sklearn"]
+        if flavor.get("serialization_format") != "skops":
+            raise PipelineError(f"{name} v{chosen.version} is not saved in skops format")
+        features = {n: f["kind"] for n, f in profile["features"].items()}
+        meta = {
+            "model_name": name, "version": str(chosen.version), "task": chosen.tags.get("task"),
+            "features": features,
+            "categories": {n: sorted(f["frequencies"]) for n, f in profile["features"].items()
+                           if f["kind"] == "categorical"},
+            "example": _example(local, list(features)),
+            "prediction_buckets": profile["prediction"].get("bin_edges"),
+            "model_file": flavor["pickled_model"],
+            "sha256": sha256(local / flavor["pickled_model"]),
+            "lineage": {tag: chosen.tags.get(tag) for tag in LINEAGE_TAGS},
+        }
+        staging = Path(f"{out_dir}.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.copytree(local, staging / "model")
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    staging.rename(out_dir)
+    return meta
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A verified, loaded model with its metadata."""
+
+    model: Any
+    meta: dict[str, Any]
+
+    @property
+    def classes(self) -> list | None:
+        """Class labels of a classifier, as plain values."""
+        if self.meta["task"] != "classification":
+            return None
+        return [c.item() if hasattr(c, "item") else c for c in self.model.classes_]
+
+
+def load(bundle_dir: Path) -> Bundle:
+    """Verify the bundle's checksum, then load its model allowing only the types in model.py."""
+    bundle_dir = Path(bundle_dir)
+    try:
+        meta = json.loads((bundle_dir / META_FILE).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise PipelineError(f"no readable model bundle at {bundle_dir}: run `make bundle` ({err})") from err
+    model_file = bundle_dir / "model" / meta["model_file"]
+    if not model_file.is_file() or sha256(model_file) != meta["sha256"]:
+        raise PipelineError(f"model file {model_file} does not match the sha256 in {META_FILE}: "
+                            "refusing to load a file that changed after export")
+    try:
+        model = skops.io.load(model_file, trusted=TRUSTED_TYPES)
+    except Exception as err:  # noqa: BLE001 - any load failure leaves the service not ready
+        raise PipelineError(f"model file {model_file} failed to load safely: {err}") from err
+    log.info("loaded %s v%s from %s", meta["model_name"], meta["version"], bundle_dir)
+    return Bundle(model, meta)

@@ -1,0 +1,78 @@
+"""Build the FastAPI app: routers, request telemetry, the model loaded once at startup."""
+
+from __future__ import annotations
+
+import time
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from ..config import ServeSettings
+from .routers import health, metrics, predict
+from .service import Service
+
+
+def create_app(settings: ServeSettings | None = None) -> FastAPI:
+    """The prediction service; the model loads when the app starts."""
+    service = Service(settings or ServeSettings.from_env())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        service.load()
+        yield
+        if service.batcher:
+            await service.batcher.stop()
+
+    app = FastAPI(title="Prediction service", lifespan=lifespan)
+    app.state.service = service
+    for router in (health.router, predict.router, metrics.router):
+        app.include_router(router)
+    app.add_middleware(RequestTelemetry, service=service)
+    app.openapi = lambda: _openapi(app, service)
+    return app
+
+
+class RequestTelemetry:
+    """Count every response by path and status, and time /predict (plain ASGI: no overhead)."""
+
+    def __init__(self, app, service: Service) -> None:
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started, status = time.perf_counter(), [500]
+
+        async def send_status(message):
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            path = scope["path"] if scope["path"] in KNOWN_PATHS else "other"
+            self.service.telemetry.request(path, status[0], time.perf_counter() - started)
+
+
+KNOWN_PATHS = {"/health", "/ready", "/version", "/predict", "/metrics", "/docs", "/openapi.json"}
+
+
+def _openapi(app: FastAPI, service: Service) -> dict:
+    """The OpenAPI document, with /predict's body schema derived from the loaded model."""
+    if app.openapi_schema:
+        return app.openapi_schema
+    document = get_openapi(title=app.title, version="1", routes=app.routes)
+    if service.request_type is None:
+        return document  # not cached: the schema appears once the model is loaded
+    schema = service.request_type.model_json_schema(ref_template="#/components/schemas/{model}")
+    components = document.setdefault("components", {}).setdefault("schemas", {})
+    components.update(schema.pop("$defs", {}))
+    components["PredictRequest"] = schema
+    document["paths"]["/predict"]["post"]["requestBody"] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/PredictRequest"}}},
+    }
+    app.openapi_schema = document
+    return document

@@ -1,0 +1,40 @@
+"""Liveness, readiness and the version of the model being served."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+
+from ..service import DRAINING, ServiceDep
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health")
+async def health() -> dict[str, str]:
+    """The process is alive."""
+    return {"status": "alive"}
+
+
+@router.get("/ready", responses={503: {"description": "model not loaded, or shutting down"}})
+async def ready(service: ServiceDep) -> JSONResponse:
+    """The model is loaded and verified, and the service is not shutting down."""
+    if service.ready:
+        return JSONResponse({"status": "ready", "model_version": service.bundle.meta["version"]})
+    reason = "shutting down" if DRAINING.is_set() else (service.load_error or "loading")
+    return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+
+
+@router.get("/version", responses={503: {"description": "model not loaded"}})
+async def version(service: ServiceDep) -> JSONResponse:
+    """Which model answers: name, version, data hash, git commit, trained and promoted dates."""
+    if service.bundle is None:
+        return JSONResponse({"detail": "model not loaded"}, status_code=503)
+    meta = service.bundle.meta
+    lineage = meta["lineage"]
+    return JSONResponse({
+        "model_name": meta["model_name"], "model_version": meta["version"], "task": meta["task"],
+        "data_hash": lineage.get("data.content_hash"), "git_commit": lineage.get("git.commit"),
+        "trained_at": lineage.get("trained_at"), "promoted_at": lineage.get("promoted_at"),
+        "run_id": lineage.get("run_id"),
+    })

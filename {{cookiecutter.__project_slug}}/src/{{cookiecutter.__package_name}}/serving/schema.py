@@ -1,0 +1,53 @@
+"""Request and response models derived from the bundle's training schema."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model
+
+Number = Annotated[float, Strict()]
+Text = Annotated[str, Strict()]
+
+
+def record_model(meta: dict[str, Any]) -> type[BaseModel]:
+    """One record: every feature required (null allowed), typed, categories from training."""
+    fields: dict[str, Any] = {}
+    for name, kind in meta["features"].items():
+        known = meta["categories"].get(name)
+        if kind == "numeric":
+            annotation = Number | None
+        elif known:
+            annotation = Literal[tuple(known)] | None
+        else:
+            annotation = Text | None
+        fields[name] = (annotation, Field(..., examples=[meta["example"].get(name)]))
+    config = ConfigDict(extra="forbid", strict=False, allow_inf_nan=False,
+                        json_schema_extra={"examples": [meta["example"]]})
+    return create_model("Record", __config__=config, **fields)
+
+
+def request_model(meta: dict[str, Any], max_records: int) -> type[BaseModel]:
+    """The body of POST /predict: one to `max_records` records."""
+    record = record_model(meta)
+    example = {"records": [meta["example"]]}
+    config = ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
+    records = Field(..., min_length=1, max_length=max_records,
+                    description=f"1 to {max_records} records, each with every feature")
+    return create_model("PredictRequest", __config__=config, records=(list[record], records))
+
+
+class Prediction(BaseModel):
+    """One record's prediction, with class probabilities for classification."""
+
+    prediction: Any
+    probabilities: dict[str, float] | None = None
+
+
+class PredictResponse(BaseModel):
+    """What POST /predict answers."""
+
+    request_id: str
+    model_name: str
+    model_version: str
+    predictions: list[Prediction]

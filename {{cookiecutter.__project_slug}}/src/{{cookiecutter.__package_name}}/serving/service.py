@@ -1,0 +1,87 @@
+"""The service's state: settings, the loaded bundle, the batcher, telemetry and readiness."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import numpy as np
+import pandas as pd
+from fastapi import Depends, Request
+
+from ..config import ServeSettings
+from ..errors import PipelineError
+from . import bundle as bundles
+from .batcher import MicroBatcher
+from .schema import request_model
+from .telemetry import Telemetry
+
+log = logging.getLogger(__name__)
+# Set by the server's signal handler: from then on /ready answers 503 while requests drain.
+DRAINING = threading.Event()
+
+
+@dataclass
+class Service:
+    """Everything a request handler needs."""
+
+    settings: ServeSettings
+    telemetry: Telemetry = field(default_factory=Telemetry)
+    bundle: bundles.Bundle | None = None
+    request_type: Any = None
+    batcher: MicroBatcher | None = None
+    in_flight: int = 0
+    load_error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, verified, and not shutting down."""
+        return self.bundle is not None and self.batcher is not None and not DRAINING.is_set()
+
+    def load(self) -> None:
+        """Load and verify the bundle; on failure stay up but not ready, and say why."""
+        try:
+            loaded = bundles.load(self.settings.bundle_dir)
+            self.predict_rows([loaded.meta["example"]], loaded)
+        except (PipelineError, ValueError, KeyError, TypeError) as err:
+            self.load_error = str(err)
+            log.error("model not loaded, service NOT READY: %s", err)
+            return
+        self.bundle = loaded
+        self.request_type = request_model(loaded.meta, self.settings.max_records)
+        self.telemetry.model = {"name": loaded.meta["model_name"], "version": loaded.meta["version"]}
+        if loaded.meta["task"] == "regression":
+            self.telemetry = _with_value_buckets(self.telemetry, loaded.meta)
+        self.batcher = MicroBatcher(self.predict_rows, self.settings.max_batch_rows)
+        self.batcher.start()
+
+    def predict_rows(self, rows: list[dict], loaded: bundles.Bundle | None = None) -> list[dict]:
+        """Predict rows in one model call; probabilities by class for classification."""
+        loaded = loaded or self.bundle
+        frame = pd.DataFrame.from_records(rows, columns=list(loaded.meta["features"]))
+        if loaded.meta["task"] == "regression":
+            return [{"prediction": float(v)} for v in loaded.model.predict(frame)]
+        proba = loaded.model.predict_proba(frame)
+        classes = loaded.classes
+        labels = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+        names = [str(c) for c in classes]
+        return [{"prediction": label, "probabilities": dict(zip(names, map(float, row), strict=True))}
+                for label, row in zip(labels.tolist(), proba, strict=True)]
+
+
+def _with_value_buckets(telemetry: Telemetry, meta: dict) -> Telemetry:
+    """Telemetry whose prediction histogram spans the training range of the target."""
+    fresh = Telemetry(prediction_buckets=tuple(meta.get("prediction_buckets") or
+                                               (-1e3, -1e2, -10, 0, 10, 1e2, 1e3, 1e4)))
+    fresh.model = telemetry.model
+    return fresh
+
+
+def get_service(request: Request) -> Service:
+    """The app's service, for handlers."""
+    return request.app.state.service
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]

@@ -1,0 +1,85 @@
+"""Prometheus metrics in the text exposition format, kept in plain counters (no extra dependency)."""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import Counter
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+def sample(name: str, value, **labels: str) -> str:
+    """One exposition line: name, labels in braces, value."""
+    if not labels:
+        return f"{name} {value}"
+    pairs = ",".join(f'{key}="{label}"' for key, label in sorted(labels.items()))
+    return name + "{" + pairs + "} " + str(value)
+
+
+class Histogram:
+    """Cumulative buckets, a sum and a count."""
+
+    def __init__(self, buckets: tuple[float, ...]) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+        self.count = 0
+
+    def observe(self, value: float) -> None:
+        """Record one value."""
+        self.counts[bisect_left(self.buckets, value)] += 1
+        self.total += value
+        self.count += 1
+
+    def lines(self, name: str) -> list[str]:
+        """Exposition lines for this histogram."""
+        out, running = [], 0
+        for bound, count in zip((*self.buckets, float("inf")), self.counts, strict=True):
+            running += count
+            le = "+Inf" if bound == float("inf") else str(bound)
+            out.append(sample(f"{name}_bucket", running, le=le))
+        return [*out, f"{name}_sum {self.total}", f"{name}_count {self.count}"]
+
+
+class Telemetry:
+    """Everything /metrics reports."""
+
+    def __init__(self, prediction_buckets: tuple[float, ...] | None = None) -> None:
+        self.requests: Counter = Counter()
+        self.latency = Histogram(LATENCY_BUCKETS)
+        self.classes: Counter = Counter()
+        self.values = Histogram(prediction_buckets) if prediction_buckets else None
+        self.model: dict[str, str] = {}
+        self.extra: dict[str, callable] = {}
+
+    def request(self, path: str, status: int, seconds: float) -> None:
+        """Count one request, and its latency for /predict."""
+        self.requests[(path, status)] += 1
+        if path == "/predict":
+            self.latency.observe(seconds)
+
+    def predictions(self, values: list) -> None:
+        """Count predicted classes, or observe predicted values."""
+        if self.values is None:
+            self.classes.update(str(v) for v in values)
+        else:
+            for value in values:
+                self.values.observe(float(value))
+
+    def render(self) -> str:
+        """The exposition text."""
+        lines = ["# TYPE http_requests_total counter"]
+        lines += [sample("http_requests_total", n, path=p, status=str(s))
+                  for (p, s), n in sorted(self.requests.items())]
+        lines += ["# TYPE predict_latency_seconds histogram", *self.latency.lines("predict_latency_seconds")]
+        if self.values is None:
+            lines += ["# TYPE predictions_total counter"]
+            lines += [sample("predictions_total", n, **{"class": c})
+                      for c, n in sorted(self.classes.items())]
+        else:
+            lines += ["# TYPE prediction_value histogram", *self.values.lines("prediction_value")]
+        if self.model:
+            lines += ["# TYPE model_info gauge", sample("model_info", 1, **self.model)]
+        for name, read in sorted(self.extra.items()):
+            lines += [f"# TYPE {name} counter", f"{name} {read()}"]
+        return "\n".join(lines) + "\n"
