@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -68,7 +69,9 @@ def bake(tmp_path_factory: pytest.TempPathFactory, cookiecutter_config: Path):
 
 def project_env(project: Path) -> dict[str, str]:
     """The environment a user has in a baked repo: no variables of the template's own venv."""
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    # Bytecode caching on: without it every process recompiles MLflow (~6 s instead of ~2 s).
+    dropped = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+    env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
     env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")
     return env
@@ -94,15 +97,20 @@ def make(project: Path, *targets: str, env: dict | None = None, timeout: int = 9
 
 
 @pytest.fixture(scope="session")
-def set_up(bake):
-    """Return set_up(config_id) -> project with `make setup` done, once per configuration."""
+def set_up(bake, tmp_path_factory: pytest.TempPathFactory):
+    """Return set_up(config_id) -> a working copy of the bake with `make setup` done, once each.
+
+    The copy keeps the pristine bake untouched for the file-set checks.
+    """
     ready: dict[str, Path] = {}
 
     def _set_up(config_id: str) -> Path:
         if config_id not in ready:
-            project = bake(config_id)
-            make(project, "setup")
-            ready[config_id] = project
+            baked = bake(config_id)
+            work = tmp_path_factory.mktemp(f"work-{baked.parent.name}") / baked.name
+            shutil.copytree(baked, work, symlinks=True)
+            make(work, "setup")
+            ready[config_id] = work
         return ready[config_id]
 
     return _set_up

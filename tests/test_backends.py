@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 import services
 import yaml
-from conftest import make, project_env
+from conftest import CONFIGS, TEMPLATE_DIR, make, project_env
+from cookiecutter.main import cookiecutter
 
 pytestmark = [pytest.mark.services, pytest.mark.lifecycle]
 
@@ -55,9 +56,17 @@ print(rows.to_json(orient="split", index=False))
 
 
 @pytest.fixture(scope="module")
-def project(set_up) -> Path:
-    """The repo baked with the S3 data remote, with `make setup` done."""
-    return set_up(CONFIG_ID)
+def project(tmp_path_factory: pytest.TempPathFactory, cookiecutter_config: Path) -> Path:
+    """A private bake with the S3 data remote, with `make setup` done.
+
+    Not the session's shared bake: this module runs before test_bake.py, which checks that
+    bake's exact file set, and the pipeline adds a venv, data, reports and dvc.lock to it.
+    """
+    out = tmp_path_factory.mktemp("backends")
+    answers = {"extra_context": CONFIGS[CONFIG_ID], "config_file": str(cookiecutter_config)}
+    project = Path(cookiecutter(str(TEMPLATE_DIR), no_input=True, output_dir=str(out), **answers))
+    make(project, "setup", env=baked_env(project))
+    return project
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +88,7 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
 def prod_env(project: Path, postgres_url: str, s3: services.S3Endpoint) -> dict[str, str]:
     """The README's production settings: registry in PostgreSQL, artifacts in S3."""
     return {
-        **project_env(project),
+        **baked_env(project),
         **s3.env(),
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
         "MLFLOW_TRACKING_URI": services.create_database(postgres_url, "registry"),
@@ -100,6 +109,13 @@ def second_run(project: Path, prod_env: dict[str, str], first_run) -> subprocess
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+def baked_env(project: Path) -> dict[str, str]:
+    """A user's environment in the repo, caching bytecode (each script imports mlflow)."""
+    env = project_env(project)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
 
 
 def params(project: Path) -> dict:
@@ -259,7 +275,8 @@ def test_mlflow_server_as_tracking_uri_proxies_artifacts_to_s3(
     backend = services.create_database(postgres_url, "server")
     python = str(project / ".venv/bin/python")
     destination = f"s3://{BUCKET}/server-artifacts"
-    with services.mlflow_server(backend, destination, python, s3.env(), workdir=tmp_path) as url:
+    server_env = {**s3.env(), "PYTHONDONTWRITEBYTECODE": ""}  # empty: bytecode is cached
+    with services.mlflow_server(backend, destination, python, server_env, workdir=tmp_path) as url:
         env = {k: v for k, v in prod_env.items() if k != "MODEL_ARTIFACT_ROOT"}
         env["MLFLOW_TRACKING_URI"] = url
         promotion = force_retrain(project, env)
@@ -268,7 +285,8 @@ def test_mlflow_server_as_tracking_uri_proxies_artifacts_to_s3(
     assert list(found) == ["1"]
     assert found["1"]["aliases"] == ["champion"]
     assert_lineage(found["1"], report(project, "train.json"))
-    assert found["1"]["artifact_uri"].startswith("mlflow-artifacts:/")
+    uri = found["1"]["artifact_uri"]
+    assert uri.startswith("mlflow-artifacts:/"), f"artifacts bypassed the server: {uri}"
     assert_model_files(bucket_keys(s3, "server-artifacts/"), found["1"])
 
 

@@ -32,6 +32,8 @@ COMMON_FILES = {
     "scripts/make_sample.py",
     "scripts/promote.py",
     "scripts/rollback.py",
+    "scripts/bundle.py",
+    "scripts/serve.py",
     "scripts/train.py",
     "tests/conftest.py",
     "tests/test_data.py",
@@ -58,10 +60,27 @@ PACKAGE_MODULES = {
 }
 
 
+SERVING_MODULES = {
+    "serving/__init__",
+    "serving/batcher",
+    "serving/bundle",
+    "serving/main",
+    "serving/schema",
+    "serving/server",
+    "serving/service",
+    "serving/telemetry",
+    "serving/routers/__init__",
+    "serving/routers/health",
+    "serving/routers/metrics",
+    "serving/routers/predict",
+}
+
+
 def expected_files(answers: dict) -> set[str]:
     """The exact file set a bake with these answers must have."""
     package = answers["__package_name"]
-    return COMMON_FILES | {f"src/{package}/{module}.py" for module in PACKAGE_MODULES}
+    modules = PACKAGE_MODULES | SERVING_MODULES
+    return COMMON_FILES | {f"src/{package}/{module}.py" for module in modules}
 
 
 def baked_files(project: Path) -> set[str]:

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
 import subprocess
+import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import make, project_env
+from services import free_port, http_status, running_process, wait_until
 
 pytestmark = pytest.mark.lifecycle
 LIFECYCLE_CONFIGS = ["baseline", "task=regression"]
@@ -151,3 +155,26 @@ def test_make_data_bad_source_stops_with_column_named(set_up, config_id, tmp_pat
     assert result.returncode != 0
     assert "column 'support_calls' is missing from the data" in result.stderr
     assert not (project / "data/dataset.parquet").exists(), "nothing downstream runs on bad data"
+
+
+@each_lifecycle
+def test_make_serve_answers_on_host_and_port_then_stops_on_sigterm(set_up, config_id, tmp_path):
+    project = set_up(config_id)
+    port = free_port()
+    command = ["make", "serve", "HOST=127.0.0.1", f"PORT={port}"]
+    log = tmp_path / "serve.log"
+    with running_process(command, log, env=project_env(project), cwd=project) as server:
+        base = f"http://127.0.0.1:{port}"
+        wait_until(lambda: http_status(f"{base}/ready", server) == 200, 120, "make serve /ready")
+        meta = json.loads((project / "build/model/bundle.json").read_text())
+        body = json.dumps({"records": [meta["example"]]}).encode()
+        request = urllib.request.Request(
+            f"{base}/predict", body, {"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            answer = json.loads(response.read())
+        assert answer["model_version"] == meta["version"] == registry_state(project)["champion"]
+        assert len(answer["predictions"]) == 1
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+    assert "Finished server process" in log.read_text(), "uvicorn shut down gracefully"

@@ -27,7 +27,10 @@ STEPS = [
 def user_env() -> dict[str, str]:
     """The environment without this tool's own virtualenv, as a user's shell would have it."""
     bin_dir = str(Path(sys.executable).parent)
-    env = {k: v for k, v in os.environ.items() if k != "VIRTUAL_ENV"}
+    # Bytecode caching on: without it every step recompiles MLflow (~6 s instead of ~2 s).
+    env = {
+        k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE")
+    }
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != bin_dir)
     return env
 

@@ -113,7 +113,7 @@ def test_failed_evaluation_moves_no_alias(params, backends, good_data, workdir, 
 def test_unreachable_registry_fails_clearly_and_registers_nothing(params, good_data, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
-    dead = Backends("http://127.0.0.1:9", None, "file:///tmp/unused", None)
+    dead = Backends("http://127.0.0.1:9", None, "file:///tmp/unused", None, "sqlite://")
     with pytest.raises(PipelineError, match="unreachable"):
         training.train(good_data, params, dead)
 

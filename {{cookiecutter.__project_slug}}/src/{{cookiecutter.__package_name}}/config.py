@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import yaml
 
@@ -14,6 +15,7 @@ from .errors import PipelineError
 PARAMS_FILE = Path("params.yaml")
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 DEFAULT_ARTIFACT_ROOT = "mlartifacts"
+DEFAULT_MONITORING_URL = "sqlite:///monitoring.db"
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
@@ -37,27 +39,42 @@ def section(name: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
     return params[name]
 
 
+def artifact_root(configured: str | None, tracking_uri: str) -> str | None:
+    """Where model artifacts go: a URI (s3://, mlflow-artifacts:/, file://) or a local folder.
+
+    Unset with an MLflow server means the server's own artifact store (None); unset otherwise
+    means the embedded ./mlartifacts folder.
+    """
+    if not configured:
+        if urlparse(tracking_uri).scheme in ("http", "https"):
+            return None
+        configured = DEFAULT_ARTIFACT_ROOT
+    if len(urlparse(configured).scheme) >= 2:  # a URI; one letter would be a Windows drive
+        return configured
+    return Path(configured).resolve().as_uri()
+
+
 @dataclass(frozen=True)
 class Backends:
     """Where MLflow state and source data live, from environment variables."""
 
     tracking_uri: str
     registry_uri: str | None
-    artifact_root: str
+    artifact_root: str | None
     source_database_url: str | None
+    monitoring_database_url: str
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> Backends:
         """Read the backends from the environment, with the embedded defaults."""
         env = os.environ if env is None else env
-        root = env.get("MODEL_ARTIFACT_ROOT") or DEFAULT_ARTIFACT_ROOT
-        if "://" not in root:
-            root = Path(root).resolve().as_uri()
+        tracking = env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
         return cls(
-            tracking_uri=env.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI,
+            tracking_uri=tracking,
             registry_uri=env.get("MLFLOW_REGISTRY_URI") or None,
-            artifact_root=root,
+            artifact_root=artifact_root(env.get("MODEL_ARTIFACT_ROOT"), tracking),
             source_database_url=env.get("SOURCE_DATABASE_URL") or None,
+            monitoring_database_url=env.get("MONITORING_DATABASE_URL") or DEFAULT_MONITORING_URL,
         )
 
 

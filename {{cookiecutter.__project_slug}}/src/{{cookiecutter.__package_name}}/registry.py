@@ -46,16 +46,21 @@ def connect(backends: Backends) -> MlflowClient:
     return client
 
 
-def experiment_id(client: MlflowClient, name: str, artifact_root: str) -> str:
-    """Get or create the experiment of this model, storing artifacts under `artifact_root`."""
+def experiment_id(client: MlflowClient, name: str, artifact_root: str | None) -> str:
+    """Get or create the experiment of this model, storing artifacts under `artifact_root`.
+
+    With no root (an MLflow server and MODEL_ARTIFACT_ROOT unset) the server's own artifact
+    store is used, through its proxy.
+    """
     experiment = client.get_experiment_by_name(name)
     if experiment is not None:
         return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=f"{artifact_root.rstrip('/')}/{name}")
+    location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
+    return client.create_experiment(name, artifact_location=location)
 
 
 def log_and_register(
-    client: MlflowClient, name: str, artifact_root: str, model, run: dict[str, Any]
+    client: MlflowClient, name: str, artifact_root: str | None, model, run: dict[str, Any]
 ):
     """Log one training run and register its model as a new version carrying the lineage tags.
 
@@ -84,7 +89,7 @@ def log_and_register(
         }
         _ensure_registered_model(client, name)
         return client.create_model_version(
-            name, info.model_uri, run_id=active.info.run_id, tags=tags
+            name, info.model_uri, run_id=active.info.run_id, tags=tags, model_id=info.model_id
         )
 
 

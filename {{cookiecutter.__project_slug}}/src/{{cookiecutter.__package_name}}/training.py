@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -82,6 +83,7 @@ def run_record(
         "data.training_rows": str(len(x_train)),
         "task": schema.task,
         "features": ",".join(schema.features),
+        "classes": json.dumps(classes_of(model, schema.task)),
         "trained_at": registry.now(),
         **lineage.git_state(),
         **lineage.library_versions(),

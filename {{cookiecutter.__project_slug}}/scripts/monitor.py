@@ -1,0 +1,82 @@
+"""Compare a window of the prediction log with the champion's training profile.
+
+Exit codes: 0 no drift (or no verdict: too few records), 3 drift detected, 1 a failed step.
+The report lands in reports/monitoring.{json,md,html} in every case but a failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from {{ cookiecutter.__package_name }} import registry
+from {{ cookiecutter.__package_name }}.cli import run
+from {{ cookiecutter.__package_name }}.config import Backends, load_params
+from {{ cookiecutter.__package_name }}.errors import EXIT_DRIFT, PipelineError
+from {{ cookiecutter.__package_name }}.monitoring import report as reports
+from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor, store_daily_stats
+from {{ cookiecutter.__package_name }}.monitoring.tables import metadata
+
+log = logging.getLogger("monitor")
+
+
+def window(end: str | None, days: float) -> tuple[datetime, datetime]:
+    """The window ending at --end (ISO, UTC; default now) and lasting --days."""
+    try:
+        stop = datetime.fromisoformat(end).replace(tzinfo=UTC) if end else datetime.now(UTC)
+    except ValueError as err:
+        raise PipelineError(
+            f"--end {end!r} is not an ISO date or time, e.g. 2026-06-30T00:00"
+        ) from err
+    return stop - timedelta(days=days), stop
+
+
+def champion_info(backends: Backends, name: str) -> dict:
+    """The champion's version, task, classes and training profile, from the registry."""
+    client = registry.connect(backends)
+    current = registry.champion(client, name)
+    if current is None:
+        raise PipelineError(f"model {name} has no champion: run `make pipeline` first")
+    return {
+        "name": name,
+        "version": str(current.version),
+        "task": current.tags.get("task"),
+        "classes": json.loads(current.tags.get("classes") or "null"),
+        "profile": registry.load_profile(client, current.run_id),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Write reports/monitoring.* and store the day's statistics; exit 3 on drift."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--end", default=None, help="end of the window, ISO UTC (default: now)")
+    parser.add_argument(
+        "--days", type=float, default=None, help="window length (params: monitor.window_days)"
+    )
+    parser.add_argument("--out-dir", type=Path, default=Path("reports"))
+    args = parser.parse_args(argv)
+
+    def step() -> int:
+        params, backends = load_params(), Backends.from_env()
+        thresholds = params["monitor"]
+        start, end = window(args.end, args.days or float(thresholds.get("window_days", 1)))
+        champion = champion_info(backends, params["model"]["name"])
+        engine = sa.create_engine(backends.monitoring_database_url)
+        metadata.create_all(engine)
+        report = monitor(engine, champion, start, end, thresholds)
+        report["exit_code"] = EXIT_DRIFT if report["drift"] else 0
+        store_daily_stats(engine, report)
+        reports.write(report, args.out_dir)
+        log.info("%s", reports.headline(report))
+        return report["exit_code"]
+
+    return run(step)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

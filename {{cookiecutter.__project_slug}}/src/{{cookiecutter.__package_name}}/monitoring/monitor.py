@@ -1,0 +1,280 @@
+"""One monitoring pass: summary statistics of a window of the prediction log, drift against the
+champion's training profile, the live metric where outcomes exist, stored in daily_stats."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from ..metrics import score_all
+from . import drift
+from . import stats as sql
+from .tables import daily_stats, outcomes
+from .tables import prediction_log as log_table
+
+log = logging.getLogger(__name__)
+
+
+def feature_section(conn, name: str, profile: dict, where, thresholds: dict, tests: int):
+    """Statistics and verdict for one feature."""
+    if profile["kind"] == "numeric":
+        expr = sql.numeric_value(name)
+        summary = {**sql.moments(conn, expr, where), "quantiles": sql.quantiles(conn, expr, where)}
+        counts = sql.bin_counts(conn, expr, profile["bin_edges"], where)
+        verdict = drift.numeric_verdict(name, profile, counts, thresholds, tests)
+        shares = {
+            "reference": profile["bin_fractions"],
+            "current": _shares(counts),
+            "labels": _bin_labels(profile["bin_edges"]),
+        }
+    else:
+        counts, missing = sql.category_counts(conn, sql.text_value(name), where)
+        total = sum(counts.values()) + missing
+        summary = {
+            "count": total,
+            "missing_rate": missing / total if total else None,
+            "frequencies": {k: v / max(total - missing, 1) for k, v in sorted(counts.items())},
+        }
+        verdict = drift.categorical_verdict(name, profile, counts, thresholds, tests)
+        labels = sorted(set(profile["frequencies"]) | set(counts))
+        shares = {
+            "labels": labels,
+            "reference": [profile["frequencies"].get(c, 0.0) for c in labels],
+            "current": _shares([counts.get(c, 0) for c in labels]),
+        }
+    return {
+        "kind": profile["kind"],
+        "summary": summary,
+        "verdict": verdict.as_dict(),
+        "distributions": shares,
+    }
+
+
+def _shares(counts: list[int]) -> list[float]:
+    """Counts as fractions of their sum."""
+    total = sum(counts)
+    return [c / total if total else 0.0 for c in counts]
+
+
+def _bin_labels(edges: list[float]) -> list[str]:
+    """Readable labels for open-ended quantile bins."""
+    bounds = ["-inf", *[f"{e:.4g}" for e in edges], "inf"]
+    return [f"[{low}, {high})" for low, high in itertools.pairwise(bounds)]
+
+
+def prediction_section(conn, profile: dict, where, thresholds: dict) -> dict[str, Any]:
+    """Drift of the champion's own outputs against their training distribution."""
+    if profile.get("positive_proba"):
+        expr = log_table.c.probabilities[profile["positive_class"]].as_float()
+        reference = profile["positive_proba"]
+        counts = sql.bin_counts(conn, expr, reference["bin_edges"], where)
+        verdict = drift.numeric_verdict("prediction", reference, counts, thresholds, 1)
+        shares = {
+            "labels": _bin_labels(reference["bin_edges"]),
+            "reference": reference["bin_fractions"],
+            "current": _shares(counts),
+        }
+    elif profile["kind"] == "numeric":
+        counts = sql.bin_counts(conn, log_table.c.prediction_value, profile["bin_edges"], where)
+        verdict = drift.numeric_verdict("prediction", profile, counts, thresholds, 1)
+        shares = {
+            "labels": _bin_labels(profile["bin_edges"]),
+            "reference": profile["bin_fractions"],
+            "current": _shares(counts),
+        }
+    else:
+        counts, _missing = sql.category_counts(conn, log_table.c.prediction, where)
+        verdict = drift.categorical_verdict("prediction", profile, counts, thresholds, 1)
+        labels = sorted(set(profile["frequencies"]) | set(counts))
+        shares = {
+            "labels": labels,
+            "reference": [profile["frequencies"].get(c, 0.0) for c in labels],
+            "current": _shares([counts.get(c, 0) for c in labels]),
+        }
+    return {"kind": "prediction", "verdict": verdict.as_dict(), "distributions": shares}
+
+
+def live_metrics(conn, task: str, classes: list | None, where) -> dict[str, Any]:
+    """Model quality on the records whose outcome has arrived."""
+    joined = sa.join(
+        log_table,
+        outcomes,
+        sa.and_(
+            log_table.c.request_id == outcomes.c.request_id,
+            log_table.c.record_index == outcomes.c.record_index,
+        ),
+    )
+    rows = conn.execute(
+        sa.select(
+            log_table.c.prediction,
+            log_table.c.prediction_value,
+            log_table.c.probabilities,
+            outcomes.c.actual,
+            outcomes.c.actual_value,
+        )
+        .select_from(joined)
+        .where(where)
+    ).all()
+    if not rows:
+        return {"records_with_outcome": 0}
+    if task == "regression":
+        scores = score_all(
+            task, [r.actual_value for r in rows], [r.prediction_value for r in rows], None, None
+        )
+    else:
+        names = [str(c) for c in classes]
+        proba = [[(r.probabilities or {}).get(n, 0.0) for n in names] for r in rows]
+        scores = score_all(
+            task,
+            [r.actual for r in rows],
+            np.asarray([r.prediction for r in rows]),
+            np.asarray(proba),
+            names,
+        )
+    return {"records_with_outcome": len(rows), **scores}
+
+
+def monitor(
+    engine: sa.Engine, champion: dict, start: datetime, end: datetime, thresholds: dict
+) -> dict[str, Any]:
+    """Compute the window's statistics and drift; `champion` carries version, profile, task."""
+    report = {
+        "window": {"start": start.isoformat(), "end": end.isoformat()},
+        "model_name": champion["name"],
+        "champion_version": champion["version"],
+        "messages": [],
+        "features": {},
+        "prediction": None,
+        "drift": False,
+    }
+    with engine.connect() as conn:
+        where = sql.in_window(start, end)
+        report["records_by_version"] = per_version = sql.versions(conn, where)
+        report["records"] = total = sum(per_version.values())
+        if total < thresholds["min_records"]:
+            report["status"] = "empty" if total == 0 else "too few records"
+            report["messages"].append(
+                f"{total} predictions logged between {start:%Y-%m-%d %H:%M} and "
+                f"{end:%Y-%m-%d %H:%M} "
+                f"UTC: at least {thresholds['min_records']} are needed for a drift verdict "
+                "(params.yaml monitor.min_records); no verdict"
+            )
+            return report
+        _features(conn, report, champion["profile"]["features"], where, thresholds)
+        _predictions(conn, report, champion, thresholds)
+        report["latency_ms"] = sql.latency_percentiles(conn, where)
+        report["live_metrics"] = live_metrics(
+            conn,
+            champion["task"],
+            champion.get("classes"),
+            sql.in_window(start, end, champion["version"]),
+        )
+    drifted = [name for name, f in report["features"].items() if f["verdict"]["drifted"]]
+    if report["prediction"] and report["prediction"]["verdict"]["drifted"]:
+        drifted.append("prediction")
+    report.update(status="checked", drift=bool(drifted), drifted=drifted)
+    return report
+
+
+def _features(conn, report: dict, profiles: dict, where, thresholds: dict) -> None:
+    """Add a section per feature; a feature absent from the log gets a message, not a verdict."""
+    present = sql.logged_features(conn, where)
+    checked = [name for name in profiles if name in present]
+    for name in profiles:
+        if name not in present:
+            report["messages"].append(
+                f"feature '{name}' is not in the prediction log of this "
+                "window (logged by another model version?): not compared"
+            )
+    for name in checked:
+        report["features"][name] = feature_section(
+            conn, name, profiles[name], where, thresholds, len(checked)
+        )
+
+
+def _predictions(conn, report: dict, champion: dict, thresholds: dict) -> None:
+    """Add prediction drift, computed on the champion's own records only."""
+    others = {v: n for v, n in report["records_by_version"].items() if v != champion["version"]}
+    if others:
+        report["messages"].append(
+            f"records from other model versions {others} are included in feature drift but not in "
+            f"prediction drift, which compares only champion v{champion['version']}'s outputs"
+        )
+    if champion["version"] not in report["records_by_version"]:
+        report["messages"].append(
+            f"no records from champion v{champion['version']} in this window: "
+            "prediction drift not computed"
+        )
+        return
+    where = sql.in_window(*_window(report), champion["version"])
+    report["prediction"] = prediction_section(
+        conn, champion["profile"]["prediction"], where, thresholds
+    )
+
+
+def _window(report: dict) -> tuple[datetime, datetime]:
+    """The report's window as datetimes."""
+    return (
+        datetime.fromisoformat(report["window"]["start"]),
+        datetime.fromisoformat(report["window"]["end"]),
+    )
+
+
+def store_daily_stats(engine: sa.Engine, report: dict) -> int:
+    """Replace the window's rows in daily_stats with this report's statistics; return the count."""
+    day = datetime.fromisoformat(report["window"]["start"]).date()
+    version = report["champion_version"]
+    rows = [
+        {
+            "day": day,
+            "model_version": version,
+            "feature": name,
+            "statistic": key,
+            "value": float(value),
+        }
+        for name, section in report["features"].items()
+        for key, value in _flat(section["summary"]).items()
+        if value is not None
+    ]
+    rows += [
+        {
+            "day": day,
+            "model_version": version,
+            "feature": "_service",
+            "statistic": key,
+            "value": float(value),
+        }
+        for key, value in _flat(
+            {
+                "records": report["records"],
+                "latency_ms": report.get("latency_ms", {}),
+                "live": report.get("live_metrics", {}),
+            }
+        ).items()
+        if value is not None
+    ]
+    with engine.begin() as conn:
+        conn.execute(
+            daily_stats.delete().where(
+                sa.and_(daily_stats.c.day == day, daily_stats.c.model_version == version)
+            )
+        )
+        if rows:
+            conn.execute(daily_stats.insert(), rows)
+    return len(rows)
+
+
+def _flat(values: dict, prefix: str = "") -> dict[str, float]:
+    """Nested numeric statistics as flat dotted names."""
+    flat = {}
+    for key, value in values.items():
+        if isinstance(value, dict):
+            flat.update(_flat(value, f"{prefix}{key}."))
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            flat[f"{prefix}{key}"] = value
+    return flat

@@ -1,0 +1,476 @@
+"""The prediction log: every predicted record, written off the request path, never lost quietly.
+
+The request path only appends to a bounded in-memory queue. One writer thread inserts the
+queue in batches, one transaction each, into the `prediction_log` table of the database named
+by one URL (SQLite by default, PostgreSQL in production). Inserts are idempotent on
+(request_id, record_index), so a batch written twice is stored once.
+
+When the database cannot take a batch, the batch goes to the spool: files of JSON lines in
+`spool_dir`, one per batch, written to a `.tmp` name, fsync'ed and renamed, so a crash leaves
+either a whole file or a `.tmp` that is never replayed. Spool files are replayed oldest first,
+with backoff doubling from `retry_initial` to `retry_max` seconds while the database is away,
+and each is deleted only after its insert commits. They survive restarts. A full queue spills
+its oldest records to the spool, at least a batch at a time, so a request never waits for the
+database; `close()`, which the service calls on SIGTERM, writes out whatever is still queued.
+
+Records are dropped only when the spool would grow past `spool_cap_bytes` (default
+SPOOL_CAP_BYTES, 256 MiB), when a record lacks a field, or when a spool file cannot be
+replayed (unreadable, or its data refused by the database): that file is kept as `.rejected`,
+still counted against the cap; rename it back to `.jsonl` to replay it after fixing the cause.
+
+`counts` feeds /metrics: `logged` counts records committed (a repeated request id commits as a
+no-op), `spooled` records written to the spool, `dropped` records lost as above.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import numbers
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import create_engine, event, make_url
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
+
+from .tables import metadata, prediction_log
+
+log = logging.getLogger(__name__)
+
+SPOOL_CAP_BYTES = 256 * 1024 * 1024
+SPOOL_SUFFIX = ".jsonl"
+TMP_SUFFIX = ".tmp"
+REJECTED_SUFFIX = ".rejected"
+# A spool write takes milliseconds; a .tmp this old was left by a crash.
+STALE_TMP_SECONDS = 300
+# Short, so an unreachable PostgreSQL is noticed before the queue fills.
+CONNECT_TIMEOUT_SECONDS = 3
+INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
+_dumps = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
+def prediction_row(record: dict[str, Any]) -> dict[str, Any]:
+    """The prediction_log row of one logged record (or of a row: this is idempotent)."""
+    prediction = record["prediction"]
+    value = record.get("prediction_value", prediction)
+    # The str test first: class labels are the common case, and an ABC check is slow.
+    numeric = not isinstance(value, str) and isinstance(value, numbers.Real)
+    return {
+        "request_id": str(record["request_id"]),
+        "record_index": int(record["record_index"]),
+        "logged_at": _utc(record.get("logged_at") or datetime.now(UTC)),
+        "model_name": str(record["model_name"]),
+        "model_version": str(record["model_version"]),
+        "features": dict(record["features"]),
+        "prediction": str(prediction),
+        "prediction_value": float(value) if numeric else None,
+        "probabilities": record.get("probabilities"),
+        "latency_ms": float(record["latency_ms"]),
+    }
+
+
+def prediction_rows(records: list) -> tuple[list[dict[str, Any]], int]:
+    """The rows of the well-formed records, and how many records were malformed."""
+    rows = []
+    for record in records:
+        try:
+            rows.append(prediction_row(record))
+        except (KeyError, TypeError, ValueError, AttributeError):
+            continue
+    return rows, len(records) - len(rows)
+
+
+def _utc(moment: datetime | str) -> datetime:
+    """A UTC datetime from a datetime or ISO string; naive times are taken as UTC already."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    if moment.tzinfo is UTC:
+        return moment
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def encode_record(record: dict[str, Any]) -> bytes:
+    """One spool line: the record as logged, datetimes as ISO text; replay makes it a row."""
+    return _dumps(record).encode() + b"\n"
+
+
+def prediction_log_engine(database_url: str) -> Engine:
+    """An engine for the prediction log: short connect timeout, WAL for SQLite."""
+    url = make_url(database_url)
+    if url.drivername == "postgresql":  # psycopg 3 is the driver this project ships
+        url = url.set(drivername="postgresql+psycopg")
+    backend = url.get_backend_name()
+    if backend not in INSERTS:
+        raise ValueError(f"the prediction log needs a sqlite or postgresql URL, not {backend!r}")
+    connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS} if backend == "postgresql" else {}
+    engine = create_engine(
+        url, pool_pre_ping=True, connect_args=connect_args, json_serializer=_dumps
+    )
+    if backend == "sqlite":
+        event.listen(engine, "connect", _tune_sqlite)
+    return engine
+
+
+def _tune_sqlite(dbapi_connection, _record) -> None:
+    """WAL lets readers work during inserts; NORMAL syncs at checkpoints, not every commit."""
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _refuses_data(err: Exception) -> bool:
+    """Whether the database refused the rows themselves, so retrying cannot help."""
+    if isinstance(err, IntegrityError | DataError):
+        return True
+    # A StatementError that is no DBAPIError failed before reaching the database.
+    return isinstance(err, StatementError) and not isinstance(err, DBAPIError)
+
+
+@dataclass
+class Backoff:
+    """When to try the database again after it failed: delays doubling up to a maximum."""
+
+    initial: float
+    maximum: float
+    delay: float = 0.0
+    next_try: float = 0.0
+
+    @property
+    def failing(self) -> bool:
+        """Whether the last attempt failed."""
+        return self.delay > 0
+
+    def due(self) -> bool:
+        """Whether the next attempt may start now."""
+        return time.monotonic() >= self.next_try
+
+    def failed(self) -> None:
+        """Wait longer before the next attempt."""
+        self.delay = min(self.delay * 2, self.maximum) if self.delay else self.initial
+        self.next_try = time.monotonic() + self.delay
+
+    def succeeded(self) -> None:
+        """Try again at once from now on."""
+        self.delay = self.next_try = 0.0
+
+
+class Spool:
+    """Append-only batch files of logged records, capped in bytes, replayed oldest first."""
+
+    def __init__(self, directory: Path, cap_bytes: int) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.cap_bytes = cap_bytes
+        self.waiting = threading.Event()  # set while files may wait for replay
+        self._lock = threading.Lock()
+        self._sequence = itertools.count()
+        self.bytes = self._scan()
+
+    def _scan(self) -> int:
+        """Bytes an earlier run left; remove the .tmp files a crash left half-written."""
+        total, stale_before = 0, time.time() - STALE_TMP_SECONDS
+        for path in self.directory.iterdir():
+            if path.name.endswith(TMP_SUFFIX) and path.stat().st_mtime < stale_before:
+                path.unlink(missing_ok=True)
+            elif path.suffix in (SPOOL_SUFFIX, REJECTED_SUFFIX):
+                total += path.stat().st_size
+                if path.suffix == SPOOL_SUFFIX:
+                    self.waiting.set()
+        return total
+
+    def write(self, records: list[dict[str, Any]]) -> int:
+        """Write records as one durable file, as many as fit under the cap; return how many."""
+        lines = [encode_record(record) for record in records]
+        with self._lock:
+            room = self.cap_bytes - self.bytes
+            fitting = sum(1 for total in itertools.accumulate(map(len, lines)) if total <= room)
+            lines = lines[:fitting]
+            size = sum(map(len, lines))
+            self.bytes += size
+            # Time first: file names sort oldest first.
+            name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}{SPOOL_SUFFIX}"
+        if not lines:
+            return 0
+        try:
+            _write_durably(self.directory / name, b"".join(lines))
+        except OSError:
+            log.exception("could not write spool file %s", self.directory / name)
+            with self._lock:
+                self.bytes -= size
+            return 0
+        self.waiting.set()
+        return len(lines)
+
+    def files(self) -> list[Path]:
+        """The spool files waiting for replay, oldest first."""
+        return sorted(self.directory.glob(f"*{SPOOL_SUFFIX}"))
+
+    def remove(self, path: Path) -> None:
+        """Forget a replayed file."""
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:  # another process sharing the spool replayed it first
+            return
+        with self._lock:
+            self.bytes = max(self.bytes - size, 0)
+
+    def reject(self, path: Path) -> Path:
+        """Set aside a file that cannot be replayed; it keeps counting against the cap."""
+        try:
+            return path.rename(path.with_suffix(REJECTED_SUFFIX))
+        except FileNotFoundError:
+            return path
+
+
+def _write_durably(path: Path, data: bytes) -> None:
+    """Write, fsync and rename into place, so the file is either whole or absent."""
+    tmp = path.with_name(path.name + TMP_SUFFIX)
+    try:
+        with tmp.open("wb") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        tmp.rename(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # makes the rename itself survive a power cut
+    finally:
+        os.close(directory)
+
+
+class PredictionLog:
+    """Log predicted records to the database without ever making a request wait for it."""
+
+    def __init__(
+        self,
+        database_url: str,
+        spool_dir: Path,
+        queue_size: int = 10_000,
+        batch_size: int = 500,
+        flush_interval: float = 0.2,
+        spool_cap_bytes: int = SPOOL_CAP_BYTES,
+        retry_initial: float = 0.5,
+        retry_max: float = 30.0,
+    ) -> None:
+        self.engine = prediction_log_engine(database_url)
+        self.spool = Spool(spool_dir, spool_cap_bytes)
+        self.queue_size, self.batch_size = queue_size, batch_size
+        self.flush_interval = flush_interval
+        pk = [column.name for column in prediction_log.primary_key]
+        insert = INSERTS[self.engine.dialect.name]
+        self._insert = insert(prediction_log).on_conflict_do_nothing(index_elements=pk)
+        self._queue: deque[dict] = deque()
+        self._ready = threading.Condition()
+        self._closing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._counts = {"logged": 0, "spooled": 0, "dropped": 0}
+        self._backoff = Backoff(retry_initial, retry_max)
+        self._tables_ready = False
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Records logged, spooled and dropped so far; records queued and spool bytes now."""
+        with self._lock:
+            counts = dict(self._counts)
+        return {**counts, "queued": len(self._queue), "spool_bytes": self.spool.bytes}
+
+    def start(self) -> None:
+        """Create the tables if missing and start the writer thread (and spool replay)."""
+        if self._thread is not None:
+            return
+        try:
+            self._ensure_tables()
+        except Exception as err:
+            self._went_down(err)  # the service starts anyway; the writer retries
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def log(self, records: list[dict[str, Any]]) -> None:
+        """Queue records for the writer; a full queue spills its oldest records to the spool."""
+        if self._closing.is_set():
+            self._spool(records)
+            return
+        with self._ready:
+            self._queue.extend(records)
+            excess = len(self._queue) - self.queue_size
+            # At least a batch per spill: one fsync per batch, not one per request.
+            spill = min(max(excess, self.batch_size), len(self._queue)) if excess > 0 else 0
+            spilled = [self._queue.popleft() for _ in range(spill)]
+            if len(self._queue) >= self.batch_size:
+                self._ready.notify()
+        if spilled:
+            self._spool(spilled)
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Flush the queue (to the database, or the spool if it is down) and stop the writer."""
+        with self._ready:
+            self._closing.set()
+            self._ready.notify()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        with self._ready:
+            left, self._queue = list(self._queue), deque()
+        if left:  # the writer is stuck or never ran: keep the records on disk
+            log.warning("prediction log: spooling %d queued records at shutdown", len(left))
+            self._spool(left)
+        if self._thread is None or not self._thread.is_alive():
+            self.engine.dispose()
+
+    def _run(self) -> None:
+        """Write batches until closed and drained; replay the spool between batches."""
+        while True:
+            replay_due = self.spool.waiting.is_set() and self._backoff.due()
+            batch = self._take(0.0 if replay_due else self.flush_interval)
+            if batch:
+                self._store(self._rows(batch))
+            elif self._closing.is_set():
+                return
+            if not self._closing.is_set() and self.spool.waiting.is_set() and self._backoff.due():
+                self._replay_oldest()
+
+    def _take(self, wait: float) -> list[dict]:
+        """Up to batch_size queued records, waiting up to `wait` seconds for a full batch."""
+        deadline = time.monotonic() + wait
+        with self._ready:
+            while len(self._queue) < self.batch_size and not self._closing.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not self._ready.wait(remaining):
+                    break
+            return [self._queue.popleft() for _ in range(min(self.batch_size, len(self._queue)))]
+
+    def _rows(self, records: list[dict]) -> list[dict]:
+        """The rows of well-formed records; malformed ones are counted as dropped."""
+        rows, malformed = prediction_rows(records)
+        if malformed:
+            log.error("prediction log: dropped %d malformed records", malformed)
+            self._count(dropped=malformed)
+        return rows
+
+    def _store(self, rows: list[dict]) -> None:
+        """Insert a batch, or spool it while the database is down."""
+        # While down, the replay of the oldest spool file probes the database, not new batches.
+        if self._backoff.failing and (self.spool.waiting.is_set() or not self._backoff.due()):
+            self._spool(rows)
+            return
+        try:
+            self._insert_rows(rows)
+        except Exception as err:
+            self._went_down(err)
+            self._spool(rows)
+            return
+        self._came_up()
+        self._count(logged=len(rows))
+
+    def _replay_oldest(self) -> None:
+        """Insert the oldest spool file and delete it once committed."""
+        self.spool.waiting.clear()
+        files = self.spool.files()
+        if not files:  # while down, the next batch probes the database instead
+            return
+        self.spool.waiting.set()
+        records = self._read_spooled(files[0])
+        if records is None:
+            return
+        rows, malformed = prediction_rows(records)
+        try:
+            self._insert_rows(rows)
+        except Exception as err:
+            if _refuses_data(err):
+                self._reject(files[0], len(records), err)
+            else:
+                self._went_down(err)
+            return
+        self.spool.remove(files[0])
+        self._came_up()
+        self._count(logged=len(rows), dropped=malformed)
+
+    def _read_spooled(self, path: Path) -> list | None:
+        """The records of a spool file, or None when it is gone or unreadable."""
+        try:
+            lines = path.read_bytes().splitlines()
+        except FileNotFoundError:  # another process sharing the spool replayed it first
+            return None
+        except OSError:
+            log.exception("prediction log: cannot read spool file %s; retrying later", path)
+            self._backoff.failed()
+            return None
+        try:
+            return [json.loads(line) for line in lines if line]
+        except ValueError as err:
+            self._reject(path, len(lines), err)
+            return None
+
+    def _insert_rows(self, rows: list[dict]) -> None:
+        """Insert rows in one transaction; rows already logged are skipped."""
+        if rows:
+            self._ensure_tables()
+            with self.engine.begin() as connection:
+                connection.execute(self._insert, rows)
+
+    def _ensure_tables(self) -> None:
+        """Create the monitoring tables that are missing, once the database answers."""
+        if not self._tables_ready:
+            metadata.create_all(self.engine, checkfirst=True)
+            self._tables_ready = True
+
+    def _spool(self, rows: list[dict]) -> None:
+        """Keep rows in the spool; count what the cap leaves out as dropped."""
+        written = self.spool.write(rows)
+        self._count(spooled=written, dropped=len(rows) - written)
+        if written < len(rows):
+            log.error(
+                "prediction log: spool %s is at its cap of %d bytes; dropped %d records",
+                self.spool.directory,
+                self.spool.cap_bytes,
+                len(rows) - written,
+            )
+
+    def _reject(self, path: Path, records: int, err: Exception) -> None:
+        """Set aside a spool file that cannot be replayed, so it does not block the others."""
+        kept = self.spool.reject(path)
+        self._count(dropped=records)
+        log.error(
+            "prediction log: cannot replay spool file %s (%s); set aside as %s: rename it "
+            "back to %s once fixed to replay it",
+            path.name,
+            err,
+            kept,
+            SPOOL_SUFFIX,
+        )
+
+    def _went_down(self, err: Exception) -> None:
+        """Back off; say so once per outage."""
+        if not self._backoff.failing:
+            log.warning(
+                "prediction log database unavailable, spooling to %s: %s", self.spool.directory, err
+            )
+        self._backoff.failed()
+
+    def _came_up(self) -> None:
+        """Resume direct inserts; say so when an outage ends."""
+        if self._backoff.failing:
+            log.info("prediction log database is back; replaying the spool")
+        self._backoff.succeeded()
+
+    def _count(self, **deltas: int) -> None:
+        """Add to the counters /metrics reports."""
+        with self._lock:
+            for name, delta in deltas.items():
+                self._counts[name] += delta

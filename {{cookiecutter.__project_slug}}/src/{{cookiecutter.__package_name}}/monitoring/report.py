@@ -1,0 +1,134 @@
+"""The monitoring report: JSON for machines, Markdown for an issue, self-contained HTML to read."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+
+def write(report: dict, out_dir: Path) -> dict[str, Path]:
+    """Write monitoring.json, monitoring.md and monitoring.html; return their paths."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = {kind: out_dir / f"monitoring.{kind}" for kind in ("json", "md", "html")}
+    paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n")
+    paths["md"].write_text(markdown(report))
+    paths["html"].write_text(page(report))
+    return paths
+
+
+def sections(report: dict) -> list[tuple[str, dict]]:
+    """Every compared distribution: the features, then the predictions."""
+    found = list(report["features"].items())
+    return found + ([("prediction", report["prediction"])] if report.get("prediction") else [])
+
+
+def headline(report: dict) -> str:
+    """One sentence: drift or not, and where."""
+    if report["status"] != "checked":
+        return f"No verdict for {report['model_name']}: {report['messages'][0]}"
+    if report["drift"]:
+        return (
+            f"Drift detected in {report['model_name']} v{report['champion_version']}: "
+            f"{', '.join(report['drifted'])}"
+        )
+    return f"No drift in {report['model_name']} v{report['champion_version']}"
+
+
+def table_rows(report: dict) -> list[list[str]]:
+    """The summary table: one row per compared distribution."""
+    rows = []
+    for name, section in sections(report):
+        v = section["verdict"]
+        rows.append(
+            [
+                name,
+                section["kind"],
+                "DRIFT" if v["drifted"] else "ok",
+                f"{v['psi']:.3f}",
+                f"{v['test']} {v['statistic']:.3g}",
+                f"{v['p_value']:.2g}",
+                str(v["current_count"]),
+            ]
+        )
+    return rows
+
+
+HEADER = ["distribution", "kind", "verdict", "PSI", "test statistic", "p-value", "records"]
+
+
+def markdown(report: dict) -> str:
+    """The report as Markdown (for a GitHub issue or job summary)."""
+    window = report["window"]
+    lines = [
+        f"## {headline(report)}",
+        "",
+        f"Window {window['start']} to {window['end']}; {report.get('records', 0)} records.",
+        "",
+    ]
+    lines += [f"- {message}" for message in report["messages"]]
+    if report["status"] == "checked":
+        lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+        lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+        lines += [
+            "",
+            f"Latency (ms): {report.get('latency_ms', {})}",
+            f"Live metrics: {report.get('live_metrics', {})}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def _plot(name: str, section: dict) -> str:
+    """Reference and current distributions side by side, as an inline PNG."""
+    shares = section["distributions"]
+    x = np.arange(len(shares["labels"]))
+    figure, axis = plt.subplots(figsize=(7, 3.2))
+    axis.bar(x - 0.2, shares["reference"], 0.4, label="training (reference)")
+    axis.bar(x + 0.2, shares["current"], 0.4, label="this window")
+    axis.set_xticks(x, shares["labels"], rotation=30, ha="right", fontsize=7)
+    axis.set(title=name, ylabel="share of records")
+    axis.legend()
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    plt.close(figure)
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def page(report: dict) -> str:
+    """A self-contained HTML page: headline, summary table, plots of the drifted distributions."""
+    esc = html.escape
+    rows = (
+        "".join(
+            "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+            for row in table_rows(report)
+        )
+        if report["status"] == "checked"
+        else ""
+    )
+    plots = "".join(
+        f'<h3>{esc(name)}</h3><img alt="{esc(name)}" src="data:image/png;base64,'
+        f'{_plot(name, section)}">'
+        for name, section in sections(report)
+        if section["verdict"]["drifted"]
+    )
+    messages = "".join(f"<li>{esc(m)}</li>" for m in report["messages"])
+    head = "".join(f"<th>{h}</th>" for h in HEADER)
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(headline(report))}</title>"
+        "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "table{border-collapse:collapse}</style></head><body>"
+        f"<h1>{esc(headline(report))}</h1><p>Window {esc(report['window']['start'])} to "
+        f"{esc(report['window']['end'])}; {report.get('records', 0)} records.</p>"
+        f"<ul>{messages}</ul>"
+        f"<table><tr>{head}</tr>{rows}</table>{plots}</body></html>\n"
+    )

@@ -1,0 +1,49 @@
+"""The monitoring tables, in SQLAlchemy Core: one definition for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from sqlalchemy import JSON, Column, Date, DateTime, Float, Index, Integer, MetaData, Table, Text
+
+metadata = MetaData()
+
+# One row per predicted record; (request_id, record_index) makes a retried insert a no-op.
+prediction_log = Table(
+    "prediction_log",
+    metadata,
+    Column("request_id", Text, primary_key=True),
+    Column("record_index", Integer, primary_key=True, autoincrement=False),
+    # SQLite keeps no time zone: the writer stores UTC there, so read naive values as UTC.
+    Column("logged_at", DateTime(timezone=True), nullable=False),
+    Column("model_name", Text, nullable=False),
+    Column("model_version", Text, nullable=False),
+    Column("features", JSON, nullable=False),
+    Column("prediction", Text, nullable=False),
+    Column("prediction_value", Float, nullable=True),
+    # none_as_null: a regression's missing probabilities are SQL NULL, not the JSON text 'null'.
+    Column("probabilities", JSON(none_as_null=True), nullable=True),
+    Column("latency_ms", Float, nullable=False),
+    # Monitoring reads the log by time window.
+    Index("ix_prediction_log_logged_at", "logged_at"),
+)
+
+# The actual outcome of a predicted record, once known (record_index 0 for one-record requests).
+outcomes = Table(
+    "outcomes",
+    metadata,
+    Column("request_id", Text, primary_key=True),
+    Column("record_index", Integer, primary_key=True, autoincrement=False, default=0),
+    Column("actual", Text, nullable=False),
+    Column("actual_value", Float, nullable=True),
+    Column("recorded_at", DateTime(timezone=True), nullable=False),
+)
+
+# One statistic of one feature (or of the prediction) per day and model version.
+daily_stats = Table(
+    "daily_stats",
+    metadata,
+    Column("day", Date, primary_key=True),
+    Column("model_version", Text, primary_key=True),
+    Column("feature", Text, primary_key=True),
+    Column("statistic", Text, primary_key=True),
+    Column("value", Float, nullable=True),
+)

@@ -1,0 +1,391 @@
+"""The prediction log: every field stored, idempotent, spooled through outages, never blocking.
+
+The PostgreSQL test starts a throwaway server with initdb/pg_ctl and is skipped, with the
+reason, where they are not installed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from {{ cookiecutter.__package_name }}.monitoring import PredictionLog
+from {{ cookiecutter.__package_name }}.monitoring.prediction_log import (
+    encode_record,
+    prediction_row,
+)
+from {{ cookiecutter.__package_name }}.monitoring.tables import prediction_log
+
+LOGGED_AT = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+# Fast retries so an outage test ends in seconds.
+QUICK = {"flush_interval": 0.05, "retry_initial": 0.05, "retry_max": 0.2}
+
+
+def request(request_id: str, count: int = 3) -> list[dict]:
+    """The log records of one classification request of `count` records."""
+    return [
+        {
+            "request_id": request_id,
+            "record_index": index,
+            "logged_at": LOGGED_AT,
+            "model_name": "churn",
+            "model_version": "7",
+            "features": {"tenure": 12.0 + index, "plan": "basic"},
+            "prediction": "yes",
+            "probabilities": {"no": 0.25, "yes": 0.75},
+            "latency_ms": 4.5,
+        }
+        for index in range(count)
+    ]
+
+
+def requests(first: int, last: int, count: int = 3) -> list[dict]:
+    """The records of requests req-<first> to req-<last - 1>, ids all the same length."""
+    return [record for n in range(first, last) for record in request(f"req-{n:04d}", count)]
+
+
+def sqlite_row(record: dict) -> dict:
+    """The row SQLite gives back for a test record: naive UTC time, prediction as text and value."""
+    prediction = record["prediction"]
+    numeric = isinstance(prediction, float)
+    return {
+        **record,
+        "logged_at": record["logged_at"].replace(tzinfo=None),
+        "prediction": str(prediction),
+        "prediction_value": prediction if numeric else None,
+    }
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+    """Poll until `condition` holds; fail naming `what` otherwise."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def stored(url: str) -> list[dict]:
+    """Every row of the prediction log, in key order."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = sa.select(prediction_log).order_by(
+                prediction_log.c.request_id, prediction_log.c.record_index
+            )
+            return [row._asdict() for row in connection.execute(query)]
+    finally:
+        engine.dispose()
+
+
+def spool_files(spool: Path, pattern: str = "*.jsonl") -> list[Path]:
+    """The spool's files matching `pattern`."""
+    return sorted(spool.glob(pattern))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """A SQLite prediction log in a file."""
+    return f"sqlite:///{tmp_path / 'prediction_log.db'}"
+
+
+def test_prediction_log_stores_every_field(sqlite_url: str, tmp_path: Path) -> None:
+    classified = request("req-a", count=1)[0]
+    regressed = {**classified, "request_id": "req-b", "prediction": 42.5, "probabilities": None}
+    regressed["logged_at"] = "2024-05-01T14:30:00+02:00"  # ISO text, not UTC
+    plog = PredictionLog(sqlite_url, tmp_path / "spool", **QUICK)
+    plog.start()
+    plog.log([classified, regressed])
+    plog.close()
+
+    rows = stored(sqlite_url)
+    assert rows[0] == {
+        "request_id": "req-a",
+        "record_index": 0,
+        "model_name": "churn",
+        "model_version": "7",
+        # SQLite keeps no time zone: the log stores UTC.
+        "logged_at": datetime(2024, 5, 1, 12, 0),
+        "features": {"tenure": 12.0, "plan": "basic"},
+        "prediction": "yes",
+        "prediction_value": None,
+        "probabilities": {"no": 0.25, "yes": 0.75},
+        "latency_ms": 4.5,
+    }
+    assert (rows[1]["prediction"], rows[1]["prediction_value"]) == ("42.5", 42.5)
+    assert rows[1]["logged_at"] == datetime(2024, 5, 1, 12, 30), "not converted to UTC"
+    engine = sa.create_engine(sqlite_url)
+    with engine.connect() as connection:
+        nulls = "SELECT count(*) FROM prediction_log WHERE probabilities IS NULL"
+        assert connection.execute(sa.text(nulls)).scalar() == 1, "None stored as JSON 'null'"
+        assert connection.execute(sa.text("PRAGMA journal_mode")).scalar() == "wal"
+    engine.dispose()
+    assert plog.counts == {"logged": 2, "spooled": 0, "dropped": 0, "queued": 0, "spool_bytes": 0}
+
+
+def test_prediction_log_same_request_twice_stores_once(sqlite_url: str, tmp_path: Path) -> None:
+    plog = PredictionLog(sqlite_url, tmp_path / "spool", **QUICK)
+    plog.start()
+    plog.log(request("req-same"))
+    wait_for(lambda: plog.counts["logged"] == 3, "the first copy")
+    plog.log(request("req-same"))
+    plog.close()
+
+    rows = stored(sqlite_url)
+    assert [(row["request_id"], row["record_index"]) for row in rows] == [
+        ("req-same", 0),
+        ("req-same", 1),
+        ("req-same", 2),
+    ]
+    assert plog.counts["logged"] == 6, "both copies committed, the second as a no-op"
+
+
+def test_prediction_log_sqlite_outage_spools_then_replays(tmp_path: Path) -> None:
+    # The database's folder does not exist yet: SQLite cannot open it until it does.
+    folder, spool = tmp_path / "not-yet", tmp_path / "spool"
+    url = f"sqlite:///{folder / 'prediction_log.db'}"
+    plog = PredictionLog(url, spool, **QUICK)
+    plog.start()
+    # Numeric predictions: the value must survive the spool as a number.
+    records = [{**record, "prediction": 0.5, "probabilities": None} for record in requests(0, 10)]
+    plog.log(records)
+    wait_for(lambda: plog.counts["spooled"] == 30, "30 spooled records")
+    assert spool_files(spool), "no spool file written during the outage"
+    assert plog.counts["logged"] == 0
+
+    folder.mkdir()
+    wait_for(lambda: plog.counts["logged"] == 30, "the spool replayed")
+    plog.close()
+
+    rows = stored(url)
+    assert len({row["request_id"] for row in rows}) == 10
+    assert rows == [sqlite_row(record) for record in records], "a field changed in the spool"
+    assert spool_files(spool) == [], "a replayed spool file was not deleted"
+    assert plog.counts == {"logged": 30, "spooled": 30, "dropped": 0, "queued": 0, "spool_bytes": 0}
+
+
+def test_prediction_log_spool_cap_drops_past_cap(tmp_path: Path) -> None:
+    # The writer spools the rows it failed to insert.
+    record_bytes = len(encode_record(prediction_row(request("req-0000")[0])))
+    cap = 10 * record_bytes + record_bytes // 2  # room for 10 records, not 11
+    url = f"sqlite:///{tmp_path / 'missing' / 'prediction_log.db'}"
+    plog = PredictionLog(url, tmp_path / "spool", spool_cap_bytes=cap, batch_size=4, **QUICK)
+    plog.start()
+    plog.log(requests(0, 5, count=5))  # 25 records, all the same size
+    wait_for(lambda: plog.counts["spooled"] + plog.counts["dropped"] == 25, "25 records handled")
+    plog.close()
+
+    counts = plog.counts
+    assert (counts["spooled"], counts["dropped"]) == (10, 15)
+    assert counts["spool_bytes"] == 10 * record_bytes
+    assert sum(path.stat().st_size for path in spool_files(tmp_path / "spool")) == 10 * record_bytes
+
+
+def test_prediction_log_full_queue_spills_without_blocking(sqlite_url: str, tmp_path: Path) -> None:
+    # Never started, so nothing drains the queue: everything past its bound must spill.
+    plog = PredictionLog(sqlite_url, tmp_path / "spool", queue_size=1_000, batch_size=500)
+    records = requests(0, 100_000, count=1)
+    # CPU time: on a shared runner, wall time also measures the neighbours.
+    started, wall = time.process_time(), time.perf_counter()
+    for first in range(0, len(records), 1_000):  # one call per 1,000-record request
+        plog.log(records[first : first + 1_000])
+    cpu, wall = time.process_time() - started, time.perf_counter() - wall
+
+    assert cpu < 1.0, f"log() used {cpu:.2f} s of CPU ({wall:.2f} s wall) for 100,000 records"
+    counts = plog.counts
+    assert (counts["queued"], counts["spooled"], counts["dropped"]) == (1_000, 99_000, 0)
+    assert len(spool_files(tmp_path / "spool")) == 99, "not one fsync'ed file per spill"
+    plog.close()
+    assert plog.counts["spooled"] == 100_000, "close() left queued records behind"
+
+
+def test_prediction_log_close_flushes_queue(sqlite_url: str, tmp_path: Path) -> None:
+    # A batch size and interval this large mean only close() can write these records.
+    plog = PredictionLog(sqlite_url, tmp_path / "spool", batch_size=10_000, flush_interval=30)
+    plog.start()
+    plog.log(requests(0, 50, count=5))
+    started = time.perf_counter()
+    plog.close()
+
+    assert time.perf_counter() - started < 5.0, "close() waited for the flush interval"
+    assert len(stored(sqlite_url)) == 250
+    assert plog.counts == {"logged": 250, "spooled": 0, "dropped": 0, "queued": 0, "spool_bytes": 0}
+
+
+def test_prediction_log_restart_replays_leftover_spool(sqlite_url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    crashed = PredictionLog(sqlite_url, spool)  # never started: close() spools the queue
+    crashed.log(requests(0, 10))
+    crashed.close()
+    assert len(spool_files(spool)) == 1
+    # Writes a crash interrupted: a fresh one is left alone, an hour-old one removed.
+    fresh, stale = spool / "9-fresh.jsonl.tmp", spool / "8-stale.jsonl.tmp"
+    for partial in (fresh, stale):
+        partial.write_text('{"request_id": "req-partial", "record_in')
+    os.utime(stale, (time.time() - 3600, time.time() - 3600))
+
+    plog = PredictionLog(sqlite_url, spool, **QUICK)
+    plog.start()
+    wait_for(lambda: plog.counts["logged"] == 30, "the leftover spool replayed")
+    plog.close()
+
+    assert stored(sqlite_url) == [sqlite_row(record) for record in requests(0, 10)]
+    assert (fresh.exists(), stale.exists()) == (True, False)
+    assert spool_files(spool) == []
+    assert plog.counts == {"logged": 30, "spooled": 0, "dropped": 0, "queued": 0, "spool_bytes": 0}
+
+
+def test_prediction_log_unreadable_spool_file_is_set_aside(sqlite_url: str, tmp_path: Path) -> None:
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    (spool / "1-corrupt.jsonl").write_text("not json\nnot json either\n")
+    (spool / "2-good.jsonl").write_bytes(b"".join(map(encode_record, request("ok"))))
+    plog = PredictionLog(sqlite_url, spool, **QUICK)
+    plog.start()
+    wait_for(lambda: plog.counts["logged"] == 3, "the good file replayed past the corrupt one")
+    plog.close()
+
+    assert [path.name for path in spool_files(spool, "*.rejected")] == ["1-corrupt.rejected"]
+    assert (plog.counts["dropped"], len(stored(sqlite_url))) == (2, 3)
+
+
+def test_prediction_log_malformed_record_dropped_and_counted(
+    sqlite_url: str, tmp_path: Path
+) -> None:
+    good, malformed = request("req-good", count=2), request("req-bad", count=1)[0]
+    del malformed["features"]
+    plog = PredictionLog(sqlite_url, tmp_path / "spool", **QUICK)
+    plog.start()
+    plog.log([*good, malformed])
+    plog.close()
+
+    assert [row["request_id"] for row in stored(sqlite_url)] == ["req-good", "req-good"]
+    assert (plog.counts["logged"], plog.counts["dropped"]) == (2, 1)
+
+
+def test_prediction_log_refuses_other_databases(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="sqlite or postgresql"):
+        PredictionLog("mysql://user@localhost/log", tmp_path / "spool")
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def postgres_bindir() -> Path | None:
+    """The folder of initdb and pg_ctl: on PATH, else the newest /usr/lib/postgresql/*/bin."""
+    initdb = shutil.which("initdb")
+    if initdb and (Path(initdb).resolve().parent / "pg_ctl").exists():
+        return Path(initdb).resolve().parent
+    found = [
+        path for path in Path("/usr/lib/postgresql").glob("*/bin") if (path / "pg_ctl").exists()
+    ]
+    return max(found, key=lambda path: int(path.parent.name.split(".")[0]), default=None)
+
+
+def unprivileged_user() -> str | None:
+    """The account to run PostgreSQL as when the tests run as root (it refuses root)."""
+    for name in ("pgtest", "postgres", "nobody"):
+        try:
+            return pwd.getpwnam(name).pw_name
+        except KeyError:
+            continue
+    return None
+
+
+class Postgres:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 that a test can stop and start again."""
+
+    def __init__(self, bindir: Path, root: Path, user: str | None) -> None:
+        self.bindir, self.root, self.data = bindir, root, root / "data"
+        self.prefix = ["runuser", "-u", user, "--"] if user else []
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/postgres"
+
+    def run(self, program: str, *args: str) -> None:
+        """Run a PostgreSQL program as the cluster's owner."""
+        command = [*self.prefix, str(self.bindir / program), *args]
+        subprocess.run(command, check=True, capture_output=True, cwd=self.root, timeout=60)
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        self.run(
+            "pg_ctl",
+            "-D",
+            str(self.data),
+            "-l",
+            str(self.root / "log"),
+            "-o",
+            options,
+            "-w",
+            "start",
+        )
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server, closing its connections."""
+        self.run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
+
+
+@pytest.fixture
+def postgres() -> Iterator[Postgres]:
+    """A running throwaway PostgreSQL; skipped where its server programs are missing."""
+    bindir = postgres_bindir()
+    if bindir is None:
+        pytest.skip(
+            "PostgreSQL server programs (initdb, pg_ctl) not on PATH nor in /usr/lib/postgresql"
+        )
+    user = unprivileged_user() if os.geteuid() == 0 else None
+    if os.geteuid() == 0 and (user is None or shutil.which("runuser") is None):
+        pytest.skip("running as root without runuser and an unprivileged account for PostgreSQL")
+    root = Path(tempfile.mkdtemp(prefix="prediction-log-pg-"))
+    if user:
+        shutil.chown(root, user)
+    server = Postgres(bindir, root, user)
+    try:
+        server.run("initdb", "-D", str(server.data), "-U", "postgres", "--auth=trust", "--no-sync")
+        server.start()
+        yield server
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):  # stopped, or never started
+            server.stop("immediate")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_prediction_log_postgres_outage_spools_then_replays(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    plog = PredictionLog(postgres.url, spool, **QUICK)
+    plog.start()
+    plog.log(requests(0, 5))
+    wait_for(lambda: plog.counts["logged"] == 15, "15 records logged before the outage")
+
+    postgres.stop()
+    plog.log(requests(5, 15))
+    wait_for(lambda: plog.counts["spooled"] == 30, "30 records spooled during the outage")
+    assert spool_files(spool), "no spool file written during the outage"
+
+    postgres.start()
+    wait_for(lambda: plog.counts["logged"] == 45, "the spool replayed", timeout=30)
+    plog.log(request("req-0000"))  # again: must not duplicate
+    plog.close()
+
+    rows = stored(postgres.url)
+    assert (len({row["request_id"] for row in rows}), len(rows)) == (15, 45)
+    assert rows[0]["logged_at"] == LOGGED_AT, "PostgreSQL keeps the time zone"
+    assert spool_files(spool) == []
+    assert plog.counts == {"logged": 48, "spooled": 30, "dropped": 0, "queued": 0, "spool_bytes": 0}
