@@ -16,30 +16,60 @@ RUFF = Path(sys.executable).with_name("ruff")
 UV = Path(sys.executable).with_name("uv")
 COMMON_FILES = {
     ".cookiecutter.json",
+    ".dockerignore",
     ".dvc/.gitignore",
     ".dvc/config",
     ".dvcignore",
-    ".gitignore",
+    ".github/dependabot.yml",
     ".github/workflows/ci.yml",
+    ".github/workflows/deploy.yml",
+    ".github/workflows/monitor.yml",
+    ".github/workflows/retrain.yml",
+    ".github/workflows/rollback.yml",
+    ".gitignore",
+    ".hadolint.yaml",
+    "Dockerfile",
     "Makefile",
     "README.md",
+    "bench/ceiling.py",
+    "bench/locustfile.py",
     "dvc.yaml",
     "params.yaml",
     "pyproject.toml",
     "uv.lock",
-    "scripts/evaluate.py",
-    "scripts/get_data.py",
-    "scripts/make_sample.py",
-    "scripts/promote.py",
-    "scripts/rollback.py",
-    "scripts/bundle.py",
-    "scripts/serve.py",
-    "scripts/train.py",
-    "tests/conftest.py",
-    "tests/test_data.py",
-    "tests/test_gate.py",
-    "tests/test_pipeline.py",
-    "tests/test_sample.py",
+    *(
+        f"scripts/{name}.py"
+        for name in (
+            "bundle",
+            "check_env",
+            "evaluate",
+            "get_data",
+            "github_bodies",
+            "load_outcomes",
+            "make_sample",
+            "monitor",
+            "promote",
+            "retrain_age",
+            "rollback",
+            "serve",
+            "train",
+        )
+    ),
+    *(
+        f"tests/{name}.py"
+        for name in (
+            "conftest",
+            "test_data",
+            "test_gate",
+            "test_github_bodies",
+            "test_monitoring",
+            "test_pipeline",
+            "test_prediction_log",
+            "test_sample",
+            "test_server_process",
+            "test_serving",
+        )
+    ),
 }
 PACKAGE_MODULES = {
     "__init__",
@@ -60,6 +90,16 @@ PACKAGE_MODULES = {
 }
 
 
+MONITORING_MODULES = {
+    "monitoring/__init__",
+    "monitoring/drift",
+    "monitoring/monitor",
+    "monitoring/outcomes",
+    "monitoring/prediction_log",
+    "monitoring/report",
+    "monitoring/stats",
+    "monitoring/tables",
+}
 SERVING_MODULES = {
     "serving/__init__",
     "serving/batcher",
@@ -79,7 +119,7 @@ SERVING_MODULES = {
 def expected_files(answers: dict) -> set[str]:
     """The exact file set a bake with these answers must have."""
     package = answers["__package_name"]
-    modules = PACKAGE_MODULES | SERVING_MODULES
+    modules = PACKAGE_MODULES | SERVING_MODULES | MONITORING_MODULES
     return COMMON_FILES | {f"src/{package}/{module}.py" for module in modules}
 
 

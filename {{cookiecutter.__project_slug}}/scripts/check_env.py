@@ -1,0 +1,62 @@
+"""Fail, naming each one, when environment variables a job needs are missing or empty.
+
+The first step of every GitHub Actions job that uses secrets: GitHub turns a secret that was
+never set into an empty string, which would otherwise surface much later as a confusing error
+(or, worse, as a run against the embedded SQLite defaults on a throw-away runner).
+Standard library only: it runs before `make setup`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+log = logging.getLogger("check_env")
+
+# Where each known name is set, and what it is for (the README's "GitHub Actions" checklist).
+HINTS = {
+    "MLFLOW_TRACKING_URI": "a secret, the MLflow tracking and registry database or server URL",
+    "MONITORING_DATABASE_URL": "a secret, the database of the prediction log and daily stats",
+    "MODEL_ARTIFACT_ROOT": "a variable, where model files go, e.g. s3://bucket/prefix/mlartifacts",
+    "AWS_ACCESS_KEY_ID": "a secret, the S3 access key; or set the variable AWS_ROLE_ARN for OIDC",
+    "AWS_SECRET_ACCESS_KEY": "a secret, the S3 secret key; or set the variable AWS_ROLE_ARN",
+    "SOURCE_DATABASE_URL": "a secret, the database that params.yaml data.query reads",
+}
+
+
+def missing(names: list[str], env: dict[str, str]) -> list[str]:
+    """The names that are unset or set to an empty string, in the order given."""
+    return [name for name in names if not env.get(name, "").strip()]
+
+
+def message(name: str) -> str:
+    """One line naming a missing variable, where to set it and what it is for."""
+    hint = HINTS.get(name, "a secret or variable")
+    return (
+        f"{name} is not set: {hint}. Add it in Settings > Secrets and variables > Actions, or to "
+        "the job's environment in Settings > Environments (README: GitHub Actions)."
+    )
+
+
+def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
+    """Exit 1 listing every missing name of NAME ...; exit 0 when all are set."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("names", nargs="+", metavar="NAME", help="variables the job needs")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    env = dict(os.environ) if env is None else env
+    absent = missing(args.names, env)
+    for name in absent:
+        log.error("%s", message(name))
+        if env.get("GITHUB_ACTIONS") == "true":  # an annotation shows on the run's summary page
+            sys.stdout.write(f"::error title=Missing configuration::{message(name)}\n")
+    if absent:
+        return 1
+    log.info("all set: %s", " ".join(args.names))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,277 @@
+"""What the GitHub workflows post and check, from real reports of a real registry and log.
+
+scripts/github_bodies.py (the PR comment, the drift issue, the job summaries and outputs),
+scripts/check_env.py (a job's first step) and scripts/retrain_age.py (the overdue alert).
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import sys
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import sqlalchemy as sa
+from conftest import REPO, sample_params
+from mlflow import MlflowClient
+
+from {{ cookiecutter.__package_name }} import data as datalib
+from {{ cookiecutter.__package_name }} import evaluation, promotion, registry, training
+from {{ cookiecutter.__package_name }}.config import Backends
+from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor
+from {{ cookiecutter.__package_name }}.monitoring.tables import metadata, prediction_log
+from {{ cookiecutter.__package_name }}.promotion import Gate
+from {{ cookiecutter.__package_name }}.sample import make_sample
+
+END = datetime(2026, 7, 1, tzinfo=UTC)
+THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200}
+RUN_URL = "https://github.com/acme/model/actions/runs/42"
+ARTIFACT_URL = "https://github.com/acme/model/actions/runs/42/artifacts/7"
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py, which is a script, not a package module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
+
+
+bodies = load_script("github_bodies")
+check_env = load_script("check_env")
+retrain_age = load_script("retrain_age")
+
+
+def log_predictions(engine, champion: dict, frame) -> None:
+    """Predict the rows with the champion and write them to the prediction log."""
+    features = frame[list(champion["profile"]["features"])]
+    features = features.astype(object).where(features.notna(), None)
+    prediction, proba = training.predict(champion["model"], features, champion["task"])
+    rows = []
+    for i, record in enumerate(features.to_dict("records")):
+        probabilities = None
+        if proba is not None:
+            probabilities = {
+                str(c): float(p) for c, p in zip(champion["classes"], proba[i], strict=True)
+            }
+        rows.append(
+            {
+                "request_id": uuid.uuid4().hex,
+                "record_index": 0,
+                "logged_at": END - timedelta(hours=6),
+                "model_name": champion["name"],
+                "model_version": champion["version"],
+                "features": record,
+                "prediction": str(prediction[i]),
+                "prediction_value": float(prediction[i]),
+                "probabilities": probabilities,
+                "latency_ms": 2.0,
+            }
+        )
+    with engine.begin() as conn:
+        conn.execute(prediction_log.insert(), rows)
+
+
+def monitoring_report(folder: Path, champion: dict, drift: bool) -> dict:
+    """One real monitoring pass over a day of logged predictions, drifted or not."""
+    engine = sa.create_engine(f"sqlite:///{folder / f'monitoring-{drift}.db'}")
+    metadata.create_all(engine)
+    target = champion["target"]
+    log_predictions(engine, champion, make_sample(1500, 21, champion["task"], target, drift=drift))
+    return monitor(engine, champion, END - timedelta(days=1), END, THRESHOLDS)
+
+
+def champion_of(client, params: dict) -> dict:
+    """The champion as monitoring sees it: version, task, classes, profile and the model."""
+    name = params["model"]["name"]
+    current = registry.champion(client, name)
+    return {
+        "name": name,
+        "version": str(current.version),
+        "task": current.tags["task"],
+        "classes": json.loads(current.tags["classes"]),
+        "profile": registry.load_profile(client, current.run_id),
+        "model": registry.load_model(name, current.version),
+        "target": params["data"]["target"],
+    }
+
+
+def train_and_evaluate(params, backends, data: Path, out: Path) -> dict:
+    """Register a candidate and score it against the current champion."""
+    trained = training.train(data, params, backends)
+    return evaluation.evaluate(data, trained, params, backends, out)
+
+
+@pytest.fixture(scope="module")
+def reports(repo_params, tmp_path_factory) -> dict:
+    """Every report the workflows turn into Markdown, from one registry with three versions.
+
+    v1 promoted; v2 (other hyperparameters) evaluated against v1, then rejected by a strict
+    gate; v3 promoted; rolled back to v1, and a refused rollback to v3; monitoring of the
+    champion on clean and on drifted traffic.
+    """
+    folder = tmp_path_factory.mktemp("github-bodies")
+    params = sample_params(repo_params)
+    task = params["model"]["task"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        patch.setenv("MODEL_ARTIFACT_ROOT", str(folder / "mlartifacts"))
+        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        backends = Backends.from_env()
+        schema = datalib.Schema.from_params(params["data"], task)
+        frame = datalib.validate(datalib.load_source(params["data"], task, None), schema)
+        data = folder / "data.parquet"
+        frame.to_parquet(data, index=False)
+        gate = Gate.from_params(params["promote"], task)
+        strict = Gate(gate.metric, gate.threshold, min_improvement=1.0)
+
+        first = train_and_evaluate(params, backends, data, folder / "r1")
+        found = {"first": promotion.promote(first, gate, backends, lambda: first)}
+        other = copy.deepcopy(params)
+        other["train"]["hyperparameters"] = {"max_iter": 5, "learning_rate": 0.05}
+        found["evaluation"] = train_and_evaluate(other, backends, data, folder / "reports")
+        found["rejected"] = promotion.promote(found["evaluation"], strict, backends, None)
+        third = train_and_evaluate(params, backends, data, folder / "r3")
+        found["promoted"] = promotion.promote(third, gate, backends, lambda: third)
+        found["rolled_back"] = promotion.rollback(data, params, gate, backends, None, "bad", False)
+        unreachable = Gate(gate.metric, 0.999 if gate.metric.higher_is_better else 1e-9, 0.0)
+        found["refused"] = promotion.rollback(data, params, unreachable, backends, "3", "x", False)
+        client = MlflowClient()
+        champion = champion_of(client, params)
+        found["versions"] = client.search_model_versions(f"name = '{params['model']['name']}'")
+    found["clean"] = monitoring_report(folder, champion, drift=False)
+    found["drifted"] = monitoring_report(folder, champion, drift=True)
+    return {**found, "gate": gate, "folder": folder, "params": params}
+
+
+def test_pr_comment_has_marker_table_deltas_gate_preview_and_plot_links(reports):
+    evaluation_report, gate = reports["evaluation"], reports["gate"]
+    links = bodies.Links(RUN_URL, ARTIFACT_URL)
+    text = bodies.pr_comment(evaluation_report, gate, links)
+    assert text.startswith(bodies.PR_MARKER + "\n")
+    assert "| candidate v2 | champion v1 | delta |" in text
+    row = evaluation_report["comparison"][gate.metric.name]
+    assert row["delta"] != 0, "v2 was trained with other hyperparameters"
+    assert f"| {row['delta']:+.4f} |" in text and f"**{gate.metric.name}** (gate)" in text
+    assert "Gate preview: would" in text and "No alias moved" in text
+    for plot in evaluation_report["plots"]:
+        assert f"`{Path(plot).name}`" in text
+    assert f"]({ARTIFACT_URL})" in text and f"]({RUN_URL})" in text
+    assert "data:image" not in text, "GitHub strips inline images: plots are linked"
+
+
+def test_pr_comment_marker_is_the_one_ci_looks_for():
+    workflow = (REPO / ".github" / "workflows" / "ci.yml").read_text()
+    assert f'MARKER: "{bodies.PR_MARKER}"' in workflow
+
+
+def test_promotion_summary_promoted_names_version_reason_and_deploy(reports):
+    promoted = reports["promoted"]
+    text = bodies.promotion_summary(promoted, None, bodies.Links(RUN_URL))
+    assert text.startswith(f"## Retraining of {promoted['model_name']}: version 3 promoted\n")
+    assert promoted["reason"] in text and "deploy job builds and ships it" in text
+    assert f"[workflow run]({RUN_URL})" in text
+
+
+def test_promotion_summary_rejected_has_reason_table_and_no_deploy(reports):
+    rejected, evaluation_report = reports["rejected"], reports["evaluation"]
+    text = bodies.promotion_summary(rejected, evaluation_report, bodies.Links())
+    assert "version 2 rejected" in text and "is below the minimum 1.0" in text
+    assert "| candidate v2 | champion v1 |" in text
+    assert "deploy" not in text
+
+
+def test_promotion_summary_without_report_says_no_decision():
+    text = bodies.promotion_summary(None, None, bodies.Links(RUN_URL))
+    assert text.startswith("## Retraining: no decision") and RUN_URL in text
+
+
+def test_drift_issue_names_drifted_feature_and_links_html_report(reports):
+    drifted = reports["drifted"]
+    assert drifted["drift"] is True, drifted["messages"]
+    text = bodies.drift_issue(drifted, bodies.Links(RUN_URL, ARTIFACT_URL))
+    assert text.startswith(bodies.DRIFT_MARKER + "\n## Drift detected in test-model v1")
+    assert "| monthly_charges | numeric | DRIFT |" in text
+    assert "retraining was dispatched" in text
+    assert f"[the HTML report with plots]({ARTIFACT_URL})" in text
+    assert "data:image" not in text
+
+
+def test_monitoring_summary_clean_traffic_says_no_drift(reports):
+    clean = reports["clean"]
+    assert clean["drift"] is False, clean.get("drifted")
+    text = bodies.monitoring_summary(clean, bodies.Links(RUN_URL))
+    assert text.startswith("## No drift in test-model v1") and "nothing else to do" in text
+
+
+def test_rollback_summary_moved_and_refused(reports):
+    moved = bodies.rollback_summary(reports["rolled_back"], bodies.Links())
+    assert moved.startswith("## Rollback of test-model: champion is version 1 (was 3)")
+    assert "Reason: bad" in moved
+    refused = bodies.rollback_summary(reports["refused"], bodies.Links())
+    assert refused.startswith("## Rollback of test-model to version 3 refused")
+    assert f"{reports['refused']['value_today']:.4f}" in refused
+
+
+def test_outputs_give_decision_version_and_drift_flag(reports):
+    assert bodies.outputs("promote", reports["promoted"]) == "decision=promoted\nversion=3\n"
+    assert bodies.outputs("promote", reports["rejected"]) == "decision=rejected\nversion=2\n"
+    assert bodies.outputs("monitor", reports["drifted"]) == "drift=true\n"
+    assert bodies.outputs("monitor", reports["clean"]) == "drift=false\n"
+
+
+def test_main_reads_the_reports_folder_and_writes_the_comment(reports, tmp_path):
+    out = tmp_path / "comment.md"
+    argv = [
+        "pr-comment",
+        "--reports",
+        str(reports["folder"] / "reports"),
+        "--out",
+        str(out),
+        "--params",
+        str(REPO / "params.yaml"),
+        "--artifact-url",
+        ARTIFACT_URL,
+    ]
+    assert bodies.main(argv) == 0
+    assert out.read_text().startswith(bodies.PR_MARKER)
+    assert bodies.main(["outputs", "--step", "rollback", "--reports", str(tmp_path)]) == 1
+    assert bodies.main(["drift-issue", "--reports", str(tmp_path)]) == 1, "no monitoring.json"
+
+
+def test_check_env_names_every_missing_or_empty_variable(capsys, caplog):
+    env = {
+        "MLFLOW_TRACKING_URI": "postgresql://db",
+        "AWS_ACCESS_KEY_ID": " ",
+        "GITHUB_ACTIONS": "true",
+    }
+    names = ["MLFLOW_TRACKING_URI", "AWS_ACCESS_KEY_ID", "MONITORING_DATABASE_URL"]
+    assert check_env.missing(names, env) == ["AWS_ACCESS_KEY_ID", "MONITORING_DATABASE_URL"]
+    assert check_env.main(names, env) == 1
+    annotations = capsys.readouterr().out.splitlines()
+    assert [line.split("::")[2].split(" ")[0] for line in annotations] == [
+        "AWS_ACCESS_KEY_ID",
+        "MONITORING_DATABASE_URL",
+    ]
+    assert "AWS_ROLE_ARN" in caplog.text, "the S3 key's message offers the OIDC role"
+    assert check_env.main(["MLFLOW_TRACKING_URI"], env) == 0
+
+
+def test_retrain_age_counts_only_versions_the_gate_decided(reports):
+    version, trained_at = retrain_age.last_retraining(reports["versions"])
+    assert version == "3"
+    undecided = SimpleNamespace(version="9", tags={"trained_at": "2099-01-01T00:00:00+00:00"})
+    assert retrain_age.last_retraining([*reports["versions"], undecided])[0] == "3"
+    assert retrain_age.last_retraining([undecided]) is None
+    fresh = retrain_age.verdict("m", (version, trained_at), trained_at + timedelta(days=2), 15)
+    assert fresh["stale"] is False and fresh["age_days"] == 2.0
+    stale = retrain_age.verdict("m", (version, trained_at), trained_at + timedelta(days=16), 15)
+    assert stale["stale"] is True and "Enable workflow" in stale["message"]
+    assert retrain_age.verdict("m", None, trained_at, 15)["stale"] is True
