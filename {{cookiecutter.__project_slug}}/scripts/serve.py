@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 
 # One OpenMP thread per worker: more threads fight over the cores (set before numpy loads).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from {{ cookiecutter.__package_name }}.serving.server import run  # noqa: E402
+from {{ cookiecutter.__package_name }}.serving.server import run
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -22,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--port {args.port} is not a port number (1-65535)")
     if args.workers < 1:
         parser.error(f"--workers {args.workers} must be at least 1")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     run(args.host, args.port, args.workers)
     return 0
 

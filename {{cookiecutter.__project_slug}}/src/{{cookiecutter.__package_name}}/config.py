@@ -102,6 +102,8 @@ class ServeSettings:
     max_in_flight: int
     predict_timeout: float
     max_batch_rows: int
+    monitoring_database_url: str
+    spool_dir: Path
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ServeSettings:
@@ -114,4 +116,6 @@ class ServeSettings:
             max_in_flight=_number(env, "SERVE_MAX_IN_FLIGHT", 256, minimum=1),
             predict_timeout=_number(env, "SERVE_PREDICT_TIMEOUT_SECONDS", 5.0, float, 0.001),
             max_batch_rows=_number(env, "SERVE_MAX_BATCH_ROWS", 2048, minimum=1),
+            monitoring_database_url=env.get("MONITORING_DATABASE_URL") or DEFAULT_MONITORING_URL,
+            spool_dir=Path(env.get("PREDICTION_LOG_SPOOL_DIR") or "build/prediction-log-spool"),
         )

@@ -63,7 +63,7 @@ class MicroBatcher:
             rows = [row for item, _ in batch for row in item]
             try:
                 results = await loop.run_in_executor(self._executor, self._predict, rows)
-            except Exception as err:  # noqa: BLE001 - every caller of the batch gets the error
+            except Exception as err:
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(err)
@@ -76,5 +76,5 @@ class MicroBatcher:
         start = 0
         for rows, future in batch:
             if not future.done():
-                future.set_result(results[start:start + len(rows)])
+                future.set_result(results[start : start + len(rows)])
             start += len(rows)

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 import skops.io
 import yaml
 
-from .. import registry
 from ..errors import PipelineError
 from ..model import TRUSTED_TYPES
 
@@ -42,21 +40,33 @@ def _example(model_dir: Path, features: list[str]) -> dict[str, Any]:
 
 def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, Any]:
     """Copy a version (default: the champion) and its metadata into `out_dir`."""
+    # Imported here: serving loads bundles and never needs MLflow, which takes seconds to import.
+    import mlflow
+
+    from .. import registry
+
     chosen = registry.version(client, name, version) if version else registry.champion(client, name)
     if chosen is None:
         raise PipelineError(f"model {name} has no champion yet: run `make pipeline` first")
     profile = registry.load_profile(client, chosen.run_id)
     with tempfile.TemporaryDirectory() as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{chosen.version}", dst_path=tmp))
+        local = Path(
+            mlflow.artifacts.download_artifacts(f"models:/{name}/{chosen.version}", dst_path=tmp)
+        )
         flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["sklearn"]
         if flavor.get("serialization_format") != "skops":
             raise PipelineError(f"{name} v{chosen.version} is not saved in skops format")
         features = {n: f["kind"] for n, f in profile["features"].items()}
         meta = {
-            "model_name": name, "version": str(chosen.version), "task": chosen.tags.get("task"),
+            "model_name": name,
+            "version": str(chosen.version),
+            "task": chosen.tags.get("task"),
             "features": features,
-            "categories": {n: sorted(f["frequencies"]) for n, f in profile["features"].items()
-                           if f["kind"] == "categorical"},
+            "categories": {
+                n: sorted(f["frequencies"])
+                for n, f in profile["features"].items()
+                if f["kind"] == "categorical"
+            },
             "example": _example(local, list(features)),
             "prediction_buckets": profile["prediction"].get("bin_edges"),
             "model_file": flavor["pickled_model"],
@@ -93,14 +103,18 @@ def load(bundle_dir: Path) -> Bundle:
     try:
         meta = json.loads((bundle_dir / META_FILE).read_text())
     except (OSError, json.JSONDecodeError) as err:
-        raise PipelineError(f"no readable model bundle at {bundle_dir}: run `make bundle` ({err})") from err
+        raise PipelineError(
+            f"no readable model bundle at {bundle_dir}: run `make bundle` ({err})"
+        ) from err
     model_file = bundle_dir / "model" / meta["model_file"]
     if not model_file.is_file() or sha256(model_file) != meta["sha256"]:
-        raise PipelineError(f"model file {model_file} does not match the sha256 in {META_FILE}: "
-                            "refusing to load a file that changed after export")
+        raise PipelineError(
+            f"model file {model_file} does not match the sha256 in {META_FILE}: "
+            "refusing to load a file that changed after export"
+        )
     try:
         model = skops.io.load(model_file, trusted=TRUSTED_TYPES)
-    except Exception as err:  # noqa: BLE001 - any load failure leaves the service not ready
+    except Exception as err:
         raise PipelineError(f"model file {model_file} failed to load safely: {err}") from err
     log.info("loaded %s v%s from %s", meta["model_name"], meta["version"], bundle_dir)
     return Bundle(model, meta)

@@ -22,8 +22,12 @@ def record_model(meta: dict[str, Any]) -> type[BaseModel]:
         else:
             annotation = Text | None
         fields[name] = (annotation, Field(..., examples=[meta["example"].get(name)]))
-    config = ConfigDict(extra="forbid", strict=False, allow_inf_nan=False,
-                        json_schema_extra={"examples": [meta["example"]]})
+    config = ConfigDict(
+        extra="forbid",
+        strict=False,
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [meta["example"]]},
+    )
     return create_model("Record", __config__=config, **fields)
 
 
@@ -32,8 +36,12 @@ def request_model(meta: dict[str, Any], max_records: int) -> type[BaseModel]:
     record = record_model(meta)
     example = {"records": [meta["example"]]}
     config = ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
-    records = Field(..., min_length=1, max_length=max_records,
-                    description=f"1 to {max_records} records, each with every feature")
+    records = Field(
+        ...,
+        min_length=1,
+        max_length=max_records,
+        description=f"1 to {max_records} records, each with every feature",
+    )
     return create_model("PredictRequest", __config__=config, records=(list[record], records))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 import threading
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -13,13 +15,14 @@ from fastapi import Depends, Request
 
 from ..config import ServeSettings
 from ..errors import PipelineError
+from ..monitoring.prediction_log import PredictionLog
 from . import bundle as bundles
 from .batcher import MicroBatcher
 from .schema import request_model
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
-# Set by the server's signal handler: from then on /ready answers 503 while requests drain.
+# Set when SIGTERM or SIGINT arrives: from then on /ready answers 503 while requests drain.
 DRAINING = threading.Event()
 
 
@@ -34,6 +37,7 @@ class Service:
     batcher: MicroBatcher | None = None
     in_flight: int = 0
     load_error: str | None = None
+    prediction_log: PredictionLog | None = None
 
     @property
     def ready(self) -> bool:
@@ -51,11 +55,29 @@ class Service:
             return
         self.bundle = loaded
         self.request_type = request_model(loaded.meta, self.settings.max_records)
-        self.telemetry.model = {"name": loaded.meta["model_name"], "version": loaded.meta["version"]}
+        self.telemetry.model = {
+            "name": loaded.meta["model_name"],
+            "version": loaded.meta["version"],
+        }
         if loaded.meta["task"] == "regression":
             self.telemetry = _with_value_buckets(self.telemetry, loaded.meta)
         self.batcher = MicroBatcher(self.predict_rows, self.settings.max_batch_rows)
         self.batcher.start()
+        self.prediction_log = PredictionLog(
+            self.settings.monitoring_database_url, self.settings.spool_dir
+        )
+        self.prediction_log.start()
+        self.telemetry.extra = {
+            f"prediction_log_{name}_total": _reader(self.prediction_log, name)
+            for name in ("logged", "spooled", "dropped")
+        }
+
+    async def close(self) -> None:
+        """Stop predicting, then write out every queued prediction-log record."""
+        if self.batcher:
+            await self.batcher.stop()
+        if self.prediction_log:
+            await asyncio.to_thread(self.prediction_log.close)
 
     def predict_rows(self, rows: list[dict], loaded: bundles.Bundle | None = None) -> list[dict]:
         """Predict rows in one model call; probabilities by class for classification."""
@@ -67,20 +89,53 @@ class Service:
         classes = loaded.classes
         labels = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
         names = [str(c) for c in classes]
-        return [{"prediction": label, "probabilities": dict(zip(names, map(float, row), strict=True))}
-                for label, row in zip(labels.tolist(), proba, strict=True)]
+        return [
+            {"prediction": label, "probabilities": dict(zip(names, map(float, row), strict=True))}
+            for label, row in zip(labels.tolist(), proba, strict=True)
+        ]
+
+
+def _reader(prediction_log: PredictionLog, name: str):
+    """A callable reading one of the prediction log's counters, for /metrics."""
+    return lambda: prediction_log.counts[name]
+
+
+def watch_for_shutdown() -> None:
+    """Turn /ready to 503 the moment the server is told to stop, before requests drain.
+
+    Chains onto the handlers uvicorn installed in this process (each worker has its own);
+    skipped where the app does not run on the main thread (in-process tests).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        previous = signal.getsignal(sig)
+        if callable(previous):
+            signal.signal(
+                sig, lambda signum, frame, chained=previous: _drain(chained, signum, frame)
+            )
+
+
+def _drain(chained, signum, frame) -> None:
+    """Mark the service draining, then let the server's own handler stop it."""
+    DRAINING.set()
+    chained(signum, frame)
 
 
 def _with_value_buckets(telemetry: Telemetry, meta: dict) -> Telemetry:
     """Telemetry whose prediction histogram spans the training range of the target."""
-    fresh = Telemetry(prediction_buckets=tuple(meta.get("prediction_buckets") or
-                                               (-1e3, -1e2, -10, 0, 10, 1e2, 1e3, 1e4)))
+    fresh = Telemetry(
+        prediction_buckets=tuple(
+            meta.get("prediction_buckets") or (-1e3, -1e2, -10, 0, 10, 1e2, 1e3, 1e4)
+        )
+    )
     fresh.model = telemetry.model
     return fresh
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
     """The app's service, for handlers."""
+    # async: FastAPI runs a plain-def dependency on its thread pool, a thread hop per request.
     return request.app.state.service
 
 

@@ -1,4 +1,4 @@
-"""Prometheus metrics in the text exposition format, kept in plain counters (no extra dependency)."""
+"""Prometheus metrics in the text exposition format, from plain counters (no dependency)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,9 @@ from collections import Counter
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-def sample(name: str, value, **labels: str) -> str:
+def sample(name: str, value, /, **labels: str) -> str:
     """One exposition line: name, labels in braces, value."""
+    # Positional-only: model_info has a label called "name".
     if not labels:
         return f"{name} {value}"
     pairs = ",".join(f'{key}="{label}"' for key, label in sorted(labels.items()))
@@ -69,13 +70,20 @@ class Telemetry:
     def render(self) -> str:
         """The exposition text."""
         lines = ["# TYPE http_requests_total counter"]
-        lines += [sample("http_requests_total", n, path=p, status=str(s))
-                  for (p, s), n in sorted(self.requests.items())]
-        lines += ["# TYPE predict_latency_seconds histogram", *self.latency.lines("predict_latency_seconds")]
+        lines += [
+            sample("http_requests_total", n, path=p, status=str(s))
+            for (p, s), n in sorted(self.requests.items())
+        ]
+        lines += [
+            "# TYPE predict_latency_seconds histogram",
+            *self.latency.lines("predict_latency_seconds"),
+        ]
         if self.values is None:
             lines += ["# TYPE predictions_total counter"]
-            lines += [sample("predictions_total", n, **{"class": c})
-                      for c, n in sorted(self.classes.items())]
+            lines += [
+                sample("predictions_total", n, **{"class": c})
+                for c, n in sorted(self.classes.items())
+            ]
         else:
             lines += ["# TYPE prediction_value histogram", *self.values.lines("prediction_value")]
         if self.model:

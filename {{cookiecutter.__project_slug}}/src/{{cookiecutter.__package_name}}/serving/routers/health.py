@@ -32,9 +32,15 @@ async def version(service: ServiceDep) -> JSONResponse:
         return JSONResponse({"detail": "model not loaded"}, status_code=503)
     meta = service.bundle.meta
     lineage = meta["lineage"]
-    return JSONResponse({
-        "model_name": meta["model_name"], "model_version": meta["version"], "task": meta["task"],
-        "data_hash": lineage.get("data.content_hash"), "git_commit": lineage.get("git.commit"),
-        "trained_at": lineage.get("trained_at"), "promoted_at": lineage.get("promoted_at"),
-        "run_id": lineage.get("run_id"),
-    })
+    return JSONResponse(
+        {
+            "model_name": meta["model_name"],
+            "model_version": meta["version"],
+            "task": meta["task"],
+            "data_hash": lineage.get("data.content_hash"),
+            "git_commit": lineage.get("git.commit"),
+            "trained_at": lineage.get("trained_at"),
+            "promoted_at": lineage.get("promoted_at"),
+            "run_id": lineage.get("run_id"),
+        }
+    )

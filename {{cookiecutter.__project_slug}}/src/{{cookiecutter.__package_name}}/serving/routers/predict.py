@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
+from datetime import UTC, datetime
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
@@ -47,35 +49,53 @@ def parse(service: Service, body: bytes) -> list[dict]:
     except ValidationError as err:
         errors = err.errors(include_url=False, include_input=False, include_context=False)
         if any(e["type"] == "too_long" and tuple(e["loc"]) == ("records",) for e in errors):
-            raise Refusal(413, f"a request holds at most {service.settings.max_records} records "
-                               "(SERVE_MAX_RECORDS)") from None
-        raise Refusal(422, [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
-                            for e in errors[:20]]) from None
+            raise Refusal(
+                413,
+                f"a request holds at most {service.settings.max_records} records "
+                "(SERVE_MAX_RECORDS)",
+            ) from None
+        raise Refusal(
+            422, [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:20]]
+        ) from None
     return [record.__dict__ for record in payload.records]
 
 
 async def predict_records(service: Service, rows: list[dict], request_id: str) -> list[dict]:
     """Predict through the batcher, within the timeout."""
     try:
-        return await asyncio.wait_for(service.batcher.submit(rows), service.settings.predict_timeout)
+        return await asyncio.wait_for(
+            service.batcher.submit(rows), service.settings.predict_timeout
+        )
     except TimeoutError:
-        raise Refusal(504, f"prediction took longer than {service.settings.predict_timeout} s") from None
-    except Exception:  # noqa: BLE001 - a model failure is a 500 for this request only
+        raise Refusal(
+            504, f"prediction took longer than {service.settings.predict_timeout} s"
+        ) from None
+    except Exception:
         log.exception("prediction failed for request %s", request_id)
         raise Refusal(500, "prediction failed; the request id is in the service log") from None
 
 
-@router.post("/predict", response_model=PredictResponse, responses={
-    413: {"description": "body or batch over the limit"}, 422: {"description": "invalid input"},
-    503: {"description": "not ready or overloaded"}, 504: {"description": "prediction timed out"}})
+@router.post(
+    "/predict",
+    response_model=PredictResponse,
+    responses={
+        413: {"description": "body or batch over the limit"},
+        422: {"description": "invalid input"},
+        503: {"description": "not ready or overloaded"},
+        504: {"description": "prediction timed out"},
+    },
+)
 async def predict(request: Request, service: ServiceDep) -> Response:
     """Predict one or more records: `{"records": [{feature: value, ...}, ...]}`."""
     request_id = uuid.uuid4().hex
     if not service.ready:
         return _error(503, "model not ready", request_id, {"Retry-After": "1"})
     if service.in_flight >= service.settings.max_in_flight:
-        return _error(503, "overloaded: too many requests in flight", request_id, {"Retry-After": "1"})
+        return _error(
+            503, "overloaded: too many requests in flight", request_id, {"Retry-After": "1"}
+        )
     service.in_flight += 1
+    started = time.perf_counter()
     try:
         rows = parse(service, await read_body(request, service.settings.max_body_bytes))
         results = await predict_records(service, rows, request_id)
@@ -85,13 +105,45 @@ async def predict(request: Request, service: ServiceDep) -> Response:
         service.in_flight -= 1
     service.telemetry.predictions([r["prediction"] for r in results])
     meta = service.bundle.meta
-    body = {"request_id": request_id, "model_name": meta["model_name"],
-            "model_version": meta["version"], "predictions": results}
-    return Response(json.dumps(body), media_type="application/json",
-                    headers={"X-Request-ID": request_id})
+    log_predictions(service, request_id, rows, results, (time.perf_counter() - started) * 1000)
+    body = {
+        "request_id": request_id,
+        "model_name": meta["model_name"],
+        "model_version": meta["version"],
+        "predictions": results,
+    }
+    return Response(
+        json.dumps(body), media_type="application/json", headers={"X-Request-ID": request_id}
+    )
+
+
+def log_predictions(
+    service: Service, request_id: str, rows: list[dict], results: list[dict], latency_ms: float
+) -> None:
+    """Hand one record per prediction to the prediction log (a queue append, never a wait)."""
+    meta, now = service.bundle.meta, datetime.now(UTC)
+    service.prediction_log.log(
+        [
+            {
+                "request_id": request_id,
+                "record_index": index,
+                "logged_at": now,
+                "model_name": meta["model_name"],
+                "model_version": meta["version"],
+                "features": row,
+                "prediction": result["prediction"],
+                "probabilities": result.get("probabilities"),
+                "latency_ms": latency_ms,
+            }
+            for index, (row, result) in enumerate(zip(rows, results, strict=True))
+        ]
+    )
 
 
 def _error(status: int, detail, request_id: str, headers: dict | None = None) -> JSONResponse:
     """An error body: what went wrong and the request id, never the input or a traceback."""
-    return JSONResponse({"detail": detail, "request_id": request_id}, status_code=status,
-                        headers={**(headers or {}), "X-Request-ID": request_id})
+    return JSONResponse(
+        {"detail": detail, "request_id": request_id},
+        status_code=status,
+        headers={**(headers or {}), "X-Request-ID": request_id},
+    )

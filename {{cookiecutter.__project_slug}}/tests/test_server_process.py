@@ -1,0 +1,146 @@
+"""The service as a real process: `scripts/serve.py` on 127.0.0.1, readiness, SIGTERM drain."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+
+from {{ cookiecutter.__package_name }}.serving import bundle as bundles
+
+pytestmark = pytest.mark.server
+REPO = Path(__file__).resolve().parents[1]
+
+
+class Server:
+    """`python scripts/serve.py` in a temp folder, logging to a file there."""
+
+    def __init__(self, bundle_dir: Path, folder: Path, **env: str) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = folder / "server.log"
+        command = [sys.executable, str(REPO / "scripts" / "serve.py"), "--port", str(self.port)]
+        environment = {**os.environ, "MODEL_BUNDLE_DIR": str(bundle_dir), **env}
+        with self.log_path.open("w") as log:
+            self.process = subprocess.Popen(
+                command, cwd=folder, env=environment, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    @property
+    def log(self) -> str:
+        """Everything the process printed so far."""
+        return self.log_path.read_text()
+
+    def wait_answering(self, seconds: float = 60) -> httpx.Response:
+        """Poll /ready until the server answers at all; its answer."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, f"server exited early:\n{self.log}"
+            try:
+                return httpx.get(f"{self.url}/ready", timeout=2)
+            except httpx.TransportError:
+                time.sleep(0.2)
+        pytest.fail(f"server did not answer within {seconds} s:\n{self.log}")
+
+    def refuses_connections(self, seconds: float = 5) -> bool:
+        """Whether new connections are refused within `seconds`."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+            except ConnectionRefusedError:
+                return True
+            time.sleep(0.05)
+        return False
+
+    def stop(self) -> None:
+        """Kill the process if a test left it running."""
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def start_server(tmp_path: Path):
+    """Start servers for a test: `start_server(bundle_dir, SERVE_...="...")`; killed at the end."""
+    started: list[Server] = []
+
+    def start(bundle_dir: Path, **env: str) -> Server:
+        folder = tmp_path / f"server{len(started)}"
+        folder.mkdir()
+        started.append(Server(bundle_dir, folder, **env))
+        return started[-1]
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+def slow_upload(body: bytes, sent: threading.Event, release: threading.Event):
+    """A chunked body: its first half at once, the rest once `release` is set."""
+    yield body[: len(body) // 2]
+    sent.set()
+    release.wait(timeout=20)
+    yield body[len(body) // 2 :]
+
+
+def test_serves_then_drains_in_flight_request_on_sigterm(start_server, exported_model):
+    server = start_server(exported_model.path, SERVE_MAX_BODY_BYTES="4096")
+    ready = server.wait_answering()
+    assert (ready.status_code, ready.json()) == (200, {"status": "ready", "model_version": "1"})
+    body = {"records": exported_model.records[:3]}
+    answer = httpx.post(f"{server.url}/predict", json=body, timeout=10)
+    assert answer.status_code == 200 and len(answer.json()["predictions"]) == 3
+    big = json.dumps({"records": exported_model.records[:40]}).encode()
+    chunks = (big[i : i + 512] for i in range(0, len(big), 512))
+    too_big = httpx.post(f"{server.url}/predict", content=chunks, timeout=10)
+    assert "content-length" not in too_big.request.headers
+    assert too_big.status_code == 413, too_big.text
+
+    sent, release = threading.Event(), threading.Event()
+    upload = slow_upload(json.dumps(body).encode(), sent, release)
+    with ThreadPoolExecutor(1) as pool:
+        in_flight = pool.submit(httpx.post, f"{server.url}/predict", content=upload, timeout=30)
+        assert sent.wait(timeout=10)
+        time.sleep(0.3)  # the server has the request's head and half its body
+        server.process.send_signal(signal.SIGTERM)
+        stopped_at = time.monotonic()
+        refused = server.refuses_connections()
+        time.sleep(0.5)
+        waiting = server.process.poll() is None  # still up: draining, not gone
+        release.set()
+        drained = in_flight.result(timeout=30)
+    assert refused, "new connections were still accepted after SIGTERM"
+    assert waiting, "the process exited with a request in flight"
+    assert drained.status_code == 200, drained.text
+    assert drained.json()["predictions"] == answer.json()["predictions"]
+    assert server.process.wait(timeout=30) == 0, server.log
+    assert time.monotonic() - stopped_at < 30
+
+
+def test_tampered_bundle_keeps_the_process_up_but_not_ready(start_server, exported_model, tmp_path):
+    folder = Path(shutil.copytree(exported_model.path, tmp_path / "bundle"))
+    meta = json.loads((folder / bundles.META_FILE).read_text())
+    model_file = folder / "model" / meta["model_file"]
+    model_file.write_bytes(model_file.read_bytes() + b"tampered")
+    server = start_server(folder)
+    ready = server.wait_answering()
+    assert ready.status_code == 503 and "sha256" in ready.json()["reason"]
+    assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
+    assert server.process.poll() is None
+    assert "NOT READY" in server.log and "sha256" in server.log
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0, server.log

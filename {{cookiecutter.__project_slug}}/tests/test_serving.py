@@ -1,0 +1,488 @@
+"""The prediction service in-process: readiness, contract, validation, limits, batching, fuzz.
+
+Each test starts the app with its lifespan (so the bundle loads and the batcher runs) on an
+event loop of its own, and talks to it through httpx's ASGI transport: no network, no process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections import Counter
+from contextlib import ExitStack
+from pathlib import Path
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from {{ cookiecutter.__package_name }}.config import ServeSettings
+from {{ cookiecutter.__package_name }}.serving import bundle as bundles
+from {{ cookiecutter.__package_name }}.serving.main import create_app
+
+CANARY = "zq-canary-7431"  # sent as a value; an error body must never echo it back
+MODEL_CALL = {"classification": "predict_proba", "regression": "predict"}  # what the service calls
+
+
+class Live:
+    """The app on its own event loop, and an httpx client reaching it through ASGI."""
+
+    def __init__(self, app) -> None:
+        self.app, self.service = app, app.state.service
+        self.runner = asyncio.Runner()
+        transport = httpx.ASGITransport(app=app)
+        self.client = httpx.AsyncClient(transport=transport, base_url="http://test")
+        self.lifespan = None
+
+    def start(self) -> Live:
+        """Run the app's startup: load and verify the bundle, start the batcher."""
+        self.lifespan = self.app.router.lifespan_context(self.app)
+        self.run(self.lifespan.__aenter__())
+        return self
+
+    def close(self) -> None:
+        """Run the app's shutdown and close the loop."""
+        if self.lifespan is not None:
+            self.run(self.lifespan.__aexit__(None, None, None))
+        self.run(self.client.aclose())
+        self.runner.close()
+
+    def run(self, coroutine):
+        """Run a coroutine on the app's loop."""
+        return self.runner.run(coroutine)
+
+    def get(self, path: str) -> httpx.Response:
+        """GET a path."""
+        return self.run(self.client.get(path))
+
+    def predict(self, body) -> httpx.Response:
+        """POST /predict with a body: bytes as they are, anything else as JSON."""
+        return self.run(post(self.client, body))
+
+
+async def post(client: httpx.AsyncClient, body) -> httpx.Response:
+    """POST /predict with bytes as they are, or anything else as JSON."""
+    if isinstance(body, bytes):
+        headers = {"content-type": "application/json"}
+        return await client.post("/predict", content=body, headers=headers)
+    return await client.post("/predict", json=body)
+
+
+@pytest.fixture
+def serve(exported_model):
+    """Start the app: `serve()`, `serve(SERVE_MAX_IN_FLIGHT="1")`, `serve(folder, load=False)`."""
+    with ExitStack() as stack:
+
+        def start(bundle_dir: Path | None = None, load: bool = True, **env: str) -> Live:
+            env["MODEL_BUNDLE_DIR"] = str(bundle_dir or exported_model.path)
+            live = Live(create_app(ServeSettings.from_env(env)))
+            stack.callback(live.close)
+            return live.start() if load else live
+
+        yield start
+
+
+@pytest.fixture
+def live(serve) -> Live:
+    """The app with default settings and the exported model loaded."""
+    return serve()
+
+
+def model_of(live: Live):
+    """The model object the running service predicts with."""
+    return live.service.bundle.model
+
+
+def slow_model(monkeypatch, live: Live, task: str, seconds: float, calls: list | None = None):
+    """Make the service's model call sleep first, recording each call's row count."""
+    model = model_of(live)
+    original = getattr(model, MODEL_CALL[task])
+
+    def slow(frame):
+        if calls is not None:
+            calls.append(len(frame))
+        time.sleep(seconds)
+        return original(frame)
+
+    monkeypatch.setattr(model, MODEL_CALL[task], slow)
+
+
+def assert_clean_error(response: httpx.Response, status: int) -> dict:
+    """The status, a request id, no traceback and no echo of the input; the body."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert len(body["request_id"]) == 32
+    assert response.headers["x-request-id"] == body["request_id"]
+    assert "Traceback" not in response.text
+    assert CANARY not in response.text
+    return body
+
+
+def assert_predictions_match_model(answer: dict, exported_model, rows) -> None:
+    """The service's predictions are the exported model's own, row for row."""
+    frame = exported_model.frame.iloc[rows]
+    model = bundles.load(exported_model.path).model
+    predictions = answer["predictions"]
+    assert len(predictions) == len(frame)
+    if exported_model.task == "regression":
+        expected = model.predict(frame).tolist()
+        assert [p["prediction"] for p in predictions] == pytest.approx(expected, rel=1e-9)
+        assert all(p.get("probabilities") is None for p in predictions)
+        return
+    assert [p["prediction"] for p in predictions] == model.predict(frame).tolist()
+    classes = [str(c) for c in model.classes_]
+    for prediction, row in zip(predictions, model.predict_proba(frame), strict=True):
+        assert list(prediction["probabilities"]) == classes
+        assert list(prediction["probabilities"].values()) == pytest.approx(row.tolist())
+        assert sum(prediction["probabilities"].values()) == pytest.approx(1.0)
+
+
+# --- Health, readiness, version, metrics, docs ------------------------------------------------
+
+
+def test_ready_only_once_the_model_is_loaded(serve, exported_model):
+    live = serve(load=False)
+    health = live.get("/health")
+    assert (health.status_code, health.json()) == (200, {"status": "alive"})
+    before = live.get("/ready")
+    assert before.status_code == 503
+    assert before.json() == {"status": "not ready", "reason": "loading"}
+    refused = live.predict({"records": exported_model.records[:1]})
+    assert assert_clean_error(refused, 503)["detail"] == "model not ready"
+    live.start()
+    after = live.get("/ready")
+    assert (after.status_code, after.json()) == (200, {"status": "ready", "model_version": "1"})
+
+
+def tampered_copy(exported_model, tmp_path: Path) -> Path:
+    """A copy of the bundle whose model file has one byte flipped."""
+    folder = Path(shutil.copytree(exported_model.path, tmp_path / "bundle"))
+    meta = json.loads((folder / bundles.META_FILE).read_text())
+    model_file = folder / "model" / meta["model_file"]
+    data = bytearray(model_file.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    model_file.write_bytes(bytes(data))
+    return folder
+
+
+def test_tampered_model_file_leaves_the_service_up_but_not_ready(
+    serve, exported_model, tmp_path, caplog
+):
+    live = serve(tampered_copy(exported_model, tmp_path))
+    ready = live.get("/ready")
+    assert ready.status_code == 503
+    assert "does not match the sha256" in ready.json()["reason"]
+    assert "NOT READY" in caplog.text and "sha256" in caplog.text
+    assert live.get("/health").status_code == 200
+    assert live.get("/version").status_code == 503
+    refused = live.predict({"records": exported_model.records[:1]})
+    assert assert_clean_error(refused, 503)["detail"] == "model not ready"
+
+
+def test_bundle_without_its_metadata_is_not_ready(serve, exported_model, tmp_path):
+    folder = Path(shutil.copytree(exported_model.path, tmp_path / "bundle"))
+    (folder / bundles.META_FILE).unlink()
+    ready = serve(folder).get("/ready")
+    assert ready.status_code == 503
+    assert "no readable model bundle" in ready.json()["reason"]
+    assert bundles.META_FILE in ready.json()["reason"]
+
+
+def test_version_names_the_model_and_its_lineage(live, exported_model):
+    tags = exported_model.tags
+    response = live.get("/version")
+    assert response.status_code == 200
+    assert response.json() == {
+        "model_name": "test-model",
+        "model_version": "1",
+        "task": exported_model.task,
+        "data_hash": tags["data.content_hash"],
+        "git_commit": tags["git.commit"],
+        "trained_at": tags["trained_at"],
+        "promoted_at": tags["promoted_at"],
+        "run_id": tags["run_id"],
+    }
+    assert all(response.json().values())
+
+
+def test_metrics_count_requests_latency_predictions_and_model(live, exported_model):
+    answer = live.predict({"records": exported_model.records[:4]}).json()
+    assert live.predict(b"{").status_code == 422
+    lines = set(live.get("/metrics").text.splitlines())
+    assert 'http_requests_total{path="/predict",status="200"} 1' in lines
+    assert 'http_requests_total{path="/predict",status="422"} 1' in lines
+    assert 'predict_latency_seconds_bucket{le="+Inf"} 2' in lines
+    assert "predict_latency_seconds_count 2" in lines
+    assert 'model_info{name="test-model",version="1"} 1' in lines
+    if exported_model.task == "classification":
+        counted = Counter(str(p["prediction"]) for p in answer["predictions"])
+        expected = {'predictions_total{class="' + c + '"} ' + str(n) for c, n in counted.items()}
+        assert expected <= lines
+    else:
+        assert "prediction_value_count 4" in lines
+        assert 'prediction_value_bucket{le="+Inf"} 4' in lines
+
+
+def test_docs_and_openapi_show_the_predict_schema_with_an_example(live, exported_model):
+    docs = live.get("/docs")
+    assert docs.status_code == 200 and "swagger-ui" in docs.text
+    document = live.get("/openapi.json").json()
+    body = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    assert body["schema"] == {"$ref": "#/components/schemas/PredictRequest"}
+    schemas = document["components"]["schemas"]
+    example = schemas["PredictRequest"]["examples"][0]["records"][0]
+    assert sorted(example) == sorted(exported_model.features)
+    record = schemas["Record"]
+    assert list(record["properties"]) == exported_model.features
+    assert sorted(record["required"]) == sorted(exported_model.features)
+    assert record["additionalProperties"] is False
+
+
+# --- Predictions --------------------------------------------------------------------------------
+
+
+def test_one_record_gets_the_models_own_prediction(live, exported_model):
+    response = live.predict({"records": exported_model.records[:1]})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["model_name"] == "test-model" and answer["model_version"] == "1"
+    assert len(answer["request_id"]) == 32
+    assert response.headers["x-request-id"] == answer["request_id"]
+    assert_predictions_match_model(answer, exported_model, slice(0, 1))
+
+
+def test_a_batch_gets_one_prediction_per_record_in_order(live, exported_model):
+    response = live.predict({"records": exported_model.records[:120]})
+    assert response.status_code == 200, response.text
+    assert_predictions_match_model(response.json(), exported_model, slice(0, 120))
+    again = live.predict({"records": exported_model.records[:120]}).json()
+    assert again["request_id"] != response.json()["request_id"]
+
+
+# --- Bad input ------------------------------------------------------------------------------------
+
+
+def spoiled(exported_model, change) -> dict:
+    """A body of one valid record after `change(record)`."""
+    record = dict(exported_model.records[0])
+    change(record)
+    return {"records": [record]}
+
+
+def raw_number(exported_model, token: str) -> bytes:
+    """A body whose first numeric field holds a raw JSON token such as NaN."""
+    record = dict(exported_model.records[0], tenure_months="PLACEHOLDER")
+    return json.dumps({"records": [record]}).replace('"PLACEHOLDER"', token).encode()
+
+
+BAD_RECORDS = {  # name: (how to spoil the record, the error type, where)
+    "missing field": (lambda r: r.pop("monthly_charges"), "missing", "monthly_charges"),
+    "unknown field": (lambda r: r.update(colour=CANARY), "extra_forbidden", "colour"),
+    "text for a number": (lambda r: r.update(age=CANARY), "float_type", "age"),
+    "number for a category": (lambda r: r.update(contract=3), "literal_error", "contract"),
+    "unknown category": (lambda r: r.update(region=CANARY), "literal_error", "region"),
+    "list for a number": (lambda r: r.update(age=[CANARY]), "float_type", "age"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_RECORDS)
+def test_invalid_record_is_422_naming_the_field(live, exported_model, case):
+    change, kind, field = BAD_RECORDS[case]
+    body = assert_clean_error(live.predict(spoiled(exported_model, change)), 422)
+    assert [(e["loc"], e["type"]) for e in body["detail"]] == [(["records", 0, field], kind)]
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_non_finite_number_is_422(live, exported_model, token):
+    body = assert_clean_error(live.predict(raw_number(exported_model, token)), 422)
+    assert [e["loc"] for e in body["detail"]] == [["records", 0, "tenure_months"]]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b'{"records": [', b"", b"\xff\xfe", b"[]", b'{"records": []}', b'{"rows": []}', b"null"],
+)
+def test_malformed_or_empty_body_is_422(live, raw):
+    body = assert_clean_error(live.predict(raw), 422)
+    assert body["detail"] and all({"loc", "msg", "type"} == set(e) for e in body["detail"])
+
+
+def test_error_lists_every_bad_field_of_every_record(live, exported_model):
+    records = [dict(r, age=CANARY) for r in exported_model.records[:3]]
+    body = assert_clean_error(live.predict({"records": records}), 422)
+    assert [e["loc"] for e in body["detail"]] == [["records", i, "age"] for i in range(3)]
+
+
+def test_body_over_the_byte_limit_is_413_declared_or_chunked(serve, exported_model):
+    live = serve(SERVE_MAX_BODY_BYTES="2048")
+    body = json.dumps({"records": exported_model.records[:40]}).encode()
+    assert len(body) > 2048
+    declared = assert_clean_error(live.predict(body), 413)
+    assert declared["detail"] == "request body is over the limit of 2048 bytes"
+
+    async def chunks():
+        for start in range(0, len(body), 256):
+            yield body[start : start + 256]
+
+    async def chunked():
+        return await live.client.post("/predict", content=chunks())
+
+    streamed = live.run(chunked())
+    assert "content-length" not in streamed.request.headers
+    assert streamed.request.headers["transfer-encoding"] == "chunked"
+    assert assert_clean_error(streamed, 413)["detail"] == declared["detail"]
+    small = json.dumps({"records": exported_model.records[:3]}).encode()
+    assert len(small) < 2048 and live.predict(small).status_code == 200
+
+
+def test_batch_over_the_record_limit_is_413_naming_the_limit(serve, exported_model):
+    live = serve(SERVE_MAX_RECORDS="5")
+    body = assert_clean_error(live.predict({"records": exported_model.records[:6]}), 413)
+    assert body["detail"] == "a request holds at most 5 records (SERVE_MAX_RECORDS)"
+    assert live.predict({"records": exported_model.records[:5]}).status_code == 200
+
+
+# --- Failures, overload, timeout --------------------------------------------------------------
+
+
+def test_model_failure_is_500_for_that_request_only(live, exported_model, monkeypatch):
+    def explode(frame):
+        raise RuntimeError(f"model exploded on {CANARY}")
+
+    monkeypatch.setattr(model_of(live), MODEL_CALL[exported_model.task], explode)
+    body = assert_clean_error(live.predict({"records": exported_model.records[:2]}), 500)
+    assert body["detail"] == "prediction failed; the request id is in the service log"
+    assert live.get("/ready").status_code == 200
+    monkeypatch.undo()
+    assert live.predict({"records": exported_model.records[:2]}).status_code == 200
+
+
+def test_request_over_the_in_flight_limit_is_refused_at_once(serve, exported_model, monkeypatch):
+    live = serve(SERVE_MAX_IN_FLIGHT="1")
+    slow_model(monkeypatch, live, exported_model.task, 0.5)
+    body = {"records": exported_model.records[:1]}
+
+    async def two_requests():
+        first = asyncio.create_task(post(live.client, body))
+        while live.service.in_flight == 0:
+            await asyncio.sleep(0.005)
+        started = time.perf_counter()
+        second = await post(live.client, body)
+        seconds = time.perf_counter() - started
+        return await first, second, seconds
+
+    first, second, seconds = live.run(two_requests())
+    assert first.status_code == 200
+    refused = assert_clean_error(second, 503)
+    assert refused["detail"] == "overloaded: too many requests in flight"
+    assert second.headers["retry-after"] == "1"
+    assert seconds < 0.2
+    assert live.get("/ready").status_code == 200
+
+
+def test_slow_prediction_times_out_with_504(serve, exported_model, monkeypatch):
+    live = serve(SERVE_PREDICT_TIMEOUT_SECONDS="0.1")
+    slow_model(monkeypatch, live, exported_model.task, 0.5)
+    started = time.perf_counter()
+    response = live.predict({"records": exported_model.records[:1]})
+    assert time.perf_counter() - started < 0.4
+    assert assert_clean_error(response, 504)["detail"] == "prediction took longer than 0.1 s"
+    assert live.get("/ready").status_code == 200
+
+
+# --- Micro-batching -------------------------------------------------------------------------------
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_answer(
+    live, exported_model, monkeypatch
+):
+    calls: list[int] = []
+    slow_model(monkeypatch, live, exported_model.task, 0.01, calls)
+    records = exported_model.records[:50]
+
+    async def fifty():
+        return await asyncio.gather(*(post(live.client, {"records": [r]}) for r in records))
+
+    responses = live.run(fifty())
+    assert [r.status_code for r in responses] == [200] * 50
+    assert sum(calls) == 50 and len(calls) < 50 and max(calls) > 1
+    answers = {"predictions": [r.json()["predictions"][0] for r in responses]}
+    assert_predictions_match_model(answers, exported_model, slice(0, 50))
+    assert len({r.json()["request_id"] for r in responses}) == 50
+
+
+# --- Fuzz -----------------------------------------------------------------------------------------
+
+JSON_LEAF = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+JSON_JUNK = st.recursive(
+    JSON_LEAF,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner),
+    max_leaves=6,
+)
+RAW_TOKENS = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1" * 400, "1e-400", "-0", "0x1"]
+WRONG_VALUE = JSON_JUNK.map(json.dumps) | st.sampled_from(RAW_TOKENS)
+HUGE = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**30), 10**30)
+
+
+def valid_record(meta: dict):
+    """A record's fields as JSON text: every feature, each null or a value of its type."""
+    fields = {}
+    for name, kind in meta["features"].items():
+        values = HUGE if kind == "numeric" else st.sampled_from(meta["categories"][name])
+        fields[name] = (st.none() | values).map(json.dumps)
+    return st.fixed_dictionaries(fields)
+
+
+def object_text(fields: dict[str, str]) -> str:
+    """A JSON object from its keys and its values' JSON text."""
+    return "{" + ",".join(json.dumps(k) + ":" + v for k, v in fields.items()) + "}"
+
+
+def record_text(meta: dict):
+    """One record as JSON text: valid, or with one field mistyped, missing, or unknown added."""
+    valid, names = valid_record(meta), st.sampled_from(list(meta["features"]))
+    mistyped = st.tuples(valid, names, WRONG_VALUE).map(lambda t: {**t[0], t[1]: t[2]})
+    missing = st.tuples(valid, names).map(lambda t: {k: v for k, v in t[0].items() if k != t[1]})
+    unknown = st.tuples(valid, st.text(max_size=8)).map(lambda t: {**t[0], t[1]: f'"{CANARY}"'})
+    return st.one_of(valid, mistyped, missing, unknown).map(object_text)
+
+
+def request_body(meta: dict):
+    """A whole body: valid or spoiled records, junk JSON, deeply nested arrays or any bytes."""
+
+    def batch(records: list[str]) -> bytes:
+        return ('{"records":[' + ",".join(records) + "]}").encode()
+
+    valid = st.lists(valid_record(meta).map(object_text), min_size=1, max_size=3).map(batch)
+    spoiled = st.lists(record_text(meta), min_size=1, max_size=3).map(batch)
+    junk = JSON_JUNK.map(lambda v: json.dumps({"records": v}).encode())
+    nested = st.integers(1, 3000).map(lambda n: ("[" * n + "]" * n).encode())
+    return st.one_of(valid, spoiled, spoiled, junk, nested, st.binary(max_size=200))
+
+
+def test_fuzzed_requests_never_get_a_5xx(live):
+    statuses: Counter = Counter()
+
+    async def send(bodies: list[bytes]) -> list[int]:
+        answers = await asyncio.gather(*(post(live.client, b) for b in bodies))
+        return [a.status_code for a in answers]
+
+    @settings(
+        max_examples=420,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    )
+    @given(st.lists(request_body(live.service.bundle.meta), min_size=25, max_size=25))
+    def requests(bodies: list[bytes]) -> None:
+        codes = live.run(send(bodies))
+        statuses.update(codes)
+        assert all(code < 500 for code in codes), codes
+
+    requests()
+    assert sum(statuses.values()) >= 10_000
+    assert statuses[200] >= 1000 and statuses[422] >= 1000
+    assert set(statuses) <= {200, 413, 422}
+    assert live.get("/ready").status_code == 200
