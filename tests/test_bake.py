@@ -51,6 +51,7 @@ COMMON_FILES = {
             "promote",
             "retrain_age",
             "rollback",
+            "send_batch",
             "serve",
             "train",
         )

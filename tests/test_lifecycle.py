@@ -158,7 +158,7 @@ def test_make_data_bad_source_stops_with_column_named(set_up, config_id, tmp_pat
 
 
 @each_lifecycle
-def test_make_serve_answers_on_host_and_port_then_stops_on_sigterm(set_up, config_id, tmp_path):
+def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_id, tmp_path):
     project = set_up(config_id)
     port = free_port()
     command = ["make", "serve", "HOST=127.0.0.1", f"PORT={port}"]
@@ -174,7 +174,21 @@ def test_make_serve_answers_on_host_and_port_then_stops_on_sigterm(set_up, confi
         with urllib.request.urlopen(request, timeout=10) as response:
             answer = json.loads(response.read())
         assert answer["model_version"] == meta["version"] == registry_state(project)["champion"]
-        assert len(answer["predictions"]) == 1
+        make(project, "drifted-sample")
+        make(project, "send-batch", "FILE=data/batches/drifted.csv", f"URL={base}")
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     assert "Finished server process" in log.read_text(), "uvicorn shut down gracefully"
+    result = subprocess.run(
+        ["make", "monitor"],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    report = json.loads((project / "reports/monitoring.json").read_text())
+    assert report["records"] == 1001, "every predicted record reached the prediction log"
+    assert (result.returncode, report["exit_code"], report["drift"]) == (2, 3, True)
+    assert "monthly_charges" in report["drifted"] and "contract" in report["drifted"]
+    assert (project / "reports/monitoring.html").read_text().count("data:image/png") >= 2

@@ -1,6 +1,7 @@
 """Bake the template with its defaults into a scratch folder and run the generated repo's lifecycle.
 
-Prints each step as it runs and, at the end, where to look.
+setup, pipeline (twice: the second run changes nothing), then serve the champion, send it a
+drifted batch, stop it, and run the drift check. Prints each step and, at the end, where to look.
 """
 
 from __future__ import annotations
@@ -9,8 +10,11 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 from cookiecutter.main import cookiecutter
@@ -22,6 +26,7 @@ STEPS = [
     ("make pipeline", "again, unchanged: nothing re-runs, no new version"),
     ("make drifted-sample", "write a drifted batch of the same schema"),
 ]
+PORT = 8765
 
 
 def user_env() -> dict[str, str]:
@@ -40,6 +45,45 @@ def run_steps(project: Path) -> None:
     for command, purpose in STEPS:
         print(f"\n==> {command}  ({purpose})", flush=True)
         subprocess.run(command.split(), cwd=project, env=user_env(), check=True)
+
+
+def wait_ready(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
+    """Wait until the service answers /ready with 200."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            with urllib.request.urlopen(f"{url}/ready", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"the service at {url} did not become ready")
+
+
+def serve_drifted_traffic(project: Path) -> None:
+    """Serve the champion, send it the drifted batch (every record is logged), stop it."""
+    url = f"http://127.0.0.1:{PORT}"
+    print(f"\n==> make serve PORT={PORT}  (in the background)", flush=True)
+    server = subprocess.Popen(
+        ["make", "serve", f"PORT={PORT}"], cwd=project, env=user_env(), start_new_session=True
+    )
+    try:
+        wait_ready(url, server)
+        print(f"\n==> make send-batch FILE=data/batches/drifted.csv URL={url}", flush=True)
+        subprocess.run(
+            ["make", "send-batch", "FILE=data/batches/drifted.csv", f"URL={url}"],
+            cwd=project,
+            env=user_env(),
+            check=True,
+        )
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)  # graceful: the prediction log is flushed
+        server.wait(timeout=60)
+
+
+def monitor(project: Path) -> None:
+    """Run the drift check; on this traffic it is expected to find drift (a non-zero exit)."""
+    print("\n==> make monitor  (expected to find drift in the batch just served)", flush=True)
+    subprocess.run(["make", "monitor"], cwd=project, env=user_env(), check=False)
 
 
 def summary(project: Path) -> str:
@@ -66,6 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(args.out)))
     try:
         run_steps(project)
+        serve_drifted_traffic(project)
+        monitor(project)
     except subprocess.CalledProcessError as err:
         print(
             f"\n`{' '.join(err.cmd)}` failed with exit code {err.returncode} in {project}",

