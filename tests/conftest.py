@@ -77,9 +77,9 @@ def project_env(project: Path) -> dict[str, str]:
     return env
 
 
-def make(project: Path, *targets: str, env: dict | None = None, timeout: int = 900):
-    """Run make targets in a baked repo, failing with the output when they fail."""
-    result = subprocess.run(
+def run_make(project: Path, *targets: str, env: dict | None = None, timeout: int = 900):
+    """Run make targets in a baked repo as a user would; the completed process, pass or fail."""
+    return subprocess.run(
         ["make", *targets],
         cwd=project,
         env=env or project_env(project),
@@ -88,6 +88,11 @@ def make(project: Path, *targets: str, env: dict | None = None, timeout: int = 9
         timeout=timeout,
         check=False,
     )
+
+
+def make(project: Path, *targets: str, env: dict | None = None, timeout: int = 900):
+    """Run make targets in a baked repo, failing with the output when they fail."""
+    result = run_make(project, *targets, env=env, timeout=timeout)
     if result.returncode != 0:
         pytest.fail(
             f"make {' '.join(targets)} exited {result.returncode} in {project}\n"

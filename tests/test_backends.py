@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import services
 import yaml
-from conftest import CONFIGS, TEMPLATE_DIR, make, project_env
+from conftest import CONFIGS, TEMPLATE_DIR, make, project_env, run_make
 from cookiecutter.main import cookiecutter
 
 pytestmark = [pytest.mark.services, pytest.mark.lifecycle]
@@ -324,15 +324,7 @@ def test_rollback_moves_champion_back_on_production_backends(
     assert found["1"]["tags"]["rollback_reason"] == ROLLBACK_REASON
     assert found["1"]["tags"]["previous_champion"] == "2"
     assert found["2"]["tags"]["previous_champion"] == "1"
-    refused = subprocess.run(
-        ["make", "rollback", "VERSION=1"],
-        cwd=project,
-        env=prod_env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    refused = run_make(project, "rollback", "VERSION=1", env=prod_env, timeout=300)
     assert refused.returncode == 2, refused.stdout + refused.stderr
     assert "version 1 is already the champion" in refused.stderr
     assert "] Error 1" in refused.stderr  # the script's own exit code: a failed step

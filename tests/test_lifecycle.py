@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make, project_env
+from conftest import make, project_env, run_make
 from services import free_port, http_status, running_process, wait_until
 
 pytestmark = pytest.mark.lifecycle
@@ -118,14 +118,7 @@ def test_make_pipeline_unchanged_reruns_nothing(set_up, config_id):
 
 @each_lifecycle
 def test_make_rollback_without_previous_champion_fails_clearly(set_up, config_id):
-    result = subprocess.run(
-        ["make", "rollback"],
-        cwd=set_up(config_id),
-        capture_output=True,
-        text=True,
-        env=project_env(set_up(config_id)),
-        check=False,
-    )
+    result = run_make(set_up(config_id), "rollback")
     assert result.returncode != 0
     assert "has no previous champion: pass VERSION=<n>" in result.stderr
 
@@ -144,14 +137,7 @@ def test_make_data_bad_source_stops_with_column_named(set_up, config_id, tmp_pat
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["data"]["source"] = str(batch)
     (project / "params.yaml").write_text(yaml.safe_dump(params))
-    result = subprocess.run(
-        ["make", "data"],
-        cwd=project,
-        env=project_env(project),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_make(project, "data")
     assert result.returncode != 0
     assert "column 'support_calls' is missing from the data" in result.stderr
     assert not (project / "data/dataset.parquet").exists(), "nothing downstream runs on bad data"
@@ -179,14 +165,7 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     assert "Finished server process" in log.read_text(), "uvicorn shut down gracefully"
-    result = subprocess.run(
-        ["make", "monitor"],
-        cwd=project,
-        env=project_env(project),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_make(project, "monitor")
     report = json.loads((project / "reports/monitoring.json").read_text())
     assert report["records"] == 1001, "every predicted record reached the prediction log"
     assert (result.returncode, report["exit_code"], report["drift"]) == (2, 3, True)

@@ -369,26 +369,26 @@ def test_request_over_the_in_flight_limit_is_refused_at_once(serve, exported_mod
         first = asyncio.create_task(post(live.client, body))
         while live.service.in_flight == 0:
             await asyncio.sleep(0.005)
-        started = time.perf_counter()
         second = await post(live.client, body)
-        seconds = time.perf_counter() - started
-        return await first, second, seconds
+        first_still_running = not first.done()
+        return await first, second, first_still_running
 
-    first, second, seconds = live.run(two_requests())
+    first, second, first_still_running = live.run(two_requests())
+    assert first_still_running, "the refusal came at once, not after the first request finished"
     assert first.status_code == 200
     refused = assert_clean_error(second, 503)
     assert refused["detail"] == "overloaded: too many requests in flight"
     assert second.headers["retry-after"] == "1"
-    assert seconds < 0.2
     assert live.get("/ready").status_code == 200
 
 
 def test_slow_prediction_times_out_with_504(serve, exported_model, monkeypatch):
     live = serve(SERVE_PREDICT_TIMEOUT_SECONDS="0.1")
-    slow_model(monkeypatch, live, exported_model.task, 0.5)
+    slow_model(monkeypatch, live, exported_model.task, 3.0)
     started = time.perf_counter()
     response = live.predict({"records": exported_model.records[:1]})
-    assert time.perf_counter() - started < 0.4
+    # Generous: only shows the answer did not wait for the 3 s prediction.
+    assert time.perf_counter() - started < 2.5
     assert assert_clean_error(response, 504)["detail"] == "prediction took longer than 0.1 s"
     assert live.get("/ready").status_code == 200
 
