@@ -70,7 +70,16 @@ def bake(tmp_path_factory: pytest.TempPathFactory, cookiecutter_config: Path):
 def project_env(project: Path) -> dict[str, str]:
     """The environment a user has in a baked repo: no variables of the template's own venv."""
     # Bytecode caching on: without it every process recompiles MLflow (~6 s instead of ~2 s).
-    dropped = ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE")
+    # and no make variables of the `make test` that started these tests: a user's make is not
+    # a sub-make (it would print "Entering directory" lines and inherit our flags).
+    dropped = (
+        "VIRTUAL_ENV",
+        "PYTHONPATH",
+        "PYTHONDONTWRITEBYTECODE",
+        "MAKELEVEL",
+        "MAKEFLAGS",
+        "MFLAGS",
+    )
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
     env.update(DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", DO_NOT_TRACK="true")

@@ -83,8 +83,9 @@ def test_make_lint_passes(set_up, config_id):
 @each_lifecycle
 def test_make_test_passes_in_the_repos_own_environment(set_up, config_id):
     output = make(set_up(config_id), "test").stdout
-    summary = output.strip().splitlines()[-1]
-    assert re.search(r"\d+ passed", summary) and "failed" not in summary, summary
+    summary = re.findall(r"^=+ (.*) in [\d.]+s.* =+$", output, re.MULTILINE)
+    assert summary and re.search(r"\d+ passed", summary[-1]), output[-2000:]
+    assert "failed" not in summary[-1] and "error" not in summary[-1], summary[-1]
 
 
 @each_lifecycle

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-import json
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,23 +9,6 @@ import pytest
 import services
 
 pytestmark = pytest.mark.services
-
-LOG_RUN = """
-import json, mlflow
-mlflow.set_experiment("services-smoke")
-with mlflow.start_run() as run:
-    mlflow.log_metric("score", 0.75)
-    mlflow.log_text("hello from the services test", "notes/hello.txt")
-print(json.dumps({"run_id": run.info.run_id}))
-"""
-
-READ_RUN = """
-import json, sys, mlflow
-run = mlflow.MlflowClient().get_run(sys.argv[1])
-text = mlflow.artifacts.load_text(f"runs:/{sys.argv[1]}/notes/hello.txt")
-print(json.dumps({"score": run.data.metrics["score"], "text": text,
-                  "artifact_uri": run.info.artifact_uri}))
-"""
 
 
 def _started(name: str, since: float) -> None:
@@ -56,40 +34,16 @@ def s3(tmp_path_factory: pytest.TempPathFactory):
         yield endpoint
 
 
-@pytest.fixture(scope="module")
-def mlflow_python() -> str:
-    """Interpreter of an environment with mlflow: $MLFLOW_PYTHON, else this one if it has mlflow."""
-    python = os.environ.get("MLFLOW_PYTHON")
-    if python:
-        return python
-    if importlib.util.find_spec("mlflow") is not None:
-        return sys.executable
-    pytest.skip("set MLFLOW_PYTHON to the python of an environment with mlflow installed")
-
-
 def _query(url: str, sql: str) -> list[tuple]:
     """Run ``sql`` on ``url`` and return all rows."""
-    sa = pytest.importorskip("sqlalchemy")
+    import sqlalchemy as sa
+
     engine = sa.create_engine(url)
     try:
         with engine.connect() as conn:
             return [tuple(row) for row in conn.execute(sa.text(sql))]
     finally:
         engine.dispose()
-
-
-def _run_json(python: str, script: str, env: dict[str, str], *args: str) -> dict:
-    """Run ``script`` with ``python`` and parse the JSON on its last stdout line."""
-    done = subprocess.run(
-        [python, "-c", script, *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-4000:]
-    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def test_free_port_and_wait_until_timeout() -> None:
@@ -134,27 +88,3 @@ def test_s3_server_stops_when_body_fails(tmp_path: Path) -> None:
         raise RuntimeError("boom")
     with pytest.raises(OSError):
         services.http_status(f"{endpoint.endpoint_url}/moto-api/")
-
-
-def test_mlflow_server_over_postgres_and_s3(
-    postgres_url: str, s3: services.S3Endpoint, mlflow_python: str, tmp_path: Path
-) -> None:
-    """A run's metric and artifact round-trip through MLflow backed by Postgres and S3."""
-    tracking_db = services.create_database(postgres_url, "mlflow_tracking")
-    artifacts = s3.create_bucket("mlflow-artifacts") + "/mlflow"
-    since = time.perf_counter()
-    with services.mlflow_server(
-        tracking_db, artifacts, mlflow_python, s3.env(), workdir=tmp_path
-    ) as url:
-        _started("mlflow server", since)
-        env = {**os.environ, **services.MLFLOW_OFFLINE_ENV, "MLFLOW_TRACKING_URI": url}
-        run_id = _run_json(mlflow_python, LOG_RUN, env)["run_id"]
-        got = _run_json(mlflow_python, READ_RUN, env, run_id)
-    assert got["score"] == 0.75
-    assert got["text"] == "hello from the services test"
-    assert got["artifact_uri"].startswith("mlflow-artifacts:")
-    listing = s3.client().list_objects_v2(Bucket="mlflow-artifacts", Prefix="mlflow/")
-    keys = [obj["Key"] for obj in listing.get("Contents", [])]
-    assert f"mlflow/1/{run_id}/artifacts/notes/hello.txt" in keys, keys
-    sql = f"select count(*) from runs where run_uuid = '{run_id}'"
-    assert _query(tracking_db, sql) == [(1,)]
