@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
@@ -92,18 +93,30 @@ def inspect(engine: Engine, reference: str) -> dict:
 
 
 def predict_in_process(project: Path, request: dict) -> dict:
-    """POST /predict to the repo's app built in-process from build/model."""
+    """POST /predict to the repo's app built in-process from build/model.
+
+    Its prediction log goes to a scratch folder, not to the repo's monitoring.db, which the
+    lifecycle tests count.
+    """
     package = answers(project)["__package_name"]
-    env = {**project_env(project), "MODEL_BUNDLE_DIR": "build/model", "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(
-        [str(project / ".venv/bin/python"), "-c", IN_PROCESS_PREDICT, package, json.dumps(request)],
-        cwd=project,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    with tempfile.TemporaryDirectory(prefix="in-process-") as scratch:
+        env = {
+            **project_env(project),
+            "MODEL_BUNDLE_DIR": "build/model",
+            "OMP_NUM_THREADS": "1",
+            "MONITORING_DATABASE_URL": f"sqlite:///{Path(scratch) / 'monitoring.db'}",
+            "PREDICTION_LOG_SPOOL_DIR": str(Path(scratch) / "spool"),
+        }
+        script = [str(project / ".venv/bin/python"), "-c", IN_PROCESS_PREDICT, package]
+        result = subprocess.run(
+            [*script, json.dumps(request)],
+            cwd=project,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
     assert result.returncode == 0, f"in-process app failed:\n{result.stderr[-3000:]}"
     return json.loads(result.stdout.strip().splitlines()[-1])
 

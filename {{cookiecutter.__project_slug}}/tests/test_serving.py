@@ -72,12 +72,17 @@ async def post(client: httpx.AsyncClient, body) -> httpx.Response:
 
 
 @pytest.fixture
-def serve(exported_model):
-    """Start the app: `serve()`, `serve(SERVE_MAX_IN_FLIGHT="1")`, `serve(folder, load=False)`."""
+def serve(exported_model, tmp_path):
+    """Start the app: `serve()`, `serve(SERVE_MAX_IN_FLIGHT="1")`, `serve(folder, load=False)`.
+
+    Its prediction log goes to the test's own folder, never to the repository's monitoring.db.
+    """
     with ExitStack() as stack:
 
         def start(bundle_dir: Path | None = None, load: bool = True, **env: str) -> Live:
             env["MODEL_BUNDLE_DIR"] = str(bundle_dir or exported_model.path)
+            env.setdefault("MONITORING_DATABASE_URL", f"sqlite:///{tmp_path / 'monitoring.db'}")
+            env.setdefault("PREDICTION_LOG_SPOOL_DIR", str(tmp_path / "spool"))
             live = Live(create_app(ServeSettings.from_env(env)))
             stack.callback(live.close)
             return live.start() if load else live
