@@ -55,12 +55,18 @@ def params(repo_params: dict) -> dict:
 @pytest.fixture
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working folder holding the scripts' relative paths, with embedded backends inside it."""
-    monkeypatch.chdir(tmp_path)
+    use_embedded_backends(monkeypatch, tmp_path)
     shutil.copy(REPO / "params.yaml", tmp_path / "params.yaml")
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
-    monkeypatch.setenv("MODEL_ARTIFACT_ROOT", str(tmp_path / "mlartifacts"))
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     return tmp_path
+
+
+def use_embedded_backends(patch: pytest.MonkeyPatch, folder: Path) -> Backends:
+    """Work in `folder`, with MLflow's registry and artifacts inside it."""
+    patch.chdir(folder)
+    patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
+    patch.setenv("MODEL_ARTIFACT_ROOT", str(folder / "mlartifacts"))
+    patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    return Backends.from_env()
 
 
 @pytest.fixture
@@ -100,11 +106,7 @@ def exported_model(repo_params: dict, tmp_path_factory: pytest.TempPathFactory) 
     settings = sample_params(repo_params)
     data_path, name = folder / "data.parquet", settings["model"]["name"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        patch.setenv("MODEL_ARTIFACT_ROOT", str(folder / "mlartifacts"))
-        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        backends = Backends.from_env()
+        backends = use_embedded_backends(patch, folder)
         schema = datalib.Schema.from_params(settings["data"], settings["model"]["task"])
         frame = datalib.validate(datalib.load_source(settings["data"], schema.task, None), schema)
         frame.to_parquet(data_path, index=False)

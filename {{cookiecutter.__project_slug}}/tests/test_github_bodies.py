@@ -17,12 +17,11 @@ from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
-from conftest import REPO, sample_params
+from conftest import REPO, sample_params, use_embedded_backends
 from mlflow import MlflowClient
 
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }} import evaluation, promotion, registry, training
-from {{ cookiecutter.__package_name }}.config import Backends
 from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor
 from {{ cookiecutter.__package_name }}.monitoring.tables import metadata, prediction_log
 from {{ cookiecutter.__package_name }}.promotion import Gate
@@ -120,11 +119,7 @@ def reports(repo_params, tmp_path_factory) -> dict:
     params = sample_params(repo_params)
     task = params["model"]["task"]
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(folder)
-        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
-        patch.setenv("MODEL_ARTIFACT_ROOT", str(folder / "mlartifacts"))
-        patch.delenv("MLFLOW_REGISTRY_URI", raising=False)
-        backends = Backends.from_env()
+        backends = use_embedded_backends(patch, folder)
         schema = datalib.Schema.from_params(params["data"], task)
         frame = datalib.validate(datalib.load_source(params["data"], task, None), schema)
         data = folder / "data.parquet"
