@@ -86,6 +86,11 @@ def project_env(project: Path) -> dict[str, str]:
     return env
 
 
+def run_tool(project: Path, *command: str) -> subprocess.CompletedProcess:
+    """Run a linter or checker in a baked repo; the completed process, pass or fail."""
+    return subprocess.run(command, cwd=project, capture_output=True, text=True, check=False)
+
+
 def run_make(project: Path, *targets: str, env: dict | None = None, timeout: int = 900):
     """Run make targets in a baked repo as a user would; the completed process, pass or fail."""
     return subprocess.run(

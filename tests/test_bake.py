@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import CONFIGS, TEMPLATE_JSON
+from conftest import CONFIGS, TEMPLATE_JSON, run_tool
 
 RUFF = Path(sys.executable).with_name("ruff")
 UV = Path(sys.executable).with_name("uv")
@@ -163,21 +162,9 @@ def test_bake_leaves_no_unrendered_template_syntax(bake, config_id):
 @each_config
 def test_bake_is_ruff_clean(bake, config_id):
     project = bake(config_id)
-    result = subprocess.run(
-        [str(RUFF), "check", "--no-cache", "."],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_tool(project, str(RUFF), "check", "--no-cache", ".")
     assert result.returncode == 0, result.stdout + result.stderr
-    formatted = subprocess.run(
-        [str(RUFF), "format", "--check", "--no-cache", "."],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    formatted = run_tool(project, str(RUFF), "format", "--check", "--no-cache", ".")
     assert formatted.returncode == 0, formatted.stdout + formatted.stderr
 
 
@@ -211,13 +198,7 @@ def test_bake_records_answers_and_carries_them_into_params(bake, config_id):
 @each_config
 def test_bake_lock_matches_pyproject(bake, config_id):
     project = bake(config_id)
-    result = subprocess.run(
-        [str(UV), "lock", "--check", "--offline"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_tool(project, str(UV), "lock", "--check", "--offline")
     assert result.returncode == 0, result.stderr
 
 

