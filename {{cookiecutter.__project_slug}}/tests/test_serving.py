@@ -96,14 +96,16 @@ def live(serve) -> Live:
     return serve()
 
 
-def model_of(live: Live):
-    """The model object the running service predicts with."""
+def pipeline_model(monkeypatch, live: Live):
+    """The loaded model, with the service predicting through it: the fast path off."""
+    monkeypatch.setattr(live.service, "fast_path", None)
+    monkeypatch.setattr(live.service.batcher, "inline_rows", 0)
     return live.service.bundle.model
 
 
 def slow_model(monkeypatch, live: Live, task: str, seconds: float, calls: list | None = None):
     """Make the service's model call sleep first, recording each call's row count."""
-    model = model_of(live)
+    model = pipeline_model(monkeypatch, live)
     original = getattr(model, MODEL_CALL[task])
 
     def slow(frame):
@@ -267,6 +269,29 @@ def test_a_batch_gets_one_prediction_per_record_in_order(live, exported_model):
     assert again["request_id"] != response.json()["request_id"]
 
 
+def test_fast_path_off_serves_through_the_pipeline(serve, exported_model):
+    live = serve(SERVE_FAST_PATH="0")
+    assert live.service.fast_path is None and live.service.batcher.inline_rows == 0
+    response = live.predict({"records": exported_model.records[:40]})
+    assert response.status_code == 200, response.text
+    assert_predictions_match_model(response.json(), exported_model, slice(0, 40))
+
+
+@pytest.mark.parametrize("fast_path", ["1", "0"], ids=["fast path", "pipeline"])
+def test_record_with_missing_values_predicts_the_same_alone_or_in_a_batch(
+    serve, exported_model, fast_path
+):
+    live = serve(SERVE_FAST_PATH=fast_path)
+    meta = live.service.bundle.meta
+    categorical = [n for n, kind in meta["features"].items() if kind == "categorical"]
+    # Each categorical feature missing in turn: alone, a request's column is all missing.
+    for name in categorical:
+        record = {**exported_model.records[0], name: None}
+        alone = live.predict({"records": [record]}).json()["predictions"][0]
+        batch = [record, *exported_model.records[1:20]]
+        assert live.predict({"records": batch}).json()["predictions"][0] == alone, name
+
+
 # --- Bad input ------------------------------------------------------------------------------------
 
 
@@ -357,7 +382,7 @@ def test_model_failure_is_500_for_that_request_only(live, exported_model, monkey
     def explode(frame):
         raise RuntimeError(f"model exploded on {CANARY}")
 
-    monkeypatch.setattr(model_of(live), MODEL_CALL[exported_model.task], explode)
+    monkeypatch.setattr(pipeline_model(monkeypatch, live), MODEL_CALL[exported_model.task], explode)
     body = assert_clean_error(live.predict({"records": exported_model.records[:2]}), 500)
     assert body["detail"] == "prediction failed; the request id is in the service log"
     assert live.get("/ready").status_code == 200

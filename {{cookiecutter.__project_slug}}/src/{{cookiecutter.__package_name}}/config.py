@@ -92,6 +92,14 @@ def _number(env: dict[str, str], name: str, default: float, kind=int, minimum: f
     return value
 
 
+def _switch(env: dict[str, str], name: str, default: bool) -> bool:
+    """An on/off environment variable, refusing anything but 1/0, true/false, on/off."""
+    raw = (env.get(name) or "").strip().lower()
+    if raw in ("", "1", "true", "on", "0", "false", "off"):
+        return default if raw == "" else raw in ("1", "true", "on")
+    raise PipelineError(f"{name}={env[name]!r} must be one of 1/0, true/false, on/off")
+
+
 @dataclass(frozen=True)
 class ServeSettings:
     """The prediction service's knobs, from environment variables (documented in the README)."""
@@ -102,8 +110,10 @@ class ServeSettings:
     max_in_flight: int
     predict_timeout: float
     max_batch_rows: int
+    fast_path: bool
     monitoring_database_url: str
     spool_dir: Path
+    spool_cap_bytes: int
 
     @classmethod
     def from_env(cls, env: dict[str, str] | None = None) -> ServeSettings:
@@ -116,6 +126,8 @@ class ServeSettings:
             max_in_flight=_number(env, "SERVE_MAX_IN_FLIGHT", 256, minimum=1),
             predict_timeout=_number(env, "SERVE_PREDICT_TIMEOUT_SECONDS", 5.0, float, 0.001),
             max_batch_rows=_number(env, "SERVE_MAX_BATCH_ROWS", 2048, minimum=1),
+            fast_path=_switch(env, "SERVE_FAST_PATH", True),
             monitoring_database_url=env.get("MONITORING_DATABASE_URL") or DEFAULT_MONITORING_URL,
             spool_dir=Path(env.get("PREDICTION_LOG_SPOOL_DIR") or "build/prediction-log-spool"),
+            spool_cap_bytes=_number(env, "PREDICTION_LOG_SPOOL_CAP_BYTES", 256 << 20, minimum=1),
         )

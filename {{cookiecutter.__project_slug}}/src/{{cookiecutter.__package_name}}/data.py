@@ -114,8 +114,7 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     if schema.time_column:
         clean[schema.time_column] = _as_dates(frame[schema.time_column], schema.time_column)
     for name, kind in schema.features.items():
-        convert = _as_numeric if kind == "numeric" else _as_categorical
-        clean[name] = convert(frame[name], name)
+        clean[name] = _CONVERT[kind](frame[name], name)
     clean[schema.target] = _as_target(frame[schema.target], schema)
     return clean.reset_index(drop=True)
 
@@ -157,8 +156,26 @@ def _as_categorical(column: pd.Series, name: str) -> pd.Series:
     """Convert to text labels, keeping missing values missing."""
     if pd.api.types.is_float_dtype(column) and not column.dropna().apply(float.is_integer).all():
         raise PipelineError(f"column '{name}' is declared categorical but holds fractional numbers")
-    labels = column.astype(object).where(column.notna(), None)
-    return labels.map(lambda v: v if v is None else str(int(v)) if isinstance(v, float) else str(v))
+    labels = column.astype(object).where(column.notna(), None).map(_label)
+    # Always the text dtype, missing as NaN: an all-missing column would otherwise stay object
+    # with None, which scikit-learn's imputers do not see as missing.
+    return labels.astype("str")
+
+
+def _label(value):
+    """A category as text: 3.0 (a category read as a number) becomes "3"; None stays None."""
+    if value is None:
+        return None
+    return str(int(value)) if isinstance(value, float) else str(value)
+
+
+_CONVERT = {"numeric": _as_numeric, "categorical": _as_categorical}
+
+
+def feature_frame(records: list[dict], features: dict[str, str]) -> pd.DataFrame:
+    """Records (e.g. from a request) with the canonical types training gives the model."""
+    frame = pd.DataFrame.from_records(records, columns=list(features))
+    return pd.DataFrame({name: _CONVERT[k](frame[name], name) for name, k in features.items()})
 
 
 def _as_dates(column: pd.Series, name: str) -> pd.Series:

@@ -4,6 +4,10 @@ Requests wait in a queue; a single worker takes everything queued (up to `max_ro
 predicts it in one call on a dedicated thread. Nothing waits on purpose: at low load each
 request is predicted alone, and under load the requests that arrive during one call form the
 next batch, so one-row overheads (DataFrame construction, input validation) are paid per batch.
+
+A batch of at most `inline_rows` rows is predicted on the event loop itself, skipping the
+thread hop (and the wait for the GIL it brings): only for a prediction whose time is known to be
+short, such as the service's checked numpy fast path on a small batch.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ log = logging.getLogger(__name__)
 class MicroBatcher:
     """Collect row lists from concurrent callers and predict them together."""
 
-    def __init__(self, predict: Callable[[list[dict]], list[Any]], max_rows: int) -> None:
+    def __init__(
+        self, predict: Callable[[list[dict]], list[Any]], max_rows: int, inline_rows: int = 0
+    ) -> None:
         self._predict = predict
-        self._max_rows = max_rows
+        self._max_rows, self.inline_rows = max_rows, inline_rows
         self._queue: asyncio.Queue = asyncio.Queue()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
         self._worker: asyncio.Task | None = None
@@ -62,7 +68,10 @@ class MicroBatcher:
                 continue
             rows = [row for item, _ in batch for row in item]
             try:
-                results = await loop.run_in_executor(self._executor, self._predict, rows)
+                if len(rows) <= self.inline_rows:
+                    results = self._predict(rows)
+                else:
+                    results = await loop.run_in_executor(self._executor, self._predict, rows)
             except Exception as err:
                 for _, future in batch:
                     if not future.done():

@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import numpy as np
-import pandas as pd
 from fastapi import Depends, Request
 
 from ..config import ServeSettings
+from ..data import feature_frame
 from ..errors import PipelineError
 from ..monitoring.prediction_log import PredictionLog
 from . import bundle as bundles
 from .batcher import MicroBatcher
+from .compiled import FastPath, compile_model
 from .schema import request_model
 from .telemetry import Telemetry
 
@@ -38,6 +39,8 @@ class Service:
     in_flight: int = 0
     load_error: str | None = None
     prediction_log: PredictionLog | None = None
+    # The numpy version of the model's preprocessing, when it reproduces the model exactly.
+    fast_path: FastPath | None = None
 
     @property
     def ready(self) -> bool:
@@ -49,11 +52,14 @@ class Service:
         try:
             loaded = bundles.load(self.settings.bundle_dir)
             self.predict_rows([loaded.meta["example"]], loaded)
+            fast_path = None
+            if self.settings.fast_path:
+                fast_path = compile_model(loaded.model, loaded.meta)
         except (PipelineError, ValueError, KeyError, TypeError) as err:
             self.load_error = str(err)
             log.error("model not loaded, service NOT READY: %s", err)
             return
-        self.bundle = loaded
+        self.bundle, self.fast_path = loaded, fast_path
         self.request_type = request_model(loaded.meta, self.settings.max_records)
         self.telemetry.model = {
             "name": loaded.meta["model_name"],
@@ -61,7 +67,9 @@ class Service:
         }
         if loaded.meta["task"] == "regression":
             self.telemetry = _with_value_buckets(self.telemetry, loaded.meta)
-        self.batcher = MicroBatcher(self.predict_rows, self.settings.max_batch_rows)
+        # Batches the fast path predicts in about a millisecond run on the event loop itself.
+        quick_rows = fast_path.quick_rows if fast_path else 0
+        self.batcher = MicroBatcher(self.predict_rows, self.settings.max_batch_rows, quick_rows)
         self.batcher.start()
         self.prediction_log = PredictionLog(
             self.settings.monitoring_database_url, self.settings.spool_dir
@@ -82,16 +90,21 @@ class Service:
     def predict_rows(self, rows: list[dict], loaded: bundles.Bundle | None = None) -> list[dict]:
         """Predict rows in one model call; probabilities by class for classification."""
         loaded = loaded or self.bundle
-        frame = pd.DataFrame.from_records(rows, columns=list(loaded.meta["features"]))
-        if loaded.meta["task"] == "regression":
-            return [{"prediction": float(v)} for v in loaded.model.predict(frame)]
-        proba = loaded.model.predict_proba(frame)
+        regression = loaded.meta["task"] == "regression"
+        if self.fast_path and loaded is self.bundle:
+            output = self.fast_path.predict(rows)
+        else:
+            frame = feature_frame(rows, loaded.meta["features"])
+            model = loaded.model
+            output = model.predict(frame) if regression else model.predict_proba(frame)
+        if regression:
+            return [{"prediction": float(v)} for v in output]
         classes = loaded.classes
-        labels = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+        labels = np.asarray(classes, dtype=object)[output.argmax(axis=1)]
         names = [str(c) for c in classes]
         return [
             {"prediction": label, "probabilities": dict(zip(names, map(float, row), strict=True))}
-            for label, row in zip(labels.tolist(), proba, strict=True)
+            for label, row in zip(labels.tolist(), output, strict=True)
         ]
 
 

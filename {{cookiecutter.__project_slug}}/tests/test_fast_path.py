@@ -1,0 +1,120 @@
+"""The numpy fast path: used only where it answers exactly like the model, off on request."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
+
+from {{ cookiecutter.__package_name }}.config import ServeSettings
+from {{ cookiecutter.__package_name }}.data import feature_frame
+from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.serving import bundle as bundles
+from {{ cookiecutter.__package_name }}.serving.compiled import TREE_WALK_MAX_ROWS, compile_model
+
+BATCH_SIZES = (1, 5, TREE_WALK_MAX_ROWS, TREE_WALK_MAX_ROWS + 1, 300)
+
+
+@pytest.fixture(scope="module")
+def loaded(exported_model) -> bundles.Bundle:
+    return bundles.load(exported_model.path)
+
+
+def model_output(model, meta: dict, records: list[dict]) -> np.ndarray:
+    """What the model itself answers for records, typed as in training."""
+    frame = feature_frame(records, meta["features"])
+    return model.predict(frame) if meta["task"] == "regression" else model.predict_proba(frame)
+
+
+def assert_exactly_like_the_model(fast, model, meta: dict, records: list[dict]) -> None:
+    """The fast path gives bit-identical answers in every batch size, missing values included."""
+    assert any(v is None for r in records for v in r.values()), "records lack missing values"
+    for size in BATCH_SIZES:
+        for start in range(0, len(records), size):
+            batch = records[start : start + size]
+            expected = model_output(model, meta, batch)
+            assert np.array_equal(fast.predict(batch), expected), f"batch of {size} differs"
+
+
+def variant(loaded, frame, numeric_steps, categorical_steps, estimators) -> Pipeline:
+    """A pipeline of other parts, fitted on the sample rows with a target made from them."""
+    meta = loaded.meta
+    numeric = [n for n, kind in meta["features"].items() if kind == "numeric"]
+    categorical = [n for n, kind in meta["features"].items() if kind == "categorical"]
+    preprocess = ColumnTransformer(
+        [("numeric", numeric_steps, numeric), ("categorical", categorical_steps, categorical)]
+    )
+    signal = frame[numeric[0]].fillna(frame[numeric[0]].median())
+    classification = meta["task"] == "classification"
+    target = (signal > signal.median()).astype(int) if classification else signal * 2.0
+    estimator = estimators[0] if classification else estimators[1]
+    return Pipeline([("preprocess", preprocess), ("model", estimator)]).fit(frame, target)
+
+
+def one_hot(**options) -> Pipeline:
+    encoder = OneHotEncoder(**{"handle_unknown": "ignore", "sparse_output": False, **options})
+    return Pipeline(
+        [("impute", SimpleImputer(strategy="constant", fill_value="missing")), ("encode", encoder)]
+    )
+
+
+HGB = (HistGradientBoostingClassifier(max_iter=30), HistGradientBoostingRegressor(max_iter=30))
+LINEAR = (LogisticRegression(max_iter=500), Ridge())
+
+
+def test_default_model_gets_the_fast_path_and_tree_walk(loaded, exported_model, caplog):
+    caplog.set_level("INFO")
+    fast = compile_model(loaded.model, loaded.meta)
+    assert fast is not None and fast.quick_rows == TREE_WALK_MAX_ROWS
+    assert "serving with the numpy fast path and tree walk" in caplog.text
+    assert_exactly_like_the_model(fast, loaded.model, loaded.meta, exported_model.records)
+
+
+def test_scaled_linear_model_gets_the_fast_path_without_tree_walk(loaded, exported_model):
+    model = variant(
+        loaded,
+        exported_model.frame,
+        Pipeline([("impute", SimpleImputer()), ("scale", StandardScaler())]),
+        one_hot(),
+        LINEAR,
+    )
+    fast = compile_model(model, loaded.meta)
+    assert fast is not None and fast.quick_rows == 0
+    assert_exactly_like_the_model(fast, model, loaded.meta, exported_model.records)
+
+
+def test_trees_on_raw_numbers_walk_missing_values_like_the_model(loaded, exported_model):
+    model = variant(loaded, exported_model.frame, "passthrough", one_hot(), HGB)
+    fast = compile_model(model, loaded.meta)
+    assert fast is not None and fast.quick_rows == TREE_WALK_MAX_ROWS
+    assert_exactly_like_the_model(fast, model, loaded.meta, exported_model.records)
+
+
+@pytest.mark.parametrize(
+    ("numeric_steps", "categorical_steps", "reason"),
+    [
+        (FunctionTransformer(np.abs), one_hot(), "FunctionTransformer in the preprocessing"),
+        (SimpleImputer(), one_hot(handle_unknown="error"), "OneHotEncoder other than dense"),
+        (SimpleImputer(add_indicator=True), one_hot(), "SimpleImputer with an indicator"),
+    ],
+    ids=["custom step", "one-hot refusing unknowns", "missing indicator"],
+)
+def test_other_parts_are_served_through_the_pipeline(
+    loaded, exported_model, numeric_steps, categorical_steps, reason, caplog
+):
+    caplog.set_level("INFO")
+    model = variant(loaded, exported_model.frame, numeric_steps, categorical_steps, HGB)
+    assert compile_model(model, loaded.meta) is None
+    assert f"serving through the model's own pipeline: {reason}" in caplog.text
+
+
+def test_fast_path_setting_refuses_other_values():
+    with pytest.raises(PipelineError, match=r"SERVE_FAST_PATH='maybe' must be one of 1/0"):
+        ServeSettings.from_env({"SERVE_FAST_PATH": "maybe"})
+    assert ServeSettings.from_env({"SERVE_FAST_PATH": "off"}).fast_path is False
+    assert ServeSettings.from_env({}).fast_path is True
