@@ -2,17 +2,19 @@
 
 One run, one machine, one load generator (wrk), one model. It bakes the template with its defaults
 (or reuses --project), runs `make setup pipeline bundle`, then serves the same registered version
-three ways, one after the other, each with the same number of workers and OMP_NUM_THREADS=1:
+four ways, one after the other, each with the same number of workers and OMP_NUM_THREADS=1:
 
   ours     scripts/serve.py, as deployed: with the prediction log on when the service has one
            (MONITORING_DATABASE_URL, default sqlite:///monitoring.db in the baked repo)
+  nolog    the same with PREDICTION_LOG=0: what the prediction log costs
   mlflow   mlflow models serve -m models:/<name>/<version> --env-manager local
   ceiling  bench/ceiling.py: a bare FastAPI endpoint with the same request validation, no model
 
 Each server gets a warm-up, then wrk at each concurrency for a fixed time, POSTing the same
 one-record body (mlflow gets the equivalent dataframe_split body on /invocations). It prints
 req/s, p50 and p99 per server and concurrency, the ratios, and whether the goals of issue #4 are
-met. Figures only: the exit status is 0 whenever the measurement ran, whatever the figures.
+met, and issue #5's: the prediction log costs at most 5 % of the throughput. Figures only: the
+exit status is 0 whenever the measurement ran, whatever the figures.
 
     .venv/bin/python bench/serving.py                     # bake into build/bench, then measure
     .venv/bin/python bench/serving.py --project build/bench/churn-model --duration 5
@@ -45,7 +47,7 @@ HOST = "127.0.0.1"
 MAKE_TIMEOUT = 1800
 DEFAULT_LOG_URL = "sqlite:///monitoring.db"
 VERSIONS = ("mlflow", "fastapi", "pydantic", "uvicorn", "uvloop", "scikit-learn", "pandas")
-SERVERS = ("ours", "mlflow", "ceiling")
+SERVERS = ("ours", "nolog", "mlflow", "ceiling")
 
 
 @dataclass
@@ -77,7 +79,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=3, help="seconds of warm-up per server")
     parser.add_argument("--concurrency", default="1,8,64", help="comma-separated connections")
     parser.add_argument("--wrk-threads", type=int, default=1, help="wrk threads (<= connections)")
-    parser.add_argument("--servers", default=",".join(SERVERS), help="any of ours,mlflow,ceiling")
+    parser.add_argument("--servers", default=",".join(SERVERS), help="any of " + ",".join(SERVERS))
     parser.add_argument("--start-timeout", type=int, default=180, help="seconds to become ready")
     parser.add_argument(
         "--rounds", type=int, default=1, help="repeat the servers in turn; report medians"
@@ -157,7 +159,7 @@ def log_rows(project: Path, url: str | None) -> int | None:
 
 
 def targets(project: Path, meta: dict, workers: int, log_url: str | None) -> dict[str, Target]:
-    """The three servers of the same model version."""
+    """The servers of the same model version."""
     venv = project / ".venv" / "bin"
     env = {**user_env(), "OMP_NUM_THREADS": "1"}
     env["PATH"] = f"{venv}{os.pathsep}{env['PATH']}"
@@ -176,6 +178,9 @@ def targets(project: Path, meta: dict, workers: int, log_url: str | None) -> dic
     mlflow_body = json.dumps({"dataframe_split": split}).encode()
     return {
         "ours": Target("ours", ours, "/predict", "/ready", ours_body, ours_env),
+        "nolog": Target(
+            "nolog", ours, "/predict", "/ready", ours_body, {**ours_env, "PREDICTION_LOG": "0"}
+        ),
         "mlflow": Target(
             "mlflow",
             mlflow,
@@ -381,6 +386,8 @@ GOALS = (  # issue #4, stated for 2 cores: (text, numerator, denominator or None
     ("ours >= 8x the req/s of mlflow models serve at c64", "ours", "mlflow", 64, "rps", 8.0),
     ("ours p99 <= 10 ms at c8", "ours", None, 8, "p99_ms", 10.0),
     ("ours >= 50 % of the ceiling's req/s at c64", "ours", "ceiling", 64, "rps", 0.5),
+    # issue #5: logging costs at most 5 % of the throughput
+    ("ours (logging) >= 95 % of nolog's req/s at c64", "ours", "nolog", 64, "rps", 0.95),
 )
 
 
@@ -416,14 +423,20 @@ def report(results: dict, concurrency: list[int], goal_list: list[dict]) -> None
                 f"{name:<8} {run['concurrency']:>5} {run['rps']:>8.0f} {run['p50_ms']:>8.2f} "
                 f"{run['p99_ms']:>8.2f}  {run['errors'] or '-'}"
             )
-    heads = ("ours/mlflow req/s", "ours/mlflow p99", "ours/ceiling req/s")
-    print(f"\n{'conc':>5} {heads[0]:>18} {heads[1]:>16} {heads[2]:>19}")
+    heads = ("ours/mlflow req/s", "ours/mlflow p99", "ours/ceiling req/s", "ours/nolog req/s")
+    print(f"\n{'conc':>5} {heads[0]:>18} {heads[1]:>16} {heads[2]:>19} {heads[3]:>17}")
     for c in concurrency:
         speedup = fmt(ratio(results, "ours", "mlflow", c), ".1f", "x")
         p99 = fmt(ratio(results, "ours", "mlflow", c, "p99_ms"), ".2f", "x")
         share = ratio(results, "ours", "ceiling", c)
-        print(f"{c:>5} {speedup:>18} {p99:>16} {fmt(share and share * 100, '.0f', ' %'):>19}")
-    print(f"\nGoals (issue #4, stated for 2 cores; this machine has {os.cpu_count()} CPUs):")
+        logged = ratio(results, "ours", "nolog", c)
+        print(
+            f"{c:>5} {speedup:>18} {p99:>16} {fmt(share and share * 100, '.0f', ' %'):>19} "
+            f"{fmt(logged and logged * 100, '.0f', ' %'):>17}"
+        )
+    print(
+        f"\nGoals (issues #4 and #5, stated for 2 cores; this machine has {os.cpu_count()} CPUs):"
+    )
     for goal in goal_list:
         print(f"  {goal['status']:<4}  {goal['goal']}: measured {fmt(goal['value'], '.2f')}")
     if any(run["errors"] for r in results.values() for run in r["runs"]):

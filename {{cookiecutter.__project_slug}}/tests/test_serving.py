@@ -277,6 +277,15 @@ def test_fast_path_off_serves_through_the_pipeline(serve, exported_model):
     assert_predictions_match_model(response.json(), exported_model, slice(0, 40))
 
 
+def test_prediction_log_off_serves_and_logs_nothing(serve, exported_model, tmp_path, caplog):
+    live = serve(PREDICTION_LOG="0")
+    assert "predictions are NOT logged" in caplog.text
+    assert live.predict({"records": exported_model.records[:3]}).status_code == 200
+    assert live.service.prediction_log is None
+    assert "prediction_log_logged_total" not in live.get("/metrics").text
+    assert not (tmp_path / "monitoring.db").exists()
+
+
 @pytest.mark.parametrize("fast_path", ["1", "0"], ids=["fast path", "pipeline"])
 def test_record_with_missing_values_predicts_the_same_alone_or_in_a_batch(
     serve, exported_model, fast_path

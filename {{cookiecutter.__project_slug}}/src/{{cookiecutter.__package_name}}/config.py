@@ -111,6 +111,7 @@ class ServeSettings:
     predict_timeout: float
     max_batch_rows: int
     fast_path: bool
+    prediction_log: bool
     monitoring_database_url: str
     spool_dir: Path
     spool_cap_bytes: int
@@ -127,6 +128,7 @@ class ServeSettings:
             predict_timeout=_number(env, "SERVE_PREDICT_TIMEOUT_SECONDS", 5.0, float, 0.001),
             max_batch_rows=_number(env, "SERVE_MAX_BATCH_ROWS", 2048, minimum=1),
             fast_path=_switch(env, "SERVE_FAST_PATH", True),
+            prediction_log=_switch(env, "PREDICTION_LOG", True),
             monitoring_database_url=env.get("MONITORING_DATABASE_URL") or DEFAULT_MONITORING_URL,
             spool_dir=Path(env.get("PREDICTION_LOG_SPOOL_DIR") or "build/prediction-log-spool"),
             spool_cap_bytes=_number(env, "PREDICTION_LOG_SPOOL_CAP_BYTES", 256 << 20, minimum=1),

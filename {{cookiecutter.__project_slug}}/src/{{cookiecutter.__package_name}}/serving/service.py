@@ -71,6 +71,9 @@ class Service:
         quick_rows = fast_path.quick_rows if fast_path else 0
         self.batcher = MicroBatcher(self.predict_rows, self.settings.max_batch_rows, quick_rows)
         self.batcher.start()
+        if not self.settings.prediction_log:
+            log.warning("PREDICTION_LOG=0: predictions are NOT logged, monitoring sees nothing")
+            return
         self.prediction_log = PredictionLog(
             self.settings.monitoring_database_url, self.settings.spool_dir
         )

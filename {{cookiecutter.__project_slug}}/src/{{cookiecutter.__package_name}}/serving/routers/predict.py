@@ -105,7 +105,9 @@ async def predict(request: Request, service: ServiceDep) -> Response:
         service.in_flight -= 1
     service.telemetry.predictions([r["prediction"] for r in results])
     meta = service.bundle.meta
-    log_predictions(service, request_id, rows, results, (time.perf_counter() - started) * 1000)
+    if service.prediction_log is not None:
+        latency_ms = (time.perf_counter() - started) * 1000
+        log_predictions(service, request_id, rows, results, latency_ms)
     body = {
         "request_id": request_id,
         "model_name": meta["model_name"],
