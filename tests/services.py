@@ -302,25 +302,54 @@ def create_database(url: str, name: str) -> str:
     return base.set(database=name).render_as_string(hide_password=False)
 
 
+@dataclass(frozen=True)
+class PostgresCluster:
+    """A running throwaway PostgreSQL that a test may stop and start again, same port and data."""
+
+    bindir: Path
+    data: Path
+    log: Path
+    port: int
+    user: str | None
+
+    @property
+    def admin_url(self) -> str:
+        """A SQLAlchemy URL to the superuser's database ``postgres``."""
+        return f"postgresql+psycopg://{PG_SUPERUSER}@{HOST}:{self.port}/postgres"
+
+    def stop(self) -> None:
+        """Stop the server (``pg_ctl -m fast``: open connections are closed)."""
+        _pg_stop(self.bindir, self.data, self.user)
+
+    def start(self) -> None:
+        """Start the server again and wait until it accepts connections."""
+        with explain_failure(f"PostgreSQL on {HOST}:{self.port}", self.log):
+            _pg_start(self.bindir, self.data, self.log, self.port, self.user)
+
+
+@contextlib.contextmanager
+def postgres_cluster(base_dir: Path) -> Iterator[PostgresCluster]:
+    """Run a throwaway PostgreSQL on 127.0.0.1; yield it, to stop and start at will."""
+    bindir, user = ensure_pg_bindir(), pg_os_user()
+    root, port = _make_cluster_dir(Path(base_dir), user), free_port()
+    cluster = PostgresCluster(bindir, root / "data", root / "postgres.log", port, user)
+    try:
+        with explain_failure(f"PostgreSQL on {HOST}:{port}", cluster.log):
+            _init_cluster(bindir, cluster.data, port, user)
+        try:
+            cluster.start()
+            yield cluster
+        finally:
+            cluster.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def postgres_server(base_dir: Path) -> Iterator[str]:
     """Run a throwaway PostgreSQL on 127.0.0.1; yield a SQLAlchemy URL to database ``mlops``."""
-    bindir, user = ensure_pg_bindir(), pg_os_user()
-    root, port = _make_cluster_dir(Path(base_dir), user), free_port()
-    log, data = root / "postgres.log", root / "data"
-    what = f"PostgreSQL on {HOST}:{port}"
-    admin_url = f"postgresql+psycopg://{PG_SUPERUSER}@{HOST}:{port}/postgres"
-    try:
-        with explain_failure(what, log):
-            _init_cluster(bindir, data, port, user)
-        try:
-            with explain_failure(what, log):
-                _pg_start(bindir, data, log, port, user)
-            yield create_database(admin_url, PG_DATABASE)
-        finally:
-            _pg_stop(bindir, data, user)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
+    with postgres_cluster(base_dir) as cluster:
+        yield create_database(cluster.admin_url, PG_DATABASE)
 
 
 # --------------------------------------------------------------------------- S3 (moto)

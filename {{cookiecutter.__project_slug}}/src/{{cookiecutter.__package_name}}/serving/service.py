@@ -75,7 +75,9 @@ class Service:
             log.warning("PREDICTION_LOG=0: predictions are NOT logged, monitoring sees nothing")
             return
         self.prediction_log = PredictionLog(
-            self.settings.monitoring_database_url, self.settings.spool_dir
+            self.settings.monitoring_database_url,
+            self.settings.spool_dir,
+            spool_cap_bytes=self.settings.spool_cap_bytes,
         )
         self.prediction_log.start()
         self.telemetry.extra = {
