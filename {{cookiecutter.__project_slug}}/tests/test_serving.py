@@ -7,6 +7,7 @@ event loop of its own, and talks to it through httpx's ASGI transport: no networ
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import shutil
 import time
@@ -162,6 +163,13 @@ def test_ready_only_once_the_model_is_loaded(serve, exported_model):
     live.start()
     after = live.get("/ready")
     assert (after.status_code, after.json()) == (200, {"status": "ready", "model_version": "1"})
+
+
+def test_startup_freezes_the_loaded_model_out_of_the_garbage_collector(serve):
+    gc.unfreeze()
+    serve()
+    # The model, its libraries and the app: far more objects than any request creates.
+    assert gc.get_freeze_count() > 50_000
 
 
 def tampered_copy(exported_model, tmp_path: Path) -> Path:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from contextlib import asynccontextmanager
 
@@ -21,6 +22,11 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI):
         watch_for_shutdown()
         service.load()
+        # The model and the libraries live as long as the process: freeze them out of the
+        # garbage collector's full passes, each of which would otherwise walk ~200k objects
+        # (0.1-0.2 s) while every request in flight waits.
+        gc.collect()
+        gc.freeze()
         yield
         await service.close()
 
@@ -31,7 +37,8 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service
-    for router in (health.router, predict.router, metrics.router):
+    # Routes are tried in order: the hot one first.
+    for router in (predict.router, health.router, metrics.router):
         app.include_router(router)
     app.add_middleware(RequestTelemetry, service=service)
     app.openapi = lambda: _openapi(app, service)
