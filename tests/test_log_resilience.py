@@ -327,6 +327,19 @@ def tally(keys: list[tuple[str, int]]) -> dict[str, int]:
     return Counter(request_id for request_id, _ in keys)
 
 
+def rollup_records(url: str) -> set[int]:
+    """The records each feature's rollups count, where the writer keeps rollups."""
+    engine = sa.create_engine(url)
+    try:
+        if not sa.inspect(engine).has_table("rollup_moments"):
+            return set()
+        with engine.connect() as connection:
+            query = "SELECT feature, SUM(records) FROM rollup_moments GROUP BY feature"
+            return {int(total) for _, total in connection.execute(sa.text(query))}
+    finally:
+        engine.dispose()
+
+
 def wait_for(condition, seconds: float, what: str, service: Service) -> None:
     """Poll `condition` until true; fail naming `what`, with the service log's tail."""
     try:
@@ -399,6 +412,7 @@ def test_outage_under_load_loses_no_record(service, database, served):
     assert not server.spool_files() and not server.spool_files(".rejected")
     assert "prediction log database unavailable" in server.log
     assert "prediction log database is back" in server.log
+    assert rollup_records(database.url) <= {sum(logged.values())}, "rollups disagree with the log"
 
 
 def test_kill_9_during_replay_and_under_load_then_restart(service, database, served):
@@ -469,6 +483,7 @@ def test_kill_9_during_replay_and_under_load_then_restart(service, database, ser
     assert set(lost) <= late, "records answered well before the kill were lost"
     assert len(unanswered) <= len(second.failures), "the log holds requests nobody sent"
     assert not server.spool_files(".rejected")
+    assert rollup_records(database.url) <= {sum(logged.values())}, "rollups disagree with the log"
 
 
 def test_spool_cap_drops_only_past_the_cap_and_counts_it(service, database, served, tmp_path):
@@ -531,4 +546,5 @@ def test_spool_cap_drops_only_past_the_cap_and_counts_it(service, database, serv
     assert set(first) <= set(logged), "a record spooled before the cap was reached is lost"
     assert set(after) <= set(logged)
     assert len(set(first + more) - set(logged)) == full["dropped"]
+    assert rollup_records(database.url) <= {sum(logged.values())}, "rollups disagree with the log"
     report(f"spool cap {type(database).__name__} at the end", rows=len(logged), **final)
