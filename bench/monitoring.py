@@ -33,6 +33,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 STEP_TIMEOUT = 3600
+BATCH = 500  # PredictionLog's default batch_size
+COST_ROWS = 20_000  # records for the writer-cost measurement
 SHIFTED = ("monthly_charges", "contract")
 
 # Runs inside the baked repo's venv; argv: work dir, command, [arguments].
@@ -45,6 +47,7 @@ work, command = Path(sys.argv[1]), sys.argv[2]
 END = datetime(2026, 7, 1, tzinfo=UTC)
 START = END - timedelta(days=1)
 THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200}
+BATCH = 500  # PredictionLog's default batch_size
 package = os.environ["BENCH_PACKAGE"]
 
 
@@ -80,66 +83,79 @@ if command == "prepare":
     current[list(schema.features)].to_parquet(work / "current.parquet")
     print(json.dumps({"reference_rows": len(x_train), "current_rows": rows}))
 
-elif command == "append":
-    import sqlite3
-
+elif command in ("append", "writer-cost"):
     import joblib
     import numpy as np
     import pandas as pd
-    import sqlalchemy as sa
 
-    training, tables = load("training"), load("monitoring.tables")
-    begin, end, total = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+    training = load("training")
+    PredictionLog = load("monitoring.prediction_log").PredictionLog
     champion = json.loads((work / "champion.json").read_text())
     model = joblib.load(work / "model.joblib")
-    db = work / "monitoring.db"
-    tables.metadata.create_all(sa.create_engine(f"sqlite:///{db}"))
     names = champion["features"]
-    current = pd.read_parquet(work / "current.parquet").iloc[begin:end]
-    started = time.perf_counter()
-    conn = sqlite3.connect(db)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=OFF")
-    insert = (
-        "INSERT INTO prediction_log (request_id, record_index, logged_at, model_name,"
-        " model_version, features, prediction, prediction_value, probabilities, latency_ms)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    step = timedelta(days=1) / total
-    chunk = 50_000
-    for low in range(0, len(current), chunk):
-        part = current.iloc[low : low + chunk]
+    classes = [str(c) for c in champion["classes"] or []]
+
+    # The records the service would log for these rows, spread evenly over the day.
+    def records_of(part, first, total):
         features = part[names].astype(object).where(part[names].notna(), None)
         prediction, proba = training.predict(model, features, champion["task"])
-        classes = [str(c) for c in champion["classes"] or []]
-        rows = []
-        for i, record in enumerate(features.to_dict("records")):
-            index = begin + low + i
-            stamp = (START + step * index).replace(tzinfo=None)
-            probabilities = (
-                json.dumps(dict(zip(classes, map(float, proba[i]))))
-                if proba is not None
-                else None
-            )
-            value = prediction[i]
-            rows.append(
-                (
-                    uuid.uuid4().hex,
-                    0,
-                    stamp.strftime("%Y-%m-%d %H:%M:%S.%f"),
-                    champion["name"],
-                    champion["version"],
-                    json.dumps(record),
-                    str(value),
-                    float(value),
-                    probabilities,
-                    1.0 + index % 7,
-                )
-            )
-        with conn:
-            conn.executemany(insert, rows)
-    conn.close()
-    print(json.dumps({"rows": end - begin, "seconds": time.perf_counter() - started}))
+        labels = np.asarray(prediction).tolist()
+        step = timedelta(days=1) / total
+        return [
+            {
+                "request_id": uuid.uuid4().hex,
+                "record_index": 0,
+                "logged_at": START + step * (first + i),
+                "model_name": champion["name"],
+                "model_version": champion["version"],
+                "features": record,
+                "prediction": labels[i],
+                "probabilities": (
+                    dict(zip(classes, map(float, proba[i]))) if proba is not None else None
+                ),
+                "latency_ms": 1.0 + (first + i) % 7,
+            }
+            for i, record in enumerate(features.to_dict("records"))
+        ]
+
+    # The service's prediction-log writer; write() is the writer thread's insert.
+    def writer(path, rollups=True):
+        return PredictionLog(
+            f"sqlite:///{path}",
+            work / "spool",
+            model_version=champion["version"],
+            profile=champion["profile"] if rollups else None,
+        )
+
+    if command == "append":
+        begin, end, total = int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+        current = pd.read_parquet(work / "current.parquet").iloc[begin:end]
+        log = writer(work / "monitoring.db")
+        writing = predicting = 0.0
+        chunk = 50_000
+        for low in range(0, len(current), chunk):
+            started = time.perf_counter()
+            records = records_of(current.iloc[low : low + chunk], begin + low, total)
+            predicting += time.perf_counter() - started
+            started = time.perf_counter()
+            for first in range(0, len(records), BATCH):  # the writer's batch size
+                log.write(records[first : first + BATCH])
+            writing += time.perf_counter() - started
+        log.close()
+        print(json.dumps({"rows": end - begin, "seconds": writing, "predict_seconds": predicting}))
+    else:  # CPU time of the writer's insert per 100 records, without and with rollups
+        rows = int(sys.argv[3])
+        current = pd.read_parquet(work / "current.parquet").iloc[:rows]
+        records = records_of(current, 0, len(current))
+        logs = {"plain": writer(work / "cost-plain.db", False), "rollups": writer(work / "cost.db")}
+        spent = {name: [] for name in logs}
+        for i, first in enumerate(range(0, len(records), BATCH)):
+            name = ("plain", "rollups")[i % 2]
+            started = time.process_time()
+            logs[name].write(records[first : first + BATCH])
+            spent[name].append((time.process_time() - started) / BATCH * 100 * 1000)
+        median = {name: sorted(v)[len(v) // 2] for name, v in spent.items()}
+        print(json.dumps({"batch": BATCH, "ms_per_100": median}))
 
 elif command == "monitor":
     started = time.perf_counter()
@@ -149,15 +165,21 @@ elif command == "monitor":
     imported = time.perf_counter()
     champion = json.loads((work / "champion.json").read_text())
     engine = sa.create_engine(f"sqlite:///{work / 'monitoring.db'}")
-    report = monitor(engine, champion, START, END, THRESHOLDS)
+    exact = len(sys.argv) > 3 and sys.argv[3] == "exact"
+    report = monitor(engine, champion, START, END, THRESHOLDS, exact=exact)
     done = time.perf_counter()
     print(
         json.dumps(
             {
                 "records": report["records"],
+                "source": report["source"],
+                "messages": report["messages"],
                 "status": report["status"],
                 "drifted": report.get("drifted"),
                 "features": {n: f["verdict"] for n, f in report["features"].items()},
+                "quantiles": {
+                    n: f["summary"].get("quantiles") for n, f in report["features"].items()
+                },
                 "import_seconds": imported - started,
                 "seconds": done - imported,
                 "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
@@ -247,21 +269,40 @@ def steps(rows: int) -> list[int]:
 def flat_table(runs: list[dict]) -> None:
     """Monitor time and peak RSS per log size, and the memory goal."""
     print("\n== monitor() over the whole log, fresh process per size (SQLite) ==")
-    print(f"{'records':>10} {'import s':>9} {'monitor s':>10} {'peak RSS MB':>12} {'vs first':>9}")
+    print(
+        f"{'records':>10} {'source':>14} {'import s':>9} {'monitor s':>10} {'peak RSS MB':>12} "
+        f"{'vs first':>9}"
+    )
     base = runs[0]["peak_rss_mb"]
     for run in runs:
         print(
-            f"{run['records']:>10,} {run['import_seconds']:>9.2f} {run['seconds']:>10.2f} "
-            f"{run['peak_rss_mb']:>12.1f} {run['peak_rss_mb'] / base - 1:>+9.1%}"
+            f"{run['records']:>10,} {run['source']:>14} {run['import_seconds']:>9.2f} "
+            f"{run['seconds']:>10.3f} {run['peak_rss_mb']:>12.1f} "
+            f"{run['peak_rss_mb'] / base - 1:>+9.1%}"
         )
     growth = runs[-1]["peak_rss_mb"] / base - 1
     verdict = "PASS" if growth <= 0.20 else "MISS"
     print(f"memory flat (peak RSS at largest within 20 % of smallest): {verdict} ({growth:+.1%})")
 
 
+def reference(ours: dict, exact: dict) -> None:
+    """The rollups against the raw rows (the exact path) on the largest log."""
+    print("\n== monitor() from the rollups vs from the raw rows (exact=True), largest log ==")
+    same = ours["features"] == exact["features"]
+    print(f"identical verdicts, PSI, statistics and p-values: {_yes(same)}")
+    print(f"{'feature':<16} {'p05':>17} {'p50':>17} {'p95':>17}   (rollups / raw)")
+    for name, points in exact["quantiles"].items():
+        if not points:
+            continue
+        mine = ours["quantiles"][name]
+        cells = [f"{mine[p]:.2f}/{points[p]:.2f}" for p in ("p05", "p50", "p95")]
+        print(f"{name:<16} " + " ".join(f"{c:>17}" for c in cells))
+    print(f"time: rollups {ours['seconds']:.3f} s, raw rows {exact['seconds']:.2f} s")
+
+
 def compare(ours: dict, theirs: dict) -> dict:
     """Per-feature verdicts side by side, identical verdicts on the shifted features, speed."""
-    print("\n== drift verdicts: ours (SQL over the log) vs Evidently DataDriftPreset ==")
+    print("\n== drift verdicts: ours (SQL over the rollups) vs Evidently DataDriftPreset ==")
     header = f"{'feature':<16} {'ours':>6} {'PSI':>8} {'p':>10}   {'evidently':>9} {'stat':>22}"
     print(header)
     for name, verdict in ours["features"].items():
@@ -284,7 +325,7 @@ def compare(ours: dict, theirs: dict) -> dict:
     print(f"identical verdicts on the unshifted features: {_yes(same_clean)}")
     ratio = theirs["seconds"] / ours["seconds"]
     print(
-        f"\ntime on {ours['records']:,} records: ours monitor() {ours['seconds']:.2f} s "
+        f"\ntime on {ours['records']:,} records: ours monitor() {ours['seconds']:.3f} s "
         f"(+{ours['import_seconds']:.2f} s import) | Evidently {theirs['seconds']:.2f} s "
         f"(+{theirs['import_seconds']:.2f} s import, +{theirs['load_seconds']:.2f} s reading "
         "Parquet; not counted)"
@@ -312,16 +353,36 @@ def main(argv: list[str] | None = None) -> int:
         script.write_text(HELPER)
         print(f"==> train champion, draw {args.rows:,} shifted records  ({project})", flush=True)
         print(json.dumps(helper(project, script, work, "prepare", args.rows)), flush=True)
-        runs, logged = [], 0
+        cost = helper(project, script, work, "writer-cost", min(args.rows, COST_ROWS))
+        print(
+            f"==> writer CPU per 100 records (median of {cost['batch']}-record batches): "
+            f"{cost['ms_per_100']['plain']:.3f} ms without rollups, "
+            f"{cost['ms_per_100']['rollups']:.3f} ms with",
+            flush=True,
+        )
+        runs, logged, loading = [], 0, []
         for size in steps(args.rows):
             wrote = helper(project, script, work, "append", logged, size, args.rows)
+            loading.append(wrote)
             logged = size
-            print(f"==> logged {size:,} records (+{wrote['seconds']:.1f} s insert)", flush=True)
-            runs.append(helper(project, script, work, "monitor"))
             print(
-                f"    monitor: {runs[-1]['seconds']:.2f} s, {runs[-1]['peak_rss_mb']:.0f} MB",
+                f"==> logged {size:,} records through PredictionLog.write, {BATCH} a transaction "
+                f"(+{wrote['seconds']:.1f} s writing, rollups included; "
+                f"+{wrote['predict_seconds']:.1f} s predicting)",
                 flush=True,
             )
+            runs.append(helper(project, script, work, "monitor"))
+            print(
+                f"    monitor: {runs[-1]['seconds']:.3f} s from {runs[-1]['source']}, "
+                f"{runs[-1]['peak_rss_mb']:.0f} MB",
+                flush=True,
+            )
+        exact = helper(project, script, work, "monitor", "exact")
+        print(
+            f"    monitor(exact=True): {exact['seconds']:.2f} s from {exact['source']}, "
+            f"{exact['peak_rss_mb']:.0f} MB",
+            flush=True,
+        )
     python = evidently_venv(args.out)
     print("==> Evidently DataDriftPreset on the same reference and current rows", flush=True)
     result = subprocess.run(
@@ -339,9 +400,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     theirs = last_json(result, "evidently_drift.py")
     flat_table(runs)
+    reference(runs[-1], exact)
     summary = compare(runs[-1], theirs)
     if args.json:
-        args.json.write_text(json.dumps({"runs": runs, "evidently": theirs, **summary}, indent=2))
+        figures = {"runs": runs, "exact": exact, "loading": loading, "writer_cost": cost}
+        args.json.write_text(json.dumps({**figures, "evidently": theirs, **summary}, indent=2))
     return 0
 
 

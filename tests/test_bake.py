@@ -97,6 +97,8 @@ MONITORING_MODULES = {
     "monitoring/outcomes",
     "monitoring/prediction_log",
     "monitoring/report",
+    "monitoring/rollups",
+    "monitoring/sources",
     "monitoring/stats",
     "monitoring/tables",
 }

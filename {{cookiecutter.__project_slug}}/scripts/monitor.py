@@ -2,6 +2,11 @@
 
 Exit codes: 0 no drift (or no verdict: too few records), 3 drift detected, 1 a failed step.
 The report lands in reports/monitoring.{json,md,html} in every case but a failure.
+
+The statistics come from the rollups the prediction log keeps per hour when they cover the
+window, else from the raw log rows (--exact forces the raw rows: exact percentiles, slower).
+Without --end the window ends at the end of the current hour (nothing is logged after now), so
+it covers whole hours, the rollup buckets, and still every record logged so far.
 """
 
 from __future__ import annotations
@@ -26,14 +31,21 @@ log = logging.getLogger("monitor")
 
 
 def window(end: str | None, days: float) -> tuple[datetime, datetime]:
-    """The window ending at --end (ISO, UTC; default now) and lasting --days."""
+    """The window ending at --end (ISO, UTC; default the end of this hour), lasting --days."""
     try:
-        stop = datetime.fromisoformat(end).replace(tzinfo=UTC) if end else datetime.now(UTC)
+        stop = datetime.fromisoformat(end).replace(tzinfo=UTC) if end else end_of_this_hour()
     except ValueError as err:
         raise PipelineError(
             f"--end {end!r} is not an ISO date or time, e.g. 2026-06-30T00:00"
         ) from err
     return stop - timedelta(days=days), stop
+
+
+def end_of_this_hour() -> datetime:
+    """The next whole hour (UTC), or now if now is one."""
+    now = datetime.now(UTC)
+    hour = now.replace(minute=0, second=0, microsecond=0)
+    return hour if hour == now else hour + timedelta(hours=1)
 
 
 def champion_info(backends: Backends, name: str) -> dict:
@@ -59,6 +71,9 @@ def main(argv: list[str] | None = None) -> int:
         "--days", type=float, default=None, help="window length (params: monitor.window_days)"
     )
     parser.add_argument("--out-dir", type=Path, default=Path("reports"))
+    parser.add_argument(
+        "--exact", action="store_true", help="read the raw log rows, not the hourly rollups"
+    )
     args = parser.parse_args(argv)
 
     def step() -> int:
@@ -68,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         champion = champion_info(backends, params["model"]["name"])
         engine = sa.create_engine(backends.monitoring_database_url)
         metadata.create_all(engine)
-        report = monitor(engine, champion, start, end, thresholds)
+        report = monitor(engine, champion, start, end, thresholds, exact=args.exact)
         report["exit_code"] = EXIT_DRIFT if report["drift"] else 0
         store_daily_stats(engine, report)
         reports.write(report, args.out_dir)

@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import copy
 import json
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy as sa
 from conftest import sample_params
+from test_prediction_log import postgres  # noqa: F401  (the throwaway PostgreSQL fixture)
 
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }} import training
+from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, rollups
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor, store_daily_stats
 from {{ cookiecutter.__package_name }}.monitoring.outcomes import store_outcomes
@@ -44,19 +49,21 @@ def champion(repo_params) -> dict:
     }
 
 
-def log_frame(
-    engine, champion: dict, frame: pd.DataFrame, version: str = "1", proba_shift: float = 0.0
-) -> list[str]:
-    """Predict the rows with the champion and write them to the prediction log; return ids."""
+def log_records(
+    champion: dict,
+    frame: pd.DataFrame,
+    version: str = "1",
+    proba_shift: float = 0.0,
+    step: timedelta = timedelta(0),
+) -> list[dict]:
+    """Predict the rows with the champion: the prediction-log records, from END - 12 h on."""
     features = (
         frame[champion["features"]].astype(object).where(frame[champion["features"]].notna(), None)
     )
     prediction, proba = training.predict(champion["model"], features, champion["task"])
-    stamps = END - timedelta(hours=12)
-    ids, rows = [], []
+    rows = []
     for i, record in enumerate(features.to_dict("records")):
         request_id = uuid.uuid4().hex
-        ids.append(request_id)
         probabilities = None
         if proba is not None:
             shifted = np.clip(proba[i] + np.array([-proba_shift, proba_shift]), 0, 1)
@@ -67,7 +74,7 @@ def log_frame(
             {
                 "request_id": request_id,
                 "record_index": 0,
-                "logged_at": stamps,
+                "logged_at": END - timedelta(hours=12) + step * i,
                 "model_name": "test-model",
                 "model_version": version,
                 "features": record,
@@ -77,9 +84,31 @@ def log_frame(
                 "latency_ms": 1.0 + i % 7,
             }
         )
+    return rows
+
+
+def log_frame(
+    engine, champion: dict, frame: pd.DataFrame, version: str = "1", proba_shift: float = 0.0
+) -> list[str]:
+    """Predict the rows with the champion and insert them into prediction_log, as another tool
+    would (no rollups); return their ids."""
+    rows = log_records(champion, frame, version, proba_shift)
     with engine.begin() as conn:
         conn.execute(prediction_log.insert(), rows)
-    return ids
+    return [row["request_id"] for row in rows]
+
+
+def log_through_writer(
+    url: str, spool: Path, champion: dict, records: list[dict], profile: dict | None = None
+) -> PredictionLog:
+    """Write records as the service's prediction log does, rollups included, 500 at a time."""
+    writer = PredictionLog(
+        url, spool, model_version=champion["version"], profile=profile or champion["profile"]
+    )
+    for low in range(0, len(records), 500):
+        writer.write(records[low : low + 500])
+    writer.close()
+    return writer
 
 
 @pytest.fixture
@@ -195,3 +224,152 @@ def test_monitor_report_html_embeds_plots_of_drifted_features(engine, champion, 
     paths = reports.write(run(engine, champion), tmp_path)
     page = paths["html"].read_text()
     assert "Drift detected" in page and page.count("data:image/png;base64,") >= 1
+
+
+# --------------------------------------------------------------------------- rollups
+
+
+def drifted(champion: dict, seed: int) -> pd.DataFrame:
+    """A batch with monthly_charges shifted and contract leaning to month-to-month."""
+    return make_sample(3000, seed, champion["task"], champion["target"], drift=True)
+
+
+def assert_same_statistics(rolled: dict, raw: dict, champion: dict) -> None:
+    """The rollups give the raw rows' counts, moments, bins and verdicts; percentiles within
+    the width of the rollup cell holding the exact value."""
+    assert (rolled["source"], raw["source"]) == ("rollups", "prediction_log")
+    for key in ("records", "records_by_version", "status", "drift", "drifted", "prediction"):
+        assert rolled[key] == raw[key], key
+    assert rolled["features"].keys() == raw["features"].keys()
+    axes = rollups.axes(rollups.grid(champion["profile"]))
+    for name, section in raw["features"].items():
+        mine = rolled["features"][name]
+        assert mine["verdict"] == section["verdict"], name
+        assert mine["distributions"] == section["distributions"], name
+        summary, exact = mine["summary"], section["summary"]
+        assert summary["count"] == exact["count"], name
+        assert summary["missing_rate"] == pytest.approx(exact["missing_rate"], abs=1e-12)
+        if section["kind"] == "categorical":
+            assert summary["frequencies"] == exact["frequencies"], name
+            continue
+        for key in ("mean", "std", "min", "max"):
+            assert summary[key] == pytest.approx(exact[key], rel=1e-9), (name, key)
+        assert summary["quantiles"].keys() == exact["quantiles"].keys()
+        for point, value in exact["quantiles"].items():
+            assert abs(summary["quantiles"][point] - value) <= cell_width(axes[name], value), (
+                name,
+                point,
+            )
+    for point, value in raw["latency_ms"].items():
+        width = cell_width(axes[rollups.LATENCY], value)
+        assert abs(rolled["latency_ms"][point] - value) <= width, point
+
+
+def cell_width(axis: rollups.Axis, value: float) -> float:
+    """The width of the rollup cell holding a value."""
+    low, high = axis.bounds(int(axis.cells(np.array([value]))[0]))
+    return high - low + 1e-9
+
+
+@pytest.mark.parametrize("case", ["clean", "shifted", "prediction"])
+def test_rollups_and_raw_rows_give_the_same_statistics_and_verdicts(
+    engine, champion, tmp_path, case
+):
+    frame = drifted(champion, 21) if case == "shifted" else batch(champion, 20, rows=3000)
+    shift = 0.3 if case == "prediction" and champion["task"] == "classification" else 0.0
+    # 10 s apart: 3000 records over 8 hours, so batches straddle the hourly buckets.
+    records = log_records(champion, frame, proba_shift=shift, step=timedelta(seconds=10))
+    if case == "prediction" and champion["task"] == "regression":
+        for record in records:
+            record["prediction"] += 40
+    log_through_writer(str(engine.url), tmp_path / "spool", champion, records)
+    rolled = run(engine, champion)
+    raw = monitor(engine, champion, END - timedelta(days=1), END, THRESHOLDS, exact=True)
+    assert_same_statistics(rolled, raw, champion)
+    expected = {"clean": [], "shifted": ["monthly_charges", "contract"], "prediction": []}
+    assert set(expected[case]) <= set(rolled["drifted"])
+    if case == "prediction":
+        assert rolled["drifted"] == ["prediction"]
+    if case == "clean":
+        assert rolled["drift"] is False
+    assert store_daily_stats(engine, rolled) > 20
+
+
+def test_rollups_count_a_replayed_batch_once(engine, champion, tmp_path):
+    records = log_records(champion, batch(champion, 22), step=timedelta(seconds=1))
+    writer = log_through_writer(str(engine.url), tmp_path / "spool", champion, records[:1000])
+    # A replay of written records mixed with new ones, one of them twice in the batch.
+    assert writer.write(records[500:1000] + records[1000:] + records[1000:1001]) == 500
+    assert writer.write(records[:700]) == 0
+    rolled = run(engine, champion)
+    assert (rolled["source"], rolled["records"]) == ("rollups", 1500)
+    assert rolled["features"]["region"]["summary"]["count"] == 1500
+    raw = monitor(engine, champion, END - timedelta(days=1), END, THRESHOLDS, exact=True)
+    assert_same_statistics(rolled, raw, champion)
+
+
+def test_rollups_count_records_replayed_from_the_spool_once(engine, champion, tmp_path):
+    records = log_records(champion, batch(champion, 27), step=timedelta(seconds=1))
+    writer = PredictionLog(
+        str(engine.url),
+        tmp_path / "spool",
+        flush_interval=0.05,
+        model_version=champion["version"],
+        profile=champion["profile"],
+    )
+    # As if the database had been away: spooled, one batch twice (a crash before its delete).
+    writer.spool.write(records[:1000])
+    writer.spool.write(records[500:1000])
+    writer.start()
+    writer.log(records[1000:])
+    deadline = time.monotonic() + 30
+    while writer.spool.files() or writer.counts["logged"] < 2000:
+        assert time.monotonic() < deadline, writer.counts
+        time.sleep(0.05)
+    writer.close()
+    rolled = run(engine, champion)
+    assert (rolled["source"], rolled["records"]) == ("rollups", 1500)
+    raw = monitor(engine, champion, END - timedelta(days=1), END, THRESHOLDS, exact=True)
+    assert_same_statistics(rolled, raw, champion)
+
+
+def test_monitor_reads_the_raw_rows_where_rollups_do_not_cover_the_window(
+    engine, champion, tmp_path
+):
+    log_through_writer(
+        str(engine.url), tmp_path / "spool", champion, log_records(champion, batch(champion, 23))
+    )
+    unaligned = monitor(engine, champion, END - timedelta(hours=23.5), END, THRESHOLDS)
+    assert unaligned["source"] == "prediction_log" and unaligned["records"] == 1500
+    assert "whole hours" in unaligned["messages"][-1]
+
+    log_frame(engine, champion, batch(champion, 24, rows=300))  # another tool: no rollups
+    uncovered = run(engine, champion)
+    assert (uncovered["source"], uncovered["records"]) == ("prediction_log", 1800)
+    assert "300 of the 1800 records in the window have no rollup" in uncovered["messages"][-1]
+
+
+def test_monitor_reads_the_raw_rows_of_versions_rolled_up_on_another_grid(
+    engine, champion, tmp_path
+):
+    other = copy.deepcopy(champion["profile"])
+    other["features"]["monthly_charges"]["bin_edges"][0] -= 1.0  # as if retrained
+    records = log_records(champion, batch(champion, 25))
+    log_through_writer(str(engine.url), tmp_path / "spool", champion, records, profile=other)
+    report = run(engine, champion)
+    assert report["source"] == "prediction_log" and report["drift"] is False
+    assert "rolled up on another grid" in report["messages"][-1]
+
+
+def test_rollups_on_postgres_match_the_raw_rows(postgres, champion, tmp_path):  # noqa: F811
+    database = sa.create_engine(postgres.url)
+    metadata.create_all(database)
+    records = log_records(champion, drifted(champion, 26), step=timedelta(seconds=10))
+    log_through_writer(postgres.url, tmp_path / "spool", champion, records)
+    writer = log_through_writer(postgres.url, tmp_path / "spool", champion, records[:600])
+    assert writer.counts["dropped"] == 0
+    rolled = run(database, champion)
+    raw = monitor(database, champion, END - timedelta(days=1), END, THRESHOLDS, exact=True)
+    assert rolled["records"] == 3000
+    assert_same_statistics(rolled, raw, champion)
+    database.dispose()

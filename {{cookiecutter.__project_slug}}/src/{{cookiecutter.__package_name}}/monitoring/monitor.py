@@ -1,18 +1,23 @@
 """One monitoring pass: summary statistics of a window of the prediction log, drift against the
-champion's training profile, the live metric where outcomes exist, stored in daily_stats."""
+champion's training profile, the live metric where outcomes exist, stored in daily_stats.
+
+The statistics come from the rollups the prediction-log writer keeps, or from the raw log rows
+when the rollups do not cover the window or `exact` is asked for (sources.py); the report's
+`source` says which.
+"""
 
 from __future__ import annotations
 
 import itertools
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
 
 from ..metrics import score_all
-from . import drift
+from . import drift, sources
 from . import stats as sql
 from .tables import daily_stats, outcomes
 from .tables import prediction_log as log_table
@@ -20,12 +25,10 @@ from .tables import prediction_log as log_table
 log = logging.getLogger(__name__)
 
 
-def feature_section(conn, name: str, profile: dict, where, thresholds: dict, tests: int):
+def feature_section(source, name: str, profile: dict, thresholds: dict, tests: int):
     """Statistics and verdict for one feature."""
     if profile["kind"] == "numeric":
-        expr = sql.numeric_value(name)
-        summary = {**sql.moments(conn, expr, where), "quantiles": sql.quantiles(conn, expr, where)}
-        counts = sql.bin_counts(conn, expr, profile["bin_edges"], where)
+        summary, counts = source.numeric(name, profile["bin_edges"])
         verdict = drift.numeric_verdict(name, profile, counts, thresholds, tests)
         shares = {
             "reference": profile["bin_fractions"],
@@ -33,7 +36,7 @@ def feature_section(conn, name: str, profile: dict, where, thresholds: dict, tes
             "labels": _bin_labels(profile["bin_edges"]),
         }
     else:
-        counts, missing = sql.category_counts(conn, sql.text_value(name), where)
+        counts, missing = source.categorical(name)
         total = sum(counts.values()) + missing
         summary = {
             "count": total,
@@ -67,12 +70,13 @@ def _bin_labels(edges: list[float]) -> list[str]:
     return [f"[{low}, {high})" for low, high in itertools.pairwise(bounds)]
 
 
-def prediction_section(conn, profile: dict, where, thresholds: dict) -> dict[str, Any]:
-    """Drift of the champion's own outputs against their training distribution."""
+def prediction_section(source, profile: dict, version: str, thresholds: dict) -> dict[str, Any]:
+    """Drift of one model version's own outputs against their training distribution."""
     if profile.get("positive_proba"):
-        expr = log_table.c.probabilities[profile["positive_class"]].as_float()
         reference = profile["positive_proba"]
-        counts = sql.bin_counts(conn, expr, reference["bin_edges"], where)
+        counts = source.probability_counts(
+            profile["positive_class"], reference["bin_edges"], version
+        )
         verdict = drift.numeric_verdict("prediction", reference, counts, thresholds, 1)
         shares = {
             "labels": _bin_labels(reference["bin_edges"]),
@@ -80,7 +84,7 @@ def prediction_section(conn, profile: dict, where, thresholds: dict) -> dict[str
             "current": _shares(counts),
         }
     elif profile["kind"] == "numeric":
-        counts = sql.bin_counts(conn, log_table.c.prediction_value, profile["bin_edges"], where)
+        counts = source.value_counts(profile["bin_edges"], version)
         verdict = drift.numeric_verdict("prediction", profile, counts, thresholds, 1)
         shares = {
             "labels": _bin_labels(profile["bin_edges"]),
@@ -88,7 +92,7 @@ def prediction_section(conn, profile: dict, where, thresholds: dict) -> dict[str
             "current": _shares(counts),
         }
     else:
-        counts, _missing = sql.category_counts(conn, log_table.c.prediction, where)
+        counts = source.label_counts(version)
         verdict = drift.categorical_verdict("prediction", profile, counts, thresholds, 1)
         labels = sorted(set(profile["frequencies"]) | set(counts))
         shares = {
@@ -99,8 +103,20 @@ def prediction_section(conn, profile: dict, where, thresholds: dict) -> dict[str
     return {"kind": "prediction", "verdict": verdict.as_dict(), "distributions": shares}
 
 
-def live_metrics(conn, task: str, classes: list | None, where) -> dict[str, Any]:
-    """Model quality on the records whose outcome has arrived."""
+def live_metrics(
+    conn, task: str, classes: list | None, where, since: datetime | None = None
+) -> dict[str, Any]:
+    """Model quality on the records whose outcome has arrived.
+
+    With `since` (the window's start), the join with the log is skipped when no outcome was
+    recorded after it (less a day of clock slack): outcomes arrive after their predictions.
+    """
+    if since is not None:
+        recent = sa.select(outcomes.c.request_id).where(
+            outcomes.c.recorded_at >= since - timedelta(days=1)
+        )
+        if conn.execute(recent.limit(1)).first() is None:
+            return {"records_with_outcome": 0}
     joined = sa.join(
         log_table,
         outcomes,
@@ -140,9 +156,17 @@ def live_metrics(conn, task: str, classes: list | None, where) -> dict[str, Any]
 
 
 def monitor(
-    engine: sa.Engine, champion: dict, start: datetime, end: datetime, thresholds: dict
+    engine: sa.Engine,
+    champion: dict,
+    start: datetime,
+    end: datetime,
+    thresholds: dict,
+    exact: bool = False,
 ) -> dict[str, Any]:
-    """Compute the window's statistics and drift; `champion` carries version, profile, task."""
+    """Compute the window's statistics and drift; `champion` carries version, profile, task.
+
+    `exact` reads the raw log rows even where rollups would do (exact percentiles).
+    """
     report = {
         "window": {"start": start.isoformat(), "end": end.isoformat()},
         "model_name": champion["name"],
@@ -153,8 +177,9 @@ def monitor(
         "drift": False,
     }
     with engine.connect() as conn:
-        where = sql.in_window(start, end)
-        report["records_by_version"] = per_version = sql.versions(conn, where)
+        source = sources.choose(conn, champion, start, end, exact)
+        report["source"] = source.name
+        report["records_by_version"] = per_version = source.versions()
         report["records"] = total = sum(per_version.values())
         if total < thresholds["min_records"]:
             report["status"] = "empty" if total == 0 else "too few records"
@@ -164,16 +189,19 @@ def monitor(
                 f"UTC: at least {thresholds['min_records']} are needed for a drift verdict "
                 "(params.yaml monitor.min_records); no verdict"
             )
+            report["messages"] += [source.note] if source.note else []
             return report
-        _features(conn, report, champion["profile"]["features"], where, thresholds)
-        _predictions(conn, report, champion, thresholds)
-        report["latency_ms"] = sql.latency_percentiles(conn, where)
+        _features(source, report, champion["profile"]["features"], thresholds)
+        _predictions(source, report, champion, thresholds)
+        report["latency_ms"] = source.latency()
         report["live_metrics"] = live_metrics(
             conn,
             champion["task"],
             champion.get("classes"),
             sql.in_window(start, end, champion["version"]),
+            since=start,
         )
+    report["messages"] += [source.note] if source.note else []
     drifted = [name for name, f in report["features"].items() if f["verdict"]["drifted"]]
     if report["prediction"] and report["prediction"]["verdict"]["drifted"]:
         drifted.append("prediction")
@@ -181,9 +209,9 @@ def monitor(
     return report
 
 
-def _features(conn, report: dict, profiles: dict, where, thresholds: dict) -> None:
+def _features(source, report: dict, profiles: dict, thresholds: dict) -> None:
     """Add a section per feature; a feature absent from the log gets a message, not a verdict."""
-    present = sql.logged_features(conn, where)
+    present = source.features()
     checked = [name for name in profiles if name in present]
     for name in profiles:
         if name not in present:
@@ -193,11 +221,11 @@ def _features(conn, report: dict, profiles: dict, where, thresholds: dict) -> No
             )
     for name in checked:
         report["features"][name] = feature_section(
-            conn, name, profiles[name], where, thresholds, len(checked)
+            source, name, profiles[name], thresholds, len(checked)
         )
 
 
-def _predictions(conn, report: dict, champion: dict, thresholds: dict) -> None:
+def _predictions(source, report: dict, champion: dict, thresholds: dict) -> None:
     """Add prediction drift, computed on the champion's own records only."""
     others = {v: n for v, n in report["records_by_version"].items() if v != champion["version"]}
     if others:
@@ -211,17 +239,8 @@ def _predictions(conn, report: dict, champion: dict, thresholds: dict) -> None:
             "prediction drift not computed"
         )
         return
-    where = sql.in_window(*_window(report), champion["version"])
     report["prediction"] = prediction_section(
-        conn, champion["profile"]["prediction"], where, thresholds
-    )
-
-
-def _window(report: dict) -> tuple[datetime, datetime]:
-    """The report's window as datetimes."""
-    return (
-        datetime.fromisoformat(report["window"]["start"]),
-        datetime.fromisoformat(report["window"]["end"]),
+        source, champion["profile"]["prediction"], champion["version"], thresholds
     )
 
 

@@ -18,6 +18,10 @@ SPOOL_CAP_BYTES, 256 MiB), when a record lacks a field, or when a spool file can
 replayed (unreadable, or its data refused by the database): that file is kept as `.rejected`,
 still counted against the cap; rename it back to `.jsonl` to replay it after fixing the cause.
 
+Given the serving model's version and training profile, the writer also keeps the rollups
+(rollups.py) in the transaction of each insert, adding only the rows that insert actually
+added, so a replayed batch never counts twice (write_batch).
+
 `counts` feeds /metrics: `logged` counts records committed (a repeated request id commits as a
 no-op), `spooled` records written to the spool, `dropped` records lost as above.
 """
@@ -42,6 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
+from .rollups import Rollup
 from .tables import metadata, prediction_log
 
 log = logging.getLogger(__name__)
@@ -87,6 +92,53 @@ def prediction_rows(records: list) -> tuple[list[dict[str, Any]], int]:
         except (KeyError, TypeError, ValueError, AttributeError):
             continue
     return rows, len(records) - len(rows)
+
+
+def _rollup(model_version: str | None, profile: dict | None) -> Rollup | None:
+    """The rollups of the serving model, or None (then `make monitor` reads the raw rows)."""
+    if not (profile and model_version):
+        return None
+    try:
+        return Rollup(model_version, profile)
+    except (KeyError, TypeError, ValueError) as err:  # a profile this code cannot read
+        log.error("prediction log: no rollups, the training profile is unusable: %r", err)
+        return None
+
+
+class _LoggedBefore(Exception):
+    """A batch held rows already logged: its transaction is rolled back and done again."""
+
+
+def write_batch(engine: Engine, statement, rows: list[dict], rollup: Rollup | None = None) -> int:
+    """Insert rows, skipping those already logged, and roll up those inserted, in one transaction.
+
+    `statement` is an INSERT ... ON CONFLICT DO NOTHING into prediction_log. Returns how many
+    rows were new. With rollups, a batch whose rows all went in (the row count says so) is rolled
+    up as is; otherwise (a replay) the transaction is rolled back and done again with RETURNING,
+    so only the rows it adds are counted.
+    """
+    if rollup is None or not rollup.enabled:
+        with engine.begin() as connection:
+            return connection.execute(statement, rows).rowcount
+    try:
+        with engine.begin() as connection:
+            if connection.execute(statement, rows).rowcount != len(rows):
+                raise _LoggedBefore
+            rollup.add(connection, rows)
+            return len(rows)
+    except _LoggedBefore:
+        pass
+    key = (prediction_log.c.request_id, prediction_log.c.record_index)
+    with engine.begin() as connection:
+        inserted = {tuple(k) for k in connection.execute(statement.returning(*key), rows)}
+        fresh = []
+        for row in rows:
+            identity = (row["request_id"], row["record_index"])
+            if identity in inserted:
+                inserted.discard(identity)  # a key repeated within the batch went in once
+                fresh.append(row)
+        rollup.add(connection, fresh)
+        return len(fresh)
 
 
 def _utc(moment: datetime | str) -> datetime:
@@ -267,6 +319,8 @@ class PredictionLog:
         spool_cap_bytes: int = SPOOL_CAP_BYTES,
         retry_initial: float = 0.5,
         retry_max: float = 30.0,
+        model_version: str | None = None,
+        profile: dict | None = None,
     ) -> None:
         self.engine = prediction_log_engine(database_url)
         self.spool = Spool(spool_dir, spool_cap_bytes)
@@ -275,6 +329,8 @@ class PredictionLog:
         pk = [column.name for column in prediction_log.primary_key]
         insert = INSERTS[self.engine.dialect.name]
         self._insert = insert(prediction_log).on_conflict_do_nothing(index_elements=pk)
+        # Rollups need the serving model's training profile (it comes with the bundle).
+        self.rollup = _rollup(model_version, profile)
         self._queue: deque[dict] = deque()
         self._ready = threading.Condition()
         self._closing = threading.Event()
@@ -417,12 +473,20 @@ class PredictionLog:
             self._reject(path, len(lines), err)
             return None
 
-    def _insert_rows(self, rows: list[dict]) -> None:
-        """Insert rows in one transaction; rows already logged are skipped."""
-        if rows:
-            self._ensure_tables()
-            with self.engine.begin() as connection:
-                connection.execute(self._insert, rows)
+    def write(self, records: list[dict[str, Any]]) -> int:
+        """Insert records now, in one transaction, as the writer thread does (for bulk loading).
+
+        Returns how many were new; raises when the database fails (nothing is spooled).
+        """
+        rows, _malformed = prediction_rows(records)
+        return self._insert_rows(rows)
+
+    def _insert_rows(self, rows: list[dict]) -> int:
+        """Insert rows and their rollups in one transaction; rows already logged are skipped."""
+        if not rows:
+            return 0
+        self._ensure_tables()
+        return write_batch(self.engine, self._insert, rows, self.rollup)
 
     def _ensure_tables(self) -> None:
         """Create the monitoring tables that are missing, once the database answers."""

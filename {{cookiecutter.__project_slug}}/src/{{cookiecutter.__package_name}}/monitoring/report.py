@@ -63,6 +63,7 @@ def table_rows(report: dict) -> list[list[str]]:
     return rows
 
 
+SOURCES = {"rollups": "the hourly rollups", "prediction_log": "the raw log rows"}
 HEADER = ["distribution", "kind", "verdict", "PSI", "test statistic", "p-value", "records"]
 
 
@@ -72,7 +73,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"## {headline(report)}",
         "",
-        f"Window {window['start']} to {window['end']}; {report.get('records', 0)} records.",
+        f"Window {window['start']} to {window['end']}; {report.get('records', 0)} records; "
+        f"statistics from {SOURCES.get(report.get('source'), 'the prediction log')}.",
         "",
     ]
     lines += [f"- {message}" for message in report["messages"]]

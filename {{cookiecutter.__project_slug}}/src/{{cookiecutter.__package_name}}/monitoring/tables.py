@@ -2,7 +2,19 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, Column, Date, DateTime, Float, Index, Integer, MetaData, Table, Text
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
 
 metadata = MetaData()
 
@@ -46,4 +58,60 @@ daily_stats = Table(
     Column("feature", Text, primary_key=True),
     Column("statistic", Text, primary_key=True),
     Column("value", Float, nullable=True),
+)
+
+# Rollups: the log's statistics per hour, kept by the prediction-log writer in the transaction that
+# inserts the rows (rollups.py). Buckets are Unix seconds (UTC) at the start of the hour; feature
+# names starting with "_" are the service's own outputs (prediction, probability, latency).
+# SQLite keeps them WITHOUT ROWID: one B-tree per table, so an upsert touches one, not two.
+
+# The grid a model version's rollups use (its training profile's bin edges and cell layout).
+rollup_grids = Table(
+    "rollup_grids",
+    metadata,
+    Column("model_version", Text, primary_key=True),
+    Column("grid", Text, nullable=False),
+)
+
+# Records, values present, sum, sum of squares, min and max per bucket, version and feature.
+rollup_moments = Table(
+    "rollup_moments",
+    metadata,
+    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
+    Column("model_version", Text, primary_key=True),
+    Column("feature", Text, primary_key=True),
+    Column("records", BigInteger, nullable=False),
+    Column("keyed", BigInteger, nullable=False),
+    Column("present", BigInteger, nullable=False),
+    Column("total", Float, nullable=True),
+    Column("total_sq", Float, nullable=True),
+    Column("low", Float, nullable=True),
+    Column("high", Float, nullable=True),
+    sqlite_with_rowid=False,
+)
+
+# Counts of a numeric feature per cell: `bin` is the training profile's bin (exact), `cell` the
+# index of a finer cell within it (rollups.Axis), for percentiles.
+rollup_bins = Table(
+    "rollup_bins",
+    metadata,
+    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
+    Column("model_version", Text, primary_key=True),
+    Column("feature", Text, primary_key=True),
+    Column("bin", Integer, primary_key=True, autoincrement=False),
+    Column("cell", Integer, primary_key=True, autoincrement=False),
+    Column("n", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
+)
+
+# Counts of a categorical feature per category (missing values are records - present).
+rollup_categories = Table(
+    "rollup_categories",
+    metadata,
+    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
+    Column("model_version", Text, primary_key=True),
+    Column("feature", Text, primary_key=True),
+    Column("category", Text, primary_key=True),
+    Column("n", BigInteger, nullable=False),
+    sqlite_with_rowid=False,
 )

@@ -69,6 +69,8 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
             },
             "example": _example(local, list(features)),
             "prediction_buckets": profile["prediction"].get("bin_edges"),
+            # The training profile: the prediction log's rollups bin live traffic on its edges.
+            "profile": profile,
             "model_file": flavor["pickled_model"],
             "sha256": sha256(local / flavor["pickled_model"]),
             "lineage": {tag: chosen.tags.get(tag) for tag in LINEAGE_TAGS},

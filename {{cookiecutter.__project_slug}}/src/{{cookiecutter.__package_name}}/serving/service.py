@@ -78,6 +78,8 @@ class Service:
             self.settings.monitoring_database_url,
             self.settings.spool_dir,
             spool_cap_bytes=self.settings.spool_cap_bytes,
+            model_version=loaded.meta["version"],
+            profile=loaded.meta.get("profile"),  # for the rollups; bundles before them lack it
         )
         self.prediction_log.start()
         self.telemetry.extra = {
