@@ -343,10 +343,19 @@ def test_monitor_reads_the_raw_rows_where_rollups_do_not_cover_the_window(
     assert unaligned["source"] == "prediction_log" and unaligned["records"] == 1500
     assert "whole hours" in unaligned["messages"][-1]
 
-    log_frame(engine, champion, batch(champion, 24, rows=300))  # another tool: no rollups
+    ids = log_frame(engine, champion, batch(champion, 24, rows=300))  # no rollups
     uncovered = run(engine, champion)
     assert (uncovered["source"], uncovered["records"]) == ("prediction_log", 1800)
     assert "300 of the 1800 records in the window have no rollup" in uncovered["messages"][-1]
+
+    with engine.begin() as conn:  # the other tool's rows, and 200 rolled-up ones, deleted
+        conn.execute(prediction_log.delete().where(prediction_log.c.request_id.in_(ids)))
+        kept = sa.select(prediction_log.c.request_id).limit(200).scalar_subquery()
+        conn.execute(prediction_log.delete().where(prediction_log.c.request_id.in_(kept)))
+    deleted = run(engine, champion)
+    assert (deleted["source"], deleted["records"]) == ("prediction_log", 1300)
+    message = deleted["messages"][-1]
+    assert "the rollups count 1500 records in the window but the log holds 1300" in message
 
 
 def test_monitor_reads_the_raw_rows_of_versions_rolled_up_on_another_grid(

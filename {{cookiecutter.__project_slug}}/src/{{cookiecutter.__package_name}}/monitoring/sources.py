@@ -192,13 +192,18 @@ def choose(conn, champion: dict, start: datetime, end: datetime, exact: bool = F
         return raw
     window = rollups.read(conn, start, end)
     rolled, logged = sum(window.records.values()), raw.records()
-    if rolled != logged:
-        if logged:
-            raw.note = (
-                f"{logged - rolled if logged > rolled else 'some'} of the {logged} records in the "
-                "window have no rollup (logged before rollups existed, by another tool, or "
-                "replayed for another model version): statistics computed from the raw log rows"
-            )
+    if logged > rolled:
+        raw.note = (
+            f"{logged - rolled} of the {logged} records in the window have no rollup (logged "
+            "before rollups existed, by another tool, or replayed for another model version): "
+            "statistics computed from the raw log rows"
+        )
+        return raw
+    if rolled > logged:
+        raw.note = (
+            f"the rollups count {rolled} records in the window but the log holds {logged} "
+            "(rows deleted from the log?): statistics computed from the raw log rows"
+        )
         return raw
     grid = rollups.grid(champion["profile"])
     expected = rollups.grid_text(grid)
