@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cookiecutter.main import cookiecutter
+from docker_engine import EngineUnavailable, start_engine
 
 TEMPLATE_DIR = Path(__file__).resolve().parents[1]
 TEMPLATE_JSON = json.loads((TEMPLATE_DIR / "cookiecutter.json").read_text())
@@ -133,3 +134,19 @@ def set_up(bake, tmp_path_factory: pytest.TempPathFactory):
         return ready[config_id]
 
     return _set_up
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """A private dockerd for the container tiers, stopped (with its containers) at the end.
+
+    Skips, saying why, where none can start.
+    """
+    try:
+        started = start_engine()
+    except EngineUnavailable as err:
+        pytest.skip(f"no container engine can start here: {err}")
+    try:
+        yield started
+    finally:
+        started.stop()

@@ -1,8 +1,9 @@
 """The serving image of a baked repo: linted, built by `make image`, run as a container.
 
-The container tests need a container engine and start their own (tests/docker_engine.py);
-they skip, saying why, only when none can start. The base image comes from a registry when
-one answers, else from a local debootstrap build passed in as PYTHON_IMAGE.
+The container tests need a container engine and start their own (conftest.py's session
+`engine`, tests/docker_engine.py); they skip, saying why, only when none can start. The base
+image comes from a registry when one answers, else from a local debootstrap build passed in as
+PYTHON_IMAGE.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 from conftest import CONFIGS, make, project_env, run_tool
-from docker_engine import Engine, EngineUnavailable, base_image, start_engine
+from docker_engine import Engine, base_image
 from services import free_port, wait_until
 
 HADOLINT = Path(sys.executable).with_name("hadolint")
@@ -152,19 +153,6 @@ def wait_healthy(engine: Engine, container_id: str) -> None:
     except (TimeoutError, RuntimeError) as err:
         logs = engine.docker("logs", "--tail", "60", container_id, check=False)
         pytest.fail(f"the container never turned healthy: {err}\n{logs.stdout}{logs.stderr}")
-
-
-@pytest.fixture(scope="module")
-def engine():
-    """A private dockerd for this module, stopped (with its containers) at the end."""
-    try:
-        started = start_engine()
-    except EngineUnavailable as err:
-        pytest.skip(f"no container engine can start here: {err}")
-    try:
-        yield started
-    finally:
-        started.stop()
 
 
 @pytest.fixture(scope="module")
