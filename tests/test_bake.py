@@ -60,6 +60,7 @@ COMMON_FILES = {
         for name in (
             "conftest",
             "test_data",
+            "test_fast_path",
             "test_gate",
             "test_github_bodies",
             "test_monitoring",
@@ -92,6 +93,7 @@ PACKAGE_MODULES = {
 
 MONITORING_MODULES = {
     "monitoring/__init__",
+    "monitoring/bulk",
     "monitoring/drift",
     "monitoring/monitor",
     "monitoring/outcomes",
@@ -106,6 +108,7 @@ SERVING_MODULES = {
     "serving/__init__",
     "serving/batcher",
     "serving/bundle",
+    "serving/compiled",
     "serving/main",
     "serving/schema",
     "serving/server",

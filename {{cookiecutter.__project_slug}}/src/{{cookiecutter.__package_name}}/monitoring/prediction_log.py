@@ -46,6 +46,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
+from .bulk import Bulk
 from .rollups import Rollup
 from .tables import metadata, prediction_log
 
@@ -109,20 +110,20 @@ class _LoggedBefore(Exception):
     """A batch held rows already logged: its transaction is rolled back and done again."""
 
 
-def write_batch(engine: Engine, statement, rows: list[dict], rollup: Rollup | None = None) -> int:
+def write_batch(engine: Engine, insert: Bulk, rows: list[dict], rollup: Rollup | None) -> int:
     """Insert rows, skipping those already logged, and roll up those inserted, in one transaction.
 
-    `statement` is an INSERT ... ON CONFLICT DO NOTHING into prediction_log. Returns how many
+    `insert` is an INSERT ... ON CONFLICT DO NOTHING into prediction_log. Returns how many
     rows were new. With rollups, a batch whose rows all went in (the row count says so) is rolled
     up as is; otherwise (a replay) the transaction is rolled back and done again with RETURNING,
     so only the rows it adds are counted.
     """
     if rollup is None or not rollup.enabled:
         with engine.begin() as connection:
-            return connection.execute(statement, rows).rowcount
+            return insert(connection, insert.tuples(connection, rows))
     try:
         with engine.begin() as connection:
-            if connection.execute(statement, rows).rowcount != len(rows):
+            if insert(connection, insert.tuples(connection, rows)) != len(rows):
                 raise _LoggedBefore
             rollup.add(connection, rows)
             return len(rows)
@@ -130,7 +131,8 @@ def write_batch(engine: Engine, statement, rows: list[dict], rollup: Rollup | No
         pass
     key = (prediction_log.c.request_id, prediction_log.c.record_index)
     with engine.begin() as connection:
-        inserted = {tuple(k) for k in connection.execute(statement.returning(*key), rows)}
+        returning = insert.statement.returning(*key)
+        inserted = {tuple(k) for k in connection.execute(returning, rows)}
         fresh = []
         for row in rows:
             identity = (row["request_id"], row["record_index"])
@@ -328,7 +330,7 @@ class PredictionLog:
         self.flush_interval = flush_interval
         pk = [column.name for column in prediction_log.primary_key]
         insert = INSERTS[self.engine.dialect.name]
-        self._insert = insert(prediction_log).on_conflict_do_nothing(index_elements=pk)
+        self._insert = Bulk(insert(prediction_log).on_conflict_do_nothing(index_elements=pk))
         # Rollups need the serving model's training profile (it comes with the bundle).
         self.rollup = _rollup(model_version, profile)
         self._queue: deque[dict] = deque()

@@ -41,6 +41,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from .bulk import Bulk
 from .tables import rollup_bins, rollup_categories, rollup_grids, rollup_moments
 
 log = logging.getLogger(__name__)
@@ -287,9 +288,9 @@ class Rollup:
     def _upserts(self, dialect: str) -> tuple:
         """The four upserts, built once per dialect: grid (kept), moments, bins, categories.
 
-        The last three take rows as tuples in table column order and run as one driver-level
-        executemany of the statement compiled for the dialect: SQLAlchemy's per-row parameter
-        handling would cost more than the database's own work on these few-column rows.
+        The last three take rows as tuples in table column order and go to the driver in bulk
+        (see bulk.py): SQLAlchemy's per-row parameter handling would cost more than the
+        database's own work on these few-column rows.
         """
         if dialect not in self._statements:
             insert = _INSERTS[dialect]
@@ -321,34 +322,8 @@ class Rollup:
                         set_={"n": table.c.n + stmt.excluded.n},
                     )
                 )
-            self._statements[dialect] = (grids, *map(_Upsert, (moments, *counted)))
+            self._statements[dialect] = (grids, *map(Bulk, (moments, *counted)))
         return self._statements[dialect]
-
-
-class _Upsert:
-    """An upsert compiled once per dialect, run as a driver-level executemany of tuples."""
-
-    def __init__(self, statement) -> None:
-        self.statement = statement
-        self.columns = [column.key for column in statement.table.columns]
-        self._compiled: dict[str, tuple] = {}
-
-    def __call__(self, connection, rows: list[tuple]) -> None:
-        dialect = connection.dialect
-        if dialect.name not in self._compiled:
-            compiled = self.statement.compile(dialect=dialect)
-            order = None
-            if compiled.positional:
-                order = [self.columns.index(name) for name in compiled.positiontup]
-            self._compiled[dialect.name] = (str(compiled), order)
-        text, order = self._compiled[dialect.name]
-        if order is None:  # named parameters (psycopg)
-            params = [dict(zip(self.columns, row, strict=True)) for row in rows]
-        elif order == list(range(len(self.columns))):
-            params = rows
-        else:
-            params = [tuple(row[i] for i in order) for row in rows]
-        connection.exec_driver_sql(text, params)
 
 
 @dataclass
