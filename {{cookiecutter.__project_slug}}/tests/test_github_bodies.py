@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import importlib.util
 import json
+import re
 import sys
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -197,6 +198,9 @@ def test_drift_issue_names_drifted_feature_and_links_html_report(reports):
     assert "retraining was dispatched" in text
     assert f"[the HTML report with plots]({ARTIFACT_URL})" in text
     assert "data:image" not in text
+    latency = next(line for line in text.splitlines() if line.startswith("Latency (ms): "))
+    assert re.fullmatch(r"Latency \(ms\): p50 [\d.]+, p95 [\d.]+, p99 [\d.]+", latency), latency
+    assert "{'" not in text, "a Python dict leaked into the body"
 
 
 def test_monitoring_summary_clean_traffic_says_no_drift(reports):

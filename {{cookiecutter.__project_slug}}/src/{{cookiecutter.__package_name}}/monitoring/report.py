@@ -83,10 +83,18 @@ def markdown(report: dict) -> str:
         lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
         lines += [
             "",
-            f"Latency (ms): {report.get('latency_ms', {})}",
-            f"Live metrics: {report.get('live_metrics', {})}",
+            f"Latency (ms): {_pairs(report.get('latency_ms'))}",
+            f"Live metrics: {_pairs(report.get('live_metrics'))}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _pairs(figures: dict | None) -> str:
+    """`p50 9.1, p95 12.4`: named figures for a sentence, rounded to 4 significant digits."""
+    return ", ".join(
+        f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+        for name, value in (figures or {}).items()
+    )
 
 
 def _plot(name: str, section: dict) -> str:
