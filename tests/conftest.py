@@ -87,6 +87,29 @@ def project_env(project: Path) -> dict[str, str]:
     return env
 
 
+def registry_state(project: Path) -> dict:
+    """Versions, their tags and the champion, read with the baked repo's own MLflow."""
+    script = (
+        "import json, yaml; from mlflow import MlflowClient\n"
+        "name = yaml.safe_load(open('params.yaml'))['model']['name']\n"
+        "c = MlflowClient(tracking_uri='sqlite:///mlflow.db')\n"
+        "vs = c.search_model_versions(f\"name='{name}'\")\n"
+        "try: champion = str(c.get_model_version_by_alias(name, 'champion').version)\n"
+        "except Exception: champion = None\n"
+        "tags = {str(v.version): v.tags for v in vs}\n"
+        "print(json.dumps({'champion': champion, 'versions': tags}))"
+    )
+    result = subprocess.run(
+        [str(project / ".venv/bin/python"), "-c", script],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def run_tool(project: Path, *command: str) -> subprocess.CompletedProcess:
     """Run a linter or checker in a baked repo; the completed process, pass or fail."""
     return subprocess.run(command, cwd=project, capture_output=True, text=True, check=False)

@@ -29,7 +29,7 @@ from act_runner import (
     local_repositories,
     uv_cache_dir,
 )
-from conftest import make, project_env
+from conftest import make, project_env, registry_state
 from docker_engine import base_image
 from services import free_port, http_status, running_process, wait_until
 from test_image import dockerfile_base
@@ -47,13 +47,6 @@ SECRETS = {
 VARIABLES = {"MODEL_ARTIFACT_ROOT": "mlartifacts"}
 # A much smaller model than params.yaml's: worse than the first champion on the same holdout.
 WORSE_HYPERPARAMETERS = {"max_iter: 200": "max_iter: 10", "max_leaf_nodes: 31": "max_leaf_nodes: 3"}
-CHAMPION_SCRIPT = """
-import yaml
-from mlflow import MlflowClient
-name = yaml.safe_load(open("params.yaml"))["model"]["name"]
-client = MlflowClient(tracking_uri="sqlite:///mlflow.db")
-print(client.get_model_version_by_alias(name, "champion").version)
-"""
 
 
 def git(project: Path, *args: str) -> str:
@@ -79,20 +72,6 @@ def require(run: Run, jobs: dict[str, str]) -> None:
     assert (run.returncode, run.jobs) == (0, jobs), (
         f"act exited {run.returncode}, jobs {run.jobs}\n{run.log()}"
     )
-
-
-def champion(project: Path) -> str:
-    """The version the registry's `champion` alias points at, read with the repo's MLflow."""
-    result = subprocess.run(
-        [str(project / ".venv/bin/python"), "-c", CHAMPION_SCRIPT],
-        cwd=project,
-        env=project_env(project),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout.strip().splitlines()[-1]
 
 
 def log_traffic(project: Path, batch_target: str, batch: str, database: str, log: Path) -> None:
@@ -193,7 +172,7 @@ def test_retrain_first_run_promotes_the_first_candidate(act, first_retrain):
     assert (outputs["decision"], outputs["version"]) == ("promoted", "1"), outputs
     promotion = json.loads((act.workdir / "reports/promotion.json").read_text())
     assert (promotion["decision"], promotion["champion_before"]) == ("promoted", None)
-    assert champion(act.workdir) == "1"
+    assert registry_state(act.workdir)["champion"] == "1"
     uploaded = set(first_retrain.artifacts()["retrain-reports"])
     assert {"evaluation.json", "promotion.json"} <= uploaded, uploaded
 
@@ -209,7 +188,7 @@ def test_retrain_keeps_the_champion_over_a_worse_candidate(act, worse_retrain):
     candidate, incumbent = evaluation["candidate"], evaluation["champion"]
     assert (candidate["version"], incumbent["version"]) == ("2", "1")
     assert candidate["metrics"][metric] < incumbent["metrics"][metric], evaluation
-    assert champion(act.workdir) == "1", "the champion alias did not move"
+    assert registry_state(act.workdir)["champion"] == "1", "the champion alias did not move"
 
 
 @pytest.mark.container

@@ -7,13 +7,12 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make, project_env, run_make
+from conftest import make, project_env, registry_state, run_make
 from services import free_port, http_status, running_process, wait_until
 
 pytestmark = pytest.mark.lifecycle
@@ -31,29 +30,6 @@ DESIGN_TARGETS = [
     "test",
     "lint",
 ]
-
-
-def registry_state(project: Path) -> dict:
-    """Versions, their tags and the champion, read with the baked repo's own MLflow."""
-    script = (
-        "import json, yaml; from mlflow import MlflowClient\n"
-        "name = yaml.safe_load(open('params.yaml'))['model']['name']\n"
-        "c = MlflowClient(tracking_uri='sqlite:///mlflow.db')\n"
-        "vs = c.search_model_versions(f\"name='{name}'\")\n"
-        "try: champion = str(c.get_model_version_by_alias(name, 'champion').version)\n"
-        "except Exception: champion = None\n"
-        "tags = {str(v.version): v.tags for v in vs}\n"
-        "print(json.dumps({'champion': champion, 'versions': tags}))"
-    )
-    result = subprocess.run(
-        [str(project / ".venv/bin/python"), "-c", script],
-        cwd=project,
-        env=project_env(project),
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def clone(project: Path, destination: Path) -> Path:
