@@ -281,7 +281,8 @@ def test_rollups_and_raw_rows_give_the_same_statistics_and_verdicts(
     records = log_records(champion, frame, proba_shift=shift, step=timedelta(seconds=10))
     if case == "prediction" and champion["task"] == "regression":
         for record in records:
-            record["prediction"] += 40
+            record["prediction_value"] += 40
+            record["prediction"] = str(record["prediction_value"])
     log_through_writer(str(engine.url), tmp_path / "spool", champion, records)
     rolled = run(engine, champion)
     raw = monitor(engine, champion, END - timedelta(days=1), END, THRESHOLDS, exact=True)

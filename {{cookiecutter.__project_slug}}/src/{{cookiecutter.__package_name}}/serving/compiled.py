@@ -97,8 +97,7 @@ def _one_hot(step: OneHotEncoder) -> Step:
 
 
 def _identity(transformer) -> bool:
-    """A FunctionTransformer without a function: what a fitted ColumnTransformer makes of
-    "passthrough"."""
+    """Whether it is a do-nothing FunctionTransformer (a fitted ColumnTransformer's passthrough)."""
     return type(transformer) is FunctionTransformer and transformer.func is None
 
 
