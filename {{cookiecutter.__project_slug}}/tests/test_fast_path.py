@@ -15,6 +15,7 @@ from {{ cookiecutter.__package_name }}.config import ServeSettings
 from {{ cookiecutter.__package_name }}.data import feature_frame
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
+from {{ cookiecutter.__package_name }}.serving import compiled
 from {{ cookiecutter.__package_name }}.serving.compiled import TREE_WALK_MAX_ROWS, compile_model
 
 BATCH_SIZES = (1, 5, TREE_WALK_MAX_ROWS, TREE_WALK_MAX_ROWS + 1, 300)
@@ -118,3 +119,16 @@ def test_fast_path_setting_refuses_other_values():
         ServeSettings.from_env({"SERVE_FAST_PATH": "maybe"})
     assert ServeSettings.from_env({"SERVE_FAST_PATH": "off"}).fast_path is False
     assert ServeSettings.from_env({}).fast_path is True
+
+
+def test_fast_path_that_fails_its_check_stays_off(loaded, monkeypatch, caplog):
+    def broken(_estimator):
+        def walk(_x):
+            raise AttributeError("a tree without nodes")
+
+        return walk
+
+    monkeypatch.setattr(compiled, "_tree_walk", broken)
+    assert compile_model(loaded.model, loaded.meta) is None
+    assert "numpy fast path failed its check" in caplog.text
+    assert "a tree without nodes" in caplog.text
