@@ -36,6 +36,7 @@ import os
 import threading
 import time
 from collections import deque
+from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -121,14 +122,11 @@ def write_batch(engine: Engine, insert: Bulk, rows: list[dict], rollup: Rollup |
     if rollup is None or not rollup.enabled:
         with engine.begin() as connection:
             return insert(connection, insert.tuples(connection, rows))
-    try:
-        with engine.begin() as connection:
-            if insert(connection, insert.tuples(connection, rows)) != len(rows):
-                raise _LoggedBefore
-            rollup.add(connection, rows)
-            return len(rows)
-    except _LoggedBefore:
-        pass
+    with suppress(_LoggedBefore), engine.begin() as connection:
+        if insert(connection, insert.tuples(connection, rows)) != len(rows):
+            raise _LoggedBefore  # rolls the transaction back; the insert is redone below
+        rollup.add(connection, rows)
+        return len(rows)
     key = (prediction_log.c.request_id, prediction_log.c.record_index)
     with engine.begin() as connection:
         returning = insert.statement.returning(*key)
