@@ -12,6 +12,9 @@ It bakes the template with its defaults into build/bench-monitoring and runs `ma
 2. Runs Evidently's DataDriftPreset (evidently 0.7.23, in its own venv with pandas 2) on the same
    reference (the training rows) and current data (the N logged rows, from Parquet), and compares
    verdicts and time with ours on the largest step.
+3. Measures the writer's CPU per 100 records, without and with rollups on a fresh log, and on
+   the full log with random (UUIDv4) request ids against the service's time-ordered (UUIDv7)
+   ones: with random ids every insert dirties a page anywhere in the primary-key index.
 
 Figures only: it prints PASS/MISS for the goals and never fails on them.
 
@@ -83,29 +86,36 @@ if command == "prepare":
     current[list(schema.features)].to_parquet(work / "current.parquet")
     print(json.dumps({"reference_rows": len(x_train), "current_rows": rows}))
 
-elif command in ("append", "writer-cost"):
+elif command in ("append", "writer-cost", "key-cost"):
     import joblib
     import numpy as np
     import pandas as pd
 
     training = load("training")
     PredictionLog = load("monitoring.prediction_log").PredictionLog
+    new_request_id = load("serving.routers.predict").new_request_id
     champion = json.loads((work / "champion.json").read_text())
     model = joblib.load(work / "model.joblib")
     names = champion["features"]
     classes = [str(c) for c in champion["classes"] or []]
 
     # The records the service would log for these rows, spread evenly over the day.
-    def records_of(part, first, total):
+    # Request ids as the service makes them (time-ordered UUIDv7), or random UUIDv4 ones.
+    def records_of(part, first, total, ids="v7"):
         features = part[names].astype(object).where(part[names].notna(), None)
         prediction, proba = training.predict(model, features, champion["task"])
         labels = np.asarray(prediction).tolist()
         step = timedelta(days=1) / total
+        times = [START + step * (first + i) for i in range(len(part))]
         return [
             {
-                "request_id": uuid.uuid4().hex,
+                "request_id": (
+                    new_request_id(int(times[i].timestamp() * 1000))
+                    if ids == "v7"
+                    else uuid.uuid4().hex
+                ),
                 "record_index": 0,
-                "logged_at": START + step * (first + i),
+                "logged_at": times[i],
                 "model_name": champion["name"],
                 "model_version": champion["version"],
                 "features": record,
@@ -143,6 +153,26 @@ elif command in ("append", "writer-cost"):
             writing += time.perf_counter() - started
         log.close()
         print(json.dumps({"rows": end - begin, "seconds": writing, "predict_seconds": predicting}))
+    elif command == "key-cost":  # the same, into a copy of the full log: random vs ordered ids
+        import shutil
+
+        rows = int(sys.argv[3])
+        current = pd.read_parquet(work / "current.parquet").iloc[:rows]
+        median = {}
+        for kind in ("v4", "v7"):
+            # Logged the day after the log's records, as live traffic would be.
+            records = records_of(current, rows, rows, kind)
+            copy = work / f"key-{kind}.db"
+            shutil.copy(work / "monitoring.db", copy)
+            log, spent = writer(copy), []
+            for first in range(0, len(records), BATCH):
+                started = time.process_time()
+                log.write(records[first : first + BATCH])
+                spent.append((time.process_time() - started) / BATCH * 100 * 1000)
+            log.close()
+            copy.unlink()
+            median[kind] = sorted(spent)[len(spent) // 2]
+        print(json.dumps({"batch": BATCH, "ms_per_100": median}))
     else:  # CPU time of the writer's insert per 100 records, without and with rollups
         rows = int(sys.argv[3])
         current = pd.read_parquet(work / "current.parquet").iloc[:rows]
@@ -383,6 +413,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{exact['peak_rss_mb']:.0f} MB",
             flush=True,
         )
+        keys = helper(project, script, work, "key-cost", min(args.rows, COST_ROWS))
+        v4, v7 = keys["ms_per_100"]["v4"], keys["ms_per_100"]["v7"]
+        print(
+            f"==> writer CPU per 100 records into the {args.rows:,}-record log: {v4:.3f} ms with "
+            f"random request ids (UUIDv4), {v7:.3f} ms with the service's time-ordered ones "
+            f"(UUIDv7): {v4 / v7:.1f}x",
+            flush=True,
+        )
     python = evidently_venv(args.out)
     print("==> Evidently DataDriftPreset on the same reference and current rows", flush=True)
     result = subprocess.run(
@@ -404,6 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = compare(runs[-1], theirs)
     if args.json:
         figures = {"runs": runs, "exact": exact, "loading": loading, "writer_cost": cost}
+        figures["request_id_cost"] = keys
         args.json.write_text(json.dumps({**figures, "evidently": theirs, **summary}, indent=2))
     return 0
 

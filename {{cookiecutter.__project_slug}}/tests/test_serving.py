@@ -11,6 +11,7 @@ import gc
 import json
 import shutil
 import time
+import uuid
 from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,6 +24,7 @@ from hypothesis import strategies as st
 from {{ cookiecutter.__package_name }}.config import ServeSettings
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
 from {{ cookiecutter.__package_name }}.serving.main import create_app
+from {{ cookiecutter.__package_name }}.serving.routers.predict import new_request_id
 
 CANARY = "zq-canary-7431"  # sent as a value; an error body must never echo it back
 MODEL_CALL = {"classification": "predict_proba", "regression": "predict"}  # what the service calls
@@ -275,6 +277,21 @@ def test_a_batch_gets_one_prediction_per_record_in_order(live, exported_model):
     assert_predictions_match_model(response.json(), exported_model, slice(0, 120))
     again = live.predict({"records": exported_model.records[:120]}).json()
     assert again["request_id"] != response.json()["request_id"]
+
+
+def test_request_ids_are_uuid7_in_time_order(live, exported_model):
+    """Time-ordered ids keep the prediction log's key index growing at one end."""
+    ids = []
+    for _ in range(3):
+        ids.append(live.predict({"records": exported_model.records[:1]}).json()["request_id"])
+        time.sleep(0.002)  # the leading bits count milliseconds
+    parsed = [uuid.UUID(hex=i) for i in ids]
+    assert {(u.version, u.variant) for u in parsed} == {(7, uuid.RFC_4122)}
+    assert ids == sorted(ids) and len(set(ids)) == 3
+    millis = int(ids[0][:12], 16)
+    assert abs(millis / 1000 - time.time()) < 60
+    made = [new_request_id(millis) for _ in range(1000)]
+    assert len(set(made)) == 1000 and {m[:12] for m in made} == {ids[0][:12]}
 
 
 def test_fast_path_off_serves_through_the_pipeline(serve, exported_model):
