@@ -172,8 +172,7 @@ def targets(project: Path, meta: dict, workers: int, log_url: str | None) -> dic
     ours = [str(venv / "python"), "scripts/serve.py", *listen]
     mlflow = [str(venv / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local"]
     mlflow += ["-w", str(workers), "-h", HOST, "-p", "{port}"]
-    ceiling = [str(venv / "uvicorn"), "ceiling:app", "--app-dir", "bench", *listen]
-    ceiling += ["--no-access-log", "--log-level", "warning"]
+    ceiling = [str(venv / "python"), "bench/ceiling.py", *listen]
     ours_env = {**env, "MONITORING_DATABASE_URL": log_url} if log_url else env
     mlflow_body = json.dumps({"dataframe_split": split}).encode()
     return {

@@ -5,7 +5,10 @@ the service does) and answers a fixed prediction per record, so it measures what
 JSON and validation alone cost on this machine. The template's bench/serving.py serves it beside
 the real service and `mlflow models serve`; by hand, from the repository root:
 
-    OMP_NUM_THREADS=1 .venv/bin/uvicorn ceiling:app --app-dir bench --workers 2 --no-access-log
+    OMP_NUM_THREADS=1 .venv/bin/python bench/ceiling.py --port 8001 --workers 2
+
+It runs under the service's own runner (serving/server.py, as scripts/serve.py does), so both
+spread connections over their workers the same way.
 
 It reads the bundle's bundle.json only (MODEL_BUNDLE_DIR, default build/model) and never loads
 or calls the model.
@@ -13,6 +16,7 @@ or calls the model.
 
 from __future__ import annotations
 
+import argparse
 import json
 import uuid
 
@@ -23,6 +27,7 @@ from pydantic import ValidationError
 from {{ cookiecutter.__package_name }}.config import ServeSettings
 from {{ cookiecutter.__package_name }}.serving.bundle import META_FILE
 from {{ cookiecutter.__package_name }}.serving.schema import request_model
+from {{ cookiecutter.__package_name }}.serving.server import run
 
 SETTINGS = ServeSettings.from_env()
 META = json.loads((SETTINGS.bundle_dir / META_FILE).read_text())
@@ -56,3 +61,12 @@ async def predict(request: Request) -> Response:
     return Response(
         json.dumps(body), media_type="application/json", headers={"X-Request-ID": request_id}
     )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="Serve the ceiling app.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8001)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    run(args.host, args.port, args.workers, app="ceiling:app", factory=False)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 
 # One OpenMP thread per worker: more threads fight over the cores (set before numpy loads).
@@ -23,7 +22,6 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--port {args.port} is not a port number (1-65535)")
     if args.workers < 1:
         parser.error(f"--workers {args.workers} must be at least 1")
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s:     %(name)s: %(message)s")
     run(args.host, args.port, args.workers)
     return 0
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -26,13 +27,15 @@ REPO = Path(__file__).resolve().parents[1]
 class Server:
     """`python scripts/serve.py` in a temp folder, logging to a file there."""
 
-    def __init__(self, bundle_dir: Path, folder: Path, **env: str) -> None:
+    def __init__(self, bundle_dir: Path, folder: Path, workers: int = 1, **env: str) -> None:
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             self.port = probe.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = folder / "server.log"
-        command = [sys.executable, str(REPO / "scripts" / "serve.py"), "--port", str(self.port)]
+        serve = REPO / "scripts" / "serve.py"
+        self.command = [sys.executable, str(serve), "--port", str(self.port)]
+        command = [*self.command, "--workers", str(workers)]
         environment = {**os.environ, "MODEL_BUNDLE_DIR": str(bundle_dir), **env}
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
@@ -75,13 +78,14 @@ class Server:
 
 @pytest.fixture
 def start_server(tmp_path: Path):
-    """Start servers for a test: `start_server(bundle_dir, SERVE_...="...")`; killed at the end."""
+    """Start servers for a test: `start_server(bundle_dir, workers=1, SERVE_...="...")`; killed
+    at the end."""
     started: list[Server] = []
 
-    def start(bundle_dir: Path, **env: str) -> Server:
+    def start(bundle_dir: Path, workers: int = 1, **env: str) -> Server:
         folder = tmp_path / f"server{len(started)}"
         folder.mkdir()
-        started.append(Server(bundle_dir, folder, **env))
+        started.append(Server(bundle_dir, folder, workers, **env))
         return started[-1]
 
     yield start
@@ -129,6 +133,47 @@ def test_serves_then_drains_in_flight_request_on_sigterm(start_server, exported_
     assert drained.json()["predictions"] == answer.json()["predictions"]
     assert server.process.wait(timeout=30) == 0, server.log
     assert time.monotonic() - stopped_at < 30
+
+
+def test_workers_share_the_connections_and_stop_together(start_server, exported_model):
+    """Each worker listens on its own SO_REUSEPORT socket: connections opened at once spread
+    over the workers instead of all landing on whichever woke first."""
+    server = start_server(exported_model.path, workers=2)
+    server.wait_answering()
+    deadline = time.monotonic() + 120
+    # Ten fresh connections in a row answered ready: both workers are.
+    while any(httpx.get(f"{server.url}/ready", timeout=5).status_code != 200 for _ in range(10)):
+        assert time.monotonic() < deadline, f"the workers never all got ready:\n{server.log}"
+        time.sleep(0.5)
+    body = json.dumps({"records": exported_model.records[:1]}).encode()
+    request = (
+        b"POST /predict HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    )
+    # A burst of connections, as a client or proxy opening its pool: all pending at once.
+    burst = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(32)]
+    for connection in burst:
+        connection.sendall(request)
+    statuses = []
+    for connection in burst:
+        with connection, connection.makefile("rb") as answer:
+            statuses.append(answer.readline().split()[1])
+    assert statuses == [b"200"] * 32
+    served = set()  # /predict answers counted by the worker that answers /metrics
+    pattern = re.compile(r'^http_requests_total\{path="/predict",status="200"\} (\d+)$', re.M)
+    for _ in range(20):
+        served.add(int(pattern.search(httpx.get(f"{server.url}/metrics", timeout=5).text)[1]))
+    assert len(served) == 2 and sum(served) == 32, served
+    assert min(served) >= 6, f"one worker took almost every connection: {served}"
+
+    second = subprocess.run(
+        [*server.command, "--workers", "2"], capture_output=True, text=True, timeout=60
+    )
+    assert second.returncode == 1 and "Address already in use" in second.stderr, second.stderr
+
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(timeout=30) == 0, server.log
+    assert server.refuses_connections(seconds=1)
 
 
 def test_tampered_bundle_keeps_the_process_up_but_not_ready(start_server, exported_model, tmp_path):

@@ -1,12 +1,34 @@
-"""Run the app under uvicorn: one or more workers, graceful on SIGTERM."""
+"""Run the app under uvicorn: one or more workers, graceful on SIGTERM.
+
+With several workers, each listens on a socket of its own bound with SO_REUSEPORT, and the
+kernel spreads incoming connections over them evenly. (Sharing one listening socket, as
+uvicorn's own supervisor does, lets whichever worker wakes first accept every pending
+connection: a client or proxy opening a few keep-alive connections at once could land all of
+them on one worker, leaving the others idle.)
+"""
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import signal
+import socket
+import threading
 
 import uvicorn
 
+log = logging.getLogger(__name__)
+
+APP = f"{__package__}.main:create_app"
 GRACEFUL_SECONDS = 25  # in-flight requests get this long; the process is gone within 30 s
+LOG_FORMAT = "%(levelname)s:     %(name)s: %(message)s"
+BACKLOG = 2048  # uvicorn's default
+RESTART_DELAY_SECONDS = 1.0
+OPTIONS = {
+    "timeout_graceful_shutdown": GRACEFUL_SECONDS,
+    "access_log": False,
+    "log_level": "info",
+}
 
 
 def _exit_cleanly(sig, frame) -> None:
@@ -14,20 +36,97 @@ def _exit_cleanly(sig, frame) -> None:
     raise SystemExit(0)
 
 
-def run(host: str, port: int, workers: int) -> None:
-    """Serve the app factory on host:port with `workers` processes."""
+def run(host: str, port: int, workers: int, app: str = APP, factory: bool = True) -> None:
+    """Serve the app (an import string; by default the service's factory) on host:port with
+    `workers` processes."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    options = {**OPTIONS, "factory": factory}
+    if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
+        Workers(host, port, workers, app, options).run()
+        return
     # uvicorn re-raises SIGTERM once drained; with the default action the process would then
     # die by the signal (status 143) although every request was answered.
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    # Workers (if any) import the model stack before answering uvicorn's health check.
     uvicorn.run(
-        f"{__package__}.main:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        timeout_graceful_shutdown=GRACEFUL_SECONDS,
-        access_log=False,
-        log_level="info",
-        # Workers import the model stack before answering uvicorn's health check.
-        timeout_worker_healthcheck=120,
+        app, host=host, port=port, workers=workers, timeout_worker_healthcheck=120, **options
     )
+
+
+def listener(host: str, port: int, listen: bool = True, shared: bool = True) -> socket.socket:
+    """A TCP socket on host:port that other SO_REUSEPORT sockets of this user can share
+    (unless not `shared`)."""
+    family, kind, proto, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if shared:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+        if listen:
+            sock.listen(BACKLOG)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def serve_worker(host: str, port: int, app: str, options: dict) -> None:
+    """One worker process: its own listening socket, one uvicorn server."""
+    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    signal.signal(signal.SIGTERM, _exit_cleanly)
+    config = uvicorn.Config(app, host=host, port=port, **options)
+    uvicorn.Server(config).run(sockets=[listener(host, port)])
+
+
+class Workers:
+    """Keep `count` worker processes serving until SIGTERM or SIGINT, then stop them."""
+
+    def __init__(self, host: str, port: int, count: int, app: str, options: dict) -> None:
+        self.host, self.port, self.count = host, port, count
+        self.app, self.options = app, options
+        self._stop = threading.Event()
+        self._context = multiprocessing.get_context("spawn")
+
+    def run(self) -> None:
+        """Start the workers, replace any that dies, stop them all on a signal."""
+        try:
+            # Fails if anything holds the port, even another server sharing it by SO_REUSEPORT.
+            listener(self.host, self.port, listen=False, shared=False).close()
+            # Bound, never listening (so never given connections): holds the port meanwhile.
+            held = listener(self.host, self.port, listen=False)
+        except OSError as err:
+            log.error("cannot serve on %s:%d: %s", self.host, self.port, err)
+            raise SystemExit(1) from None
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: self._stop.set())
+        workers = [self._start() for _ in range(self.count)]
+        log.info("serving on http://%s:%d with %d workers", self.host, self.port, self.count)
+        while not self._stop.wait(RESTART_DELAY_SECONDS):
+            for i, worker in enumerate(workers):
+                if not worker.is_alive():
+                    log.error("worker %d exited (%s); restarting it", worker.pid, worker.exitcode)
+                    workers[i] = self._start()
+        _stop(workers)
+        held.close()
+
+    def _start(self):
+        """A started worker process."""
+        arguments = (self.host, self.port, self.app, self.options)
+        worker = self._context.Process(target=serve_worker, args=arguments)
+        worker.start()
+        return worker
+
+
+def _stop(workers: list) -> None:
+    """SIGTERM every worker (each drains its in-flight requests); kill any that overstays."""
+    for worker in workers:
+        worker.terminate()
+    for worker in workers:
+        worker.join(GRACEFUL_SECONDS + 3)
+        if worker.is_alive():
+            log.error("worker %d did not stop in time; killed", worker.pid)
+            worker.kill()
+            worker.join()
