@@ -71,7 +71,7 @@ LINEAR = (LogisticRegression(max_iter=500), Ridge())
 def test_default_model_gets_the_fast_path_and_tree_walk(loaded, exported_model, caplog):
     caplog.set_level("INFO")
     fast = compile_model(loaded.model, loaded.meta)
-    assert fast is not None and fast.quick_rows == TREE_WALK_MAX_ROWS
+    assert fast is not None and 1 <= fast.quick_rows <= TREE_WALK_MAX_ROWS
     assert "serving with the numpy fast path and tree walk" in caplog.text
     assert_exactly_like_the_model(fast, loaded.model, loaded.meta, exported_model.records)
 
@@ -92,7 +92,7 @@ def test_scaled_linear_model_gets_the_fast_path_without_tree_walk(loaded, export
 def test_trees_on_raw_numbers_walk_missing_values_like_the_model(loaded, exported_model):
     model = variant(loaded, exported_model.frame, "passthrough", one_hot(), HGB)
     fast = compile_model(model, loaded.meta)
-    assert fast is not None and fast.quick_rows == TREE_WALK_MAX_ROWS
+    assert fast is not None and 1 <= fast.quick_rows <= TREE_WALK_MAX_ROWS
     assert_exactly_like_the_model(fast, model, loaded.meta, exported_model.records)
 
 
