@@ -159,12 +159,14 @@ def test_workers_share_the_connections_and_stop_together(start_server, exported_
         with connection, connection.makefile("rb") as answer:
             statuses.append(answer.readline().split()[1])
     assert statuses == [b"200"] * 32
-    served = set()  # /predict answers counted by the worker that answers /metrics
+    # /predict answers counted by whichever worker answers /metrics (none: no line at all).
     pattern = re.compile(r'^http_requests_total\{path="/predict",status="200"\} (\d+)$', re.M)
+    served = set()
     for _ in range(20):
-        served.add(int(pattern.search(httpx.get(f"{server.url}/metrics", timeout=5).text)[1]))
-    assert len(served) == 2 and sum(served) == 32, served
-    assert min(served) >= 6, f"one worker took almost every connection: {served}"
+        found = pattern.search(httpx.get(f"{server.url}/metrics", timeout=5).text)
+        served.add(int(found[1]) if found else 0)
+    assert sum(served) == 32 or served == {16}, f"not two workers' counts: {served}"
+    assert all(6 <= n <= 26 for n in served), f"one worker took almost every connection: {served}"
 
     second = subprocess.run(
         [*server.command, "--workers", "2"], capture_output=True, text=True, timeout=60
