@@ -73,13 +73,23 @@ rollup_grids = Table(
     Column("grid", Text, nullable=False),
 )
 
+
+def _rollup(name: str, *columns: Column) -> Table:
+    """A rollup table: keyed by hour bucket, model version and feature, then by `columns`."""
+    return Table(
+        name,
+        metadata,
+        Column("bucket", BigInteger, primary_key=True, autoincrement=False),
+        Column("model_version", Text, primary_key=True),
+        Column("feature", Text, primary_key=True),
+        *columns,
+        sqlite_with_rowid=False,
+    )
+
+
 # Records, values present, sum, sum of squares, min and max per bucket, version and feature.
-rollup_moments = Table(
+rollup_moments = _rollup(
     "rollup_moments",
-    metadata,
-    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
-    Column("model_version", Text, primary_key=True),
-    Column("feature", Text, primary_key=True),
     Column("records", BigInteger, nullable=False),
     Column("keyed", BigInteger, nullable=False),
     Column("present", BigInteger, nullable=False),
@@ -87,31 +97,20 @@ rollup_moments = Table(
     Column("total_sq", Float, nullable=True),
     Column("low", Float, nullable=True),
     Column("high", Float, nullable=True),
-    sqlite_with_rowid=False,
 )
 
 # Counts of a numeric feature per cell: `bin` is the training profile's bin (exact), `cell` the
 # index of a finer cell within it (rollups.Axis), for percentiles.
-rollup_bins = Table(
+rollup_bins = _rollup(
     "rollup_bins",
-    metadata,
-    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
-    Column("model_version", Text, primary_key=True),
-    Column("feature", Text, primary_key=True),
     Column("bin", Integer, primary_key=True, autoincrement=False),
     Column("cell", Integer, primary_key=True, autoincrement=False),
     Column("n", BigInteger, nullable=False),
-    sqlite_with_rowid=False,
 )
 
 # Counts of a categorical feature per category (missing values are records - present).
-rollup_categories = Table(
+rollup_categories = _rollup(
     "rollup_categories",
-    metadata,
-    Column("bucket", BigInteger, primary_key=True, autoincrement=False),
-    Column("model_version", Text, primary_key=True),
-    Column("feature", Text, primary_key=True),
     Column("category", Text, primary_key=True),
     Column("n", BigInteger, nullable=False),
-    sqlite_with_rowid=False,
 )
