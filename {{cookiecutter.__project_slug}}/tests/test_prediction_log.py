@@ -21,9 +21,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from {{ cookiecutter.__package_name }}.monitoring import PredictionLog
+from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, bulk, tables
 from {{ cookiecutter.__package_name }}.monitoring.prediction_log import (
+    COLUMNS,
+    RECORD_FIELDS,
     encode_record,
+    prediction_log_engine,
     prediction_row,
 )
 from {{ cookiecutter.__package_name }}.monitoring.tables import prediction_log
@@ -273,6 +276,49 @@ def test_prediction_log_malformed_record_dropped_and_counted(
 
     assert [row["request_id"] for row in stored(sqlite_url)] == ["req-good", "req-good"]
     assert (plog.counts["logged"], plog.counts["dropped"]) == (2, 1)
+
+
+def test_prediction_log_takes_the_services_tuples_as_it_takes_dicts(
+    tmp_path: Path,
+) -> None:
+    """The service logs each record as a tuple of RECORD_FIELDS: stored exactly as the dict."""
+    records = request("req-d", count=2)
+    records[1]["logged_at"] = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
+    as_tuples = [
+        tuple(record[field] for field in RECORD_FIELDS)
+        for record in ({**r, "request_id": "req-t"} for r in records)
+    ]
+    urls = {}
+    for name, batch in (("dicts", records), ("tuples", [*as_tuples, ("req-short", 0)])):
+        urls[name] = f"sqlite:///{tmp_path / name}.db"
+        plog = PredictionLog(urls[name], tmp_path / f"spool-{name}", **QUICK)
+        plog.start()
+        plog.log(batch)
+        plog.close()
+
+    from_dicts, from_tuples = stored(urls["dicts"]), stored(urls["tuples"])
+    assert from_tuples == [{**row, "request_id": "req-t"} for row in from_dicts]
+    assert from_tuples[1]["logged_at"] == datetime(2024, 5, 1, 12, 0, 0, 123456)
+    assert plog.counts["dropped"] == 1, "a tuple of the wrong length is malformed"
+
+
+def test_row_positions_follow_the_table() -> None:
+    positions = {
+        name.lower(): getattr(tables, name)
+        for name in dir(tables)
+        if name.isupper() and isinstance(getattr(tables, name), int)
+    }
+    assert sorted(positions, key=positions.get) == list(COLUMNS)
+    assert list(COLUMNS) == [column.key for column in prediction_log.columns]
+
+
+def test_bulk_refuses_rows_of_the_wrong_width(sqlite_url: str) -> None:
+    engine = prediction_log_engine(sqlite_url)
+    tables.metadata.create_all(engine)
+    writer = bulk.Bulk(sa.insert(prediction_log))
+    with pytest.raises(ValueError, match="prediction_log need 10 values"), engine.begin() as conn:
+        writer(conn, [prediction_row(request("req-w", count=1)[0])[:9]])
+    engine.dispose()
 
 
 def test_prediction_log_refuses_other_databases(tmp_path: Path) -> None:

@@ -6,13 +6,14 @@ GIL to the event loop and waited to get it back 500 times, slowing every request
 writer had work. On SQLite (positional parameters) a batch is therefore sent as INSERT
 statements of many VALUES groups, one step each; on PostgreSQL, whose driver pipelines an
 executemany, as one executemany. Either way the statement is compiled once per dialect by
-SQLAlchemy and the rows go to the driver as tuples.
+SQLAlchemy and the rows go to the driver as tuples, converted by the columns' bind processors (on
+SQLite a column at a time, as a slice of the flat parameter list).
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Any
+from itertools import chain
 
 # SQLite allows 32766 parameters per statement (since 3.32); stay well below.
 MAX_PARAMETERS = 8000
@@ -39,28 +40,37 @@ class Bulk:
             self._compiled[dialect.name] = (str(compiled), None if named else order, processors)
         return self._compiled[dialect.name]
 
-    def tuples(self, connection, rows: list[dict[str, Any]]) -> list[tuple]:
-        """Rows as dicts (Python values) to tuples of driver values, through the column types."""
-        _, _, processors = self._for(connection.dialect)
-        keys = [(c.key, process) for c, process in zip(self.columns, processors, strict=True)]
-        return [tuple(p(row[k]) if p else row[k] for k, p in keys) for row in rows]
-
     def __call__(self, connection, rows: list[tuple]) -> int:
-        """Write rows given as tuples of driver values; the number of rows the database took."""
-        text, order, _ = self._for(connection.dialect)
+        """Write rows, tuples of Python values in column order, converted by the columns' bind
+        processors; the number of rows the database took."""
+        text, order, processors = self._for(connection.dialect)
+        width = len(self.columns)
         if order is None:  # named parameters (psycopg): one pipelined executemany
             keys = [column.key for column in self.columns]
-            params = [dict(zip(keys, row, strict=True)) for row in rows]
+            params = [dict(zip(keys, row, strict=True)) for row in _convert(rows, processors)]
             return connection.exec_driver_sql(text, params).rowcount
-        if order != list(range(len(self.columns))):
+        if order != list(range(width)):
             rows = [tuple(row[i] for i in order) for row in rows]
-        per_statement = max(1, MAX_PARAMETERS // len(order))
+            processors, width = [processors[i] for i in order], len(order)
+        per_statement = max(1, MAX_PARAMETERS // width)
         written = 0
         for start in range(0, len(rows), per_statement):
             chunk = rows[start : start + per_statement]
-            flat = tuple(value for row in chunk for value in row)
-            written += connection.exec_driver_sql(_many(text, len(chunk)), flat).rowcount
+            flat = list(chain.from_iterable(chunk))
+            if len(flat) != width * len(chunk):
+                raise ValueError(f"rows of {self.statement.table.name} need {width} values each")
+            for index, process in enumerate(processors):
+                if process:  # a column of the flat list is every width-th value
+                    flat[index::width] = map(process, flat[index::width])
+            written += connection.exec_driver_sql(_many(text, len(chunk)), tuple(flat)).rowcount
         return written
+
+
+def _convert(rows: list[tuple], processors: list) -> list[tuple]:
+    """Rows with each value converted by its column's bind processor, where it has one."""
+    if not any(processors):
+        return rows
+    return [tuple(p(v) if p else v for p, v in zip(processors, row, strict=True)) for row in rows]
 
 
 @lru_cache(maxsize=64)

@@ -41,6 +41,7 @@ import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from . import tables  # the positions in a prediction_log row
 from .bulk import Bulk
 from .tables import rollup_bins, rollup_categories, rollup_grids, rollup_moments
 
@@ -191,11 +192,11 @@ class Rollup:
         self._numeric = [(n, self.axes[n]) for n in features if n in self.axes]
         self._categorical = [n for n in features if n not in self.axes]
 
-    def add(self, connection, rows: list[dict[str, Any]]) -> None:
+    def add(self, connection, rows: list[tuple]) -> None:
         """Add rows just inserted (their own model version only) in the caller's transaction."""
         if not self.enabled:
             return
-        mine = [row for row in rows if row["model_version"] == self.version]
+        mine = [row for row in rows if row[tables.MODEL_VERSION] == self.version]
         if not mine:
             return
         grids, moments, bins, categories = self._upserts(connection.dialect.name)
@@ -225,22 +226,23 @@ class Rollup:
             )
         return self.enabled
 
-    def aggregate(self, rows: list[dict[str, Any]]) -> tuple[list, list, list]:
-        """The upsert rows (moments, bins, categories) of a batch, as tuples in key order."""
-        first = bucket_of(rows[0]["logged_at"])
+    def aggregate(self, rows: list[tuple]) -> tuple[list, list, list]:
+        """The upsert rows (moments, bins, categories) of a batch of prediction_log rows (tuples,
+        tables.py), as tuples in key order."""
+        first = bucket_of(rows[0][tables.LOGGED_AT])
         low = datetime.fromtimestamp(first, UTC)
         high = datetime.fromtimestamp(first + BUCKET_SECONDS, UTC)
-        if all(low <= row["logged_at"] < high for row in rows):  # the usual case: one bucket
+        if all(low <= row[tables.LOGGED_AT] < high for row in rows):  # the usual case: one bucket
             by_bucket = {first: rows}
         else:
             by_bucket = {}
             for row in rows:
-                by_bucket.setdefault(bucket_of(row["logged_at"]), []).append(row)
+                by_bucket.setdefault(bucket_of(row[tables.LOGGED_AT]), []).append(row)
         moments, bins, categories = [], [], []
         for bucket in sorted(by_bucket):
             group = by_bucket[bucket]
             counts = _Batch(bucket, self.version, len(group), moments, bins, categories)
-            features = [row["features"] for row in group]
+            features = [row[tables.FEATURES] for row in group]
             named = (
                 [(name, axis, None) for name, axis in self._numeric]
                 + [(name, None, None) for name in self._categorical]
@@ -263,14 +265,14 @@ class Rollup:
 
     def _outputs(self) -> list[tuple]:
         """The service's own outputs: (name, axis or None, values of a group of rows)."""
-        outputs = [(LATENCY, self.axes[LATENCY], lambda g: [r["latency_ms"] for r in g])]
+        outputs = [(LATENCY, self.axes[LATENCY], lambda g: [r[tables.LATENCY_MS] for r in g])]
         if PROBABILITY in self.names:
             label = self.names[PROBABILITY]["class"]
             outputs.append(
                 (
                     PROBABILITY,
                     self.axes[PROBABILITY],
-                    lambda g: [(r["probabilities"] or {}).get(label) for r in g],
+                    lambda g: [(r[tables.PROBABILITIES] or {}).get(label) for r in g],
                 )
             )
         elif PREDICTION_VALUE in self.names:
@@ -278,11 +280,11 @@ class Rollup:
                 (
                     PREDICTION_VALUE,
                     self.axes[PREDICTION_VALUE],
-                    lambda g: [r["prediction_value"] for r in g],
+                    lambda g: [r[tables.PREDICTION_VALUE] for r in g],
                 )
             )
         elif PREDICTION in self.names:
-            outputs.append((PREDICTION, None, lambda g: [r["prediction"] for r in g]))
+            outputs.append((PREDICTION, None, lambda g: [r[tables.PREDICTION] for r in g]))
         return outputs
 
     def _upserts(self, dialect: str) -> tuple:

@@ -37,6 +37,20 @@ prediction_log = Table(
     # Monitoring reads the log by time window.
     Index("ix_prediction_log_logged_at", "logged_at"),
 )
+# The writer handles a prediction_log row as a tuple in column order, read by these positions
+# (tests/test_prediction_log.py checks them against the table).
+(
+    REQUEST_ID,
+    RECORD_INDEX,
+    LOGGED_AT,
+    MODEL_NAME,
+    MODEL_VERSION,
+    FEATURES,
+    PREDICTION,
+    PREDICTION_VALUE,
+    PROBABILITIES,
+    LATENCY_MS,
+) = range(10)
 
 # The actual outcome of a predicted record, once known (record_index 0 for one-record requests).
 outcomes = Table(

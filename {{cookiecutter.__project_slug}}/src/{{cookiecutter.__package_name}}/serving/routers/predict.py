@@ -138,21 +138,23 @@ async def predict(request: Request, service: ServiceDep) -> Response:
 def log_predictions(
     service: Service, request_id: str, rows: list[dict], results: list[dict], latency_ms: float
 ) -> None:
-    """Hand one record per prediction to the prediction log (a queue append, never a wait)."""
+    """Hand one record per prediction to the prediction log (a queue append, never a wait), as
+    a tuple of RECORD_FIELDS: the cheapest form to build and to keep until written."""
     meta, now = service.bundle.meta, datetime.now(UTC)
+    name, version = meta["model_name"], meta["version"]
     service.prediction_log.log(
         [
-            {
-                "request_id": request_id,
-                "record_index": index,
-                "logged_at": now,
-                "model_name": meta["model_name"],
-                "model_version": meta["version"],
-                "features": row,
-                "prediction": result["prediction"],
-                "probabilities": result.get("probabilities"),
-                "latency_ms": latency_ms,
-            }
+            (
+                request_id,
+                index,
+                now,
+                name,
+                version,
+                row,
+                result["prediction"],
+                result.get("probabilities"),
+                latency_ms,
+            )
             for index, (row, result) in enumerate(zip(rows, results, strict=True))
         ]
     )
