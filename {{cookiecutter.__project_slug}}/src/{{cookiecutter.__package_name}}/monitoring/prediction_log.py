@@ -100,10 +100,12 @@ def prediction_row(record: dict[str, Any] | tuple) -> tuple:
         request_id, index, logged_at, name, version, features, *outputs = record
         prediction, probabilities, latency = outputs
         value = prediction
+        if type(features) is not dict:  # the service's own dict is not copied: nobody keeps it
+            features = dict(features)
     else:
         request_id, index = record["request_id"], record["record_index"]
         name, version = record["model_name"], record["model_version"]
-        features, prediction = record["features"], record["prediction"]
+        features, prediction = dict(record["features"]), record["prediction"]
         logged_at, probabilities = record.get("logged_at"), record.get("probabilities")
         latency = record["latency_ms"]
         value = record.get("prediction_value", prediction)
@@ -115,7 +117,7 @@ def prediction_row(record: dict[str, Any] | tuple) -> tuple:
         _utc(logged_at or datetime.now(UTC)),
         str(name),
         str(version),
-        features if type(features) is dict else dict(features),
+        features,
         str(prediction),
         float(value) if numeric else None,
         probabilities,
