@@ -50,7 +50,7 @@ prediction_log = Table(
     PREDICTION_VALUE,
     PROBABILITIES,
     LATENCY_MS,
-) = range(10)
+) = range(len(prediction_log.columns))
 
 # The actual outcome of a predicted record, once known (record_index 0 for one-record requests).
 outcomes = Table(

@@ -67,7 +67,7 @@ class Service:
         }
         if loaded.meta["task"] == "regression":
             self.telemetry = _with_value_buckets(self.telemetry, loaded.meta)
-        # Batches the fast path predicts within 1.5 ms run on the event loop itself.
+        # Batches the fast path predicts within compiled.QUICK_SECONDS run on the event loop.
         quick_rows = fast_path.quick_rows if fast_path else 0
         self.batcher = MicroBatcher(self.predict_rows, self.settings.max_batch_rows, quick_rows)
         self.batcher.start()
