@@ -22,9 +22,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from {{ cookiecutter.__package_name }}.config import ServeSettings
+from {{ cookiecutter.__package_name }}.data import feature_frame
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
 from {{ cookiecutter.__package_name }}.serving.main import create_app
 from {{ cookiecutter.__package_name }}.serving.routers.predict import new_request_id
+from {{ cookiecutter.__package_name }}.serving.schema import request_model
 
 CANARY = "zq-canary-7431"  # sent as a value; an error body must never echo it back
 MODEL_CALL = {"classification": "predict_proba", "regression": "predict"}  # what the service calls
@@ -374,6 +376,40 @@ def test_malformed_or_empty_body_is_422(live, raw):
     assert body["detail"] and all({"loc", "msg", "type"} == set(e) for e in body["detail"])
 
 
+@pytest.mark.parametrize("media", ["text/plain", "application/x-www-form-urlencoded", None])
+def test_body_not_sent_as_json_is_415(live, exported_model, media):
+    body = json.dumps({"records": exported_model.records[:1]}).encode()
+    headers = {"content-type": media} if media else {}
+    answer = live.run(live.client.post("/predict", content=body, headers=headers))
+    assert "application/json" in assert_clean_error(answer, 415)["detail"]
+    charset = {"content-type": "application/json; charset=utf-8"}
+    assert live.run(live.client.post("/predict", content=body, headers=charset)).is_success
+
+
+def test_true_false_and_number_categories_accept_the_json_values_training_labelled():
+    """A column of booleans or whole numbers trains on the labels "True" or "3"; a client's
+    JSON true or 3 (or 3.0) names the same category, and validates to the label training used."""
+    meta = {
+        "features": {"flag": "categorical", "grade": "categorical", "region": "categorical"},
+        "categories": {"flag": ["False", "True"], "grade": ["1", "2", "-3"], "region": ["north"]},
+        "example": {"flag": "True", "grade": "1", "region": "north"},
+    }
+    record = request_model(meta, 10).model_validate_json
+    sent = [{"flag": True, "grade": 2, "region": "north"}, {"flag": "False", "grade": -3.0}]
+    sent[1]["region"] = None
+    records = [r.__dict__ for r in record(json.dumps({"records": sent})).records]
+    assert records == [
+        {"flag": "True", "grade": "2", "region": "north"},
+        {"flag": "False", "grade": "-3", "region": None},
+    ]
+    trained = feature_frame(sent, meta["features"]).to_dict("records")
+    assert [r["flag"] for r in trained] == ["True", "False"]
+    assert [r["grade"] for r in trained] == ["2", "-3"]
+    for bad in ({"grade": 2.5}, {"grade": 7}, {"flag": 1}, {"region": 1}):
+        with pytest.raises(ValueError, match="literal_error"):
+            record(json.dumps({"records": [{**meta["example"], **bad}]}))
+
+
 def test_error_lists_every_bad_field_of_every_record(live, exported_model):
     records = [dict(r, age=CANARY) for r in exported_model.records[:3]]
     body = assert_clean_error(live.predict({"records": records}), 422)
@@ -392,7 +428,8 @@ def test_body_over_the_byte_limit_is_413_declared_or_chunked(serve, exported_mod
             yield body[start : start + 256]
 
     async def chunked():
-        return await live.client.post("/predict", content=chunks())
+        headers = {"content-type": "application/json"}
+        return await live.client.post("/predict", content=chunks(), headers=headers)
 
     streamed = live.run(chunked())
     assert "content-length" not in streamed.request.headers

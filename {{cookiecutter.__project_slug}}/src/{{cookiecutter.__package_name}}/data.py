@@ -156,14 +156,15 @@ def _as_categorical(column: pd.Series, name: str) -> pd.Series:
     """Convert to text labels, keeping missing values missing."""
     if pd.api.types.is_float_dtype(column) and not column.dropna().apply(float.is_integer).all():
         raise PipelineError(f"column '{name}' is declared categorical but holds fractional numbers")
-    labels = column.astype(object).where(column.notna(), None).map(_label)
+    labels = column.astype(object).where(column.notna(), None).map(category_label)
     # Always the text dtype, missing as NaN: an all-missing column would otherwise stay object
     # with None, which scikit-learn's imputers do not see as missing.
     return labels.astype("str")
 
 
-def _label(value):
-    """A category as text: 3.0 (a category read as a number) becomes "3"; None stays None."""
+def category_label(value):
+    """A category as text: 3.0 (a category read as a number) becomes "3", True "True"; None stays
+    None. Training labels a column's values this way, and the service a request's."""
     if value is None:
         return None
     return str(int(value)) if isinstance(value, float) else str(value)

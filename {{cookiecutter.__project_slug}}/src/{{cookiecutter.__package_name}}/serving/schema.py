@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model
+
+from ..data import category_label
 
 Number = Annotated[float, Strict()]
 Text = Annotated[str, Strict()]
@@ -17,6 +19,10 @@ def record_model(meta: dict[str, Any]) -> type[BaseModel]:
         known = meta["categories"].get(name)
         if kind == "numeric":
             annotation = Number | None
+        elif known and any(_scalar_label(label) for label in known):
+            # A column of true/false or whole numbers in the data: the JSON true or 3 a client
+            # sends means the category training wrote as "True" or "3".
+            annotation = Annotated[Literal[tuple(known)] | None, BeforeValidator(_as_label)]
         elif known:
             annotation = Literal[tuple(known)] | None
         else:
@@ -29,6 +35,19 @@ def record_model(meta: dict[str, Any]) -> type[BaseModel]:
         json_schema_extra={"examples": [meta["example"]]},
     )
     return create_model("Record", __config__=config, **fields)
+
+
+def _scalar_label(label: str) -> bool:
+    """Whether training made this category's text from a boolean or a whole number."""
+    return label in ("True", "False") or label.removeprefix("-").isdigit()
+
+
+def _as_label(value: Any) -> Any:
+    """A JSON boolean or whole number as the category text training gave it; anything else is
+    left for validation to accept or refuse."""
+    if isinstance(value, bool | int) or (isinstance(value, float) and value.is_integer()):
+        return category_label(value)
+    return value
 
 
 def request_model(meta: dict[str, Any], max_records: int) -> type[BaseModel]:
