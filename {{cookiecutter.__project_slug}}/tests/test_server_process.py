@@ -110,14 +110,17 @@ def test_serves_then_drains_in_flight_request_on_sigterm(start_server, exported_
     assert answer.status_code == 200 and len(answer.json()["predictions"]) == 3
     big = json.dumps({"records": exported_model.records[:40]}).encode()
     chunks = (big[i : i + 512] for i in range(0, len(big), 512))
-    too_big = httpx.post(f"{server.url}/predict", content=chunks, timeout=10)
+    json_type = {"Content-Type": "application/json"}
+    too_big = httpx.post(f"{server.url}/predict", content=chunks, headers=json_type, timeout=10)
     assert "content-length" not in too_big.request.headers
     assert too_big.status_code == 413, too_big.text
 
     sent, release = threading.Event(), threading.Event()
     upload = slow_upload(json.dumps(body).encode(), sent, release)
     with ThreadPoolExecutor(1) as pool:
-        in_flight = pool.submit(httpx.post, f"{server.url}/predict", content=upload, timeout=30)
+        in_flight = pool.submit(
+            httpx.post, f"{server.url}/predict", content=upload, headers=json_type, timeout=30
+        )
         assert sent.wait(timeout=10)
         time.sleep(0.3)  # the server has the request's head and half its body
         server.process.send_signal(signal.SIGTERM)

@@ -45,7 +45,13 @@ class Refusal(Exception):
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The body, refusing one over `limit` bytes, declared or streamed (chunked)."""
+    """The JSON body, refusing another media type and one over `limit` bytes, declared or
+    streamed (chunked)."""
+    media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise Refusal(
+            415, f"the body must be JSON sent as Content-Type: application/json, not {media!r}"
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise Refusal(413, f"request body is over the limit of {limit} bytes")
@@ -96,6 +102,7 @@ async def predict_records(service: Service, rows: list[dict], request_id: str) -
     response_model=PredictResponse,
     responses={
         413: {"description": "body or batch over the limit"},
+        415: {"description": "body not sent as application/json"},
         422: {"description": "invalid input"},
         503: {"description": "not ready or overloaded"},
         504: {"description": "prediction timed out"},
