@@ -322,7 +322,8 @@ def test_rollback_moves_champion_back_on_production_backends(
     found = versions(project, prod_env)
     assert (found["1"]["aliases"], found["2"]["aliases"]) == (["champion"], [])
     assert found["1"]["tags"]["rollback_reason"] == ROLLBACK_REASON
-    assert found["1"]["tags"]["previous_champion"] == "2"
+    assert found["1"]["tags"]["rolled_back_from"] == "2"
+    assert found["1"]["tags"]["previous_champion"] == "none"  # as when v1 was first promoted
     assert found["2"]["tags"]["previous_champion"] == "1"
     refused = run_make(project, "rollback", "VERSION=1", env=prod_env, timeout=300)
     assert refused.returncode == 2, refused.stdout + refused.stderr

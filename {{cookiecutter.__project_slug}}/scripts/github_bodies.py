@@ -17,7 +17,7 @@ from {{ cookiecutter.__package_name }}.cli import read_json, run
 from {{ cookiecutter.__package_name }}.config import load_params
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.monitoring import report as monitoring_report
-from {{ cookiecutter.__package_name }}.promotion import Gate
+from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
 # Hidden first lines that let the workflows find their own comment or issue and update it.
 PR_MARKER = "<!-- candidate-evaluation -->"
@@ -80,10 +80,7 @@ def plot_names(evaluation: dict) -> str:
 
 def gate_preview(evaluation: dict, gate: Gate) -> str:
     """What the gate would decide on these numbers, in the gate's own words."""
-    metric = gate.metric.name
-    candidate = evaluation["candidate"]["metrics"][metric]
-    champion = (evaluation.get("champion") or {}).get("metrics", {}).get(metric)
-    accepted, reason = gate.decide(candidate, champion)
+    accepted, reason = decide(evaluation, gate)
     return f"**Gate preview: {'would promote' if accepted else 'would not promote'}**: {reason}."
 
 

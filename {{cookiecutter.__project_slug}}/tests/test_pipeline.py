@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
@@ -87,7 +89,11 @@ def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
     gate = Gate.from_params(params["promote"], params["model"]["task"])
     back = promotion.rollback(good_data, params, gate, backends, None, "test", force=False)
     assert back["moved"] and back["to_version"] == "1"
-    assert MlflowClient().get_model_version("test-model", "1").tags["rollback_reason"] == "test"
+    tags = MlflowClient().get_model_version("test-model", "1").tags
+    assert (tags["rollback_reason"], tags["rolled_back_from"]) == ("test", "2")
+    # v1 had no predecessor when it was promoted: a second rollback does not undo the first.
+    with pytest.raises(PipelineError, match="no previous champion"):
+        promotion.rollback(good_data, params, gate, backends, None, "again", force=False)
     strict = Gate(gate.metric, 0.999 if gate.metric.higher_is_better else 0.001, 0.0)
     refused = promotion.rollback(good_data, params, strict, backends, "2", "test", force=False)
     assert not refused["moved"]
@@ -127,3 +133,26 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
     metric = params["promote"]["metric"]
     delta = report["comparison"][metric]["delta"]
     assert f"{delta:+.4f}" in text
+
+
+def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across(
+    params, backends, good_data, workdir
+):
+    """A feature dropped from params.yaml: the champion cannot score the new data, so the
+    candidate is judged by the threshold alone, saying so; the old version cannot come back."""
+    cycle(params, backends, good_data, workdir / "r1")
+    changed = copy.deepcopy(params)
+    dropped = list(changed["data"]["features"])[-1]
+    del changed["data"]["features"][dropped]
+    data = workdir / "fewer.parquet"
+    pd.read_parquet(good_data).drop(columns=[dropped]).to_parquet(data, index=False)
+    second = cycle(changed, backends, data, workdir / "r2")
+    assert second["decision"] == "promoted", second["reason"]
+    assert "not compared" in second["reason"] and dropped in second["reason"]
+    evaluated = json.loads((workdir / "r2" / "evaluation.json").read_text())
+    assert evaluated["champion"]["version"] == "1" and evaluated["champion"]["metrics"] is None
+    assert "Not compared: the champion version 1" in (workdir / "r2" / "evaluation.md").read_text()
+    gate = Gate.from_params(changed["promote"], changed["model"]["task"])
+    with pytest.raises(PipelineError, match="trained on other features"):
+        promotion.rollback(data, changed, gate, backends, "1", "test", force=True)
+    assert str(registry.champion(MlflowClient(), "test-model").version) == "2"

@@ -13,6 +13,7 @@ import pandas as pd
 from . import data as datalib
 from . import plots, registry
 from .config import Backends
+from .errors import PipelineError
 from .metrics import METRICS, score_all
 from .training import classes_of, predict
 
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 def holdout(data_path, params: dict[str, Any]) -> tuple[pd.DataFrame, datalib.Schema]:
     """The newest rows of the current data, which no candidate trained on."""
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
+    if not Path(data_path).exists():
+        raise PipelineError(f"{data_path} does not exist: run `make data` first")
     frame = datalib.validate(pd.read_parquet(data_path), schema)
     _rest, rows = datalib.split(
         frame, schema, params["split"]["holdout_fraction"], params["split"]["seed"]
@@ -30,9 +33,21 @@ def holdout(data_path, params: dict[str, Any]) -> tuple[pd.DataFrame, datalib.Sc
     return rows, schema
 
 
+class OtherFeatures(PipelineError):
+    """A registered version was trained on other features than params.yaml declares now."""
+
+
 def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Schema) -> dict:
     """Load one registered version and score it on the rows."""
     model = registry.load_model(name, number)
+    trained_on = [str(n) for n in getattr(model, "feature_names_in_", schema.features)]
+    if set(trained_on) != set(schema.features):
+        lacking = sorted(set(trained_on) - set(schema.features))
+        added = sorted(set(schema.features) - set(trained_on))
+        raise OtherFeatures(
+            f"version {number} was trained on other features than params.yaml declares "
+            f"(it needs {lacking}, which the data lacks; it never saw {added})"
+        )
     x, y = datalib.features_and_target(rows, schema)
     prediction, proba = predict(model, x, schema.task)
     return {
@@ -73,7 +88,15 @@ def evaluate(
     rows, schema = holdout(data_path, params)
     candidate = score_version(name, number, rows, schema)
     current = registry.champion(client, name)
-    champion = score_version(name, str(current.version), rows, schema) if current else None
+    champion, summary = None, None
+    if current:
+        summary = {"version": str(current.version), "metrics": None}
+        try:
+            champion = score_version(name, str(current.version), rows, schema)
+            summary["metrics"] = champion["metrics"]
+        except OtherFeatures as err:  # the schema changed: nothing to compare against
+            summary["unscored"] = f"champion {err}"
+            log.warning("%s: the gate judges the candidate by the threshold alone", err)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = plots.evaluation_plots(schema, rows[schema.target], candidate, champion, out_dir)
     report = {
@@ -81,9 +104,7 @@ def evaluate(
         "task": schema.task,
         "holdout": {"rows": len(rows), "data_hash": datalib.content_hash(rows)},
         "candidate": {"version": candidate["version"], "metrics": candidate["metrics"]},
-        "champion": {"version": champion["version"], "metrics": champion["metrics"]}
-        if champion
-        else None,
+        "champion": summary,
         "comparison": compare(candidate, champion),
         "plots": images,
     }
@@ -92,7 +113,7 @@ def evaluate(
     log.info(
         "evaluated candidate v%s against %s",
         number,
-        f"champion v{champion['version']}" if champion else "no champion",
+        f"champion v{current.version}" if current else "no champion",
     )
     return report
 
@@ -110,6 +131,8 @@ def markdown(report: dict) -> str:
         f"| metric | candidate v{report['candidate']['version']} | champion {head} | delta | |",
         "|---|---:|---:|---:|---|",
     ]
+    if champion and champion.get("unscored"):
+        lines[2:2] = [f"Not compared: the {champion['unscored']}.", ""]
     for metric, row in report["comparison"].items():
         arrow = "higher is better" if row["higher_is_better"] else "lower is better"
         verdict = "" if row["better"] is None else ("better" if row["better"] else "not better")

@@ -39,8 +39,11 @@ class Gate:
             raise PipelineError(f"params.yaml promote.min_improvement is {margin}: it must be >= 0")
         return cls(get_metric(str(promote.get("metric")), task), threshold, margin)
 
-    def decide(self, candidate: float, champion: float | None) -> tuple[bool, str]:
-        """Whether to promote, and why, in words a reviewer can check."""
+    def decide(
+        self, candidate: float, champion: float | None, unscored: str | None = None
+    ) -> tuple[bool, str]:
+        """Whether to promote, and why, in words a reviewer can check. `unscored` says why a
+        champion has no value (it could not score the data)."""
         name, direction = self.metric.name, ">=" if self.metric.higher_is_better else "<="
         if not self.metric.passes(candidate, self.threshold):
             return (
@@ -51,7 +54,7 @@ class Gate:
             return (
                 True,
                 f"{name} {candidate:.4f} passes the threshold ({direction} {self.threshold}); "
-                "no champion yet",
+                + (f"the {unscored}, so it is not compared" if unscored else "no champion yet"),
             )
         gain = self.metric.better_by(candidate, champion)
         if gain < self.min_improvement:
@@ -83,9 +86,7 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     if (str(current.version) if current else None) != evaluated_against:
         log.info("champion moved since the evaluation: evaluating again")
         evaluation = reevaluate()
-    value = evaluation["candidate"]["metrics"][gate.metric.name]
-    champion_value = (evaluation["champion"] or {}).get("metrics", {}).get(gate.metric.name)
-    accepted, reason = gate.decide(value, champion_value)
+    accepted, reason = decide(evaluation, gate)
     decision = {"gate.decision": "promoted" if accepted else "rejected", "gate.reason": reason}
     if accepted:
         registry.move_champion(
@@ -103,6 +104,16 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
         for key, tag in decision.items():
             client.set_model_version_tag(name, candidate, key, tag)
     return _outcome("promoted" if accepted else "rejected", reason, evaluation, gate)
+
+
+def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:
+    """The gate's decision on an evaluation report (evaluation.json)."""
+    champion = evaluation.get("champion") or {}
+    return gate.decide(
+        evaluation["candidate"]["metrics"][gate.metric.name],
+        (champion.get("metrics") or {}).get(gate.metric.name),
+        champion.get("unscored"),
+    )
 
 
 def _outcome(decision: str, reason: str, evaluation: dict, gate: Gate) -> dict[str, Any]:
@@ -174,7 +185,9 @@ def rollback(
         {
             "rolled_back_at": registry.now(),
             "rollback_reason": reason,
-            "previous_champion": str(current.version),
+            # Not previous_champion: that keeps what preceded the target when it was promoted,
+            # so a second rollback goes further back instead of undoing the first.
+            "rolled_back_from": str(current.version),
             f"rollback.{gate.metric.name}": f"{value:.6g}",
         },
     )
