@@ -30,6 +30,7 @@ def print_next_steps(answers: dict) -> None:
     for command in (
         f"cd {answers['__project_slug']}",
         "make setup",
+        'git add -A && git commit -m "Start from the template"',
         "make pipeline",
         "make help",
     ):

@@ -378,7 +378,8 @@ def test_print_next_steps_lists_commands_in_order(
 ) -> None:
     post_gen.print_next_steps(render_answers({"project_name": "Fraud Score"}))
     lines = [line.strip() for line in capsys.readouterr().out.splitlines()]
-    steps = ["cd fraud-score", "make setup", "make pipeline", "make help"]
+    commit = 'git add -A && git commit -m "Start from the template"'
+    steps = ["cd fraud-score", "make setup", commit, "make pipeline", "make help"]
     assert [line for line in lines if line in steps] == steps
 
 

@@ -1,7 +1,8 @@
 """Bake the template with its defaults into a scratch folder and run the generated repo's lifecycle.
 
-setup, pipeline (twice: the second run changes nothing), then serve the champion, send it a
-drifted batch, stop it, and run the drift check. Prints each step and, at the end, where to look.
+setup, the first commit, pipeline (twice: the second run changes nothing), then serve the
+champion, send it a drifted batch, stop it, and run the drift check. Prints each step and, at
+the end, where to look.
 """
 
 from __future__ import annotations
@@ -22,6 +23,10 @@ from cookiecutter.main import cookiecutter
 ROOT = Path(__file__).resolve().parents[1]
 STEPS = [
     ("make setup", "create .venv from uv.lock"),
+    (
+        'git add -A && git commit -q -m "Start from the template"',
+        "the first commit: every model version records the commit it was trained from",
+    ),
     ("make pipeline", "data -> train -> evaluate -> promote: the first model becomes champion"),
     ("make pipeline", "again, unchanged: nothing re-runs, no new version"),
     ("make drifted-sample", "write a drifted batch of the same schema"),
@@ -37,6 +42,11 @@ def user_env() -> dict[str, str]:
     dropped = ("VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE", "MAKELEVEL", "MAKEFLAGS", "MFLAGS")
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if p != bin_dir)
+    if subprocess.run(["git", "config", "user.email"], capture_output=True).returncode:
+        # A fresh machine may have no git identity; the first commit needs one.
+        for role in ("AUTHOR", "COMMITTER"):
+            env.setdefault(f"GIT_{role}_NAME", "Demo")
+            env.setdefault(f"GIT_{role}_EMAIL", "demo@example.com")
     return env
 
 
@@ -44,7 +54,7 @@ def run_steps(project: Path) -> None:
     """Run each lifecycle step, stopping at the first failure."""
     for command, purpose in STEPS:
         print(f"\n==> {command}  ({purpose})", flush=True)
-        subprocess.run(command.split(), cwd=project, env=user_env(), check=True)
+        subprocess.run(command, shell=True, cwd=project, env=user_env(), check=True)
 
 
 def wait_ready(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
@@ -113,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
         serve_drifted_traffic(project)
         monitor(project)
     except subprocess.CalledProcessError as err:
+        command = err.cmd if isinstance(err.cmd, str) else " ".join(err.cmd)
         print(
-            f"\n`{' '.join(err.cmd)}` failed with exit code {err.returncode} in {project}",
+            f"\n`{command}` failed with exit code {err.returncode} in {project}",
             file=sys.stderr,
         )
         return 1
