@@ -37,18 +37,29 @@ def _save(figure, path: Path) -> str:
     return str(path)
 
 
-def _roc(y_true, models, path: Path) -> str:
-    """ROC curves of both models (one-vs-rest on the last class when there are several)."""
-    figure, axis = plt.subplots(figsize=(5, 4.5))
+def roc_curves(y_true, models) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """(name, is the class, score) per curve: the positive (last) class of a binary model, or
+    each class of the holdout against the rest."""
+    actual, curves = np.asarray(y_true), []
     for label, result in models:
-        positive = result["classes"][-1]
-        RocCurveDisplay.from_predictions(
-            np.asarray(y_true) == positive,
-            result["proba"][:, -1],
-            name=f"{label} v{result['version']}",
-            ax=axis,
-        )
-    axis.set_title("ROC on the holdout")
+        classes = list(result["classes"])
+        binary = len(classes) == 2
+        for column, positive in enumerate(classes):
+            if (binary and column == 0) or not (actual == positive).any():
+                continue  # a class absent from the holdout has no curve
+            name = f"{label} v{result['version']}" + ("" if binary else f", {positive} vs rest")
+            curves.append((name, actual == positive, result["proba"][:, column]))
+    return curves
+
+
+def _roc(y_true, models, path: Path) -> str:
+    """ROC curves of both models (roc_curves)."""
+    figure, axis = plt.subplots(figsize=(5, 4.5))
+    curves = roc_curves(y_true, models)
+    for name, is_class, score in curves:
+        RocCurveDisplay.from_predictions(is_class, score, name=name, ax=axis)
+    title = "ROC on the holdout" + (", one-vs-rest" if "vs rest" in curves[0][0] else "")
+    axis.set(title=title, xlabel="false positive rate", ylabel="true positive rate")
     return _save(figure, path)
 
 
