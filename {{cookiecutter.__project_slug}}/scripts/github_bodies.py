@@ -175,7 +175,9 @@ def rollback_summary(rollback: dict | None, links: Links) -> str:
         if rollback["moved"]
         else f"## Rollback of {name} to version {target} refused"
     )
-    return f"{head}\n\n{score}. Reason: {rollback['reason']}\n\n{links.line()}\n"
+    refusal = rollback.get("refusal") if not rollback["moved"] else None
+    refused = f" Refused: {refusal}." if refusal else ""
+    return f"{head}\n\n{score}.{refused} Reason: {rollback['reason']}\n\n{links.line()}\n"
 
 
 def outputs(step: str, report: dict) -> str:

@@ -15,13 +15,17 @@ log = logging.getLogger("rollback")
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Roll back to --version (default: the previous champion); exit 4 if the check refuses."""
+    """Roll back to --version (default: the previous champion); exit 4 if a check refuses."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--version", default=None, help="version to restore (default: previous champion)"
     )
     parser.add_argument("--reason", default="manual rollback", help="why, recorded on the version")
-    parser.add_argument("--force", action="store_true", help="move even if it fails the threshold")
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="move even if it fails a check (threshold, never champion)",
+    )
     parser.add_argument("--data", type=Path, default=Path("data/dataset.parquet"))
     parser.add_argument("--report", type=Path, default=Path("reports/rollback.json"))
     args = parser.parse_args(argv)
@@ -40,14 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         write_json(args.report, report)
         if not report["moved"]:
-            log.error(
-                "refused: version %s scores %s=%.4f on today's holdout, failing the threshold "
-                "%s; pass FORCE=1 to roll back anyway",
-                report["to_version"],
-                report["metric"],
-                report["value_today"],
-                report["threshold"],
-            )
+            log.error("refused: %s; pass FORCE=1 to roll back anyway", report["refusal"])
             return EXIT_REFUSED
         log.info(
             "champion is now version %s (was %s)", report["to_version"], report["from_version"]

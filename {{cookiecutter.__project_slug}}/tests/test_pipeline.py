@@ -6,12 +6,13 @@ import copy
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
 from {{ cookiecutter.__package_name }} import data as datalib
-from {{ cookiecutter.__package_name }} import evaluation, promotion, registry, training
+from {{ cookiecutter.__package_name }} import evaluation, plots, promotion, registry, training
 from {{ cookiecutter.__package_name }}.config import Backends
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.promotion import Gate
@@ -78,6 +79,13 @@ def test_gate_promotes_good_then_keeps_champion_over_shuffled(params, backends, 
     evaluated = json.loads((workdir / "r2" / "evaluation.json").read_text())
     assert evaluated["champion"]["version"] == first["candidate"]["version"]
     assert sorted(p.name for p in (workdir / "r2").glob("*.png")), "evaluation wrote its plots"
+    # The rejected version is no former champion: rolling "back" to it would bypass the gate.
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    rejected = second["candidate"]["version"]
+    refused = promotion.rollback(bad, params, gate, backends, rejected, "try", force=False)
+    assert not refused["moved"] and "never champion" in refused["refusal"]
+    forced = promotion.rollback(bad, params, gate, backends, rejected, "try", force=True)
+    assert forced["moved"]
 
 
 def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
@@ -156,3 +164,18 @@ def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across
     with pytest.raises(PipelineError, match="trained on other features"):
         promotion.rollback(data, changed, gate, backends, "1", "test", force=True)
     assert str(registry.champion(MlflowClient(), "test-model").version) == "2"
+
+
+def test_roc_curves_show_each_class_against_the_rest_or_the_positive_class():
+    """Not just the last class: every class of the holdout has its named curve."""
+    rng = np.random.default_rng(0)
+    actual = rng.choice(["a", "b", "c"], 300)
+    three = {"version": "2", "classes": ["a", "b", "c"], "proba": rng.dirichlet(np.ones(3), 300)}
+    names = [name for name, _is, _score in plots.roc_curves(actual, [("candidate", three)])]
+    assert names == [f"candidate v2, {c} vs rest" for c in "abc"]
+    absent = plots.roc_curves(np.where(actual == "c", "a", actual), [("champion", three)])
+    assert [name for name, *_ in absent] == ["champion v2, a vs rest", "champion v2, b vs rest"]
+    binary = {"version": "1", "classes": [0, 1], "proba": rng.dirichlet(np.ones(2), 300)}
+    ((name, is_class, score),) = plots.roc_curves(rng.integers(0, 2, 300), [("candidate", binary)])
+    assert name == "candidate v1" and np.array_equal(score, binary["proba"][:, 1])
+    assert is_class.dtype == bool

@@ -157,13 +157,26 @@ def rollback(
     reason: str,
     force: bool,
 ) -> dict[str, Any]:
-    """Re-score the target on today's holdout; refuse if it fails the threshold unless forced."""
+    """Re-score the target on today's holdout; refuse a version that fails the threshold, or that
+    was never champion, unless forced."""
     client = registry.connect(backends)
     name = params["model"]["name"]
     current, target = rollback_target(client, name, requested)
     rows, schema = holdout(data_path, params)
     value = score_version(name, str(target.version), rows, schema)["metrics"][gate.metric.name]
     passes = gate.metric.passes(value, gate.threshold)
+    refusal = None
+    if not ({"promoted_at", "rolled_back_at"} & set(target.tags)):
+        # Rolling "back" to a version the gate never let through would bypass the gate.
+        refusal = (
+            f"version {target.version} was never champion (gate: "
+            f"{target.tags.get('gate.reason', 'not evaluated')}); a rollback restores a former one"
+        )
+    elif not passes:
+        refusal = (
+            f"version {target.version} scores {gate.metric.name}={value:.4f} on today's holdout, "
+            f"failing the threshold {gate.threshold}"
+        )
     report = {
         "model_name": name,
         "from_version": str(current.version),
@@ -174,9 +187,10 @@ def rollback(
         "passes_threshold": passes,
         "forced": force,
         "reason": reason,
+        "refusal": refusal,
         "moved": False,
     }
-    if not passes and not force:
+    if refusal and not force:
         return report
     registry.move_champion(
         client,
