@@ -1,6 +1,7 @@
 """Compare a window of the prediction log with the champion's training profile.
 
-Exit codes: 0 no drift (or no verdict: too few records), 3 drift detected, 1 a failed step.
+Exit codes: 0 no drift (or no verdict: too few records), 3 drift detected, 1 a failed step,
+2 bad arguments.
 The report lands in reports/monitoring.{json,md,html} in every case but a failure.
 
 The statistics come from the rollups the prediction log keeps per hour when they cover the
@@ -14,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -63,12 +65,26 @@ def champion_info(backends: Backends, name: str) -> dict:
     }
 
 
+def positive_days(text: str) -> float:
+    """--days as a number of days above zero: a window must end after it starts."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not (days > 0 and math.isfinite(days)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of days above 0, e.g. 1, 0.5")
+    return days
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write reports/monitoring.* and store the day's statistics; exit 3 on drift."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--end", default=None, help="end of the window, ISO UTC (default: now)")
     parser.add_argument(
-        "--days", type=float, default=None, help="window length (params: monitor.window_days)"
+        "--days",
+        type=positive_days,
+        default=None,
+        help="window length in days, above 0 (default: params.yaml monitor.window_days)",
     )
     parser.add_argument("--out-dir", type=Path, default=Path("reports"))
     parser.add_argument(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +13,7 @@ from urllib.parse import urlparse
 
 import yaml
 
+from .data import FEATURE_TYPES
 from .errors import PipelineError
 
 PARAMS_FILE = Path("params.yaml")
@@ -19,7 +23,7 @@ DEFAULT_MONITORING_URL = "sqlite:///monitoring.db"
 
 
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Read params.yaml, refusing a missing or malformed file."""
+    """Read params.yaml, refusing a missing, malformed or invalid file (see PARAMS)."""
     try:
         params = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError as err:
@@ -28,15 +32,158 @@ def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
         raise PipelineError(f"{path} is not valid YAML: {err}") from err
     if not isinstance(params, dict):
         raise PipelineError(f"{path} must hold a mapping of sections, got {type(params).__name__}")
+    problems = params_problems(params)
+    if len(problems) == 1:
+        raise PipelineError(f"{path}: {problems[0]}")
+    if problems:  # all at once, so one edit fixes them all
+        raise PipelineError(f"{path} has {len(problems)} problems:\n  " + "\n  ".join(problems))
     return params
 
 
 def section(name: str, path: Path = PARAMS_FILE) -> dict[str, Any]:
-    """Return one section of params.yaml, refusing a missing one."""
-    params = load_params(path)
-    if not isinstance(params.get(name), dict):
-        raise PipelineError(f"{path} has no '{name}:' section; see the README for its keys")
-    return params[name]
+    """Return one section of params.yaml (load_params has checked that it exists)."""
+    return load_params(path)[name]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One params.yaml key: whether it must be present, what it accepts (in words) and the test."""
+
+    required: bool
+    accepts: str
+    test: Callable[[Any], bool]
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float; YAML's true/false are bools, not numbers."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _integer(minimum: int, required: bool = True) -> Rule:
+    """An integer no smaller than `minimum`."""
+    return Rule(
+        required,
+        f"an integer >= {minimum}",
+        lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= minimum,
+    )
+
+
+def _number(above: float | None = None, below: float | None = None, required: bool = True) -> Rule:
+    """A number strictly between `above` and `below` (either bound may be left open)."""
+    words = " and ".join(
+        f"{sign} {bound}" for sign, bound in ((">", above), ("<", below)) if bound is not None
+    )
+    return Rule(
+        required,
+        f"a number {words}" if words else "a number",
+        lambda v: _is_number(v) and (above is None or v > above) and (below is None or v < below),
+    )
+
+
+def _text(required: bool = True, nullable: bool = False) -> Rule:
+    """A non-empty string, or null when `nullable`."""
+    return Rule(
+        required,
+        "a non-empty string" + (" or null" if nullable else ""),
+        lambda v: (isinstance(v, str) and v.strip() != "") or (nullable and v is None),
+    )
+
+
+def _features(value: Any) -> bool:
+    """A non-empty mapping of column name to a feature type."""
+    return (
+        isinstance(value, dict)
+        and bool(value)
+        and all(isinstance(k, str) and t in FEATURE_TYPES for k, t in value.items())
+    )
+
+
+TASKS = ("classification", "regression")
+SEED = _integer(0)  # numpy and scikit-learn refuse negative seeds
+SEED_OPTIONAL = _integer(0, required=False)
+# Every section and key params.yaml may hold. Checks that need more than the value stay where
+# the context is: the metric against the task and min_improvement >= 0 (promotion.py,
+# metrics.py), the declared columns against the data (data.py), the hyperparameters against
+# the model (training.py).
+PARAMS: dict[str, dict[str, Rule]] = {
+    "model": {
+        "name": _text(),
+        "task": Rule(True, "classification or regression", lambda v: v in TASKS),
+    },
+    "data": {
+        "source": _text(),
+        "query": _text(required=False, nullable=True),
+        "sample_rows": _integer(1, required=False),
+        "sample_seed": SEED_OPTIONAL,
+        "target": _text(),
+        "target_classes": Rule(
+            False, "a list of labels or null", lambda v: v is None or isinstance(v, list)
+        ),
+        "time_column": _text(required=False, nullable=True),
+        "features": Rule(True, f"a mapping of column name to one of {FEATURE_TYPES}", _features),
+    },
+    "split": {
+        "holdout_fraction": _number(0, 1),
+        "validation_fraction": _number(0, 1),
+        "seed": SEED,
+    },
+    "train": {
+        "seed": SEED,
+        # Free-form: build_model() decides which names and values it takes.
+        "hyperparameters": Rule(
+            False,
+            "a mapping of parameter name to value, or null",
+            lambda v: v is None or (isinstance(v, dict) and all(isinstance(k, str) for k in v)),
+        ),
+        # One bin would put every value in it: numeric drift could never show.
+        "profile_bins": _integer(2, required=False),
+    },
+    "promote": {
+        "metric": _text(),
+        "threshold": _number(),
+        "min_improvement": _number(required=False),
+    },
+    "monitor": {
+        "window_days": _number(above=0, required=False),
+        "psi": _number(above=0),
+        "alpha": _number(0, 1),
+        # Zero would give a verdict on an empty window.
+        "min_records": _integer(1),
+    },
+}
+
+
+def params_problems(params: dict[str, Any]) -> list[str]:
+    """Every way `params` departs from PARAMS, one message each naming the key and the rule."""
+    problems = _unknown(params, PARAMS, "unknown section ", "the sections are")
+    for name, rules in PARAMS.items():
+        body = params.get(name)
+        if not isinstance(body, dict):
+            problems.append(
+                f"missing section {name} (it takes {', '.join(rules)})"
+                if body is None
+                else f"section {name} must be a mapping of keys, got {body!r}"
+            )
+            continue
+        problems += _unknown(body, rules, f"unknown key {name}.", f"{name} takes")
+        for key, rule in rules.items():
+            if key not in body:
+                if rule.required:
+                    problems.append(f"missing key {name}.{key}: it must be {rule.accepts}")
+            elif not rule.test(body[key]):
+                problems.append(f"{name}.{key} is {body[key]!r}: it must be {rule.accepts}")
+    return problems
+
+
+def _unknown(found: dict, allowed: dict, what: str, takes: str) -> list[str]:
+    """A message per key of `found` not in `allowed` (`what` + key), suggesting the closest."""
+    messages = []
+    for key in found:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            messages.append(f"{what}{key}{hint}; {takes}: {', '.join(allowed)}")
+    return messages
 
 
 def artifact_root(configured: str | None, tracking_uri: str) -> str | None:

@@ -10,9 +10,13 @@ import numpy as np
 import pandas as pd
 from mlflow.models import infer_signature
 
+# Private module, but the documented error every estimator's parameter check raises since 1.2.
+from sklearn.utils._param_validation import InvalidParameterError
+
 from . import data as datalib
 from . import lineage, registry
 from .config import Backends
+from .errors import PipelineError
 from .metrics import score_all
 from .model import build_model
 from .profile import prediction_profile, training_profile
@@ -44,14 +48,24 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
         rest, random_split, split_p["validation_fraction"], split_p["seed"]
     )
     x_train, y_train = datalib.features_and_target(train_rows, schema)
-    model = build_model(
-        schema.task,
-        schema.of_kind("numeric"),
-        schema.of_kind("categorical"),
-        dict(train_p.get("hyperparameters") or {}),
-        int(train_p["seed"]),
-    )
-    model.fit(x_train, y_train)
+    hyperparameters = dict(train_p.get("hyperparameters") or {})
+    try:
+        model = build_model(
+            schema.task,
+            schema.of_kind("numeric"),
+            schema.of_kind("categorical"),
+            hyperparameters,
+            int(train_p["seed"]),
+        )
+    except TypeError as err:  # an unknown name: the estimator's __init__ refuses the keyword
+        raise PipelineError(
+            f"params.yaml train.hyperparameters {hyperparameters} are not accepted by "
+            f"build_model() in {build_model.__module__}: {err}"
+        ) from err
+    try:
+        model.fit(x_train, y_train)
+    except InvalidParameterError as err:  # a known name with a bad value, checked at fit
+        raise PipelineError(f"params.yaml train.hyperparameters: {err}") from err
     x_valid, y_valid = datalib.features_and_target(valid_rows, schema)
     classes = classes_of(model, schema.task)
     metrics = score_all(schema.task, y_valid, *predict(model, x_valid, schema.task), classes)

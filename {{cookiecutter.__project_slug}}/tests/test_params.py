@@ -1,0 +1,199 @@
+"""params.yaml checks: every refusal names the key and what it takes; the shipped file passes."""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, sample_params
+
+from {{ cookiecutter.__package_name }} import data as datalib
+from {{ cookiecutter.__package_name }} import training
+from {{ cookiecutter.__package_name }}.config import PARAMS, load_params, params_problems, section
+from {{ cookiecutter.__package_name }}.errors import PipelineError
+
+
+def refusal(tmp_path: Path, params: dict) -> str:
+    """Write `params` to a params.yaml, load it, and return the refusal's message."""
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params))
+    with pytest.raises(PipelineError) as caught:
+        load_params(path)
+    return str(caught.value)
+
+
+def renamed(params: dict, dotted: str, new: str) -> dict:
+    """A copy of `params` with the section or key `dotted` (e.g. data.target) renamed to `new`."""
+    changed = copy.deepcopy(params)
+    *parent, key = dotted.split(".")
+    holder = changed[parent[0]] if parent else changed
+    holder[new] = holder.pop(key)
+    return changed
+
+
+def with_value(params: dict, dotted: str, value) -> dict:
+    """A copy of `params` with `dotted` (section.key) set to `value`."""
+    changed = copy.deepcopy(params)
+    name, key = dotted.split(".")
+    changed[name][key] = value
+    return changed
+
+
+def test_shipped_params_pass(repo_params):
+    assert params_problems(repo_params) == []
+    assert set(repo_params) == set(PARAMS), "params.yaml ships every section"
+    for name, rules in PARAMS.items():
+        assert set(repo_params[name]) == set(rules), f"params.yaml ships every key of {name}"
+
+
+def test_test_params_pass(repo_params):
+    assert params_problems(sample_params(repo_params)) == []
+
+
+@pytest.mark.parametrize(
+    ("dotted", "typo", "expected"),
+    [
+        ("data.target", "targt", ["unknown key data.targt (did you mean target?)", "data takes:"]),
+        ("data.features", "featurs", ["unknown key data.featurs", "missing key data.features"]),
+        ("model.name", "nme", ["unknown key model.nme", "missing key model.name"]),
+        ("monitor.psi", "pssi", ["unknown key monitor.pssi", "missing key monitor.psi"]),
+        ("promote", "promte", ["unknown section promte (did you mean promote?)", "are: model,"]),
+        ("monitor", "monitr", ["unknown section monitr", "missing section monitor (it"]),
+        (
+            "promote.min_improvement",
+            "min_improvment",
+            [
+                "params.yaml: unknown key promote.min_improvment (did you mean min_improvement?); "
+                "promote takes: metric, threshold, min_improvement"
+            ],
+        ),
+    ],
+)
+def test_typo_names_the_key_and_the_allowed_ones(tmp_path, repo_params, dotted, typo, expected):
+    message = refusal(tmp_path, renamed(repo_params, dotted, typo))
+    for text in expected:
+        assert text in message
+
+
+def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
+    params = with_value(repo_params, "promote.min_improvment", 5000)
+    assert "unknown key promote.min_improvment" in refusal(tmp_path, params)
+
+
+@pytest.mark.parametrize(
+    ("dotted", "value", "rule"),
+    [
+        ("train.profile_bins", 0, "an integer >= 2"),
+        ("train.profile_bins", 1, "an integer >= 2"),
+        ("train.profile_bins", 2.5, "an integer >= 2"),
+        ("train.profile_bins", "10", "an integer >= 2"),
+        ("train.seed", -1, "an integer >= 0"),
+        ("train.hyperparameters", [0.1, 200], "a mapping"),
+        ("monitor.psi", -1, "a number > 0"),
+        ("monitor.psi", 0, "a number > 0"),
+        ("monitor.psi", True, "a number > 0"),
+        ("monitor.alpha", 2, "a number > 0 and < 1"),
+        ("monitor.alpha", 0, "a number > 0 and < 1"),
+        ("monitor.min_records", -5, "an integer >= 1"),
+        ("monitor.min_records", 0, "an integer >= 1"),
+        ("monitor.window_days", 0, "a number > 0"),
+        ("monitor.window_days", -1, "a number > 0"),
+        ("monitor.window_days", math.inf, "a number > 0"),
+        ("split.holdout_fraction", 0, "a number > 0 and < 1"),
+        ("split.validation_fraction", 1, "a number > 0 and < 1"),
+        ("split.seed", "forty-two", "an integer >= 0"),
+        ("data.sample_rows", 0, "an integer >= 1"),
+        ("data.features", {"age": "integer"}, "a mapping of column name to one of"),
+        ("data.features", {}, "a mapping of column name to one of"),
+        ("data.target", None, "a non-empty string"),
+        ("data.target_classes", "0,1", "a list of labels or null"),
+        ("model.task", "classifcation", "classification or regression"),
+        ("model.name", "", "a non-empty string"),
+        ("promote.threshold", "high", "a number"),
+    ],
+)
+def test_impossible_value_names_the_key_and_the_rule(tmp_path, repo_params, dotted, value, rule):
+    message = refusal(tmp_path, with_value(repo_params, dotted, value))
+    assert f"{dotted} is {value!r}: it must be {rule}" in message
+
+
+def test_section_that_is_not_a_mapping_is_refused(tmp_path, repo_params):
+    params = copy.deepcopy(repo_params)
+    params["monitor"] = 5
+    assert "section monitor must be a mapping" in refusal(tmp_path, params)
+
+
+def test_every_problem_is_listed_at_once(tmp_path, repo_params):
+    params = with_value(repo_params, "monitor.psi", -1)
+    params["train"]["profile_bins"] = 0
+    message = refusal(tmp_path, params)
+    assert "2 problems" in message
+    assert "monitor.psi is -1" in message and "train.profile_bins is 0" in message
+
+
+def test_a_single_section_read_checks_the_whole_file(tmp_path, repo_params, monkeypatch):
+    # Scripts that read one section (bundle, send-batch) still refuse a broken file.
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(renamed(repo_params, "monitor", "monitr")))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(PipelineError, match="unknown section monitr"):
+        section("model")
+
+
+# --- scripts/monitor.py --days -----------------------------------------------------------------
+
+
+def monitor_script():
+    """Import scripts/monitor.py, which is a script, not a package module."""
+    spec = importlib.util.spec_from_file_location("monitor_script", REPO / "scripts" / "monitor.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("days", ["0", "-1", "nan", "inf", "a week"])
+def test_monitor_refuses_days_that_are_not_positive(days, capsys):
+    with pytest.raises(SystemExit) as caught:
+        monitor_script().main(["--days", days])
+    assert caught.value.code == 2  # argparse's usage error
+    assert f"--days: {days!r}" in capsys.readouterr().err
+
+
+def test_monitor_takes_a_fraction_of_a_day():
+    assert monitor_script().positive_days("0.5") == 0.5
+
+
+# --- train.hyperparameters -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def sample_frame(repo_params) -> tuple:
+    """The test params, their schema and the validated sample rows."""
+    params = sample_params(repo_params)
+    schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
+    frame = datalib.validate(datalib.load_source(params["data"], schema.task, None), schema)
+    return params, schema, frame
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "named"),
+    [({"learning_rat": 0.1}, "learning_rat"), ({"learning_rate": -0.05}, "learning_rate")],
+    ids=["unknown-name", "invalid-value"],
+)
+def test_train_refuses_bad_hyperparameters(sample_frame, hyperparameters, named):
+    params, schema, frame = sample_frame
+    params = copy.deepcopy(params)
+    params["train"]["hyperparameters"] = hyperparameters
+    with pytest.raises(PipelineError, match=r"train\.hyperparameters") as caught:
+        training.fit(frame, schema, params)
+    assert named in str(caught.value)
+
+
+def test_train_data_errors_are_not_blamed_on_hyperparameters(sample_frame):
+    params, schema, frame = sample_frame
+    broken = frame.assign(**{schema.target: float("nan")})  # past validate(): a genuine bug
+    with pytest.raises(ValueError, match="NaN"):  # sklearn's own error, not a PipelineError
+        training.fit(broken, schema, params)
