@@ -167,7 +167,7 @@ def rollback_summary(rollback: dict | None, links: Links) -> str:
         return f"## Rollback: no result\n\nSee the failed step's log. {links.line('reports')}\n"
     name, target = rollback["model_name"], rollback["to_version"]
     score = (
-        f"{rollback['metric']} today {rollback['value_today']:.4f} against the threshold "
+        f"{rollback['metric']} today {number(rollback['value_today'])} against the threshold "
         f"{rollback['threshold']}{' (forced)' if rollback['forced'] else ''}"
     )
     head = (

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from {{ cookiecutter.__package_name }}.errors import PipelineError
-from {{ cookiecutter.__package_name }}.promotion import Gate
+from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
 
 def gate(metric: str, threshold: float, margin: float = 0.01) -> Gate:
@@ -49,6 +49,22 @@ def test_gate_decide_in_the_metrics_direction(metric, threshold, candidate, cham
     assert metric in reason
 
 
+def test_gate_never_promotes_on_an_undefined_metric_and_says_when_the_champion_lacks_one():
+    """roc_auc is undefined on a holdout holding one class: no promotion on a missing number."""
+    roc = gate("roc_auc", 0.7)
+    accepted, reason = roc.decide(None, 0.8)
+    assert not accepted and "roc_auc is undefined on this holdout" in reason
+    evaluation = {
+        "candidate": {"metrics": {"roc_auc": 0.9}},
+        "champion": {"version": "1", "metrics": {"roc_auc": None}},
+    }
+    accepted, reason = decide(evaluation, roc)
+    assert accepted and "champion's roc_auc is undefined on this holdout" in reason
+    evaluation["champion"] = None
+    assert decide(evaluation, roc) == (True, roc.decide(0.9, None)[1])
+    assert "no champion yet" in decide(evaluation, roc)[1]
+
+
 def test_gate_refuses_metric_of_the_other_task():
     with pytest.raises(PipelineError, match="metric 'rmse' does not fit task 'classification'"):
         Gate.from_params({"metric": "rmse", "threshold": 1}, "classification")
@@ -59,6 +75,15 @@ def test_gate_refuses_non_numeric_threshold_and_negative_margin():
         gate("roc_auc", "high")
     with pytest.raises(PipelineError, match=r"min_improvement is -0\.1"):
         gate("roc_auc", 0.7, margin=-0.1)
+
+
+@pytest.mark.parametrize(
+    ("metric", "threshold"), [("mae", -5), ("roc_auc", 1.5), ("r2", 2), ("log_loss", -0.1)]
+)
+def test_gate_refuses_a_threshold_the_metric_cannot_take(metric, threshold):
+    message = f"promote.threshold: {float(threshold)} is outside the range"
+    with pytest.raises(PipelineError, match=message):
+        gate(metric, threshold)
 
 
 def test_repository_params_build_a_gate(repo_params):

@@ -72,8 +72,9 @@ def compare(candidate: dict, champion: dict | None) -> dict[str, dict[str, Any]]
         }
         if champion and metric in champion["metrics"]:
             row["champion"] = champion["metrics"][metric]
-            row["delta"] = value - row["champion"]
-            row["better"] = METRICS[metric].better_by(value, row["champion"]) > 0
+            if value is not None and row["champion"] is not None:  # None: undefined here
+                row["delta"] = value - row["champion"]
+                row["better"] = METRICS[metric].better_by(value, row["champion"]) > 0
         table[metric] = row
     return table
 
@@ -108,7 +109,7 @@ def evaluate(
         "comparison": compare(candidate, champion),
         "plots": images,
     }
-    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2))
+    (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     (out_dir / "evaluation.md").write_text(markdown(report))
     log.info(
         "evaluated candidate v%s against %s",
@@ -137,7 +138,7 @@ def markdown(report: dict) -> str:
         arrow = "higher is better" if row["higher_is_better"] else "lower is better"
         verdict = "" if row["better"] is None else ("better" if row["better"] else "not better")
         lines.append(
-            f"| {metric} ({arrow}) | {row['candidate']:.4f} | {_fmt(row['champion'])} "
+            f"| {metric} ({arrow}) | {_fmt(row['candidate'])} | {_fmt(row['champion'])} "
             f"| {_fmt(row['delta'], signed=True)} | {verdict} |"
         )
     lines += ["", *[f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]], ""]

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import logging
+import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from sklearn import metrics as skm
+from sklearn.exceptions import UndefinedMetricWarning
 
 from .errors import PipelineError
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -19,6 +25,18 @@ class Metric:
     task: str
     higher_is_better: bool
     needs_proba: bool = False
+    low: float | None = 0.0  # the values the metric can take (None: unbounded)
+    high: float | None = None
+
+    def outside(self, value: float) -> str | None:
+        """What is wrong with `value` as a value of this metric, or None if it can be one."""
+        if (self.low is not None and value < self.low) or (
+            self.high is not None and value > self.high
+        ):
+            low = "-inf" if self.low is None else self.low
+            high = "inf" if self.high is None else self.high
+            return f"{value} is outside the range of {self.name}, [{low}, {high}]"
+        return None
 
     def better_by(self, candidate: float, champion: float) -> float:
         """How much better `candidate` is than `champion`, positive when better."""
@@ -32,13 +50,13 @@ class Metric:
 METRICS = {
     m.name: m
     for m in (
-        Metric("roc_auc", "classification", True, needs_proba=True),
-        Metric("accuracy", "classification", True),
-        Metric("f1", "classification", True),
+        Metric("roc_auc", "classification", True, needs_proba=True, high=1.0),
+        Metric("accuracy", "classification", True, high=1.0),
+        Metric("f1", "classification", True, high=1.0),
         Metric("log_loss", "classification", False, needs_proba=True),
         Metric("rmse", "regression", False),
         Metric("mae", "regression", False),
-        Metric("r2", "regression", True),
+        Metric("r2", "regression", True, low=None, high=1.0),
     )
 }
 
@@ -55,32 +73,78 @@ def get_metric(name: str, task: str) -> Metric:
 
 
 def score_all(
-    task: str, y_true, prediction: np.ndarray, proba: np.ndarray | None, classes: list[Any] | None
-) -> dict[str, float]:
-    """Every metric of the task, computed on one set of predictions."""
+    task: str,
+    y_true,
+    prediction: np.ndarray,
+    proba: np.ndarray | None,
+    classes: list[Any] | None,
+    reasons: dict[str, str] | None = None,
+) -> dict[str, float | None]:
+    """Every metric of the task, computed on one set of predictions.
+
+    A metric these rows cannot define (ROC AUC when a class is absent from the actual labels,
+    R2 on one row) is None, not NaN: NaN compares false with everything and is not valid JSON.
+    The reason is logged and, when `reasons` is given, stored there under the metric's name.
+    """
     if task == "regression":
-        return {
-            "rmse": float(np.sqrt(skm.mean_squared_error(y_true, prediction))),
-            "mae": float(skm.mean_absolute_error(y_true, prediction)),
-            "r2": float(skm.r2_score(y_true, prediction)),
+        scorers = {
+            "rmse": lambda: np.sqrt(skm.mean_squared_error(y_true, prediction)),
+            "mae": lambda: skm.mean_absolute_error(y_true, prediction),
+            "r2": lambda: skm.r2_score(y_true, prediction),
         }
-    binary = len(classes) == 2
-    scores = {
-        "accuracy": float(skm.accuracy_score(y_true, prediction)),
-        "f1": float(
-            skm.f1_score(
+    else:
+        binary = len(classes) == 2
+        scorers = {
+            "accuracy": lambda: skm.accuracy_score(y_true, prediction),
+            "f1": lambda: skm.f1_score(
                 y_true,
                 prediction,
                 average="binary" if binary else "macro",
                 pos_label=classes[-1] if binary else 1,
-            )
-        ),
-        "log_loss": float(skm.log_loss(y_true, proba, labels=classes)),
-    }
-    if len(set(y_true)) > 1:
-        scores["roc_auc"] = float(
-            skm.roc_auc_score(y_true, proba[:, 1])
-            if binary
-            else skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=classes)
+            ),
+            "log_loss": lambda: skm.log_loss(y_true, proba, labels=classes),
+            "roc_auc": lambda: _roc_auc(y_true, proba, classes),
+        }
+    return {name: _defined(name, scorer, reasons) for name, scorer in scorers.items()}
+
+
+class Undefined(Exception):
+    """A metric that the rows at hand cannot define."""
+
+
+def _roc_auc(y_true, proba: np.ndarray, classes: list[Any]) -> float:
+    """ROC AUC (one-vs-rest when multi-class); Undefined unless every class is among the actuals.
+
+    sklearn returns NaN with a warning (or raises, depending on its version) in that case.
+    """
+    present = {str(label) for label in y_true}
+    absent = [str(c) for c in classes if str(c) not in present]
+    if absent:
+        raise Undefined(
+            f"class(es) {absent} absent from the {len(y_true)} actual labels: ROC AUC needs "
+            f"examples of every class {[str(c) for c in classes]}"
         )
-    return scores
+    if len(classes) == 2:
+        return skm.roc_auc_score(y_true, proba[:, 1])
+    return skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=classes)
+
+
+def _defined(name: str, scorer, reasons: dict[str, str] | None) -> float | None:
+    """The scorer's value as a float, or None (reason logged) when it is undefined or not finite."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UndefinedMetricWarning)
+        try:
+            value, reason = float(scorer()), None
+        except Undefined as err:
+            value, reason = math.nan, str(err)
+    if math.isfinite(value):
+        for w in caught:  # a defined value keeps its warnings (e.g. F1's zero division)
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+        return value
+    # sklearn's own warning, when it gave one, says best why (e.g. R2 on fewer than two rows).
+    said = [str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)]
+    reason = reason or (said[0] if said else f"{name} came out as {value}")
+    log.warning("%s is undefined on these rows, reported as null: %s", name, reason)
+    if reasons is not None:
+        reasons[name] = reason
+    return None

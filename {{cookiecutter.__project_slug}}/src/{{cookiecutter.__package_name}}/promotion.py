@@ -37,14 +37,24 @@ class Gate:
             ) from err
         if margin < 0:
             raise PipelineError(f"params.yaml promote.min_improvement is {margin}: it must be >= 0")
-        return cls(get_metric(str(promote.get("metric")), task), threshold, margin)
+        metric = get_metric(str(promote.get("metric")), task)
+        problem = metric.outside(threshold)
+        if problem:  # no model could ever pass, or every one would
+            raise PipelineError(f"params.yaml promote.threshold: {problem}")
+        return cls(metric, threshold, margin)
 
     def decide(
-        self, candidate: float, champion: float | None, unscored: str | None = None
+        self, candidate: float | None, champion: float | None, unscored: str | None = None
     ) -> tuple[bool, str]:
         """Whether to promote, and why, in words a reviewer can check. `unscored` says why a
-        champion has no value (it could not score the data)."""
+        champion has no value (it could not score the data); a candidate without one (the
+        metric is undefined on the holdout) is not promoted."""
         name, direction = self.metric.name, ">=" if self.metric.higher_is_better else "<="
+        if candidate is None:
+            return False, (
+                f"{name} is undefined on this holdout (see reports/evaluation.json): "
+                "the gate cannot judge the candidate"
+            )
         if not self.metric.passes(candidate, self.threshold):
             return (
                 False,
@@ -108,12 +118,12 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
 
 def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:
     """The gate's decision on an evaluation report (evaluation.json)."""
-    champion = evaluation.get("champion") or {}
-    return gate.decide(
-        evaluation["candidate"]["metrics"][gate.metric.name],
-        (champion.get("metrics") or {}).get(gate.metric.name),
-        champion.get("unscored"),
-    )
+    name, champion = gate.metric.name, evaluation.get("champion") or {}
+    value = (champion.get("metrics") or {}).get(name)
+    unscored = champion.get("unscored")
+    if champion.get("metrics") and value is None:
+        unscored = f"champion's {name} is undefined on this holdout"
+    return gate.decide(evaluation["candidate"]["metrics"].get(name), value, unscored)
 
 
 def _outcome(decision: str, reason: str, evaluation: dict, gate: Gate) -> dict[str, Any]:
@@ -164,7 +174,7 @@ def rollback(
     current, target = rollback_target(client, name, requested)
     rows, schema = holdout(data_path, params)
     value = score_version(name, str(target.version), rows, schema)["metrics"][gate.metric.name]
-    passes = gate.metric.passes(value, gate.threshold)
+    passes = value is not None and gate.metric.passes(value, gate.threshold)
     refusal = None
     if not ({"promoted_at", "rolled_back_at"} & set(target.tags)):
         # Rolling "back" to a version the gate never let through would bypass the gate.
@@ -172,6 +182,8 @@ def rollback(
             f"version {target.version} was never champion (gate: "
             f"{target.tags.get('gate.reason', 'not evaluated')}); a rollback restores a former one"
         )
+    elif value is None:
+        refusal = f"{gate.metric.name} is undefined on today's holdout: the check cannot pass"
     elif not passes:
         refusal = (
             f"version {target.version} scores {gate.metric.name}={value:.4f} on today's holdout, "
@@ -202,7 +214,7 @@ def rollback(
             # Not previous_champion: that keeps what preceded the target when it was promoted,
             # so a second rollback goes further back instead of undoing the first.
             "rolled_back_from": str(current.version),
-            f"rollback.{gate.metric.name}": f"{value:.6g}",
+            f"rollback.{gate.metric.name}": "undefined" if value is None else f"{value:.6g}",
         },
     )
     return {**report, "moved": True}

@@ -70,7 +70,8 @@ def log_and_register(
     mlflow.set_experiment(experiment_id=experiment_id(client, name, artifact_root))
     with mlflow.start_run() as active:
         mlflow.log_params(run["params"])
-        mlflow.log_metrics(run["metrics"])
+        # A metric the validation rows cannot define (None) is a tag, not a logged metric.
+        mlflow.log_metrics({k: v for k, v in run["metrics"].items() if v is not None})
         mlflow.set_tags(run["tags"])
         _log_profile(run["profile"])
         info = mlflow.sklearn.log_model(
@@ -84,7 +85,10 @@ def log_and_register(
         )
         tags = {
             **run["tags"],
-            **{f"metrics.{k}": f"{v:.6g}" for k, v in run["metrics"].items()},
+            **{
+                f"metrics.{k}": "undefined" if v is None else f"{v:.6g}"
+                for k, v in run["metrics"].items()
+            },
             "run_id": active.info.run_id,
         }
         _ensure_registered_model(client, name)
