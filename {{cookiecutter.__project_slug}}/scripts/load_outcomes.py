@@ -1,8 +1,17 @@
-"""Load ground truth that arrived after the predictions (request id -> actual value).
+"""Load ground truth that arrived after the predictions, so `make monitor` reports live metrics.
 
-From a CSV or Parquet file (--file) or a SQL query (--query, run against SOURCE_DATABASE_URL),
-with columns request_id, actual and optionally record_index (default 0). Loading the same
-outcomes twice changes nothing.
+From a CSV or Parquet file (--file) or a SQL query (--query, run against SOURCE_DATABASE_URL)
+with one row per predicted record and the columns:
+
+  request_id    the request_id of the /predict response (also its X-Request-ID header)
+  record_index  the record's position in that request's list of records, from 0; optional,
+                default 0, which suits one-record requests only: a file that repeats a
+                request_id without it is refused
+  actual        the true label (classification) or number (regression)
+
+Loading the same outcomes twice changes nothing. The log says how many match a logged
+prediction and names some that do not (a mistyped id, or a prediction still spooled by the
+service); only matched outcomes count in live metrics.
 """
 
 from __future__ import annotations
@@ -15,9 +24,9 @@ import sqlalchemy as sa
 
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.cli import run
-from {{ cookiecutter.__package_name }}.config import Backends
+from {{ cookiecutter.__package_name }}.config import Backends, load_params
 from {{ cookiecutter.__package_name }}.errors import PipelineError
-from {{ cookiecutter.__package_name }}.monitoring.outcomes import store_outcomes
+from {{ cookiecutter.__package_name }}.monitoring.outcomes import EXAMPLES, load
 
 log = logging.getLogger("load_outcomes")
 
@@ -32,8 +41,10 @@ def read(file: str | None, query: str | None, backends: Backends) -> pd.DataFram
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Insert outcomes into the monitoring database; report how many were new."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    """Insert outcomes into the monitoring database; report how many were new and matched."""
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--file", help="a .csv or .parquet path or URL")
     source.add_argument("--query", help="SQL returning request_id, actual[, record_index]")
@@ -41,13 +52,29 @@ def main(argv: list[str] | None = None) -> int:
 
     def step() -> int:
         backends = Backends.from_env()
+        task = load_params()["model"]["task"]  # a regression's actuals must be numbers
         frame = read(args.file, args.query, backends)
         engine = sa.create_engine(backends.monitoring_database_url)
         try:
-            added = store_outcomes(engine, frame)
+            loaded = load(engine, frame, task)
         except sa.exc.OperationalError as err:
             raise PipelineError(f"monitoring database unreachable: {err.orig}") from err
-        log.info("loaded %s outcomes (%s new)", len(frame), added)
+        log.info(
+            "loaded %s outcomes (%s new); %s match a logged prediction",
+            loaded.rows,
+            loaded.new,
+            loaded.matched,
+        )
+        if loaded.unmatched:
+            log.warning(
+                "%s outcomes match no logged prediction, e.g. (request_id, record_index) %s: "
+                "request_id must be the /predict response's request_id and record_index the "
+                "record's position in that request (or the prediction is still spooled by the "
+                "service); they are kept, and count in live metrics once their prediction is "
+                "logged",
+                len(loaded.unmatched),
+                ", ".join(f"({r}, {i})" for r, i in loaded.unmatched[:EXAMPLES]),
+            )
         return 0
 
     return run(step)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import time
 import uuid
@@ -18,10 +19,12 @@ from test_prediction_log import postgres  # noqa: F401  (the throwaway PostgreSQ
 
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }} import training
+from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.metrics import score_all
 from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, rollups
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor, store_daily_stats
-from {{ cookiecutter.__package_name }}.monitoring.outcomes import store_outcomes
+from {{ cookiecutter.__package_name }}.monitoring.outcomes import load, outcome_rows, store_outcomes
 from {{ cookiecutter.__package_name }}.monitoring.tables import daily_stats, metadata, prediction_log
 from {{ cookiecutter.__package_name }}.sample import make_sample
 
@@ -383,3 +386,241 @@ def test_rollups_on_postgres_match_the_raw_rows(postgres, champion, tmp_path):  
     assert rolled["records"] == 3000
     assert_same_statistics(rolled, raw, champion)
     database.dispose()
+
+
+# --------------------------------------------------------------------------- missing values and
+# two-sample tests
+
+
+def null_most(column: pd.Series, rng: np.random.Generator) -> pd.Series:
+    """80 % of the values nulled, as a broken upstream feed would send them."""
+    return column.where(rng.random(len(column)) >= 0.8)
+
+
+def test_monitor_names_a_missing_rate_jump_and_says_how_far_it_moved(engine, champion):
+    # age (numeric, ~5 % missing in training) and payment_method (categorical, ~3 %): the values
+    # that still arrive look like training, so only the missing share can tell.
+    frame = batch(champion, 31, rows=1000, age=null_most, payment_method=null_most)
+    log_frame(engine, champion, frame)
+    report = run(engine, champion)
+    assert {"age", "payment_method"} <= set(report["drifted"])
+    for name in ("age", "payment_method"):
+        verdict = report["features"][name]["verdict"]
+        assert list(verdict["reasons"]) == ["missing rate"], name
+        assert verdict["reference_missing_rate"] < 0.1 < 0.75 < verdict["current_missing_rate"]
+        [note] = [m for m in report["messages"] if f"feature '{name}': missing rate" in m]
+        assert f"from {verdict['reference_missing_rate']:.1%} in training" in note
+        assert f"to {verdict['current_missing_rate']:.1%} in this window" in note
+    untouched = {"tenure_months", "monthly_charges", "support_calls", "contract", "region"}
+    assert not untouched & set(report["drifted"])
+
+
+def test_monitor_reads_no_missing_rate_drift_into_another_versions_absent_key(engine, champion):
+    """Records of an older version without a feature's key are not nulls of the champion's."""
+    log_frame(engine, champion, batch(champion, 41, rows=1000))
+    older = log_frame(engine, champion, batch(champion, 42, rows=1000), version="0")
+    log = prediction_log.c
+    with engine.begin() as conn:
+        query = sa.select(log.request_id, log.features).where(log.request_id.in_(older))
+        for request_id, features in conn.execute(query).all():
+            features.pop("age")
+            conn.execute(
+                prediction_log.update()
+                .where(log.request_id == request_id)
+                .values(features=features)
+            )
+    report = run(engine, champion)
+    assert "age" not in report["drifted"]
+    assert report["features"]["age"]["verdict"]["missing_p_value"] is None
+    assert any("mixes model versions" in m for m in report["messages"])
+
+
+def test_rollups_and_raw_rows_agree_on_a_missing_rate_jump(engine, champion, tmp_path):
+    frame = batch(champion, 32, rows=3000, age=null_most, payment_method=null_most)
+    records = log_records(champion, frame, step=timedelta(seconds=10))
+    log_through_writer(str(engine.url), tmp_path / "spool", champion, records)
+    rolled = run(engine, champion)
+    raw = monitor(engine, champion, END - timedelta(days=1), END, THRESHOLDS, exact=True)
+    assert_same_statistics(rolled, raw, champion)
+    assert {"age", "payment_method"} <= set(rolled["drifted"])
+
+
+@pytest.mark.parametrize("seed", range(40, 43))
+def test_monitor_clean_traffic_far_larger_than_the_training_set_is_not_significant(
+    engine, champion, seed
+):
+    # 5000 records against a profile of about a thousand training rows: a test that took the
+    # training frequencies as exact would find "significant" differences in their own noise.
+    log_frame(engine, champion, batch(champion, seed, rows=5000))
+    report = run(engine, champion)
+    assert report["drift"] is False, report["drifted"]
+    cut = THRESHOLDS["alpha"] / len(report["features"])
+    p_values = {name: f["verdict"]["p_value"] for name, f in report["features"].items()}
+    assert min(p_values.values()) >= cut, p_values
+
+
+def test_drift_p_values_are_calibrated_against_a_small_reference_sample():
+    """Under no drift, p < alpha about alpha of the time, with a 1920-row reference and 5000
+    current records (a goodness-of-fit test against the reference shares is far off)."""
+    drift = importlib.import_module(".monitoring.drift", training.__package__)
+    profiles = importlib.import_module(".profile", training.__package__)
+    rng = np.random.default_rng(2026)
+    categories, shares = np.array(["a", "b", "c", "d"]), [0.4, 0.3, 0.2, 0.1]
+    low = {"categorical": 0, "numeric": 0}
+    runs = 200
+    for _ in range(runs):
+        kind = profiles.categorical_profile(pd.Series(rng.choice(categories, 1920, p=shares)))
+        counts = pd.Series(rng.choice(categories, 5000, p=shares)).value_counts()
+        verdict = drift.categorical_verdict("c", kind, counts.to_dict(), THRESHOLDS, 1)
+        low["categorical"] += verdict.p_value < 0.01
+        numeric = profiles.numeric_profile(pd.Series(rng.gamma(4.0, 16.0, 1920)), 10)
+        edges = numeric["bin_edges"]
+        values = rng.gamma(4.0, 16.0, 5000)
+        bins = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+        verdict = drift.numeric_verdict("x", numeric, bins.tolist(), THRESHOLDS, 1)
+        low["numeric"] += verdict.p_value < 0.01
+    assert low["categorical"] <= 0.03 * runs and low["numeric"] <= 0.03 * runs, low
+
+
+def test_drift_missing_rate_check_uses_the_present_values_and_the_training_row_count():
+    drift = importlib.import_module(".monitoring.drift", training.__package__)
+    profile = {"count": 1000, "missing_rate": 0.1, "frequencies": {"x": 0.5, "y": 0.5}}
+    same = drift.categorical_verdict("c", profile, {"x": 450, "y": 450}, THRESHOLDS, 1, 100)
+    assert (same.drifted, same.reference_count, same.current_missing_rate) == (False, 900, 0.1)
+    broken = drift.categorical_verdict("c", profile, {"x": 100, "y": 100}, THRESHOLDS, 1, 800)
+    assert broken.reasons == ("missing rate",) and broken.psi < 0.01
+    # A few nulls where training had none: significant, but too small a shift to matter.
+    never = {**profile, "missing_rate": 0.0}
+    few = drift.categorical_verdict("c", never, {"x": 2475, "y": 2475}, THRESHOLDS, 1, 50)
+    assert few.drifted is False and few.missing_p_value < 0.01
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def reject_constant(name: str):
+    """A strict JSON parser's answer to NaN or Infinity."""
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def with_value(records: list[dict], feature: str, value: float) -> list[dict]:
+    """The records with one record's feature set to `value` (as a client could send it)."""
+    records[0]["features"][feature] = value
+    return records
+
+
+@pytest.mark.parametrize("value", [1e160, 1e308, -1e308])
+@pytest.mark.parametrize("exact", [False, True])
+def test_monitor_survives_a_huge_finite_value(engine, champion, tmp_path, value, exact):
+    records = with_value(log_records(champion, batch(champion, 40)), "monthly_charges", value)
+    log_through_writer(str(engine.url), tmp_path / "spool", champion, records)
+    report = monitor(engine, champion, END - timedelta(days=1), END, THRESHOLDS, exact=exact)
+    assert report["source"] == ("prediction_log" if exact else "rollups")
+    assert report["status"] == "checked" and report["drift"] is False, report["drifted"]
+    summary = report["features"]["monthly_charges"]["summary"]
+    assert value in (summary["min"], summary["max"])
+    for key in ("mean", "std"):  # finite where computable, else null: never inf or NaN
+        assert summary[key] is None or np.isfinite(summary[key]), (key, summary[key])
+    if exact:  # the raw rows give finite moments whatever the values
+        assert summary["std"] > abs(value) / 100
+    assert store_daily_stats(engine, report) > 20
+    paths = reports.write(report, tmp_path / "reports")
+    json.loads(paths["json"].read_text(), parse_constant=reject_constant)
+
+
+def test_moments_of_huge_and_tiny_values_on_postgres(postgres, champion):  # noqa: F811
+    database = sa.create_engine(postgres.url)
+    metadata.create_all(database)
+    # Squared, 1e160 overflows and 1e-200 underflows: double precision arithmetic raises there.
+    frame = batch(champion, 41, rows=400)
+    frame.loc[0, "monthly_charges"], frame.loc[1, "monthly_charges"] = 1e160, 1e-200
+    log_frame(database, champion, frame)
+    report = monitor(database, champion, END - timedelta(days=1), END, THRESHOLDS, exact=True)
+    summary = report["features"]["monthly_charges"]["summary"]
+    assert summary["max"] == 1e160 and np.isfinite(summary["std"])
+    assert summary["mean"] == pytest.approx(1e160 / 400, rel=1e-9)
+    database.dispose()
+
+
+def test_live_metrics_leave_out_outcomes_the_model_cannot_score(engine, champion, tmp_path):
+    frame = batch(champion, 42, rows=400)
+    ids = log_frame(engine, champion, frame)
+    actual = frame[champion["target"]].astype(object)
+    actual.iloc[:3] = ["RARA", "RARA", "abc"]  # a typo or a new class; not a number
+    store_outcomes(engine, pd.DataFrame({"request_id": ids, "actual": actual}))
+    report = run(engine, champion)
+    live = report["live_metrics"]
+    assert (live["records_with_outcome"], live["outcomes_left_out"]) == (400, 3)
+    assert live["records_scored"] == 397
+    metric = "roc_auc" if champion["task"] == "classification" else "rmse"
+    assert np.isfinite(live[metric])
+    message = next(m for m in report["messages"] if "outcomes left out" in m)
+    assert "3 of 400" in message and "'RARA'" in message and "'abc'" in message
+    reports.write(report, tmp_path)
+
+
+def test_undefined_metrics_are_null_with_a_reason():
+    reasons: dict[str, str] = {}
+    proba = np.array([[0.5, 0.3, 0.2], [0.2, 0.6, 0.2], [0.7, 0.2, 0.1], [0.1, 0.8, 0.1]])
+    scores = score_all("classification", list("abab"), np.array(list("abab")), proba, list("abc"))
+    assert scores["roc_auc"] is None and scores["accuracy"] == 1.0
+    binary = score_all(
+        "classification",
+        [1, 1],
+        np.array([1, 0]),
+        np.array([[0.2, 0.8], [0.6, 0.4]]),
+        [0, 1],
+        reasons,
+    )
+    assert binary["roc_auc"] is None and "['0'] absent" in reasons["roc_auc"]
+    one_row = score_all("regression", [1.0], [2.0], None, None, reasons)
+    assert one_row["r2"] is None and one_row["rmse"] == 1.0 and reasons["r2"]
+
+
+def test_live_metric_undefined_on_one_class_is_null_in_strict_json(engine, champion, tmp_path):
+    if champion["task"] != "classification":
+        pytest.skip("ROC AUC is a classification metric")
+    frame = batch(champion, 43, rows=400)
+    ids = log_frame(engine, champion, frame)
+    label = frame[champion["target"]].iloc[0]
+    only = [i for i, a in zip(ids, frame[champion["target"]], strict=True) if a == label]
+    store_outcomes(engine, pd.DataFrame({"request_id": only, "actual": label}))
+    report = run(engine, champion)
+    assert report["live_metrics"]["roc_auc"] is None
+    assert any("live roc_auc undefined" in m and "absent" in m for m in report["messages"])
+    report["live_metrics"]["nan_elsewhere"] = float("nan")  # whatever else is not finite
+    paths = reports.write(report, tmp_path)
+    written = json.loads(paths["json"].read_text(), parse_constant=reject_constant)
+    assert written["live_metrics"]["roc_auc"] is None
+    assert written["live_metrics"]["nan_elsewhere"] is None
+    assert "roc_auc undefined" in paths["md"].read_text()
+
+
+def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine):
+    # 10 requests of 3 records each, the file lacking record_index: 20 would collapse.
+    ids = [f"req{n}" for n in range(10) for _record in range(3)]
+    with pytest.raises(PipelineError, match="needs a record_index column") as refused:
+        store_outcomes(engine, pd.DataFrame({"request_id": ids, "actual": 1.0}))
+    assert "request_id req0 record_index 0 (3 rows)" in str(refused.value)
+    positions = [r for _n in range(10) for r in range(3)]
+    frame = pd.DataFrame({"request_id": ids, "record_index": positions, "actual": 1.0})
+    assert len(outcome_rows(frame)) == 30
+    bad = pd.DataFrame({"request_id": ["a", "b"], "actual": ["12.5", "abc"]})
+    with pytest.raises(
+        PipelineError, match=r"row 2 \(request_id b, record_index 0\) has actual 'abc'"
+    ):
+        outcome_rows(bad, "regression")
+    with pytest.raises(PipelineError, match="record_index -1"):
+        outcome_rows(pd.DataFrame({"request_id": ["a"], "record_index": [-1], "actual": [1]}))
+
+
+def test_load_counts_outcomes_matching_a_logged_prediction(engine, champion):
+    frame = batch(champion, 44, rows=50)
+    ids = log_frame(engine, champion, frame)
+    outcomes = pd.DataFrame(
+        {"request_id": [*ids, "no-such-request"], "actual": [*frame[champion["target"]], 1]}
+    )
+    loaded = load(engine, outcomes, champion["task"])
+    assert (loaded.rows, loaded.new, loaded.matched) == (51, 51, 50)
+    assert loaded.unmatched == [("no-such-request", 0)]
+    assert load(engine, outcomes, champion["task"]).new == 0

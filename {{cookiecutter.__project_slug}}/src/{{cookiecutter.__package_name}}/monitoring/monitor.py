@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
+from collections import Counter
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -25,11 +27,15 @@ from .tables import prediction_log as log_table
 log = logging.getLogger(__name__)
 
 
-def feature_section(source, name: str, profile: dict, thresholds: dict, tests: int):
-    """Statistics and verdict for one feature."""
+def feature_section(
+    source, name: str, profile: dict, thresholds: dict, tests: int, check_missing: bool = True
+):
+    """Statistics and verdict for one feature; `check_missing` adds the missing-rate check."""
     if profile["kind"] == "numeric":
         summary, counts = source.numeric(name, profile["bin_edges"])
-        verdict = drift.numeric_verdict(name, profile, counts, thresholds, tests)
+        missing = max(summary["count"] - sum(counts), 0)  # the bins hold present values only
+        checked = missing if check_missing else None
+        verdict = drift.numeric_verdict(name, profile, counts, thresholds, tests, checked)
         shares = {
             "reference": profile["bin_fractions"],
             "current": _shares(counts),
@@ -43,7 +49,8 @@ def feature_section(source, name: str, profile: dict, thresholds: dict, tests: i
             "missing_rate": missing / total if total else None,
             "frequencies": {k: v / max(total - missing, 1) for k, v in sorted(counts.items())},
         }
-        verdict = drift.categorical_verdict(name, profile, counts, thresholds, tests)
+        checked = missing if check_missing else None
+        verdict = drift.categorical_verdict(name, profile, counts, thresholds, tests, checked)
         labels = sorted(set(profile["frequencies"]) | set(counts))
         shares = {
             "labels": labels,
@@ -138,21 +145,69 @@ def live_metrics(
     ).all()
     if not rows:
         return {"records_with_outcome": 0}
+    return {"records_with_outcome": len(rows), **score_outcomes(task, classes, rows)}
+
+
+EXAMPLES = 5  # unknown labels or ids a message names, at most
+
+
+def score_outcomes(task: str, classes: list | None, rows: list) -> dict[str, Any]:
+    """The metrics on the outcomes the model can be scored on, and `messages` saying what was
+    left out: actual labels the model does not know (a typo, a new class), non-numeric actuals
+    of a regression (loaded before load_outcomes refused them), undefined metrics."""
     if task == "regression":
-        scores = score_all(
-            task, [r.actual_value for r in rows], [r.prediction_value for r in rows], None, None
-        )
+        usable = [r for r in rows if _finite(r.actual_value) and _finite(r.prediction_value)]
+        unknown = [r.actual for r in rows if not _finite(r.actual_value)]
+        allowed = "numbers"
     else:
         names = [str(c) for c in classes]
-        proba = [[(r.probabilities or {}).get(n, 0.0) for n in names] for r in rows]
+        usable = [r for r in rows if r.actual in names]
+        unknown = [r.actual for r in rows if r.actual not in names]
+        allowed = f"the model's classes {names}"
+    result: dict[str, Any] = {"messages": []}
+    if len(usable) < len(rows):
+        result["outcomes_left_out"] = len(rows) - len(usable)
+        counted = Counter(unknown).most_common(EXAMPLES)
+        result["messages"].append(
+            f"live metrics: {len(rows) - len(usable)} of {len(rows)} outcomes left out, their "
+            f"actual is not among {allowed} (e.g. {', '.join(repr(a) for a, _n in counted)})"
+            if unknown
+            else f"live metrics: {len(rows) - len(usable)} of {len(rows)} outcomes left out, "
+            "their logged prediction has no value"
+        )
+        log.warning("%s", result["messages"][-1])
+    if not usable:
+        return result
+    reasons: dict[str, str] = {}
+    if task == "regression":
         scores = score_all(
             task,
-            [r.actual for r in rows],
-            np.asarray([r.prediction for r in rows]),
+            [r.actual_value for r in usable],
+            [r.prediction_value for r in usable],
+            None,
+            None,
+            reasons,
+        )
+    else:
+        proba = [[(r.probabilities or {}).get(n, 0.0) for n in names] for r in usable]
+        scores = score_all(
+            task,
+            [r.actual for r in usable],
+            np.asarray([r.prediction for r in usable]),
             np.asarray(proba),
             names,
+            reasons,
         )
-    return {"records_with_outcome": len(rows), **scores}
+    result["messages"] += [
+        f"live {name} undefined on these {len(usable)} outcomes: {reason}"
+        for name, reason in reasons.items()
+    ]
+    return {"records_scored": len(usable), **scores, **result}
+
+
+def _finite(value) -> bool:
+    """Whether a value is a finite number (not None, not NaN)."""
+    return isinstance(value, int | float) and math.isfinite(value)
 
 
 def monitor(
@@ -201,6 +256,7 @@ def monitor(
             sql.in_window(start, end, champion["version"]),
             since=start,
         )
+        report["messages"] += report["live_metrics"].pop("messages", [])
     report["messages"] += [source.note] if source.note else []
     drifted = [name for name, f in report["features"].items() if f["verdict"]["drifted"]]
     if report["prediction"] and report["prediction"]["verdict"]["drifted"]:
@@ -219,10 +275,20 @@ def _features(source, report: dict, profiles: dict, thresholds: dict) -> None:
                 f"feature '{name}' is not in the prediction log of this "
                 "window (logged by another model version?): not compared"
             )
-    for name in checked:
-        report["features"][name] = feature_section(
-            source, name, profiles[name], thresholds, len(checked)
+    # Another version's records may lack a feature's key, which reads as missing: compare
+    # missing rates only in a window of one version.
+    one_version = len(report["records_by_version"]) == 1
+    if not one_version:
+        report["messages"].append(
+            "the window mixes model versions: missing rates are reported, not checked for drift"
         )
+    for name in checked:
+        report["features"][name] = section = feature_section(
+            source, name, profiles[name], thresholds, len(checked), one_version
+        )
+        # The summary table shows the distribution test; say in words when nulls drifted.
+        note = drift.missing_note(section["verdict"])
+        report["messages"] += [note] if note else []
 
 
 def _predictions(source, report: dict, champion: dict, thresholds: dict) -> None:

@@ -1,8 +1,15 @@
-"""Ground truth that arrives after the prediction, stored beside the prediction log."""
+"""Ground truth that arrives after the prediction, stored beside the prediction log.
+
+An outcome names the predicted record it belongs to by (request_id, record_index): the
+request_id of the /predict response, and the record's position in the request's list (0 for
+the first or only record).
+"""
 
 from __future__ import annotations
 
 import math
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import pandas as pd
@@ -10,32 +17,84 @@ import sqlalchemy as sa
 
 from ..errors import PipelineError
 from .tables import metadata, outcomes
+from .tables import prediction_log as log_table
 
 REQUIRED = ("request_id", "actual")
+COLUMNS = (
+    "request_id (the /predict response's request_id), record_index (the record's position in "
+    "that request's list, from 0; optional, default 0: one-record requests) and actual"
+)
+EXAMPLES = 5  # ids or rows a message names, at most
+LOOKUP_CHUNK = 500  # request ids per IN (...) query: well under any database's parameter limit
 
 
-def outcome_rows(frame: pd.DataFrame) -> list[dict]:
-    """Rows for the outcomes table, refusing a frame without the required columns."""
+def outcome_rows(frame: pd.DataFrame, task: str | None = None) -> list[dict]:
+    """Rows for the outcomes table, refusing a frame without the required columns, with empty
+    or repeated keys, or (task "regression") with an actual that is not a number."""
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
-        raise PipelineError(
-            f"outcomes need columns {list(REQUIRED)} (and optionally record_index); "
-            f"missing {missing}"
-        )
+        raise PipelineError(f"outcomes need columns {COLUMNS}; missing {missing}")
     if frame["request_id"].isna().any() or frame["actual"].isna().any():
         raise PipelineError("outcomes have empty request_id or actual values")
-    now = datetime.now(UTC)
     index = frame["record_index"] if "record_index" in frame.columns else pd.Series(0, frame.index)
-    return [
-        {
-            "request_id": str(r),
-            "record_index": int(i),
-            "actual": _text(a),
-            "actual_value": _number(a),
-            "recorded_at": now,
-        }
-        for r, i, a in zip(frame["request_id"], index, frame["actual"], strict=True)
+    keys = [
+        (str(r), _record_index(i, position, r))
+        for position, (r, i) in enumerate(zip(frame["request_id"], index, strict=True), 1)
     ]
+    _refuse_repeated(keys, "record_index" in frame.columns)
+    now = datetime.now(UTC)
+    rows = []
+    for position, ((request_id, record_index), actual) in enumerate(
+        zip(keys, frame["actual"], strict=True), 1
+    ):
+        value = _number(actual)
+        if task == "regression" and value is None:
+            raise PipelineError(
+                f"outcome row {position} (request_id {request_id}, record_index {record_index}) "
+                f"has actual {actual!r}: a regression model's actual values must be finite "
+                "numbers"
+            )
+        rows.append(
+            {
+                "request_id": request_id,
+                "record_index": record_index,
+                "actual": _text(actual),
+                "actual_value": value,
+                "recorded_at": now,
+            }
+        )
+    return rows
+
+
+def _record_index(value, position: int, request_id) -> int:
+    """record_index as an int, refusing what cannot be a position in a request's list."""
+    number = _number(value)
+    if number is None or number < 0 or not number.is_integer():
+        raise PipelineError(
+            f"outcome row {position} (request_id {request_id}) has record_index {value!r}: it "
+            "must be a whole number from 0, the record's position in the request's list"
+        )
+    return int(number)
+
+
+def _refuse_repeated(keys: list[tuple[str, int]], has_index: bool) -> None:
+    """Refuse outcomes whose keys repeat: all but one would be silently dropped."""
+    counts = Counter(keys)
+    repeated = [key for key in keys if counts[key] > 1]
+    if not repeated:
+        return
+    request_id, record_index = repeated[0]
+    hint = (
+        "a request that sent several records needs a record_index column giving each record's "
+        "position in the request (0, 1, ...); without it every outcome is taken as record 0"
+        if not has_index
+        else "each predicted record has one outcome"
+    )
+    raise PipelineError(
+        f"{len(repeated)} outcome rows share their (request_id, record_index) with another row, "
+        f"e.g. request_id {request_id} record_index {record_index} "
+        f"({counts[repeated[0]]} rows): {hint}"
+    )
 
 
 def _text(value) -> str:
@@ -52,9 +111,23 @@ def _number(value) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def store_outcomes(engine: sa.Engine, frame: pd.DataFrame) -> int:
-    """Insert outcomes, ignoring ones already stored; return how many were new."""
-    rows = outcome_rows(frame)
+@dataclass
+class Loaded:
+    """What loading a set of outcomes did."""
+
+    rows: int  # outcomes in the input
+    new: int  # not stored before
+    matched: int  # outcomes whose (request_id, record_index) is a logged prediction
+    unmatched: list[tuple[str, int]] = field(default_factory=list)  # the others' keys
+
+
+def load(engine: sa.Engine, frame: pd.DataFrame, task: str | None = None) -> Loaded:
+    """Insert outcomes, ignoring ones already stored; count those matching a logged prediction.
+
+    Outcomes that match none are stored all the same (the prediction may still be spooled by
+    the service, waiting for the database), but only matched ones count in live metrics.
+    """
+    rows = outcome_rows(frame, task)
     metadata.create_all(engine)
     dialect = engine.dialect.name
     if dialect == "postgresql":
@@ -66,4 +139,24 @@ def store_outcomes(engine: sa.Engine, frame: pd.DataFrame) -> int:
         if rows:
             conn.execute(insert(outcomes).on_conflict_do_nothing(), rows)
         after = conn.execute(sa.select(sa.func.count()).select_from(outcomes)).scalar_one()
-    return int(after - before)
+        logged = _logged_keys(conn, sorted({row["request_id"] for row in rows}))
+    keys = [(row["request_id"], row["record_index"]) for row in rows]
+    unmatched = [key for key in keys if key not in logged]
+    return Loaded(len(rows), int(after - before), len(rows) - len(unmatched), unmatched)
+
+
+def _logged_keys(conn, request_ids: list[str]) -> set[tuple[str, int]]:
+    """The (request_id, record_index) keys of the prediction log among these request ids."""
+    found: set[tuple[str, int]] = set()
+    for low in range(0, len(request_ids), LOOKUP_CHUNK):
+        chunk = request_ids[low : low + LOOKUP_CHUNK]
+        query = sa.select(log_table.c.request_id, log_table.c.record_index).where(
+            log_table.c.request_id.in_(chunk)
+        )
+        found |= {(str(r), int(i)) for r, i in conn.execute(query)}
+    return found
+
+
+def store_outcomes(engine: sa.Engine, frame: pd.DataFrame, task: str | None = None) -> int:
+    """Insert outcomes, ignoring ones already stored; return how many were new."""
+    return load(engine, frame, task).new

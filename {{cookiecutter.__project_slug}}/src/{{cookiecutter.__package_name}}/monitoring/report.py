@@ -6,6 +6,8 @@ import base64
 import html
 import io
 import json
+import logging
+import math
 from pathlib import Path
 
 import matplotlib
@@ -15,15 +17,35 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
+log = logging.getLogger(__name__)
+
 
 def write(report: dict, out_dir: Path) -> dict[str, Path]:
     """Write monitoring.json, monitoring.md and monitoring.html; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {kind: out_dir / f"monitoring.{kind}" for kind in ("json", "md", "html")}
-    paths["json"].write_text(json.dumps(report, indent=2, default=str) + "\n")
+    text = json.dumps(strict(report), indent=2, default=str, allow_nan=False)
+    paths["json"].write_text(text + "\n")
     paths["md"].write_text(markdown(report))
     paths["html"].write_text(page(report))
     return paths
+
+
+def strict(value, path: str = "report"):
+    """The value with every NaN or infinity replaced by None (null): strict JSON parsers reject
+    the bare NaN and Infinity that json.dumps writes by default. Each replacement is logged."""
+    if isinstance(value, dict):
+        return {key: strict(item, f"{path}.{key}") for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [strict(item, f"{path}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, np.generic):
+        value = value.item()  # numpy scalars: plain Python values json can write
+    if isinstance(value, float) and not math.isfinite(value):
+        log.warning(
+            "%s is %s, not a finite number: written as null in monitoring.json", path, value
+        )
+        return None
+    return value
 
 
 def sections(report: dict) -> list[tuple[str, dict]]:
@@ -90,9 +112,12 @@ def markdown(report: dict) -> str:
 
 
 def _pairs(figures: dict | None) -> str:
-    """`p50 9.1, p95 12.4`: named figures for a sentence, rounded to 4 significant digits."""
+    """`p50 9.1, p95 12.4`: named figures for a sentence, rounded to 4 significant digits; an
+    undefined one (None) reads `undefined` (the messages say why)."""
     return ", ".join(
-        f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+        f"{name} {value:.4g}"
+        if isinstance(value, float)
+        else f"{name} {'undefined' if value is None else value}"
         for name, value in (figures or {}).items()
     )
 

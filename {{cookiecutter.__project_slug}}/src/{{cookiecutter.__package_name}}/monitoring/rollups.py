@@ -52,6 +52,7 @@ SUBCELLS = 16  # cells per inner bin of the training profile
 TAIL_STEPS = 16  # cells per doubling of the distance beyond the outer edges (4.4 % wide)
 TAIL_CELLS = 512  # per tail: up to 2**32 units beyond the outer edge; farther is one cell
 LATENCY_UNIT_MS = 0.01
+SUM_LIMIT = 1e300  # stored sums beyond this are +-inf (see _capped)
 GRID_FORMAT = 1  # bump when the cell layout changes: older rollups then no longer match
 LATENCY = "_latency_ms"
 PROBABILITY = "_probability"
@@ -367,7 +368,7 @@ class _Batch:
             self._moments(name, keyed, 0)
             return
         with np.errstate(over="ignore"):  # huge values sum to inf, as they would in SQL
-            total, total_sq = float(array.sum()), float(np.dot(array, array))
+            total, total_sq = _capped(float(array.sum())), _capped(float(np.dot(array, array)))
         self._moments(
             name,
             keyed,
@@ -398,6 +399,12 @@ class _Batch:
         self.categories.extend(
             (self.bucket, self.version, name, category, n) for category, n in merged.items()
         )
+
+
+def _capped(total: float) -> float:
+    """A sum, or +-inf once it nears the float limit: PostgreSQL refuses an upsert whose finite
+    sums add up past it (SQLite gives inf), but adds to an infinite stored sum without complaint."""
+    return total if abs(total) < SUM_LIMIT else math.copysign(math.inf, total)
 
 
 def _number(value: Any) -> float:
@@ -450,6 +457,11 @@ class Window:
         return {v: m.records for (v, name), m in self.moments.items() if name == LATENCY}
 
 
+def _sum(value) -> float:
+    """A summed total as read back: NULL (inf + -inf in SQLite) is NaN."""
+    return math.nan if value is None else float(value)
+
+
 def seconds(moment: datetime) -> int:
     """A datetime as Unix seconds (naive ones are UTC)."""
     if moment.tzinfo is None:
@@ -466,7 +478,8 @@ def read(conn, start: datetime, end: datetime) -> Window:
 
     m = rollup_moments.c
     moments = {
-        (str(v), str(name)): Moments(int(r), int(k), int(p), float(t or 0), float(s or 0), lo, hi)
+        # A NULL sum is SQLite's inf + -inf: unknown (NaN), not 0.
+        (str(v), str(name)): Moments(int(r), int(k), int(p), _sum(t), _sum(s), lo, hi)
         for v, name, r, k, p, t, s, lo, hi in conn.execute(
             sa.select(
                 m.model_version,

@@ -17,6 +17,7 @@ cell. `choose()` takes the rollups only when all of these hold, and otherwise sa
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -28,6 +29,8 @@ from .tables import rollup_moments
 
 RAW = "prediction_log"
 ROLLUPS = "rollups"
+
+log = logging.getLogger(__name__)
 
 
 class RawLog:
@@ -134,14 +137,21 @@ class Rollups:
     def numeric(self, name: str, edges: list[float]) -> tuple[dict, list[int]]:
         """Moments and percentiles of a numeric feature, and its counts per reference bin."""
         m = self._moments(name)
-        mean = m.total / m.present if m.present else None
-        variance = max(m.total_sq / m.present - mean**2, 0.0) if m.present else None
+        # None where the stored sums overflowed (values beyond ~1e154); --exact computes them.
+        mean, std = sql.summary_from_sums(m.present, m.total, m.total_sq, m.low, m.high)
+        if m.present and std is None:
+            log.warning(
+                "the rollups' sums of %s overflowed (values up to %s): mean/std reported as null; "
+                "python scripts/monitor.py --exact computes them from the raw rows",
+                name,
+                m.high if abs(m.high) >= abs(m.low) else m.low,
+            )
         cells = self._merged(self.window.cells, name)
         summary = {
             "count": m.records,
             "missing_rate": 1 - m.present / m.records if m.records else None,
             "mean": mean,
-            "std": variance**0.5 if variance is not None else None,
+            "std": std,
             "min": m.low,
             "max": m.high,
             "quantiles": rollups.quantiles(self.axes[name], cells, m.low, m.high, sql.QUANTILES)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+import numpy as np
 import sqlalchemy as sa
 
 from .tables import prediction_log as log_table
@@ -54,25 +55,76 @@ def logged_features(conn, where) -> set[str]:
 
 
 def moments(conn, expr, where) -> dict[str, float | int | None]:
-    """Count, missing rate, mean and standard deviation of an expression."""
-    query = sa.select(
-        sa.func.count(),
-        sa.func.count(expr),
-        sa.func.avg(expr),
-        sa.func.avg(expr * expr),
-        sa.func.min(expr),
-        sa.func.max(expr),
-    ).where(where)
-    total, present, mean, square, low, high = conn.execute(query).one()
-    variance = max(float(square) - float(mean) ** 2, 0.0) if present else None
-    return {
+    """Count, missing rate, mean, standard deviation, min and max of an expression.
+
+    Two passes: the range, then the mean and mean square of the values centred on the middle of
+    the range and divided by its half-width, so each lies in [-1, 1]. Sums of the raw values
+    and their squares overflow for any value beyond about 1e154 (SQLite then returns inf,
+    PostgreSQL raises "value out of range"); the scaled ones cannot, and centring keeps the
+    variance accurate for values far from zero.
+    """
+    total, present, low, high = conn.execute(
+        sa.select(sa.func.count(), sa.func.count(expr), sa.func.min(expr), sa.func.max(expr)).where(
+            where
+        )
+    ).one()
+    summary = {
         "count": int(total),
         "missing_rate": 1 - present / total if total else None,
-        "mean": float(mean) if present else None,
-        "std": math.sqrt(variance) if variance is not None else None,
+        "mean": None,
+        "std": None,
         "min": low,
         "max": high,
     }
+    if not present:
+        return summary
+    low, high = float(low), float(high)
+    centre, half = low / 2 + high / 2, high / 2 - low / 2  # halves first: no overflow
+    if not half > 0:  # one distinct value
+        return {**summary, "mean": low, "std": 0.0}
+    scaled = (_safe(conn, expr) - _safe(conn, centre)) / _safe(conn, half)
+    mean, square = conn.execute(
+        sa.select(sa.func.avg(scaled), sa.func.avg(scaled * scaled)).where(where)
+    ).one()
+    mean, square = float(mean), float(square)
+    return {
+        **summary,
+        # Rounding may step just outside the range the values span.
+        "mean": min(max(centre + half * mean, low), high),
+        "std": half * math.sqrt(max(square - mean * mean, 0.0)),
+    }
+
+
+def _safe(conn, value):
+    """An expression for arithmetic that cannot fail: PostgreSQL raises on a double precision
+    product or quotient that overflows or underflows (1e-200 squared), NUMERIC never does.
+    SQLite's REAL never raises (inf or 0 instead), and the scaling keeps it in range."""
+    if conn.dialect.name != "postgresql":
+        return value if isinstance(value, sa.ColumnElement) else sa.literal(value, sa.Float)
+    return sa.cast(value if isinstance(value, sa.ColumnElement) else sa.literal(value), sa.Numeric)
+
+
+def summary_from_sums(
+    present: int, total: float, total_sq: float, low: float | None, high: float | None
+) -> tuple[float | None, float | None]:
+    """Mean and standard deviation from a sum and a sum of squares (the rollups keep those).
+
+    Sums over huge values overflow to inf, and inf + -inf becomes NaN (SQLite returns NULL,
+    read as 0): a mean that is not finite or lies outside [low, high] is None, and so is the
+    standard deviation when the sum of squares is not finite.
+    """
+    if not present or low is None or high is None:
+        return None, None
+    with np.errstate(all="ignore"):
+        mean = float(np.float64(total) / present)
+        spread = float(np.float64(total_sq) / present - np.float64(mean) * mean)
+    tolerance = 1e-9 * max(abs(low), abs(high))  # rounding of a sum of many values
+    if not (math.isfinite(mean) and low - tolerance <= mean <= high + tolerance):
+        return None, None
+    mean = min(max(mean, low), high)
+    if not (math.isfinite(total_sq) and math.isfinite(spread)):
+        return mean, None
+    return mean, math.sqrt(max(spread, 0.0))
 
 
 def quantiles(conn, expr, where, points: tuple[int, ...] = QUANTILES) -> dict[str, float]:
