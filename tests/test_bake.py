@@ -64,6 +64,7 @@ COMMON_FILES = {
             "test_gate",
             "test_github_bodies",
             "test_monitoring",
+            "test_params",
             "test_pipeline",
             "test_prediction_log",
             "test_sample",
