@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib
 import json
 import time
 import uuid
@@ -18,10 +17,11 @@ from conftest import sample_params
 from test_prediction_log import postgres  # noqa: F401  (the throwaway PostgreSQL fixture)
 
 from {{ cookiecutter.__package_name }} import data as datalib
+from {{ cookiecutter.__package_name }} import profile as profiles
 from {{ cookiecutter.__package_name }} import training
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.metrics import score_all
-from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, rollups
+from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, drift, rollups
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor, store_daily_stats
 from {{ cookiecutter.__package_name }}.monitoring.outcomes import load, outcome_rows, store_outcomes
@@ -411,6 +411,8 @@ def test_monitor_names_a_missing_rate_jump_and_says_how_far_it_moved(engine, cha
         [note] = [m for m in report["messages"] if f"feature '{name}': missing rate" in m]
         assert f"from {verdict['reference_missing_rate']:.1%} in training" in note
         assert f"to {verdict['current_missing_rate']:.1%} in this window" in note
+        [row] = [row for row in reports.table_rows(report) if row[0] == name]
+        assert row[2] == "DRIFT (missing rate)"
     untouched = {"tenure_months", "monthly_charges", "support_calls", "contract", "region"}
     assert not untouched & set(report["drifted"])
 
@@ -462,8 +464,6 @@ def test_monitor_clean_traffic_far_larger_than_the_training_set_is_not_significa
 def test_drift_p_values_are_calibrated_against_a_small_reference_sample():
     """Under no drift, p < alpha about alpha of the time, with a 1920-row reference and 5000
     current records (a goodness-of-fit test against the reference shares is far off)."""
-    drift = importlib.import_module(".monitoring.drift", training.__package__)
-    profiles = importlib.import_module(".profile", training.__package__)
     rng = np.random.default_rng(2026)
     categories, shares = np.array(["a", "b", "c", "d"]), [0.4, 0.3, 0.2, 0.1]
     low = {"categorical": 0, "numeric": 0}
@@ -483,7 +483,6 @@ def test_drift_p_values_are_calibrated_against_a_small_reference_sample():
 
 
 def test_drift_missing_rate_check_uses_the_present_values_and_the_training_row_count():
-    drift = importlib.import_module(".monitoring.drift", training.__package__)
     profile = {"count": 1000, "missing_rate": 0.1, "frequencies": {"x": 0.5, "y": 0.5}}
     same = drift.categorical_verdict("c", profile, {"x": 450, "y": 450}, THRESHOLDS, 1, 100)
     assert (same.drifted, same.reference_count, same.current_missing_rate) == (False, 900, 0.1)

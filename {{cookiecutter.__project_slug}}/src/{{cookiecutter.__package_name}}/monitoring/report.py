@@ -75,7 +75,7 @@ def table_rows(report: dict) -> list[list[str]]:
             [
                 name,
                 section["kind"],
-                "DRIFT" if v["drifted"] else "ok",
+                _verdict(v),
                 f"{v['psi']:.3f}",
                 f"{v['test']} {v['statistic']:.3g}",
                 f"{v['p_value']:.2g}",
@@ -83,6 +83,14 @@ def table_rows(report: dict) -> list[list[str]]:
             ]
         )
     return rows
+
+
+def _verdict(verdict: dict) -> str:
+    """ok, DRIFT, or DRIFT naming what drifted when it is not (only) the distribution."""
+    if not verdict["drifted"]:
+        return "ok"
+    reasons = list(verdict.get("reasons") or [])
+    return "DRIFT" if reasons in ([], ["distribution"]) else f"DRIFT ({', '.join(reasons)})"
 
 
 SOURCES = {"rollups": "the hourly rollups", "prediction_log": "the raw log rows"}
