@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from {{ cookiecutter.__package_name }}.cli import run
-from {{ cookiecutter.__package_name }}.config import section
+from {{ cookiecutter.__package_name }}.config import load_params
 from {{ cookiecutter.__package_name }}.sample import make_sample
 
 log = logging.getLogger("make_sample")
@@ -26,7 +26,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--out {args.out} must end in .csv or .parquet")
 
     def step() -> int:
-        model, data = section("model"), section("data")
+        params = load_params()  # read and checked once, not once per section
+        model, data = params["model"], params["data"]
         frame = make_sample(
             args.rows, args.seed, model["task"], data["target"], args.drift, args.end_date
         )
