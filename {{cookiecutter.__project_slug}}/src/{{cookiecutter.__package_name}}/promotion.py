@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -86,7 +87,7 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     """
     client = registry.connect(backends)
     name, candidate = evaluation["model_name"], evaluation["candidate"]["version"]
-    registry.version(client, name, candidate)
+    registered = registry.version(client, name, candidate)
     current = registry.champion(client, name)
     if current and str(current.version) == candidate:
         return _outcome(
@@ -96,7 +97,8 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     if (str(current.version) if current else None) != evaluated_against:
         log.info("champion moved since the evaluation: evaluating again")
         evaluation = reevaluate()
-    accepted, reason = decide(evaluation, gate)
+    repeat = rolled_back_repeat(client, name, registered)
+    accepted, reason = (False, repeat) if repeat else decide(evaluation, gate)
     decision = {"gate.decision": "promoted" if accepted else "rejected", "gate.reason": reason}
     if accepted:
         registry.move_champion(
@@ -114,6 +116,32 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
         for key, tag in decision.items():
             client.set_model_version_tag(name, candidate, key, tag)
     return _outcome("promoted" if accepted else "rejected", reason, evaluation, gate)
+
+
+def rolled_back_repeat(client, name: str, candidate) -> str | None:
+    """Why the gate must not promote `candidate`: it is a version a rollback took out of
+    service, or the same training again (same data hash, same clean commit). None otherwise.
+
+    Without this, the next scheduled retrain on unchanged data would quietly undo a rollback."""
+    tags = candidate.tags
+    if DEMOTED_AT in tags:
+        return (
+            f"version {candidate.version} was rolled back on {tags[DEMOTED_AT]} "
+            f"({tags.get(DEMOTED_REASON)}); the gate does not promote it again: "
+            f"`make rollback VERSION={candidate.version}` restores it on purpose"
+        )
+    if tags.get("git.dirty") != "false":
+        return None  # uncommitted changes: not provably the same training
+    same = ("data.content_hash", "git.commit", "git.dirty")
+    for other in client.search_model_versions(f"name='{name}'"):
+        if DEMOTED_AT in other.tags and all(other.tags.get(t) == tags.get(t) for t in same):
+            return (
+                f"it repeats version {other.version} (same data hash and commit), which was "
+                f"rolled back on {other.tags[DEMOTED_AT]} ({other.tags.get(DEMOTED_REASON)}): "
+                "change the data, code or params.yaml, or restore that version on purpose "
+                f"with `make rollback VERSION={other.version}`"
+            )
+    return None
 
 
 def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:
@@ -143,12 +171,18 @@ def _outcome(decision: str, reason: str, evaluation: dict, gate: Gate) -> dict[s
     }
 
 
+# Tags of a version a rollback took out of service.
+DEMOTED_AT, DEMOTED_REASON = "demoted_at", "demoted_reason"
+
+
 def rollback_target(client, name: str, requested: str | None):
-    """The version to roll back to: the one asked for, or the champion's predecessor."""
+    """The version to roll back to: the one asked for, or the champion's predecessor (for a
+    champion only a forced rollback made, never promoted, the version that rollback replaced)."""
     current = registry.champion(client, name)
     if current is None:
         raise PipelineError(f"model {name} has no champion: there is nothing to roll back")
-    number = requested or current.tags.get("previous_champion")
+    tags = current.tags
+    number = requested or tags.get("previous_champion") or tags.get("rolled_back_from")
     if not number or number == "none":
         raise PipelineError(
             f"champion v{current.version} has no previous champion: pass VERSION=<n>"
@@ -204,17 +238,36 @@ def rollback(
     }
     if refusal and not force:
         return report
-    registry.move_champion(
-        client,
-        name,
-        str(target.version),
-        {
-            "rolled_back_at": registry.now(),
-            "rollback_reason": reason,
-            # Not previous_champion: that keeps what preceded the target when it was promoted,
-            # so a second rollback goes further back instead of undoing the first.
-            "rolled_back_from": str(current.version),
-            f"rollback.{gate.metric.name}": "undefined" if value is None else f"{value:.6g}",
-        },
-    )
+    when = registry.now()
+    with _demoting(client, name, current, target, {DEMOTED_AT: when, DEMOTED_REASON: reason}):
+        registry.move_champion(
+            client,
+            name,
+            str(target.version),
+            {
+                "rolled_back_at": when,
+                "rollback_reason": reason,
+                # Not previous_champion: that keeps what preceded the target when it was
+                # promoted, so a second rollback goes further back instead of undoing the first.
+                "rolled_back_from": str(current.version),
+                f"rollback.{gate.metric.name}": "undefined" if value is None else f"{value:.6g}",
+            },
+        )
     return {**report, "moved": True}
+
+
+@contextmanager
+def _demoting(client, name: str, left, target, tags: dict[str, str]):
+    """Mark the version a rollback takes out of service before the alias moves, so the gate
+    never promotes it (or its twin) again; undo that if the move fails. A target that was
+    itself taken out of service before is in service again once the move succeeds."""
+    for key, value in tags.items():
+        client.set_model_version_tag(name, str(left.version), key, value)
+    try:
+        yield
+    except Exception:
+        for key in tags:
+            registry.quietly(client.delete_model_version_tag, name, str(left.version), key)
+        raise
+    for key in set(tags) & set(target.tags):
+        registry.quietly(client.delete_model_version_tag, name, str(target.version), key)

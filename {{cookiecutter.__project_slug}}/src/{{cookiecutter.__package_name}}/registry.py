@@ -157,12 +157,12 @@ def move_champion(client: MlflowClient, name: str, number: str, tags: dict[str, 
         client.set_registered_model_alias(name, CHAMPION, number)
     except Exception:
         for key in written:
-            _quietly(client.delete_model_version_tag, name, number, key)
+            quietly(client.delete_model_version_tag, name, number, key)
         raise
     log.info("alias %s of %s now points at version %s", CHAMPION, name, number)
 
 
-def _quietly(call, *args) -> None:
+def quietly(call, *args) -> None:
     """Best-effort clean-up: log instead of masking the original error."""
     try:
         call(*args)
