@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -120,6 +121,12 @@ def test_make_data_bad_source_stops_with_column_named(set_up, config_id, tmp_pat
     assert not (project / "data/dataset.parquet").exists(), "nothing downstream runs on bad data"
 
 
+def read_csv(path: Path) -> list[dict]:
+    """A CSV file's rows as dicts of text."""
+    with path.open(newline="") as file:
+        return list(csv.DictReader(file))
+
+
 @each_lifecycle
 def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_id, tmp_path):
     project = set_up(config_id)
@@ -138,13 +145,33 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
             answer = json.loads(response.read())
         assert answer["model_version"] == meta["version"] == registry_state(project)["champion"]
         make(project, "drifted-sample")
-        make(project, "send-batch", "FILE=data/batches/drifted.csv", f"URL={base}")
+        sent = ["FILE=data/batches/drifted.csv", f"URL={base}", "OUT=build/predictions.csv"]
+        make(project, "send-batch", *sent)
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     assert "Finished server process" in log.read_text(), "uvicorn shut down gracefully"
+    # The request ids send-batch saved, with the actual values added, are an outcomes file.
+    answered = read_csv(project / "build/predictions.csv")
+    drifted = read_csv(project / "data/batches/drifted.csv")
+    assert [int(row["row"]) for row in answered] == list(range(len(drifted)))
+    target = yaml.safe_load((project / "params.yaml").read_text())["data"]["target"]
+    with (project / "build/outcomes.csv").open("w", newline="") as file:
+        writer = csv.DictWriter(file, ["request_id", "record_index", "actual"])
+        writer.writeheader()
+        for row, sent in zip(answered, drifted, strict=True):
+            writer.writerow(
+                {
+                    "request_id": row["request_id"],
+                    "record_index": row["record_index"],
+                    "actual": sent[target],
+                }
+            )
+    loaded = run_make(project, "outcomes", "FILE=build/outcomes.csv")
+    assert loaded.returncode == 0 and f"{len(drifted)} match a logged prediction" in loaded.stderr
     result = run_make(project, "monitor")
     report = json.loads((project / "reports/monitoring.json").read_text())
     assert report["records"] == 1001, "every predicted record reached the prediction log"
+    assert report["live_metrics"]["records_scored"] == len(drifted)
     assert (result.returncode, report["exit_code"], report["drift"]) == (2, 3, True)
     assert "monthly_charges" in report["drifted"] and "contract" in report["drifted"]
     assert (project / "reports/monitoring.html").read_text().count("data:image/png") >= 2

@@ -16,6 +16,7 @@ from pathlib import Path
 from {{ cookiecutter.__package_name }}.cli import read_json, run
 from {{ cookiecutter.__package_name }}.config import load_params
 from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.evaluation import holdout_words
 from {{ cookiecutter.__package_name }}.monitoring import report as monitoring_report
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
@@ -91,8 +92,8 @@ def pr_comment(evaluation: dict, gate: Gate | None, links: Links) -> str:
         PR_MARKER,
         f"## Candidate from this pull request: {evaluation['model_name']}",
         "",
-        f"Trained on the current data and scored with the champion on the same newest "
-        f"{holdout['rows']} rows (data hash `{holdout['data_hash'][:12]}`).",
+        f"Trained on the current data and scored with the champion on the same holdout, "
+        f"{holdout_words(holdout)} (data hash `{holdout['data_hash'][:12]}`).",
         "",
         *metric_table(evaluation, gate.metric.name if gate else None),
         "",

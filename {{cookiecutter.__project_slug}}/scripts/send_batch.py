@@ -1,7 +1,9 @@
 """Send the rows of a CSV or Parquet file to a running service's /predict, in batches.
 
 Only the features declared in params.yaml are sent; missing values go as null. Useful to replay
-a batch of real traffic against a deployment, and for the demo's drifted traffic.
+a batch of real traffic against a deployment, and for the demo's drifted traffic. With --out,
+writes each row's request_id and record_index (what `make outcomes` joins the actual values on)
+and its prediction; on a refused batch, the rows predicted before it are still written.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import json
 import logging
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pandas as pd
 
@@ -20,6 +23,10 @@ from {{ cookiecutter.__package_name }}.config import section
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 
 log = logging.getLogger("send_batch")
+
+
+class Refused(PipelineError):
+    """The service answered a batch with an error status."""
 
 
 def post(url: str, records: list[dict]) -> dict:
@@ -32,10 +39,26 @@ def post(url: str, records: list[dict]) -> dict:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as err:
-        raise PipelineError(f"{url} answered {err.code}: {err.read()[:500]!r}") from err
+        raise Refused(f"{url} answered {err.code}: {_detail(err.read())}") from err
     except urllib.error.URLError as err:
         message = f"{url} is unreachable: {err.reason}; is `make serve` running?"
         raise PipelineError(message) from err
+
+
+def _detail(body: bytes) -> str:
+    """The service's error detail; validation errors one per line, as "record i field: why"."""
+    try:
+        detail = json.loads(body)["detail"]
+    except (ValueError, KeyError, TypeError):
+        return repr(body[:500])
+    if not isinstance(detail, list):
+        return str(detail)
+    lines = []
+    for error in detail:
+        where = [str(part) for part in error.get("loc", [])[1:]]  # ["records", i, field]
+        parts = [f"record {where[0]}", *where[1:]] if where else ["the body"]
+        lines.append(f"{' '.join(parts)}: {error.get('msg')}")
+    return "\n  " + "\n  ".join(lines)
 
 
 def records(frame: pd.DataFrame, features: list[str]) -> list[dict]:
@@ -47,23 +70,53 @@ def records(frame: pd.DataFrame, features: list[str]) -> list[dict]:
     return selected.where(selected.notna(), None).to_dict("records")
 
 
+def send(url: str, rows: list[dict], batch_size: int, answered: list[dict]) -> None:
+    """Send rows in batches, appending one answer per row (file row, request id, record index,
+    prediction) to `answered`; a refused batch stops the run, naming the file rows it held."""
+    for first in range(0, len(rows), batch_size):
+        try:
+            answer = post(url, rows[first : first + batch_size])
+        except Refused as err:
+            last = min(first + batch_size, len(rows)) - 1
+            raise PipelineError(
+                f"file rows {first}-{last} (records 0-{last - first} of that batch) were refused, "
+                f"after {first} of {len(rows)} rows were predicted and logged; {err}"
+            ) from err
+        answered.extend(
+            {
+                "row": first + index,
+                "request_id": answer["request_id"],
+                "record_index": index,
+                "prediction": one["prediction"],
+            }
+            for index, one in enumerate(answer["predictions"])
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     """Send --file to --url in --batch-size batches and report how many were predicted."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--file", required=True, help="a .csv or .parquet path")
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--batch-size", type=int, default=100)
+    parser.add_argument("--out", type=Path, help="a CSV of each row's request id and prediction")
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
 
     def step() -> int:
-        frame = datalib.load_source({"source": args.file}, "regression", None)
-        rows = records(frame, list(section("data")["features"]))
-        sent = 0
-        for first in range(0, len(rows), args.batch_size):
-            sent += len(post(args.url, rows[first : first + args.batch_size])["predictions"])
-        log.info("%s records predicted by %s", sent, args.url)
+        features = section("data")["features"]
+        frame = datalib.load_source({"source": args.file, "features": features}, "", None)
+        rows, answered = records(frame, list(features)), []
+        try:
+            send(args.url, rows, args.batch_size, answered)
+        finally:
+            if args.out:
+                args.out.parent.mkdir(parents=True, exist_ok=True)
+                columns = ["row", "request_id", "record_index", "prediction"]
+                pd.DataFrame(answered, columns=columns).to_csv(args.out, index=False)
+                log.info("wrote the request ids of %d rows to %s", len(answered), args.out)
+        log.info("%s records predicted by %s", len(answered), args.url)
         return 0
 
     return run(step)

@@ -98,6 +98,21 @@ def test_load_source_reads_csv_and_parquet_and_refuses_other_suffixes(frame, par
         datalib.load_source({**params["data"], "source": "d.xlsx"}, task, None)
 
 
+def test_csv_keeps_leading_zeros_of_categorical_codes_and_reads_other_columns_as_numbers(
+    tmp_path,
+):
+    path = tmp_path / "codes.csv"
+    path.write_text("zip,grade,flag,size\n02134,3,True,1.5\n10001,,False,2\n00501,4.0,,\n")
+    features = {"zip": "categorical", "grade": "categorical", "flag": "categorical"}
+    loaded = datalib.load_source({"source": str(path), "features": features}, "", None)
+    assert loaded["zip"].tolist() == ["02134", "10001", "00501"]
+    clean = datalib.feature_frame(loaded.to_dict("records"), features)
+    assert clean["zip"].tolist() == ["02134", "10001", "00501"]
+    assert clean["grade"].tolist()[0::2] == ["3", "4"], "whole numbers: the categories as before"
+    assert clean["flag"].tolist()[:2] == ["True", "False"]
+    assert loaded["size"].tolist()[:2] == [1.5, 2.0]
+
+
 def test_load_source_sql_reads_a_query(frame, params, tmp_path):
     import sqlalchemy
 

@@ -121,6 +121,32 @@ def test_impossible_value_names_the_key_and_the_rule(tmp_path, repo_params, dott
     assert f"{dotted} is {value!r}: it must be {rule}" in message
 
 
+def test_target_or_time_column_declared_as_a_feature_is_refused(tmp_path, repo_params):
+    params = copy.deepcopy(repo_params)
+    target, time_column = params["data"]["target"], params["data"]["time_column"]
+    params["data"]["features"] |= {target: "numeric", time_column: "categorical"}
+    message = refusal(tmp_path, params)
+    assert f"data.target '{target}' is also declared in data.features" in message
+    assert f"data.time_column '{time_column}' is also declared in data.features" in message
+
+
+@pytest.mark.parametrize(
+    ("metric", "threshold", "expected"),
+    [
+        ("rmse", 0.5, "promote.metric: metric 'rmse' does not fit task 'classification'"),
+        ("roc_auc", 1.5, "promote.threshold: 1.5 is outside the range of roc_auc, [0.0, 1.0]"),
+        ("roc_auc", -1, "promote.threshold: -1 is outside the range of roc_auc"),
+    ],
+)
+def test_metric_of_the_other_task_or_an_unreachable_threshold_is_refused(
+    tmp_path, repo_params, metric, threshold, expected
+):
+    params = copy.deepcopy(repo_params)
+    params["model"]["task"] = "classification"
+    params["promote"] |= {"metric": metric, "threshold": threshold}
+    assert expected in refusal(tmp_path, params)
+
+
 def test_section_that_is_not_a_mapping_is_refused(tmp_path, repo_params):
     params = copy.deepcopy(repo_params)
     params["monitor"] = 5

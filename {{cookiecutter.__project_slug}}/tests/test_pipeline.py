@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,14 @@ import pytest
 from mlflow import MlflowClient
 
 from {{ cookiecutter.__package_name }} import data as datalib
-from {{ cookiecutter.__package_name }} import evaluation, plots, promotion, registry, training
+from {{ cookiecutter.__package_name }} import (
+    evaluation,
+    lineage,
+    plots,
+    promotion,
+    registry,
+    training,
+)
 from {{ cookiecutter.__package_name }}.config import Backends
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.promotion import Gate
@@ -61,6 +69,35 @@ def test_train_registers_version_with_full_lineage(params, backends, good_data):
     assert profile["features"]["contract"]["frequencies"], "categorical profile has frequencies"
 
 
+def test_categories_only_the_holdout_holds_are_known_to_the_service(params, backends, workdir):
+    """The profile's frequencies come from the training rows; the categories the service accepts
+    from the whole dataset."""
+    schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
+    frame = pd.read_parquet(write_data(params, workdir / "data.parquet"))
+    _rest, holdout = datalib.split(frame, schema, params["split"]["holdout_fraction"], 0)
+    frame.loc[holdout.index[0], "region"] = "islands"
+    frame.to_parquet(workdir / "rare.parquet", index=False)
+    trained = training.train(workdir / "rare.parquet", params, backends)
+    region = registry.load_profile(MlflowClient(), trained["run_id"])["features"]["region"]
+    assert "islands" not in region["frequencies"]
+    assert region["categories"] == sorted(frame["region"].dropna().unique())
+
+
+def test_git_dirty_ignores_the_data_versions_the_pipeline_rewrites(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    for name in ("dvc.lock", "data/dataset.parquet.dvc", "params.yaml"):
+        (tmp_path / name).write_text("first\n")
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for command in (["init", "-q"], ["add", "-A"], [*identity, "commit", "-qm", "start"]):
+        subprocess.run(["git", *command], check=True)
+    for name in ("dvc.lock", "data/dataset.parquet.dvc"):
+        (tmp_path / name).write_text("second\n")  # `make data` ran before training
+    assert lineage.git_state()["git.dirty"] == "false"
+    (tmp_path / "params.yaml").write_text("changed\n")
+    assert lineage.git_state()["git.dirty"] == "true"
+
+
 def test_train_same_inputs_same_metrics(params, backends, good_data):
     first = training.train(good_data, params, backends)
     second = training.train(good_data, params, backends)
@@ -86,6 +123,9 @@ def test_gate_promotes_good_then_keeps_champion_over_shuffled(params, backends, 
     assert not refused["moved"] and "never champion" in refused["refusal"]
     forced = promotion.rollback(bad, params, gate, backends, rejected, "try", force=True)
     assert forced["moved"]
+    # It was never promoted, so it has no predecessor of its own: a rollback undoes the forced one.
+    undone = promotion.rollback(bad, params, gate, backends, None, "undo", force=False)
+    assert undone["moved"] and undone["to_version"] == first["candidate"]["version"]
 
 
 def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
@@ -108,6 +148,32 @@ def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
     assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
     forced = promotion.rollback(good_data, params, strict, backends, "2", "test", force=True)
     assert forced["moved"] and str(registry.champion(MlflowClient(), "test-model").version) == "2"
+
+
+def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
+    params, backends, good_data, workdir, monkeypatch
+):
+    clean = {"git.commit": "c0ffee", "git.dirty": "false"}
+    monkeypatch.setattr(lineage, "git_state", lambda: clean)
+    cycle(params, backends, good_data, workdir / "r1")
+    trained = training.train(good_data, params, backends)
+    report = evaluation.evaluate(good_data, trained, params, backends, workdir / "r2")
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    assert promotion.promote(report, gate, backends, lambda: report)["decision"] == "promoted"
+    promotion.rollback(good_data, params, gate, backends, None, "bad in production", False)
+    tags = MlflowClient().get_model_version("test-model", "2").tags
+    assert tags[promotion.DEMOTED_REASON] == "bad in production"
+    # `make pipeline` right after: nothing re-ran, promote reads the same evaluation.
+    again = promotion.promote(report, gate, backends, lambda: report)
+    assert again["decision"] == "rejected" and "was rolled back on" in again["reason"]
+    # The scheduled retrain on the same data and commit trains the same model as version 3.
+    repeat = cycle(params, backends, good_data, workdir / "r3")
+    assert repeat["decision"] == "rejected"
+    assert "repeats version 2 (same data hash and commit)" in repeat["reason"]
+    assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
+    # Restored on purpose, it is in service again.
+    promotion.rollback(good_data, params, gate, backends, "2", "fixed upstream", False)
+    assert promotion.DEMOTED_AT not in MlflowClient().get_model_version("test-model", "2").tags
 
 
 def test_failed_evaluation_moves_no_alias(params, backends, good_data, workdir, monkeypatch):
@@ -141,6 +207,11 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
     metric = params["promote"]["metric"]
     delta = report["comparison"][metric]["delta"]
     assert f"{delta:+.4f}" in text
+    rows = report["holdout"]["rows"]
+    assert f"Holdout: the newest {rows} rows by {params['data']['time_column']}" in text
+    unordered = {**report["holdout"], "newest_by": None}
+    random_rows = f"{rows} rows drawn at random (no data.time_column)"
+    assert evaluation.holdout_words(unordered) == random_rows
 
 
 def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across(

@@ -171,10 +171,12 @@ def test_workers_share_the_connections_and_stop_together(start_server, exported_
     assert sum(served) == 32 or served == {16}, f"not two workers' counts: {served}"
     assert all(6 <= n <= 26 for n in served), f"one worker took almost every connection: {served}"
 
-    second = subprocess.run(
-        [*server.command, "--workers", "2"], capture_output=True, text=True, timeout=60
-    )
-    assert second.returncode == 1 and "Address already in use" in second.stderr, second.stderr
+    for workers in ("2", "1"):  # refused at once, before loading the model
+        second = subprocess.run(
+            [*server.command, "--workers", workers], capture_output=True, text=True, timeout=60
+        )
+        assert second.returncode == 1 and "Address already in use" in second.stderr, second.stderr
+        assert "Started server process" not in second.stderr, second.stderr
 
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) == 0, server.log

@@ -20,11 +20,13 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from {{ cookiecutter.__package_name }}.config import ServeSettings
 from {{ cookiecutter.__package_name }}.data import feature_frame
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
 from {{ cookiecutter.__package_name }}.serving.main import create_app
+from {{ cookiecutter.__package_name }}.serving.routers import predict
 from {{ cookiecutter.__package_name }}.serving.routers.predict import new_request_id
 from {{ cookiecutter.__package_name }}.serving.schema import request_model
 
@@ -408,6 +410,21 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
     for bad in ({"grade": 2.5}, {"grade": 7}, {"flag": 1}, {"region": 1}):
         with pytest.raises(ValueError, match="literal_error"):
             record(json.dumps({"records": [{**meta["example"], **bad}]}))
+
+
+def test_unknown_category_among_thousands_gets_a_short_message():
+    codes = [f"{n:05d}" for n in range(2000)]
+    meta = {
+        "features": {"zip": "categorical"},
+        "categories": {"zip": codes},
+        "example": {"zip": "00501"},
+    }
+    with pytest.raises(ValidationError) as refused:
+        request_model(meta, 10).model_validate_json('{"records": [{"zip": "99999"}]}')
+    (error,) = refused.value.errors(include_url=False)
+    assert error["type"] == "literal_error"
+    assert "categories in the training data" in predict._message(error)
+    assert len(predict._message(error)) < predict.MAX_MESSAGE < len(error["msg"])
 
 
 def test_error_lists_every_bad_field_of_every_record(live, exported_model):

@@ -101,10 +101,9 @@ def _features(value: Any) -> bool:
 TASKS = ("classification", "regression")
 SEED = _integer(0)  # numpy and scikit-learn refuse negative seeds
 SEED_OPTIONAL = _integer(0, required=False)
-# Every section and key params.yaml may hold. Checks that need more than the value stay where
-# the context is: the metric against the task and min_improvement >= 0 (promotion.py,
-# metrics.py), the declared columns against the data (data.py), the hyperparameters against
-# the model (training.py).
+# Every section and key params.yaml may hold; _across() checks keys against each other. Checks
+# that need more than params.yaml stay where the context is: the declared columns against the
+# data (data.py), the hyperparameters against the model (training.py).
 PARAMS: dict[str, dict[str, Rule]] = {
     "model": {
         "name": _text(),
@@ -172,7 +171,27 @@ def params_problems(params: dict[str, Any]) -> list[str]:
                     problems.append(f"missing key {name}.{key}: it must be {rule.accepts}")
             elif not rule.test(body[key]):
                 problems.append(f"{name}.{key} is {body[key]!r}: it must be {rule.accepts}")
-    return problems
+    return problems or _across(params)
+
+
+def _across(params: dict[str, Any]) -> list[str]:
+    """What is wrong between keys that are each well-formed: a target or time column that is also
+    a feature, a metric of the other task, a threshold the metric cannot reach."""
+    from .metrics import get_metric  # imports scikit-learn: only once the keys are known good
+
+    data, promote = params["data"], params["promote"]
+    problems = [
+        f"data.{key} '{data[key]}' is also declared in data.features: "
+        + ("the target cannot be an input" if key == "target" else "the split orders rows by it")
+        for key in ("target", "time_column")
+        if data.get(key) in data["features"]
+    ]
+    try:
+        metric = get_metric(promote["metric"], params["model"]["task"])
+    except PipelineError as err:
+        return [*problems, f"promote.metric: {err}"]
+    outside = metric.outside(promote["threshold"])
+    return problems + ([f"promote.threshold: {outside}"] if outside else [])
 
 
 def _unknown(found: dict, allowed: dict, what: str, takes: str) -> list[str]:

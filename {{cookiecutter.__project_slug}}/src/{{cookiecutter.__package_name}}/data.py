@@ -75,18 +75,36 @@ def load_source(data: dict[str, Any], task: str, database_url: str | None) -> pd
     if source == "sql":
         return _read_sql(data.get("query"), database_url)
     suffix = Path(source.split("?")[0]).suffix.lower()
-    readers = {".csv": pd.read_csv, ".parquet": pd.read_parquet, ".pq": pd.read_parquet}
-    if suffix not in readers:
+    if suffix not in (".csv", ".parquet", ".pq"):
         raise PipelineError(
             f"params.yaml data.source '{source}' is not supported: "
             "use 'sample', 'sql', or a path or URL ending in .csv or .parquet"
         )
     try:
-        return readers[suffix](source)
+        if suffix == ".csv":
+            return read_csv(source, data.get("features") or {})
+        return pd.read_parquet(source)
     except FileNotFoundError as err:
         raise PipelineError(f"data source {source} does not exist") from err
     except (OSError, ValueError) as err:
         raise PipelineError(f"data source {source} could not be read: {err}") from err
+
+
+def read_csv(source: str, features: dict[str, str]) -> pd.DataFrame:
+    """A CSV file; a categorical column of codes with leading zeros ("02134") is kept as text.
+
+    Any other column is read as pandas reads it, so a column of numbers is still numbers (and
+    "3.0", an integer column with gaps as pandas writes it, still the category "3").
+    """
+    categorical = [name for name, kind in features.items() if kind == "categorical"]
+    frame = pd.read_csv(source, dtype=dict.fromkeys(categorical, str))
+    for name in categorical:
+        if name in frame.columns:
+            text = frame[name].dropna()
+            numbers = pd.to_numeric(text, errors="coerce")
+            if numbers.notna().all() and not text.str.match(r"[-+]?0\d").any():
+                frame[name] = pd.to_numeric(frame[name])
+    return frame
 
 
 def _read_sql(query: str | None, database_url: str | None) -> pd.DataFrame:

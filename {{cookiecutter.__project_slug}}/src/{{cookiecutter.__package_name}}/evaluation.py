@@ -22,7 +22,8 @@ log = logging.getLogger(__name__)
 
 
 def holdout(data_path, params: dict[str, Any]) -> tuple[pd.DataFrame, datalib.Schema]:
-    """The newest rows of the current data, which no candidate trained on."""
+    """The newest rows of the current data (a seeded random sample without a time column),
+    which no candidate trained on."""
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
     if not Path(data_path).exists():
         raise PipelineError(f"{data_path} does not exist: run `make data` first")
@@ -103,7 +104,11 @@ def evaluate(
     report = {
         "model_name": name,
         "task": schema.task,
-        "holdout": {"rows": len(rows), "data_hash": datalib.content_hash(rows)},
+        "holdout": {
+            "rows": len(rows),
+            "data_hash": datalib.content_hash(rows),
+            "newest_by": schema.time_column,  # None: a seeded random sample
+        },
         "candidate": {"version": candidate["version"], "metrics": candidate["metrics"]},
         "champion": summary,
         "comparison": compare(candidate, champion),
@@ -119,6 +124,13 @@ def evaluate(
     return report
 
 
+def holdout_words(holdout: dict) -> str:
+    """How the holdout was chosen, in words: by time, or at random (no time column)."""
+    if holdout.get("newest_by"):
+        return f"the newest {holdout['rows']} rows by {holdout['newest_by']}"
+    return f"{holdout['rows']} rows drawn at random (no data.time_column)"
+
+
 def markdown(report: dict) -> str:
     """A table of both models on the holdout, with the deltas, and the plots."""
     champion = report["champion"]
@@ -126,7 +138,7 @@ def markdown(report: dict) -> str:
     lines = [
         f"## Evaluation of {report['model_name']} v{report['candidate']['version']}",
         "",
-        f"Holdout: the newest {report['holdout']['rows']} rows "
+        f"Holdout: {holdout_words(report['holdout'])} "
         f"(data hash `{report['holdout']['data_hash'][:12]}`).",
         "",
         f"| metric | candidate v{report['candidate']['version']} | champion {head} | delta | |",

@@ -20,10 +20,16 @@ def _git(*args: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+# What the pipeline itself rewrites before training: the data versions, which the lineage holds
+# apart (data.content_hash, data.dvc_md5). Changes there do not make the code dirty.
+DATA_VERSION_FILES = (":(exclude)dvc.lock", ":(exclude,glob)**/*.dvc")
+
+
 def git_state() -> dict[str, str]:
-    """The commit checked out (or 'none' before the first commit) and whether the tree is dirty."""
+    """The commit checked out (or 'none' before the first commit) and whether the tree differs
+    from it, data version files aside."""
     commit = _git("rev-parse", "HEAD") or "none"
-    status = _git("status", "--porcelain", "--untracked-files=no")
+    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *DATA_VERSION_FILES)
     dirty = "unknown" if status is None else str(bool(status) or commit == "none").lower()
     return {"git.commit": commit, "git.dirty": dirty}
 

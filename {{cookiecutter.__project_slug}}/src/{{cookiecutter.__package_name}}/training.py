@@ -90,6 +90,10 @@ def run_record(
         bins,
         prediction_profile(schema.task, prediction, proba, classes_of(model, schema.task), bins),
     )
+    # The service accepts every category of the dataset, not only those the training split
+    # drew: a rare code seen in the holdout is no reason to refuse a request.
+    for name in schema.of_kind("categorical"):
+        profile["features"][name]["categories"] = sorted(frame[name].dropna().astype(str).unique())
     tags = {
         "data.content_hash": datalib.content_hash(frame),
         "data.dvc_md5": dvc_md5,

@@ -63,7 +63,7 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
             "task": chosen.tags.get("task"),
             "features": features,
             "categories": {
-                n: sorted(f["frequencies"])
+                n: f.get("categories") or sorted(f["frequencies"])  # older profiles lack them
                 for n, f in profile["features"].items()
                 if f["kind"] == "categorical"
             },

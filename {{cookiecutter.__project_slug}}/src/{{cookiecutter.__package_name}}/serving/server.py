@@ -40,6 +40,8 @@ def run(host: str, port: int, workers: int, app: str = APP, factory: bool = True
     """Serve the app (an import string; by default the service's factory) on host:port with
     `workers` processes."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+    # Before loading the model (seconds): a port in use would otherwise show only after it.
+    _port_free_or_exit(host, port)
     options = {**OPTIONS, "factory": factory}
     if workers > 1 and hasattr(socket, "SO_REUSEPORT"):
         Workers(host, port, workers, app, options).run()
@@ -51,6 +53,16 @@ def run(host: str, port: int, workers: int, app: str = APP, factory: bool = True
     uvicorn.run(
         app, host=host, port=port, workers=workers, timeout_worker_healthcheck=120, **options
     )
+
+
+def _port_free_or_exit(host: str, port: int) -> None:
+    """Exit with a clear message if anything holds host:port, even a server sharing it by
+    SO_REUSEPORT."""
+    try:
+        listener(host, port, listen=False, shared=False).close()
+    except OSError as err:
+        log.error("cannot serve on %s:%d: %s", host, port, err)
+        raise SystemExit(1) from None
 
 
 def listener(host: str, port: int, listen: bool = True, shared: bool = True) -> socket.socket:
@@ -93,8 +105,6 @@ class Workers:
     def run(self) -> None:
         """Start the workers, replace any that dies, stop them all on a signal."""
         try:
-            # Fails if anything holds the port, even another server sharing it by SO_REUSEPORT.
-            listener(self.host, self.port, listen=False, shared=False).close()
             # Bound, never listening (so never given connections): holds the port meanwhile.
             held = listener(self.host, self.port, listen=False)
         except OSError as err:

@@ -77,9 +77,25 @@ def parse(service: Service, body: bytes) -> list[dict]:
                 "(SERVE_MAX_RECORDS)",
             ) from None
         raise Refusal(
-            422, [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in errors[:20]]
+            422,
+            [{"loc": list(e["loc"]), "msg": _message(e), "type": e["type"]} for e in errors[:20]],
         ) from None
     return [record.__dict__ for record in payload.records]
+
+
+# Pydantic lists every allowed category; a feature with hundreds (postal codes) would make
+# each refused field kilobytes long.
+MAX_MESSAGE = 300
+
+
+def _message(error: dict) -> str:
+    """The error's message, without a category list too long to read."""
+    if error["type"] == "literal_error" and len(error["msg"]) > MAX_MESSAGE:
+        return (
+            "Input should be one of the categories in the training data, too many to list "
+            "here: see the schema at /docs"
+        )
+    return error["msg"]
 
 
 async def predict_records(service: Service, rows: list[dict], request_id: str) -> list[dict]:
