@@ -86,6 +86,21 @@ def test_split_holdout_is_the_newest_rows(frame, schema):
     assert holdout[schema.time_column].min() >= rest[schema.time_column].max()
 
 
+def test_split_without_time_column_keeps_each_row_on_its_side_as_the_data_grows(frame, schema):
+    clean = datalib.validate(frame, schema).drop(columns=[schema.time_column])
+    unordered = datalib.Schema(schema.features, schema.target, schema.task)
+    first, grown = clean.iloc[:1000], clean  # the source later holds 500 more rows
+    _rest, holdout = datalib.split(first, unordered, 0.2, seed=1)
+    rest_grown, holdout_grown = datalib.split(grown, unordered, 0.2, seed=1)
+    assert set(holdout.index) <= set(holdout_grown.index), "a held-out row stays held out"
+    assert not set(first.index) - set(holdout.index) & set(holdout_grown.index)
+    assert 0.15 < len(holdout_grown) / len(grown) < 0.25
+    _train, valid = datalib.split(rest_grown, unordered, 0.2, seed=1, purpose="validation")
+    assert 0.15 < len(valid) / len(rest_grown) < 0.25, "independent of the holdout's hash"
+    other_seed = datalib.split(grown, unordered, 0.2, seed=2)[1]
+    assert set(other_seed.index) != set(holdout_grown.index)
+
+
 def test_load_source_reads_csv_and_parquet_and_refuses_other_suffixes(frame, params, tmp_path):
     task = params["model"]["task"]
     for suffix, write in ((".csv", frame.to_csv), (".parquet", frame.to_parquet)):

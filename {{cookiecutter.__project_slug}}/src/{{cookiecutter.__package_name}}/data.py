@@ -235,18 +235,34 @@ def content_hash(frame: pd.DataFrame) -> str:
     return digest.hexdigest()
 
 
-def split(frame: pd.DataFrame, schema: Schema, fraction: float, seed: int):
-    """Split off the newest `fraction` of rows (by time column), or a seeded random sample."""
+def split(
+    frame: pd.DataFrame, schema: Schema, fraction: float, seed: int, purpose: str = "holdout"
+):
+    """Split off the newest `fraction` of rows (by time column), or else about `fraction` of them
+    chosen by a seeded hash of each row's content.
+
+    By hash, a row keeps its side as the data grows (a source that accumulates rows), so a
+    champion trained on earlier data is never scored on rows it trained on. `purpose` salts the
+    hash, so the validation split of the remaining rows is independent of the holdout's.
+    """
     if not 0 < fraction < 1:
         raise PipelineError(f"split fraction {fraction} must lie strictly between 0 and 1")
-    size = max(1, math.ceil(len(frame) * fraction))
-    if size >= len(frame):
-        raise PipelineError(f"{len(frame)} rows are too few to split off {fraction:.0%}")
+    too_few = PipelineError(f"{len(frame)} rows are too few to split off {fraction:.0%}")
     if schema.time_column:
+        size = max(1, math.ceil(len(frame) * fraction))
+        if size >= len(frame):
+            raise too_few
         ordered = frame.sort_values(schema.time_column, kind="stable")
         return ordered.iloc[:-size], ordered.iloc[-size:]
-    shuffled = frame.sample(frac=1.0, random_state=seed)
-    return shuffled.iloc[size:], shuffled.iloc[:size]
+    key = hashlib.sha256(f"{purpose}:{seed}".encode()).hexdigest()[:16]
+    hashes = pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy()
+    chosen = hashes % HASH_BUCKETS < fraction * HASH_BUCKETS
+    if chosen.all() or not chosen.any():
+        raise too_few
+    return frame[~chosen], frame[chosen]
+
+
+HASH_BUCKETS = 1_000_000
 
 
 def features_and_target(frame: pd.DataFrame, schema: Schema):

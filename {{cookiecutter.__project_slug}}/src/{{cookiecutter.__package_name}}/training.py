@@ -45,7 +45,7 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
     rest, _holdout = datalib.split(frame, schema, split_p["holdout_fraction"], split_p["seed"])
     random_split = datalib.Schema(schema.features, schema.target, schema.task)
     train_rows, valid_rows = datalib.split(
-        rest, random_split, split_p["validation_fraction"], split_p["seed"]
+        rest, random_split, split_p["validation_fraction"], split_p["seed"], "validation"
     )
     x_train, y_train = datalib.features_and_target(train_rows, schema)
     hyperparameters = dict(train_p.get("hyperparameters") or {})
