@@ -232,9 +232,30 @@ def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across
     assert evaluated["champion"]["version"] == "1" and evaluated["champion"]["metrics"] is None
     assert "Not compared: the champion version 1" in (workdir / "r2" / "evaluation.md").read_text()
     gate = Gate.from_params(changed["promote"], changed["model"]["task"])
-    with pytest.raises(PipelineError, match="trained on other features"):
-        promotion.rollback(data, changed, gate, backends, "1", "test", force=True)
+    refused = promotion.rollback(data, changed, gate, backends, "1", "test", force=True)
+    assert not refused["moved"] and "trained on other features" in refused["refusal"]
     assert str(registry.champion(MlflowClient(), "test-model").version) == "2"
+
+
+def test_renamed_labels_judge_the_candidate_alone_and_refuse_a_rollback_across(
+    params, backends, good_data, workdir
+):
+    """0/1 renamed stay/leave: the champion's labels are not the data's, so it is not compared
+    (scikit-learn would refuse to mix them), and no rollback may bring it back."""
+    if params["model"]["task"] != "classification":
+        pytest.skip("labels are a classification matter")
+    cycle(params, backends, good_data, workdir / "r1")
+    changed = copy.deepcopy(params)
+    names = dict(zip(params["data"]["target_classes"], ["stay", "leave"], strict=True))
+    changed["data"]["target_classes"] = list(names.values())
+    target, data = params["data"]["target"], workdir / "renamed.parquet"
+    frame = pd.read_parquet(good_data)
+    frame.assign(**{target: frame[target].map(names)}).to_parquet(data, index=False)
+    second = cycle(changed, backends, data, workdir / "r2")
+    assert second["decision"] == "promoted" and "labels were renamed" in second["reason"]
+    gate = Gate.from_params(changed["promote"], changed["model"]["task"])
+    refused = promotion.rollback(data, changed, gate, backends, "1", "test", force=True)
+    assert not refused["moved"] and "labels were renamed" in refused["refusal"]
 
 
 def test_roc_curves_show_each_class_against_the_rest_or_the_positive_class():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import numbers
 from pathlib import Path
 from typing import Any
 
@@ -34,8 +35,8 @@ def holdout(data_path, params: dict[str, Any]) -> tuple[pd.DataFrame, datalib.Sc
     return rows, schema
 
 
-class OtherFeatures(PipelineError):
-    """A registered version was trained on other features than params.yaml declares now."""
+class OtherSchema(PipelineError):
+    """A registered version was trained on other features, or other labels, than the data has."""
 
 
 def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Schema) -> dict:
@@ -45,19 +46,37 @@ def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Sc
     if set(trained_on) != set(schema.features):
         lacking = sorted(set(trained_on) - set(schema.features))
         added = sorted(set(schema.features) - set(trained_on))
-        raise OtherFeatures(
+        raise OtherSchema(
             f"version {number} was trained on other features than params.yaml declares "
             f"(it needs {lacking}, which the data lacks; it never saw {added})"
         )
     x, y = datalib.features_and_target(rows, schema)
+    classes = classes_of(model, schema.task)
+    if classes is not None and _relabelled(classes, y.unique().tolist()):
+        raise OtherSchema(
+            f"version {number} was trained on the labels {classes}, and the data now holds "
+            f"{sorted(map(str, y.unique()))[:5]}: the target's labels were renamed"
+        )
     prediction, proba = predict(model, x, schema.task)
     return {
         "version": str(number),
-        "metrics": score_all(schema.task, y, prediction, proba, classes_of(model, schema.task)),
+        "metrics": score_all(schema.task, y, prediction, proba, classes),
         "prediction": prediction,
         "proba": proba,
-        "classes": classes_of(model, schema.task),
+        "classes": classes,
     }
+
+
+def _relabelled(classes: list, labels: list) -> bool:
+    """Whether the labels are another naming of the classes (0/1 became "no"/"yes"): no label in
+    common, or numbers on one side and text on the other. A class new in the data is not."""
+    common = {str(c) for c in classes} & {str(v) for v in labels}
+    return not common or _numbers(classes) != _numbers(labels)
+
+
+def _numbers(values: list) -> bool:
+    """Whether every value is a number (booleans aside)."""
+    return all(isinstance(v, numbers.Number) and not isinstance(v, bool) for v in values)
 
 
 def compare(candidate: dict, champion: dict | None) -> dict[str, dict[str, Any]]:
@@ -96,7 +115,7 @@ def evaluate(
         try:
             champion = score_version(name, str(current.version), rows, schema)
             summary["metrics"] = champion["metrics"]
-        except OtherFeatures as err:  # the schema changed: nothing to compare against
+        except OtherSchema as err:  # the schema changed: nothing to compare against
             summary["unscored"] = f"champion {err}"
             log.warning("%s: the gate judges the candidate by the threshold alone", err)
     out_dir.mkdir(parents=True, exist_ok=True)

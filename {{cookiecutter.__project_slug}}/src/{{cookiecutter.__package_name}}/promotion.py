@@ -10,7 +10,7 @@ from typing import Any
 from . import registry
 from .config import Backends
 from .errors import PipelineError
-from .evaluation import holdout, score_version
+from .evaluation import OtherSchema, holdout, score_version
 from .metrics import Metric, get_metric
 
 log = logging.getLogger(__name__)
@@ -207,22 +207,13 @@ def rollback(
     name = params["model"]["name"]
     current, target = rollback_target(client, name, requested)
     rows, schema = holdout(data_path, params)
-    value = score_version(name, str(target.version), rows, schema)["metrics"][gate.metric.name]
+    try:
+        value = score_version(name, str(target.version), rows, schema)["metrics"][gate.metric.name]
+        unusable = None
+    except OtherSchema as err:  # it could not answer today's requests: FORCE cannot help
+        value, unusable = None, f"{err}; it cannot serve today's data"
     passes = value is not None and gate.metric.passes(value, gate.threshold)
-    refusal = None
-    if not ({"promoted_at", "rolled_back_at"} & set(target.tags)):
-        # Rolling "back" to a version the gate never let through would bypass the gate.
-        refusal = (
-            f"version {target.version} was never champion (gate: "
-            f"{target.tags.get('gate.reason', 'not evaluated')}); a rollback restores a former one"
-        )
-    elif value is None:
-        refusal = f"{gate.metric.name} is undefined on today's holdout: the check cannot pass"
-    elif not passes:
-        refusal = (
-            f"version {target.version} scores {gate.metric.name}={value:.4f} on today's holdout, "
-            f"failing the threshold {gate.threshold}"
-        )
+    refusal = unusable or _refusal(target, gate, value, passes)
     report = {
         "model_name": name,
         "from_version": str(current.version),
@@ -236,7 +227,7 @@ def rollback(
         "refusal": refusal,
         "moved": False,
     }
-    if refusal and not force:
+    if unusable or (refusal and not force):
         return report
     when = registry.now()
     with _demoting(client, name, current, target, {DEMOTED_AT: when, DEMOTED_REASON: reason}):
@@ -254,6 +245,24 @@ def rollback(
             },
         )
     return {**report, "moved": True}
+
+
+def _refusal(target, gate: Gate, value: float | None, passes: bool) -> str | None:
+    """Why the check refuses to roll back to `target` (FORCE=1 overrides it), or None."""
+    if not ({"promoted_at", "rolled_back_at"} & set(target.tags)):
+        # Rolling "back" to a version the gate never let through would bypass the gate.
+        return (
+            f"version {target.version} was never champion (gate: "
+            f"{target.tags.get('gate.reason', 'not evaluated')}); a rollback restores a former one"
+        )
+    if value is None:
+        return f"{gate.metric.name} is undefined on today's holdout: the check cannot pass"
+    if not passes:
+        return (
+            f"version {target.version} scores {gate.metric.name}={value:.4f} on today's holdout, "
+            f"failing the threshold {gate.threshold}"
+        )
+    return None
 
 
 @contextmanager
