@@ -69,6 +69,14 @@ def test_validate_undeclared_label_or_text_target_refused(frame, schema):
         datalib.validate(broken, schema)
 
 
+def test_whole_float_labels_are_the_declared_integer_classes(frame, schema):
+    if schema.task != "classification":
+        pytest.skip("labels are a classification matter")
+    floats = frame.assign(**{schema.target: frame[schema.target].astype(float)})  # 0.0 and 1.0
+    clean = datalib.validate(floats, schema)
+    assert set(clean[schema.target]) == set(schema.target_classes)
+
+
 def test_content_hash_stable_across_formats_and_sensitive_to_one_value(frame, schema, tmp_path):
     clean = datalib.validate(frame, schema)
     clean.to_csv(tmp_path / "d.csv", index=False)

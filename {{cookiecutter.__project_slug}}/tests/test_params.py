@@ -107,7 +107,7 @@ def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
         ("split.validation_fraction", 1, "a number > 0 and < 1"),
         ("split.seed", "forty-two", "an integer >= 0"),
         ("data.sample_rows", 0, "an integer >= 1"),
-        ("data.features", {"age": "integer"}, "a mapping of column name to one of"),
+        ("data.target_classes", [False, True], "a list of labels or null (quote yes/no"),
         ("data.features", {}, "a mapping of column name to one of"),
         ("data.target", None, "a non-empty string"),
         ("data.target_classes", "0,1", "a list of labels or null"),
@@ -145,6 +145,14 @@ def test_metric_of_the_other_task_or_an_unreachable_threshold_is_refused(
     params["model"]["task"] = "classification"
     params["promote"] |= {"metric": metric, "threshold": threshold}
     assert expected in refusal(tmp_path, params)
+
+
+def test_a_bad_feature_type_is_named_not_the_whole_mapping(tmp_path, repo_params):
+    params = copy.deepcopy(repo_params)
+    params["data"]["features"] |= {"f_9": "numerc"}
+    message = refusal(tmp_path, params)
+    assert "data.features has f_9: 'numerc': it must be a mapping of column name" in message
+    assert "tenure_months" not in message
 
 
 def test_section_that_is_not_a_mapping_is_refused(tmp_path, repo_params):

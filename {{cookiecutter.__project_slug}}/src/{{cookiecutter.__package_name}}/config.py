@@ -52,6 +52,8 @@ class Rule:
     required: bool
     accepts: str
     test: Callable[[Any], bool]
+    # The offending part of a large value (one entry of a mapping), to name instead of it all.
+    culprit: Callable[[Any], str | None] = lambda _value: None
 
 
 def _is_number(value: Any) -> bool:
@@ -91,10 +93,23 @@ def _text(required: bool = True, nullable: bool = False) -> Rule:
 
 def _features(value: Any) -> bool:
     """A non-empty mapping of column name to a feature type."""
-    return (
-        isinstance(value, dict)
-        and bool(value)
-        and all(isinstance(k, str) and t in FEATURE_TYPES for k, t in value.items())
+    return isinstance(value, dict) and bool(value) and _bad_feature(value) is None
+
+
+def _bad_feature(value: Any) -> str | None:
+    """The first entry of a features mapping that is not `name: type`, as text."""
+    if isinstance(value, dict):
+        for name, kind in value.items():
+            if not isinstance(name, str) or kind not in FEATURE_TYPES:
+                return f"{name}: {kind!r}"
+    return None
+
+
+def _labels(value: Any) -> bool:
+    """Null, or a list of labels: text or numbers, never YAML's booleans (an unquoted no/yes)."""
+    return value is None or (
+        isinstance(value, list)
+        and all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value)
     )
 
 
@@ -116,10 +131,15 @@ PARAMS: dict[str, dict[str, Rule]] = {
         "sample_seed": SEED_OPTIONAL,
         "target": _text(),
         "target_classes": Rule(
-            False, "a list of labels or null", lambda v: v is None or isinstance(v, list)
+            False,
+            "a list of labels or null (quote yes/no, true/false and on/off: YAML reads them "
+            'as booleans, so write ["no", "yes"])',
+            _labels,
         ),
         "time_column": _text(required=False, nullable=True),
-        "features": Rule(True, f"a mapping of column name to one of {FEATURE_TYPES}", _features),
+        "features": Rule(
+            True, f"a mapping of column name to one of {FEATURE_TYPES}", _features, _bad_feature
+        ),
     },
     "split": {
         "holdout_fraction": _number(0, 1),
@@ -170,7 +190,9 @@ def params_problems(params: dict[str, Any]) -> list[str]:
                 if rule.required:
                     problems.append(f"missing key {name}.{key}: it must be {rule.accepts}")
             elif not rule.test(body[key]):
-                problems.append(f"{name}.{key} is {body[key]!r}: it must be {rule.accepts}")
+                culprit = rule.culprit(body[key])
+                shown = f"has {culprit}" if culprit else f"is {body[key]!r}"
+                problems.append(f"{name}.{key} {shown}: it must be {rule.accepts}")
     return problems or _across(params)
 
 

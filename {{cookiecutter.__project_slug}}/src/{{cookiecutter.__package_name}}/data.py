@@ -214,18 +214,25 @@ def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
     if schema.task == "regression":
         return _as_numeric(column, name)
     if schema.target_classes:
-        allowed = {str(c) for c in schema.target_classes}
-        bad = sorted({str(v) for v in column.unique()} - allowed)
+        allowed = {_label_text(c) for c in schema.target_classes}
+        bad = sorted({_label_text(v) for v in column.unique()} - allowed)
         if bad:
             raise PipelineError(
                 f"target column '{name}' holds {bad[:5]}, "
                 f"allowed labels are {list(schema.target_classes)}"
             )
-        by_text = {str(c): c for c in schema.target_classes}
-        column = column.map(lambda v: by_text[str(v)])
+        by_text = {_label_text(c): c for c in schema.target_classes}
+        column = column.map(lambda v: by_text[_label_text(v)])
     if column.nunique() < 2:
         raise PipelineError(f"target column '{name}' has a single class: nothing to learn")
     return column
+
+
+def _label_text(value) -> str:
+    """A label as text, a whole float as the integer it is (1.0 is the class 1)."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def content_hash(frame: pd.DataFrame) -> str:
