@@ -262,6 +262,25 @@ def test_docs_and_openapi_show_the_predict_schema_with_an_example(live, exported
     assert record["additionalProperties"] is False
 
 
+def test_an_example_with_a_missing_value_shows_null_and_validates(serve, exported_model, tmp_path):
+    """MLflow saves a missing value of the input example as NaN, which is no JSON."""
+    folder = Path(shutil.copytree(exported_model.path, tmp_path / "bundle"))
+    meta = json.loads((folder / bundles.META_FILE).read_text())
+    first = exported_model.features[0]
+    saved = json.loads((folder / "model" / "input_example.json").read_text())
+    saved["data"][0][saved["columns"].index(first)] = float("nan")
+    (folder / "model" / "input_example.json").write_text(json.dumps(saved))
+    assert bundles._example(folder / "model", exported_model.features)[first] is None
+    meta["example"][first] = float("nan")  # a bundle exported before the fix
+    (folder / bundles.META_FILE).write_text(json.dumps(meta))
+    live = serve(folder)
+    document = live.get("/openapi.json")
+    assert document.status_code == 200
+    example = document.json()["components"]["schemas"]["PredictRequest"]["examples"][0]
+    assert example["records"][0][first] is None
+    assert live.predict(example).status_code == 200, "a client may send the example as it is"
+
+
 # --- Predictions --------------------------------------------------------------------------------
 
 

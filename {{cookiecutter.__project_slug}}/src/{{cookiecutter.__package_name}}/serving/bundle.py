@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -32,10 +33,17 @@ def sha256(path: Path) -> str:
 
 
 def _example(model_dir: Path, features: list[str]) -> dict[str, Any]:
-    """The first training row MLflow saved as the input example."""
+    """The first training row MLflow saved as the input example, a missing value as None (MLflow
+    writes NaN, which is no JSON: /openapi.json could not be served, and a client copying the
+    example would be refused)."""
     saved = json.loads((model_dir / "input_example.json").read_text())
     row = dict(zip(saved["columns"], saved["data"][0], strict=True))
-    return {name: row.get(name) for name in features}
+    return {name: _none_if_nan(row.get(name)) for name in features}
+
+
+def _none_if_nan(value: Any) -> Any:
+    """None for a float NaN, the value otherwise."""
+    return None if isinstance(value, float) and math.isnan(value) else value
 
 
 def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, Any]:
@@ -79,7 +87,7 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
         shutil.rmtree(staging, ignore_errors=True)
         shutil.copytree(local, staging / "model")
         _readable(staging)
-        (staging / META_FILE).write_text(json.dumps(meta, indent=2))
+        (staging / META_FILE).write_text(json.dumps(meta, indent=2, allow_nan=False))
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return meta
@@ -126,5 +134,7 @@ def load(bundle_dir: Path) -> Bundle:
         model = skops.io.load(model_file, trusted=TRUSTED_TYPES)
     except Exception as err:
         raise PipelineError(f"model file {model_file} failed to load safely: {err}") from err
+    # Bundles exported before missing values became None in the example.
+    meta["example"] = {name: _none_if_nan(value) for name, value in meta["example"].items()}
     log.info("loaded %s v%s from %s", meta["model_name"], meta["version"], bundle_dir)
     return Bundle(model, meta)
