@@ -154,26 +154,32 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     params, backends, good_data, workdir, monkeypatch
 ):
     clean = {"git.commit": "c0ffee", "git.dirty": "false"}
-    monkeypatch.setattr(lineage, "git_state", lambda: clean)
+    monkeypatch.setattr(lineage, "git_state", lambda: dict(clean))
     cycle(params, backends, good_data, workdir / "r1")
+    # A fresh checkout (a CI runner) trains the champion's training again: nothing to promote.
+    twin = cycle(params, backends, good_data, workdir / "twin")
+    assert twin["decision"] == "rejected"
+    assert "repeats the training of champion v1 (same data hash and commit)" in twin["reason"]
+    clean["git.commit"] = "decaf"  # a new commit: another training
     trained = training.train(good_data, params, backends)
     report = evaluation.evaluate(good_data, trained, params, backends, workdir / "r2")
     gate = Gate.from_params(params["promote"], params["model"]["task"])
     assert promotion.promote(report, gate, backends, lambda: report)["decision"] == "promoted"
     promotion.rollback(good_data, params, gate, backends, None, "bad in production", False)
-    tags = MlflowClient().get_model_version("test-model", "2").tags
+    tags = MlflowClient().get_model_version("test-model", trained["version"]).tags
     assert tags[promotion.DEMOTED_REASON] == "bad in production"
     # `make pipeline` right after: nothing re-ran, promote reads the same evaluation.
     again = promotion.promote(report, gate, backends, lambda: report)
     assert again["decision"] == "rejected" and "was rolled back on" in again["reason"]
-    # The scheduled retrain on the same data and commit trains the same model as version 3.
+    # The scheduled retrain on the same data and commit trains the same model again.
     repeat = cycle(params, backends, good_data, workdir / "r3")
     assert repeat["decision"] == "rejected"
-    assert "repeats version 2 (same data hash and commit)" in repeat["reason"]
+    assert f"repeats version {trained['version']} (same data hash and commit)" in repeat["reason"]
     assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
     # Restored on purpose, it is in service again.
-    promotion.rollback(good_data, params, gate, backends, "2", "fixed upstream", False)
-    assert promotion.DEMOTED_AT not in MlflowClient().get_model_version("test-model", "2").tags
+    promotion.rollback(good_data, params, gate, backends, trained["version"], "fixed", False)
+    restored = MlflowClient().get_model_version("test-model", trained["version"]).tags
+    assert promotion.DEMOTED_AT not in restored
 
 
 def test_failed_evaluation_moves_no_alias(params, backends, good_data, workdir, monkeypatch):

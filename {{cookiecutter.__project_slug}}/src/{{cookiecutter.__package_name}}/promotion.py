@@ -97,7 +97,7 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     if (str(current.version) if current else None) != evaluated_against:
         log.info("champion moved since the evaluation: evaluating again")
         evaluation = reevaluate()
-    repeat = rolled_back_repeat(client, name, registered)
+    repeat = repeated_training(client, name, registered, current)
     accepted, reason = (False, repeat) if repeat else decide(evaluation, gate)
     decision = {"gate.decision": "promoted" if accepted else "rejected", "gate.reason": reason}
     if accepted:
@@ -118,11 +118,13 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     return _outcome("promoted" if accepted else "rejected", reason, evaluation, gate)
 
 
-def rolled_back_repeat(client, name: str, candidate) -> str | None:
-    """Why the gate must not promote `candidate`: it is a version a rollback took out of
-    service, or the same training again (same data hash, same clean commit). None otherwise.
+def repeated_training(client, name: str, candidate, champion) -> str | None:
+    """Why the gate must not promote `candidate` whatever its metrics, or None: it is a version a
+    rollback took out of service, or the same training (same data hash, same clean commit) as
+    such a version or as the champion.
 
-    Without this, the next scheduled retrain on unchanged data would quietly undo a rollback."""
+    Without this, the next scheduled retrain on unchanged data would quietly undo a rollback, and
+    each fresh checkout (a CI runner) would promote its identical copy of the champion."""
     tags = candidate.tags
     if DEMOTED_AT in tags:
         return (
@@ -132,9 +134,17 @@ def rolled_back_repeat(client, name: str, candidate) -> str | None:
         )
     if tags.get("git.dirty") != "false":
         return None  # uncommitted changes: not provably the same training
-    same = ("data.content_hash", "git.commit", "git.dirty")
+
+    def same_training(other) -> bool:
+        return all(other.tags.get(t) == tags.get(t) for t in SAME_TRAINING)
+
+    if champion is not None and same_training(champion):
+        return (
+            f"it repeats the training of champion v{champion.version} (same data hash and "
+            "commit): promoting it would change nothing"
+        )
     for other in client.search_model_versions(f"name='{name}'"):
-        if DEMOTED_AT in other.tags and all(other.tags.get(t) == tags.get(t) for t in same):
+        if DEMOTED_AT in other.tags and same_training(other):
             return (
                 f"it repeats version {other.version} (same data hash and commit), which was "
                 f"rolled back on {other.tags[DEMOTED_AT]} ({other.tags.get(DEMOTED_REASON)}): "
@@ -142,6 +152,10 @@ def rolled_back_repeat(client, name: str, candidate) -> str | None:
                 f"with `make rollback VERSION={other.version}`"
             )
     return None
+
+
+# Tags that together pin a training run down: the same rows, the same committed code and params.
+SAME_TRAINING = ("data.content_hash", "git.commit", "git.dirty")
 
 
 def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:
