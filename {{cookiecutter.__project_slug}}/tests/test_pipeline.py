@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import sqlalchemy
 from mlflow import MlflowClient
 
-from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }} import (
+    cli,
     evaluation,
     lineage,
     plots,
@@ -21,8 +22,9 @@ from {{ cookiecutter.__package_name }} import (
     registry,
     training,
 )
+from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.config import Backends
-from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, PipelineError
 from {{ cookiecutter.__package_name }}.promotion import Gate
 
 
@@ -202,6 +204,24 @@ def test_unreachable_registry_fails_clearly_and_registers_nothing(params, good_d
     dead = Backends("http://127.0.0.1:9", None, "file:///tmp/unused", None, "sqlite://")
     with pytest.raises(PipelineError, match="unreachable"):
         training.train(good_data, params, dead)
+
+
+def test_a_backend_that_refuses_is_one_line_naming_what_to_check_and_a_bug_a_traceback(caplog):
+    def unreachable_database() -> int:
+        sqlalchemy.create_engine("postgresql+psycopg://u:p@127.0.0.1:9/db").connect()
+        return 0
+
+    def unsupported_registry() -> int:
+        registry.connect(Backends("postgres://u:p@127.0.0.1:9/db", None, None, None, "sqlite://"))
+        return 0
+
+    assert cli.run(unreachable_database) == EXIT_ERROR
+    assert "OperationalError: " in caplog.text and "MONITORING_DATABASE_URL" in caplog.text
+    assert cli.run(unsupported_registry) == EXIT_ERROR
+    assert "postgres://" in caplog.text and "MLFLOW_TRACKING_URI" in caplog.text
+    assert "Traceback" not in caplog.text
+    with pytest.raises(KeyError):
+        cli.run(lambda: {}["bug"])
 
 
 def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_data, workdir):

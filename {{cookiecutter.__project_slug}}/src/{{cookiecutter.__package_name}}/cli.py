@@ -26,6 +26,32 @@ def run(step: Callable[[], int]) -> int:
     except PipelineError as err:
         log.error("%s", err)
         return EXIT_ERROR
+    except Exception as err:
+        check = BACKENDS.get(type(err).__module__.partition(".")[0])
+        if check is None:
+            raise  # a bug: the traceback is the useful answer
+        log.debug("backend failure", exc_info=True)
+        log.error("%s", backend_message(err, check))
+        return EXIT_ERROR
+
+
+# Where a library's exception comes from, and what configures it: a backend that refuses or is
+# away is the environment's problem, to be told in one line, not a traceback.
+BACKENDS = {
+    "sqlalchemy": "the database URLs (MLFLOW_TRACKING_URI, MONITORING_DATABASE_URL, "
+    "SOURCE_DATABASE_URL)",
+    "psycopg": "the PostgreSQL URLs (MLFLOW_TRACKING_URI, MONITORING_DATABASE_URL)",
+    "mlflow": "MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI and MODEL_ARTIFACT_ROOT",
+    "botocore": "the S3 settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)",
+    "boto3": "the S3 settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)",
+}
+
+
+def backend_message(err: Exception, check: str) -> str:
+    """One line: the exception's class and first line of text, and what to check."""
+    lines = str(err).strip().splitlines()
+    first = lines[0][:300] if lines else ""
+    return f"{type(err).__name__}: {first}. Check {check}, and that the service is up"
 
 
 def read_json(path: Path, produced_by: str) -> dict[str, Any]:

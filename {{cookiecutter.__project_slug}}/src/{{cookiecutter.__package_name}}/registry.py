@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,13 +31,18 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
 
+HTTP_RETRIES = 3  # about 15 s of backoff before an MLflow server is declared away
+
+
 def connect(backends: Backends) -> MlflowClient:
     """Point MLflow at the configured backends and check they answer."""
+    # MLflow's default retries a server that does not answer for about four minutes.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
     mlflow.set_tracking_uri(backends.tracking_uri)
     if backends.registry_uri:
         mlflow.set_registry_uri(backends.registry_uri)
-    client = MlflowClient()
     try:
+        client = MlflowClient()
         client.search_experiments(max_results=1)
     except Exception as err:
         raise PipelineError(
