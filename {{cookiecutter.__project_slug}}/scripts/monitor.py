@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def step() -> int:
+        reports.remove(args.out_dir)
         params, backends = load_params(), Backends.from_env()
         thresholds = params["monitor"]
         start, end = window(args.end, args.days or float(thresholds.get("window_days", 1)))

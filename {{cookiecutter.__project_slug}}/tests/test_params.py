@@ -14,7 +14,7 @@ from conftest import REPO, sample_params
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }} import training
 from {{ cookiecutter.__package_name }}.config import PARAMS, load_params, params_problems, section
-from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, PipelineError
 
 
 def refusal(tmp_path: Path, params: dict) -> str:
@@ -194,6 +194,16 @@ def test_monitor_refuses_days_that_are_not_positive(days, capsys):
         monitor_script().main(["--days", days])
     assert caught.value.code == 2  # argparse's usage error
     assert f"--days: {days!r}" in capsys.readouterr().err
+
+
+def test_monitor_that_fails_leaves_no_earlier_report(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no params.yaml here: the run fails at once
+    out = tmp_path / "reports"
+    out.mkdir()
+    for kind in ("json", "md", "html"):
+        (out / f"monitoring.{kind}").write_text("yesterday's drift")
+    assert monitor_script().main(["--out-dir", str(out)]) == EXIT_ERROR
+    assert not list(out.iterdir()), "a workflow would have read yesterday's verdict"
 
 
 def test_monitor_takes_a_fraction_of_a_day():

@@ -20,10 +20,19 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 
+KINDS = ("json", "md", "html")
+
+
+def remove(out_dir: Path) -> None:
+    """Delete an earlier run's reports, so a run that fails leaves none for a workflow to read."""
+    for kind in KINDS:
+        (out_dir / f"monitoring.{kind}").unlink(missing_ok=True)
+
+
 def write(report: dict, out_dir: Path) -> dict[str, Path]:
     """Write monitoring.json, monitoring.md and monitoring.html; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = {kind: out_dir / f"monitoring.{kind}" for kind in ("json", "md", "html")}
+    paths = {kind: out_dir / f"monitoring.{kind}" for kind in KINDS}
     text = json.dumps(strict(report), indent=2, default=str, allow_nan=False)
     paths["json"].write_text(text + "\n")
     paths["md"].write_text(markdown(report))
