@@ -19,7 +19,8 @@ log = logging.getLogger("check_env")
 HINTS = {
     "MLFLOW_TRACKING_URI": "a secret, the MLflow tracking and registry database or server URL",
     "MONITORING_DATABASE_URL": "a secret, the database of the prediction log and daily stats",
-    "MODEL_ARTIFACT_ROOT": "a variable, where model files go, e.g. s3://bucket/prefix/mlartifacts",
+    "MODEL_ARTIFACT_ROOT": "a variable, where model files go, e.g. s3://bucket/prefix/mlartifacts "
+    "(not needed with an MLflow server URL)",
     "AWS_ACCESS_KEY_ID": "a secret, the S3 access key; or set the variable AWS_ROLE_ARN for OIDC",
     "AWS_SECRET_ACCESS_KEY": "a secret, the S3 secret key; or set the variable AWS_ROLE_ARN",
     "SOURCE_DATABASE_URL": "a secret, the database that params.yaml data.query reads",
@@ -27,8 +28,15 @@ HINTS = {
 
 
 def missing(names: list[str], env: dict[str, str]) -> list[str]:
-    """The names that are unset or set to an empty string, in the order given."""
-    return [name for name in names if not env.get(name, "").strip()]
+    """The names that are unset or set to an empty string, in the order given; an MLflow server
+    (an http(s) tracking URI) keeps model files in its own store, so it needs no
+    MODEL_ARTIFACT_ROOT."""
+    server = env.get("MLFLOW_TRACKING_URI", "").strip().startswith(("http://", "https://"))
+    return [
+        name
+        for name in names
+        if not env.get(name, "").strip() and not (server and name == "MODEL_ARTIFACT_ROOT")
+    ]
 
 
 def message(name: str) -> str:

@@ -261,6 +261,11 @@ def test_check_env_names_every_missing_or_empty_variable(capsys, caplog):
     ]
     assert "AWS_ROLE_ARN" in caplog.text, "the S3 key's message offers the OIDC role"
     assert check_env.main(["MLFLOW_TRACKING_URI"], env) == 0
+    # An MLflow server keeps the model files: no artifact root to set.
+    needs = ["MLFLOW_TRACKING_URI", "MODEL_ARTIFACT_ROOT"]
+    assert check_env.missing(needs, {"MLFLOW_TRACKING_URI": "https://mlflow.example.com"}) == []
+    database = {"MLFLOW_TRACKING_URI": "postgresql+psycopg://u:p@db/mlflow"}
+    assert check_env.missing(needs, database) == ["MODEL_ARTIFACT_ROOT"]
 
 
 def test_retrain_age_counts_only_versions_the_gate_decided(reports):
