@@ -327,7 +327,7 @@ def test_rollups_count_records_replayed_from_the_spool_once(engine, champion, tm
     writer.start()
     writer.log(records[1000:])
     deadline = time.monotonic() + 30
-    while writer.spool.files() or writer.counts["logged"] < 2000:
+    while writer.spool.files() or writer.counts["logged"] < 1500:  # the repeat counts once
         assert time.monotonic() < deadline, writer.counts
         time.sleep(0.05)
     writer.close()

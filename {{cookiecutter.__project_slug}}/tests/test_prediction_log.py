@@ -152,7 +152,7 @@ def test_prediction_log_same_request_twice_stores_once(sqlite_url: str, tmp_path
         ("req-same", 1),
         ("req-same", 2),
     ]
-    assert plog.counts["logged"] == 6, "both copies committed, the second as a no-op"
+    assert plog.counts["logged"] == 3, "the second copy stored nothing, and counts nothing"
 
 
 def test_prediction_log_sqlite_outage_spools_then_replays(tmp_path: Path) -> None:
@@ -434,4 +434,5 @@ def test_prediction_log_postgres_outage_spools_then_replays(
     assert (len({row["request_id"] for row in rows}), len(rows)) == (15, 45)
     assert rows[0]["logged_at"] == LOGGED_AT, "PostgreSQL keeps the time zone"
     assert spool_files(spool) == []
-    assert plog.counts == {"logged": 48, "spooled": 30, "dropped": 0, "queued": 0, "spool_bytes": 0}
+    # The repeated request stored nothing, so it is not counted as logged.
+    assert plog.counts == {"logged": 45, "spooled": 30, "dropped": 0, "queued": 0, "spool_bytes": 0}

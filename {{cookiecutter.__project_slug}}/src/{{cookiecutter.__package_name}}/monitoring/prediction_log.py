@@ -22,8 +22,9 @@ Given the serving model's version and training profile, the writer also keeps th
 (rollups.py) in the transaction of each insert, adding only the rows that insert actually
 added, so a replayed batch never counts twice (write_batch).
 
-`counts` feeds /metrics: `logged` counts records committed (a repeated request id commits as a
-no-op), `spooled` records written to the spool, `dropped` records lost as above.
+`counts` feeds /metrics: `logged` counts records the database stored (a record already there, such
+as one another worker replayed first from a shared spool, is not counted again), `spooled`
+records written to the spool, `dropped` records lost as above. Each worker process counts its own.
 """
 
 from __future__ import annotations
@@ -488,13 +489,13 @@ class PredictionLog:
             self._spool(rows)
             return
         try:
-            self._insert_rows(rows)
+            stored = self._insert_rows(rows)
         except Exception as err:
             self._went_down(err)
             self._spool(rows)
             return
         self._came_up()
-        self._count(logged=len(rows))
+        self._count(logged=stored)
 
     def _replay_oldest(self) -> None:
         """Insert the oldest spool file and delete it once committed."""
@@ -508,7 +509,7 @@ class PredictionLog:
             return
         rows, malformed = prediction_rows(records)
         try:
-            self._insert_rows(rows)
+            stored = self._insert_rows(rows)
         except Exception as err:
             if _refuses_data(err):
                 self._reject(files[0], len(records), err)
@@ -517,7 +518,7 @@ class PredictionLog:
             return
         self.spool.remove(files[0])
         self._came_up()
-        self._count(logged=len(rows), dropped=malformed)
+        self._count(logged=stored, dropped=malformed)
 
     def _read_spooled(self, path: Path) -> list | None:
         """The records of a spool file, or None when it is gone or unreadable."""
