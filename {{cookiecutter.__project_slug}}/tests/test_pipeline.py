@@ -198,6 +198,27 @@ def test_failed_evaluation_moves_no_alias(params, backends, good_data, workdir, 
     assert not (workdir / "r2" / "evaluation.json").exists()
 
 
+def test_alias_that_fails_to_move_leaves_no_promotion_record(
+    params, backends, good_data, workdir, monkeypatch
+):
+    """The registry goes away between the tags and the alias: the candidate must not look like a
+    former champion, which a rollback would accept."""
+    cycle(params, backends, good_data, workdir / "r1")
+    trained = training.train(good_data, params, backends)
+    report = evaluation.evaluate(good_data, trained, params, backends, workdir / "r2")
+
+    def gone(*args):
+        raise ConnectionError("registry went away")
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", gone)
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    with pytest.raises(ConnectionError):
+        promotion.promote(report, gate, backends, lambda: report)
+    tags = MlflowClient().get_model_version("test-model", trained["version"]).tags
+    assert not {"promoted_at", "promotion_reason", "previous_champion"} & set(tags), tags
+    assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
+
+
 def test_unreachable_registry_fails_clearly_and_registers_nothing(params, good_data, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")

@@ -153,19 +153,30 @@ def load_profile(client: MlflowClient, run_id: str) -> dict[str, Any]:
         return json.loads(Path(path).read_text())
 
 
+# Tags that say a version was champion: written only once the alias points at it, so a move
+# that fails half-way (the registry went away) never leaves a version that looks like a former
+# champion, which a rollback would accept.
+CONFIRMING = ("promoted_at", "rolled_back_at")
+
+
 def move_champion(client: MlflowClient, name: str, number: str, tags: dict[str, str]) -> None:
-    """Record why on the version, then move the alias; undo the record if anything fails."""
+    """Record why on the version, move the alias, then confirm it (CONFIRMING); undo the record
+    if the alias does not move."""
     written = []
     try:
         for key, value in tags.items():
-            client.set_model_version_tag(name, number, key, value)
-            written.append(key)
+            if key not in CONFIRMING:
+                client.set_model_version_tag(name, number, key, value)
+                written.append(key)
         client.set_registered_model_alias(name, CHAMPION, number)
     except Exception:
         for key in written:
             quietly(client.delete_model_version_tag, name, number, key)
         raise
     log.info("alias %s of %s now points at version %s", CHAMPION, name, number)
+    for key in CONFIRMING:
+        if key in tags:
+            client.set_model_version_tag(name, number, key, tags[key])
 
 
 def quietly(call, *args) -> None:
