@@ -22,6 +22,7 @@ import pytest
 import sqlalchemy as sa
 
 from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, bulk, tables
+from {{ cookiecutter.__package_name }}.monitoring import prediction_log as writer_module
 from {{ cookiecutter.__package_name }}.monitoring.prediction_log import (
     COLUMNS,
     RECORD_FIELDS,
@@ -177,6 +178,21 @@ def test_prediction_log_sqlite_outage_spools_then_replays(tmp_path: Path) -> Non
     assert rows == [sqlite_row(record) for record in records], "a field changed in the spool"
     assert spool_files(spool) == [], "a replayed spool file was not deleted"
     assert plog.counts == {"logged": 30, "spooled": 30, "dropped": 0, "queued": 0, "spool_bytes": 0}
+
+
+def test_an_outage_that_goes_on_is_logged_again_naming_the_url_to_check(
+    tmp_path: Path, monkeypatch, caplog
+) -> None:
+    monkeypatch.setattr(writer_module, "OUTAGE_REMINDER", 0.3)
+    url = f"sqlite:///{tmp_path / 'no-such-folder' / 'prediction_log.db'}"  # a wrong URL
+    plog = PredictionLog(url, tmp_path / "spool", **QUICK)
+    plog.start()
+    for first in range(0, 40, 2):
+        plog.log(requests(first, first + 2))
+        time.sleep(0.05)
+    wait_for(lambda: "unavailable for" in caplog.text, "a reminder")
+    plog.close()
+    assert "check MONITORING_DATABASE_URL" in caplog.text and "bytes, past which" in caplog.text
 
 
 def test_prediction_log_spool_cap_drops_past_cap(tmp_path: Path) -> None:

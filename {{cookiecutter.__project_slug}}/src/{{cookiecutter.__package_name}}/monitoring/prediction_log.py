@@ -60,6 +60,8 @@ TMP_SUFFIX = ".tmp"
 REJECTED_SUFFIX = ".rejected"
 # A spool write takes milliseconds; a .tmp this old was left by a crash.
 STALE_TMP_SECONDS = 300
+# How often an outage that goes on is logged again, with how full the spool is.
+OUTAGE_REMINDER = 60.0
 # Short, so an unreachable PostgreSQL is noticed before the queue fills.
 CONNECT_TIMEOUT_SECONDS = 3
 INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
@@ -392,6 +394,7 @@ class PredictionLog:
         self._lock = threading.Lock()
         self._counts = {"logged": 0, "spooled": 0, "dropped": 0}
         self._backoff = Backoff(retry_initial, retry_max)
+        self._outage_start = self._reminded = 0.0
         self._tables_ready = False
 
     @property
@@ -583,10 +586,24 @@ class PredictionLog:
         )
 
     def _went_down(self, err: Exception) -> None:
-        """Back off; say so once per outage."""
+        """Back off; say so when an outage starts, and again every OUTAGE_REMINDER seconds (a
+        wrong URL or password looks like an outage that never ends)."""
+        now = time.monotonic()
         if not self._backoff.failing:
             log.warning(
                 "prediction log database unavailable, spooling to %s: %s", self.spool.directory, err
+            )
+            self._outage_start = self._reminded = now
+        elif now - self._reminded >= OUTAGE_REMINDER:
+            self._reminded = now
+            log.error(
+                "prediction log database unavailable for %.0f s (check MONITORING_DATABASE_URL): "
+                "%s; spool %s holds %d of its %d bytes, past which records are dropped",
+                now - self._outage_start,
+                err,
+                self.spool.directory,
+                self.spool.bytes,
+                self.spool.cap_bytes,
             )
         self._backoff.failed()
 
