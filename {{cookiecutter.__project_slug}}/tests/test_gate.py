@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.metrics import positive_class, score_all
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
 
@@ -89,3 +91,19 @@ def test_gate_refuses_a_threshold_the_metric_cannot_take(metric, threshold):
 def test_repository_params_build_a_gate(repo_params):
     built = Gate.from_params(repo_params["promote"], repo_params["model"]["task"])
     assert built.metric.task == repo_params["model"]["task"]
+
+
+def test_binary_f1_scores_the_last_declared_class_as_positive():
+    """target_classes: [legit, fraud] makes fraud the positive class, as [0, 1] makes 1, though
+    "fraud" sorts first."""
+    classes = ["fraud", "legit"]  # the fitted model's sorted classes
+    assert positive_class(classes, ["legit", "fraud"]) == "fraud"
+    assert positive_class([0, 1], [0, 1]) == 1
+    assert positive_class(classes, None) == "legit"
+    actual = np.array(["legit"] * 8 + ["fraud"] * 2)
+    predicted = np.array(["legit"] * 7 + ["fraud"] * 3)  # catches both frauds, one false alarm
+    proba = np.where(predicted[:, None] == np.array(classes), 0.9, 0.1)
+    fraud = score_all("classification", actual, predicted, proba, classes, positive="fraud")
+    assert fraud["f1"] == pytest.approx(0.8)  # precision 2/3, recall 1
+    legit = score_all("classification", actual, predicted, proba, classes)
+    assert legit["f1"] == pytest.approx(14 / 15)  # the majority class: a flattering number

@@ -15,7 +15,7 @@ from . import data as datalib
 from . import plots, registry
 from .config import Backends
 from .errors import PipelineError
-from .metrics import METRICS, score_all
+from .metrics import METRICS, positive_class, score_all
 from .training import classes_of, predict
 
 matplotlib.use("Agg")
@@ -60,7 +60,14 @@ def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Sc
     prediction, proba = predict(model, x, schema.task)
     return {
         "version": str(number),
-        "metrics": score_all(schema.task, y, prediction, proba, classes),
+        "metrics": score_all(
+            schema.task,
+            y,
+            prediction,
+            proba,
+            classes,
+            positive=classes and positive_class(classes, schema.target_classes),
+        ),
         "prediction": prediction,
         "proba": proba,
         "classes": classes,

@@ -79,8 +79,10 @@ def score_all(
     proba: np.ndarray | None,
     classes: list[Any] | None,
     reasons: dict[str, str] | None = None,
+    positive: Any = None,
 ) -> dict[str, float | None]:
-    """Every metric of the task, computed on one set of predictions.
+    """Every metric of the task, computed on one set of predictions; a binary F1 scores
+    `positive` (default: the last class, see positive_class).
 
     A metric these rows cannot define (ROC AUC when a class is absent from the actual labels,
     R2 on one row) is None, not NaN: NaN compares false with everything and is not valid JSON.
@@ -100,12 +102,20 @@ def score_all(
                 y_true,
                 prediction,
                 average="binary" if binary else "macro",
-                pos_label=classes[-1] if binary else 1,
+                pos_label=(classes[-1] if positive is None else positive) if binary else 1,
             ),
             "log_loss": lambda: skm.log_loss(y_true, proba, labels=classes),
             "roc_auc": lambda: _roc_auc(y_true, proba, classes),
         }
     return {name: _defined(name, scorer, reasons) for name, scorer in scorers.items()}
+
+
+def positive_class(classes: list[Any], declared: list | tuple | None) -> Any:
+    """The class a binary F1 scores: the last of data.target_classes when declared (list them
+    as [negative, positive]), else the last in sorted order (1 of 0/1, "yes" of no/yes)."""
+    if declared and len(classes) == 2:
+        return {str(c): c for c in classes}.get(str(declared[-1]), classes[-1])
+    return classes[-1]
 
 
 class Undefined(Exception):

@@ -44,15 +44,22 @@ def categorical_profile(values: pd.Series) -> dict[str, Any]:
 
 
 def prediction_profile(
-    task: str, prediction: np.ndarray, proba: np.ndarray | None, classes: list | None, bins: int
+    task: str,
+    prediction: np.ndarray,
+    proba: np.ndarray | None,
+    classes: list | None,
+    bins: int,
+    positive: Any = None,
 ) -> dict[str, Any]:
-    """The distribution of the model's own outputs on the training data."""
+    """The distribution of the model's own outputs on the training data; for a binary
+    classifier, also of its probability of the `positive` class (default: the second)."""
     if task == "regression":
         return {"kind": "numeric", **numeric_profile(pd.Series(prediction), bins)}
     profile = {"kind": "categorical", **categorical_profile(pd.Series(prediction).astype(str))}
     if proba is not None and classes is not None and len(classes) == 2:
-        profile["positive_class"] = str(classes[1])
-        profile["positive_proba"] = numeric_profile(pd.Series(proba[:, 1]), bins)
+        column = classes.index(positive) if positive in classes else 1
+        profile["positive_class"] = str(classes[column])
+        profile["positive_proba"] = numeric_profile(pd.Series(proba[:, column]), bins)
     return profile
 
 

@@ -17,7 +17,7 @@ from . import data as datalib
 from . import lineage, registry
 from .config import Backends
 from .errors import PipelineError
-from .metrics import score_all
+from .metrics import positive_class, score_all
 from .model import build_model
 from .profile import prediction_profile, training_profile
 
@@ -68,7 +68,13 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
         raise PipelineError(f"params.yaml train.hyperparameters: {err}") from err
     x_valid, y_valid = datalib.features_and_target(valid_rows, schema)
     classes = classes_of(model, schema.task)
-    metrics = score_all(schema.task, y_valid, *predict(model, x_valid, schema.task), classes)
+    metrics = score_all(
+        schema.task,
+        y_valid,
+        *predict(model, x_valid, schema.task),
+        classes,
+        positive=classes and positive_class(classes, schema.target_classes),
+    )
     return model, x_train, metrics
 
 
@@ -84,11 +90,13 @@ def run_record(
     """Everything one MLflow run logs: params, metrics, lineage tags, profile, signature."""
     prediction, proba = predict(model, x_train, schema.task)
     bins = int(params["train"].get("profile_bins", 10))
+    classes = classes_of(model, schema.task)
+    positive = classes and positive_class(classes, schema.target_classes)
     profile = training_profile(
         x_train,
         schema.features,
         bins,
-        prediction_profile(schema.task, prediction, proba, classes_of(model, schema.task), bins),
+        prediction_profile(schema.task, prediction, proba, classes, bins, positive),
     )
     # The service accepts every category of the dataset, not only those the training split
     # drew: a rare code seen in the holdout is no reason to refuse a request.

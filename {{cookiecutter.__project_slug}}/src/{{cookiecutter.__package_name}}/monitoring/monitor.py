@@ -111,9 +111,14 @@ def prediction_section(source, profile: dict, version: str, thresholds: dict) ->
 
 
 def live_metrics(
-    conn, task: str, classes: list | None, where, since: datetime | None = None
+    conn,
+    task: str,
+    classes: list | None,
+    where,
+    since: datetime | None = None,
+    positive: str | None = None,
 ) -> dict[str, Any]:
-    """Model quality on the records whose outcome has arrived.
+    """Model quality on the records whose outcome has arrived (a binary F1 scores `positive`).
 
     With `since` (the window's start), the join with the log is skipped when no outcome was
     recorded after it (less a day of clock slack): outcomes arrive after their predictions.
@@ -145,13 +150,15 @@ def live_metrics(
     ).all()
     if not rows:
         return {"records_with_outcome": 0}
-    return {"records_with_outcome": len(rows), **score_outcomes(task, classes, rows)}
+    return {"records_with_outcome": len(rows), **score_outcomes(task, classes, rows, positive)}
 
 
 EXAMPLES = 5  # unknown labels or ids a message names, at most
 
 
-def score_outcomes(task: str, classes: list | None, rows: list) -> dict[str, Any]:
+def score_outcomes(
+    task: str, classes: list | None, rows: list, positive: str | None = None
+) -> dict[str, Any]:
     """The metrics on the outcomes the model can be scored on, and `messages` saying what was
     left out: actual labels the model does not know (a typo, a new class), non-numeric actuals
     of a regression (loaded before load_outcomes refused them), undefined metrics."""
@@ -197,6 +204,7 @@ def score_outcomes(task: str, classes: list | None, rows: list) -> dict[str, Any
             np.asarray(proba),
             names,
             reasons,
+            positive,
         )
     result["messages"] += [
         f"live {name} undefined on these {len(usable)} outcomes: {reason}"
@@ -255,6 +263,7 @@ def monitor(
             champion.get("classes"),
             sql.in_window(start, end, champion["version"]),
             since=start,
+            positive=champion["profile"]["prediction"].get("positive_class"),
         )
         report["messages"] += report["live_metrics"].pop("messages", [])
     report["messages"] += [source.note] if source.note else []
