@@ -9,7 +9,9 @@ with one row per predicted record and the columns:
                 request_id without it is refused
   actual        the true label (classification) or number (regression)
 
-Loading the same outcomes twice changes nothing. The log says how many match a logged
+Loading the same outcomes twice changes nothing; loading a corrected actual for an outcome
+replaces it. Labels not among params.yaml data.target_classes (when declared) are refused. The
+log says how many match a logged
 prediction and names some that do not (a mistyped id, or a prediction still spooled by the
 service); only matched outcomes count in live metrics.
 """
@@ -52,15 +54,18 @@ def main(argv: list[str] | None = None) -> int:
 
     def step() -> int:
         backends = Backends.from_env()
-        task = load_params()["model"]["task"]  # a regression's actuals must be numbers
+        params = load_params()
+        task = params["model"]["task"]  # a regression's actuals must be numbers
+        classes = params["data"].get("target_classes")  # a classifier's must be its labels
         frame = read(args.file, args.query, backends)
         engine = sa.create_engine(backends.monitoring_database_url)
         try:
-            loaded = load(engine, frame, task)
+            loaded = load(engine, frame, task, classes)
         except sa.exc.OperationalError as err:
             raise PipelineError(f"monitoring database unreachable: {err.orig}") from err
         log.info(
-            "loaded %s outcomes (%s new); %s match a logged prediction",
+            "loaded %s outcomes (%s new, the others replaced what was stored); %s match a "
+            "logged prediction",
             loaded.rows,
             loaded.new,
             loaded.matched,

@@ -25,7 +25,12 @@ from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, drift, r
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor, store_daily_stats
 from {{ cookiecutter.__package_name }}.monitoring.outcomes import load, outcome_rows, store_outcomes
-from {{ cookiecutter.__package_name }}.monitoring.tables import daily_stats, metadata, prediction_log
+from {{ cookiecutter.__package_name }}.monitoring.tables import (
+    daily_stats,
+    metadata,
+    prediction_log,
+)
+from {{ cookiecutter.__package_name }}.monitoring.tables import outcomes as outcomes_table
 from {{ cookiecutter.__package_name }}.sample import make_sample
 
 END = datetime(2026, 7, 1, tzinfo=UTC)
@@ -623,3 +628,16 @@ def test_load_counts_outcomes_matching_a_logged_prediction(engine, champion):
     assert (loaded.rows, loaded.new, loaded.matched) == (51, 51, 50)
     assert loaded.unmatched == [("no-such-request", 0)]
     assert load(engine, outcomes, champion["task"]).new == 0
+
+
+def test_outcomes_refuse_undeclared_labels_and_a_later_load_corrects_them(engine):
+    yes_no = pd.DataFrame({"request_id": ["a", "b", "c"], "actual": ["yes", "no", "1"]})
+    with pytest.raises(PipelineError, match=r"2 outcomes have an actual label that is not among"):
+        load(engine, yes_no, "classification", [0, 1])
+    assert load(engine, yes_no, "classification").new == 3  # no declared classes: no check
+    fixed = pd.DataFrame({"request_id": ["a", "b"], "actual": [1.0, 0]})
+    assert load(engine, fixed, "classification", [0, 1]).new == 0
+    with engine.connect() as conn:
+        query = sa.select(outcomes_table.c.request_id, outcomes_table.c.actual)
+        stored = dict(conn.execute(query).all())
+    assert stored == {"a": "1", "b": "0", "c": "1"}, "a corrected actual replaces the first"

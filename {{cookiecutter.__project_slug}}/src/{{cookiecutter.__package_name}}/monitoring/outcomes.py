@@ -28,9 +28,12 @@ EXAMPLES = 5  # ids or rows a message names, at most
 LOOKUP_CHUNK = 500  # request ids per IN (...) query: well under any database's parameter limit
 
 
-def outcome_rows(frame: pd.DataFrame, task: str | None = None) -> list[dict]:
+def outcome_rows(
+    frame: pd.DataFrame, task: str | None = None, classes: list | None = None
+) -> list[dict]:
     """Rows for the outcomes table, refusing a frame without the required columns, with empty
-    or repeated keys, or (task "regression") with an actual that is not a number."""
+    or repeated keys, with an actual that is not a number (task "regression") or not one of
+    `classes` (data.target_classes, when declared)."""
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise PipelineError(f"outcomes need columns {COLUMNS}; missing {missing}")
@@ -42,6 +45,7 @@ def outcome_rows(frame: pd.DataFrame, task: str | None = None) -> list[dict]:
         for position, (r, i) in enumerate(zip(frame["request_id"], index, strict=True), 1)
     ]
     _refuse_repeated(keys, "record_index" in frame.columns)
+    _refuse_unknown_labels(frame["actual"], classes)
     now = datetime.now(UTC)
     rows = []
     for position, ((request_id, record_index), actual) in enumerate(
@@ -97,6 +101,22 @@ def _refuse_repeated(keys: list[tuple[str, int]], has_index: bool) -> None:
     )
 
 
+def _refuse_unknown_labels(actual: pd.Series, classes: list | None) -> None:
+    """Refuse actual labels that are not among the declared classes: stored, they would only be
+    left out of live metrics later."""
+    if not classes:
+        return
+    allowed = {_text(c) for c in classes}
+    unknown = Counter(label for label in map(_text, actual) if label not in allowed)
+    if unknown:
+        raise PipelineError(
+            f"{sum(unknown.values())} outcomes have an actual label that is not among "
+            f"data.target_classes {list(classes)}, e.g. "
+            f"{', '.join(repr(label) for label, _n in unknown.most_common(EXAMPLES))}: "
+            "write the labels as the training data does"
+        )
+
+
 def _text(value) -> str:
     """The label as the service logs predictions: integers without a decimal point."""
     return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
@@ -121,13 +141,16 @@ class Loaded:
     unmatched: list[tuple[str, int]] = field(default_factory=list)  # the others' keys
 
 
-def load(engine: sa.Engine, frame: pd.DataFrame, task: str | None = None) -> Loaded:
-    """Insert outcomes, ignoring ones already stored; count those matching a logged prediction.
+def load(
+    engine: sa.Engine, frame: pd.DataFrame, task: str | None = None, classes: list | None = None
+) -> Loaded:
+    """Insert outcomes, replacing the actual value of ones stored before (a correction); count
+    those matching a logged prediction.
 
     Outcomes that match none are stored all the same (the prediction may still be spooled by
     the service, waiting for the database), but only matched ones count in live metrics.
     """
-    rows = outcome_rows(frame, task)
+    rows = outcome_rows(frame, task, classes)
     metadata.create_all(engine)
     dialect = engine.dialect.name
     if dialect == "postgresql":
@@ -137,7 +160,10 @@ def load(engine: sa.Engine, frame: pd.DataFrame, task: str | None = None) -> Loa
     with engine.begin() as conn:
         before = conn.execute(sa.select(sa.func.count()).select_from(outcomes)).scalar_one()
         if rows:
-            conn.execute(insert(outcomes).on_conflict_do_nothing(), rows)
+            upsert = insert(outcomes)
+            replaced = {c: upsert.excluded[c] for c in ("actual", "actual_value", "recorded_at")}
+            key = ["request_id", "record_index"]
+            conn.execute(upsert.on_conflict_do_update(index_elements=key, set_=replaced), rows)
         after = conn.execute(sa.select(sa.func.count()).select_from(outcomes)).scalar_one()
         logged = _logged_keys(conn, sorted({row["request_id"] for row in rows}))
     keys = [(row["request_id"], row["record_index"]) for row in rows]
@@ -158,5 +184,5 @@ def _logged_keys(conn, request_ids: list[str]) -> set[tuple[str, int]]:
 
 
 def store_outcomes(engine: sa.Engine, frame: pd.DataFrame, task: str | None = None) -> int:
-    """Insert outcomes, ignoring ones already stored; return how many were new."""
+    """Insert outcomes, replacing ones stored before; return how many were new."""
     return load(engine, frame, task).new
