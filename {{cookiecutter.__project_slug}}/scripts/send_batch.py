@@ -61,12 +61,23 @@ def _detail(body: bytes) -> str:
     return "\n  " + "\n  ".join(lines)
 
 
-def records(frame: pd.DataFrame, features: list[str]) -> list[dict]:
-    """The feature columns as JSON-ready records, missing values as None."""
+def records(frame: pd.DataFrame, features: dict[str, str]) -> list[dict]:
+    """The feature columns as JSON-ready records, missing values as None; a numeric column
+    holding text is refused here, naming the row, not by the service for every record."""
     missing = [name for name in features if name not in frame.columns]
     if missing:
         raise PipelineError(f"the file lacks the declared features {missing}")
-    selected = frame[features].astype(object)
+    selected = frame[list(features)].astype(object)
+    for name in (n for n, kind in features.items() if kind == "numeric"):
+        numbers = pd.to_numeric(selected[name], errors="coerce")
+        bad = selected[name].notna() & numbers.isna()
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            raise PipelineError(
+                f"column '{name}' is declared numeric, but file row {row} holds "
+                f"{selected[name].iloc[row]!r} ({int(bad.sum())} rows like it): send numbers"
+            )
+        selected[name] = numbers.astype(object)
     return selected.where(selected.notna(), None).to_dict("records")
 
 
@@ -103,11 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
+    if not args.file.strip():
+        parser.error("--file is empty: name the CSV or Parquet file to send (FILE= for make)")
 
     def step() -> int:
         features = section("data")["features"]
         frame = datalib.load_source({"source": args.file, "features": features}, "", None)
-        rows, answered = records(frame, list(features)), []
+        rows, answered = records(frame, features), []
         try:
             send(args.url, rows, args.batch_size, answered)
         finally:

@@ -7,7 +7,9 @@ passing after you point data.source at your own data.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import shutil
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,6 +88,15 @@ class ExportedModel:
         self.path, self.task, self.tags, self.frame = path, task, tags, frame
         self.features = list(frame.columns)
         self.records = json_records(frame)
+
+
+def load_script(name: str):
+    """Import scripts/<name>.py, which is a script, not a package module."""
+    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up while the class is built
+    spec.loader.exec_module(module)
+    return module
 
 
 def json_records(frame) -> list[dict]:

@@ -7,10 +7,8 @@ scripts/check_env.py (a job's first step) and scripts/retrain_age.py (the overdu
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import re
-import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +16,7 @@ from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
-from conftest import REPO, sample_params, use_embedded_backends
+from conftest import REPO, load_script, sample_params, use_embedded_backends
 from mlflow import MlflowClient
 
 from {{ cookiecutter.__package_name }} import data as datalib
@@ -32,15 +30,6 @@ END = datetime(2026, 7, 1, tzinfo=UTC)
 THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200}
 RUN_URL = "https://github.com/acme/model/actions/runs/42"
 ARTIFACT_URL = "https://github.com/acme/model/actions/runs/42/artifacts/7"
-
-
-def load_script(name: str):
-    """Import scripts/<name>.py, which is a script, not a package module."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up while the class is built
-    spec.loader.exec_module(module)
-    return module
 
 
 bodies = load_script("github_bodies")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import math
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO, sample_params
+from conftest import load_script, sample_params
 
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }} import training
@@ -181,11 +180,8 @@ def test_a_single_section_read_checks_the_whole_file(tmp_path, repo_params, monk
 
 
 def monitor_script():
-    """Import scripts/monitor.py, which is a script, not a package module."""
-    spec = importlib.util.spec_from_file_location("monitor_script", REPO / "scripts" / "monitor.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """scripts/monitor.py, imported."""
+    return load_script("monitor")
 
 
 @pytest.mark.parametrize("days", ["0", "-1", "nan", "inf", "a week"])

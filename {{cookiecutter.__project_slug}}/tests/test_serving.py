@@ -17,13 +17,16 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
+import pandas as pd
 import pytest
+from conftest import load_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from {{ cookiecutter.__package_name }}.config import ServeSettings
 from {{ cookiecutter.__package_name }}.data import feature_frame
+from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
 from {{ cookiecutter.__package_name }}.serving.main import create_app
 from {{ cookiecutter.__package_name }}.serving.routers import predict
@@ -623,3 +626,41 @@ def test_fuzzed_requests_never_get_a_5xx(live):
     assert statuses[200] >= 1000 and statuses[422] >= 1000
     assert set(statuses) <= {200, 413, 422}
     assert live.get("/ready").status_code == 200
+
+
+# --- scripts/send_batch.py, the service's client ----------------------------------------------
+
+
+def test_send_batch_names_the_file_row_a_service_refused_and_what_went_before(monkeypatch):
+    send_batch = load_script("send_batch")
+    refused = [{"loc": ["records", 50, "zip"], "msg": "Input should be one of ...", "type": "x"}]
+
+    def post(url, records):
+        if any(record["zip"] == "00123" for record in records):
+            body = json.dumps({"detail": refused}).encode()
+            raise send_batch.Refused(f"{url} answered 422: {send_batch._detail(body)}")
+        predictions = [{"prediction": 1}] * len(records)
+        return {"request_id": f"r{len(answered)}", "predictions": predictions}
+
+    monkeypatch.setattr(send_batch, "post", post)
+    rows = [{"zip": "02134"} for _ in range(400)]
+    rows[250]["zip"] = "00123"
+    answered: list[dict] = []
+    with pytest.raises(PipelineError) as failed:
+        send_batch.send("http://service", rows, 100, answered)
+    message = str(failed.value)
+    assert "file rows 200-299 (records 0-99 of that batch) were refused" in message
+    assert "after 200 of 400 rows were predicted and logged" in message
+    assert "record 50 zip: Input should be one of" in message
+    assert [a["row"] for a in answered] == list(range(200))
+    assert answered[150] == {"row": 150, "request_id": "r100", "record_index": 50, "prediction": 1}
+
+
+def test_send_batch_refuses_text_in_a_numeric_column_naming_the_row():
+    send_batch = load_script("send_batch")
+    frame = pd.DataFrame({"amount": ["12.5", "1,234.50", None], "kind": ["a", None, "b"]})
+    features = {"amount": "numeric", "kind": "categorical"}
+    with pytest.raises(PipelineError, match=r"'amount' is declared numeric, but file row 1 holds"):
+        send_batch.records(frame, features)
+    sent = send_batch.records(frame.iloc[[0, 2]], features)
+    assert sent == [{"amount": 12.5, "kind": "a"}, {"amount": None, "kind": "b"}]
