@@ -23,7 +23,12 @@ from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.metrics import score_all
 from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, drift, rollups
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
-from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor, store_daily_stats
+from {{ cookiecutter.__package_name }}.monitoring.monitor import (
+    SHOWN_CATEGORIES,
+    category_shares,
+    monitor,
+    store_daily_stats,
+)
 from {{ cookiecutter.__package_name }}.monitoring.outcomes import load, outcome_rows, store_outcomes
 from {{ cookiecutter.__package_name }}.monitoring.tables import (
     daily_stats,
@@ -641,3 +646,18 @@ def test_outcomes_refuse_undeclared_labels_and_a_later_load_corrects_them(engine
         query = sa.select(outcomes_table.c.request_id, outcomes_table.c.actual)
         stored = dict(conn.execute(query).all())
     assert stored == {"a": "1", "b": "0", "c": "1"}, "a corrected actual replaces the first"
+
+
+def test_a_feature_with_thousands_of_categories_shows_those_that_moved_most():
+    codes = [f"{n:05d}" for n in range(2000)]
+    reference = dict.fromkeys(codes, 1 / 2000)
+    counts = dict.fromkeys(codes, 1) | {"00042": 500, "01234": 300, "99999": 200}  # one unseen
+    shares = category_shares(reference, counts)
+    assert len(shares["labels"]) == SHOWN_CATEGORIES
+    assert {"00042", "01234", "99999"} <= set(shares["labels"])
+    assert shares["labels"][-1] == f"other ({2001 - SHOWN_CATEGORIES + 1} categories)"
+    assert sum(shares["reference"]) == pytest.approx(1.0)
+    assert sum(shares["current"]) == pytest.approx(1.0)
+    few = category_shares({"a": 0.5, "b": 0.5}, {"a": 3, "c": 1})
+    assert few["labels"] == ["a", "b", "c"]
+    assert (few["reference"], few["current"]) == ([0.5, 0.5, 0.0], [0.75, 0.0, 0.25])

@@ -51,17 +51,37 @@ def feature_section(
         }
         checked = missing if check_missing else None
         verdict = drift.categorical_verdict(name, profile, counts, thresholds, tests, checked)
-        labels = sorted(set(profile["frequencies"]) | set(counts))
-        shares = {
-            "labels": labels,
-            "reference": [profile["frequencies"].get(c, 0.0) for c in labels],
-            "current": _shares([counts.get(c, 0) for c in labels]),
-        }
+        shares = category_shares(profile["frequencies"], counts)
     return {
         "kind": profile["kind"],
         "summary": summary,
         "verdict": verdict.as_dict(),
         "distributions": shares,
+    }
+
+
+# Categories a report shows one by one; a feature with more (postal codes) shows those whose share
+# moved most, the others summed in one "other" bar.
+SHOWN_CATEGORIES = 30
+
+
+def category_shares(reference: dict[str, float], counts: dict[str, int]) -> dict[str, list]:
+    """Reference and current shares per category, for the report's table and plot."""
+    labels = sorted(set(reference) | set(counts))
+    current = dict(zip(labels, _shares([counts.get(c, 0) for c in labels]), strict=True))
+    if len(labels) > SHOWN_CATEGORIES:
+        moved = sorted(labels, key=lambda c: -abs(current[c] - reference.get(c, 0.0)))
+        shown = set(moved[: SHOWN_CATEGORIES - 1])
+        rest = [c for c in labels if c not in shown]
+        labels = sorted(shown)
+        other = f"other ({len(rest)} categories)"
+        reference = {**reference, other: sum(reference.get(c, 0.0) for c in rest)}
+        current[other] = sum(current[c] for c in rest)
+        labels.append(other)
+    return {
+        "labels": labels,
+        "reference": [reference.get(c, 0.0) for c in labels],
+        "current": [current[c] for c in labels],
     }
 
 
@@ -101,12 +121,7 @@ def prediction_section(source, profile: dict, version: str, thresholds: dict) ->
     else:
         counts = source.label_counts(version)
         verdict = drift.categorical_verdict("prediction", profile, counts, thresholds, 1)
-        labels = sorted(set(profile["frequencies"]) | set(counts))
-        shares = {
-            "labels": labels,
-            "reference": [profile["frequencies"].get(c, 0.0) for c in labels],
-            "current": _shares([counts.get(c, 0) for c in labels]),
-        }
+        shares = category_shares(profile["frequencies"], counts)
     return {"kind": "prediction", "verdict": verdict.as_dict(), "distributions": shares}
 
 
