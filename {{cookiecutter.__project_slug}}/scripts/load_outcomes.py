@@ -64,10 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         except sa.exc.OperationalError as err:
             raise PipelineError(f"monitoring database unreachable: {err.orig}") from err
         log.info(
-            "loaded %s outcomes (%s new, the others replaced what was stored); %s match a "
-            "logged prediction",
+            "loaded %s outcomes (%s new, %s replacing one stored before); %s match a logged "
+            "prediction",
             loaded.rows,
             loaded.new,
+            loaded.rows - loaded.new,
             loaded.matched,
         )
         if loaded.unmatched:
