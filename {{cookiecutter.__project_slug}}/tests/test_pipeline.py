@@ -257,7 +257,7 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
     rows = report["holdout"]["rows"]
     assert f"Holdout: the newest {rows} rows by {params['data']['time_column']}" in text
     unordered = {**report["holdout"], "newest_by": None}
-    random_rows = f"{rows} rows drawn at random (no data.time_column)"
+    random_rows = f"{rows} rows chosen by a seeded hash of each row (no data.time_column)"
     assert evaluation.holdout_words(unordered) == random_rows
 
 

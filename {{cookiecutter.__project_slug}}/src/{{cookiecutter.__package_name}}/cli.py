@@ -35,6 +35,7 @@ def run(step: Callable[[], int]) -> int:
         return EXIT_ERROR
 
 
+S3_SETTINGS = "the S3 settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)"
 # Where a library's exception comes from, and what configures it: a backend that refuses or is
 # away is the environment's problem, to be told in one line, not a traceback.
 BACKENDS = {
@@ -42,8 +43,8 @@ BACKENDS = {
     "SOURCE_DATABASE_URL)",
     "psycopg": "the PostgreSQL URLs (MLFLOW_TRACKING_URI, MONITORING_DATABASE_URL)",
     "mlflow": "MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI and MODEL_ARTIFACT_ROOT",
-    "botocore": "the S3 settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)",
-    "boto3": "the S3 settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)",
+    "botocore": S3_SETTINGS,
+    "boto3": S3_SETTINGS,
 }
 
 

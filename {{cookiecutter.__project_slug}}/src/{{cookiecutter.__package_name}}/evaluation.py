@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 
 
 def holdout(data_path, params: dict[str, Any]) -> tuple[pd.DataFrame, datalib.Schema]:
-    """The newest rows of the current data (a seeded random sample without a time column),
-    which no candidate trained on."""
+    """The newest rows of the current data (without a time column, rows chosen by a seeded hash
+    of their content), which no candidate trained on."""
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
     if not Path(data_path).exists():
         raise PipelineError(f"{data_path} does not exist: run `make data` first")
@@ -66,7 +66,7 @@ def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Sc
             prediction,
             proba,
             classes,
-            positive=classes and positive_class(classes, schema.target_classes),
+            positive=positive_class(classes, schema.target_classes),
         ),
         "prediction": prediction,
         "proba": proba,
@@ -133,7 +133,7 @@ def evaluate(
         "holdout": {
             "rows": len(rows),
             "data_hash": datalib.content_hash(rows),
-            "newest_by": schema.time_column,  # None: a seeded random sample
+            "newest_by": schema.time_column,  # None: chosen by a seeded hash of each row
         },
         "candidate": {"version": candidate["version"], "metrics": candidate["metrics"]},
         "champion": summary,
@@ -151,10 +151,11 @@ def evaluate(
 
 
 def holdout_words(holdout: dict) -> str:
-    """How the holdout was chosen, in words: by time, or at random (no time column)."""
+    """How the holdout was chosen, in words: by time, or by a hash of each row (no time
+    column)."""
     if holdout.get("newest_by"):
         return f"the newest {holdout['rows']} rows by {holdout['newest_by']}"
-    return f"{holdout['rows']} rows drawn at random (no data.time_column)"
+    return f"{holdout['rows']} rows chosen by a seeded hash of each row (no data.time_column)"
 
 
 def markdown(report: dict) -> str:

@@ -110,9 +110,12 @@ def score_all(
     return {name: _defined(name, scorer, reasons) for name, scorer in scorers.items()}
 
 
-def positive_class(classes: list[Any], declared: list | tuple | None) -> Any:
+def positive_class(classes: list[Any] | None, declared: list | tuple | None) -> Any:
     """The class a binary F1 scores: the last of data.target_classes when declared (list them
-    as [negative, positive]), else the last in sorted order (1 of 0/1, "yes" of no/yes)."""
+    as [negative, positive]), else the last in sorted order (1 of 0/1, "yes" of no/yes). None
+    for a regression (no classes)."""
+    if not classes:
+        return None
     if declared and len(classes) == 2:
         return {str(c): c for c in classes}.get(str(declared[-1]), classes[-1])
     return classes[-1]

@@ -73,7 +73,7 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
         y_valid,
         *predict(model, x_valid, schema.task),
         classes,
-        positive=classes and positive_class(classes, schema.target_classes),
+        positive=positive_class(classes, schema.target_classes),
     )
     return model, x_train, metrics
 
@@ -91,7 +91,7 @@ def run_record(
     prediction, proba = predict(model, x_train, schema.task)
     bins = int(params["train"].get("profile_bins", 10))
     classes = classes_of(model, schema.task)
-    positive = classes and positive_class(classes, schema.target_classes)
+    positive = positive_class(classes, schema.target_classes)
     profile = training_profile(
         x_train,
         schema.features,
