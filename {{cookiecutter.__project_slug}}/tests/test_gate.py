@@ -107,3 +107,23 @@ def test_binary_f1_scores_the_last_declared_class_as_positive():
     assert fraud["f1"] == pytest.approx(0.8)  # precision 2/3, recall 1
     legit = score_all("classification", actual, predicted, proba, classes)
     assert legit["f1"] == pytest.approx(14 / 15)  # the majority class: a flattering number
+
+
+@pytest.mark.parametrize(
+    ("metric", "candidate", "baseline", "promoted"),
+    [
+        ("log_loss", 0.2461, 0.2016, False),  # passes a 0.6 threshold, worse than the prior
+        ("log_loss", 0.15, 0.2016, True),
+        ("accuracy", 0.95, 0.96, False),  # below always predicting the majority class
+        ("roc_auc", 0.5, 0.5, False),  # a tie with a constant is no better
+        ("rmse", 12.0, 30.0, True),
+    ],
+)
+def test_candidate_must_beat_a_model_that_ignores_the_features(
+    metric, candidate, baseline, promoted
+):
+    threshold = {"log_loss": 0.6, "accuracy": 0.7, "roc_auc": 0.5, "rmse": 25}[metric]
+    accepted, reason = gate(metric, threshold).decide(candidate, None, baseline=baseline)
+    assert accepted is promoted, reason
+    if not promoted:
+        assert "ignores the features" in reason

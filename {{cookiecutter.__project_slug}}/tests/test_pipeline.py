@@ -259,6 +259,11 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
     unordered = {**report["holdout"], "newest_by": None}
     random_rows = f"{rows} rows chosen by a seeded hash of each row (no data.time_column)"
     assert evaluation.holdout_words(unordered) == random_rows
+    # The model that ignores the features: the sample's candidate beats it, and the report says.
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    baseline = report["baseline"]["metrics"][metric]
+    assert gate.metric.better_by(report["candidate"]["metrics"][metric], baseline) > 0
+    assert "Baseline, a model that ignores the features" in text
 
 
 def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across(

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+import numpy as np
 import pandas as pd
 
 from . import data as datalib
@@ -25,14 +26,39 @@ log = logging.getLogger(__name__)
 def holdout(data_path, params: dict[str, Any]) -> tuple[pd.DataFrame, datalib.Schema]:
     """The newest rows of the current data (without a time column, rows chosen by a seeded hash
     of their content), which no candidate trained on."""
+    _rest, rows, schema = _split(data_path, params)
+    return rows, schema
+
+
+def _split(data_path, params: dict[str, Any]):
+    """The current data's training side and holdout, and its schema."""
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
     if not Path(data_path).exists():
         raise PipelineError(f"{data_path} does not exist: run `make data` first")
     frame = datalib.validate(pd.read_parquet(data_path), schema)
-    _rest, rows = datalib.split(
+    rest, rows = datalib.split(
         frame, schema, params["split"]["holdout_fraction"], params["split"]["seed"]
     )
-    return rows, schema
+    return rest, rows, schema
+
+
+def baseline_metrics(
+    trained_on: pd.Series, actual: pd.Series, schema: datalib.Schema, classes: list | None
+) -> dict[str, float | None]:
+    """The metrics of a model that ignores the features: for every holdout row it predicts the
+    training side's mean, or its class frequencies (and most frequent class). A candidate that
+    does not beat it has learnt nothing the gate should deploy."""
+    if schema.task == "regression":
+        return score_all(schema.task, actual, np.full(len(actual), trained_on.mean()), None, None)
+    prior = trained_on.value_counts(normalize=True).reindex(classes, fill_value=0.0).to_numpy()
+    return score_all(
+        schema.task,
+        actual,
+        np.full(len(actual), classes[int(prior.argmax())]),
+        np.tile(prior, (len(actual), 1)),
+        classes,
+        positive=positive_class(classes, schema.target_classes),
+    )
 
 
 class OtherSchema(PipelineError):
@@ -113,8 +139,10 @@ def evaluate(
     client = registry.connect(backends)
     name, number = train_report["model_name"], train_report["version"]
     registry.version(client, name, number)
-    rows, schema = holdout(data_path, params)
+    rest, rows, schema = _split(data_path, params)
     candidate = score_version(name, number, rows, schema)
+    target = schema.target
+    baseline = baseline_metrics(rest[target], rows[target], schema, candidate["classes"])
     current = registry.champion(client, name)
     champion, summary = None, None
     if current:
@@ -137,6 +165,7 @@ def evaluate(
         },
         "candidate": {"version": candidate["version"], "metrics": candidate["metrics"]},
         "champion": summary,
+        "baseline": {"metrics": baseline},
         "comparison": compare(candidate, champion),
         "plots": images,
     }
@@ -180,6 +209,16 @@ def markdown(report: dict) -> str:
             f"| {metric} ({arrow}) | {_fmt(row['candidate'])} | {_fmt(row['champion'])} "
             f"| {_fmt(row['delta'], signed=True)} | {verdict} |"
         )
+    baseline = (report.get("baseline") or {}).get("metrics") or {}
+    if baseline:
+        lines += [
+            "",
+            "Baseline, a model that ignores the features (the training rows' "
+            + ("mean" if report["task"] == "regression" else "class frequencies")
+            + "): "
+            + ", ".join(f"{metric} {_fmt(value)}" for metric, value in baseline.items())
+            + ". The gate promotes only a candidate that beats it.",
+        ]
     lines += ["", *[f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]], ""]
     return "\n".join(lines)
 

@@ -45,11 +45,16 @@ class Gate:
         return cls(metric, threshold, margin)
 
     def decide(
-        self, candidate: float | None, champion: float | None, unscored: str | None = None
+        self,
+        candidate: float | None,
+        champion: float | None,
+        unscored: str | None = None,
+        baseline: float | None = None,
     ) -> tuple[bool, str]:
         """Whether to promote, and why, in words a reviewer can check. `unscored` says why a
         champion has no value (it could not score the data); a candidate without one (the
-        metric is undefined on the holdout) is not promoted."""
+        metric is undefined on the holdout) is not promoted, nor one that does not beat the
+        `baseline`, a model that ignores the features (evaluation.baseline_metrics)."""
         name, direction = self.metric.name, ">=" if self.metric.higher_is_better else "<="
         if candidate is None:
             return False, (
@@ -60,6 +65,12 @@ class Gate:
             return (
                 False,
                 f"{name} {candidate:.4f} fails the threshold ({direction} {self.threshold})",
+            )
+        if baseline is not None and self.metric.better_by(candidate, baseline) <= 0:
+            return False, (
+                f"{name} {candidate:.4f} does not beat {baseline:.4f}, the score of a model that "
+                "ignores the features (the training rows' mean or class frequencies for every "
+                "row): it learnt nothing worth deploying"
             )
         if champion is None:
             return (
@@ -165,7 +176,8 @@ def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:
     unscored = champion.get("unscored")
     if champion.get("metrics") and value is None:
         unscored = f"champion's {name} is undefined on this holdout"
-    return gate.decide(evaluation["candidate"]["metrics"].get(name), value, unscored)
+    baseline = ((evaluation.get("baseline") or {}).get("metrics") or {}).get(name)
+    return gate.decide(evaluation["candidate"]["metrics"].get(name), value, unscored, baseline)
 
 
 def _outcome(decision: str, reason: str, evaluation: dict, gate: Gate) -> dict[str, Any]:
