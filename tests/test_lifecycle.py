@@ -161,12 +161,12 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
     with (project / "build/outcomes.csv").open("w", newline="") as file:
         writer = csv.DictWriter(file, ["request_id", "record_index", "actual"])
         writer.writeheader()
-        for row, sent in zip(answered, drifted, strict=True):
+        for answer, record in zip(answered, drifted, strict=True):
             writer.writerow(
                 {
-                    "request_id": row["request_id"],
-                    "record_index": row["record_index"],
-                    "actual": sent[target],
+                    "request_id": answer["request_id"],
+                    "record_index": answer["record_index"],
+                    "actual": record[target],
                 }
             )
     loaded = run_make(project, "outcomes", "FILE=build/outcomes.csv")
