@@ -214,22 +214,23 @@ def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
     if schema.task == "regression":
         return _as_numeric(column, name)
     if schema.target_classes:
-        allowed = {_label_text(c) for c in schema.target_classes}
-        bad = sorted({_label_text(v) for v in column.unique()} - allowed)
+        allowed = {label_text(c) for c in schema.target_classes}
+        bad = sorted({label_text(v) for v in column.unique()} - allowed)
         if bad:
             raise PipelineError(
                 f"target column '{name}' holds {bad[:5]}, "
                 f"allowed labels are {list(schema.target_classes)}"
             )
-        by_text = {_label_text(c): c for c in schema.target_classes}
-        column = column.map(lambda v: by_text[_label_text(v)])
+        by_text = {label_text(c): c for c in schema.target_classes}
+        column = column.map(lambda v: by_text[label_text(v)])
     if column.nunique() < 2:
         raise PipelineError(f"target column '{name}' has a single class: nothing to learn")
     return column
 
 
-def _label_text(value) -> str:
-    """A label as text, a whole float as the integer it is (1.0 is the class 1)."""
+def label_text(value) -> str:
+    """A label as text, a whole float as the integer it is (1.0 is the class 1): as training
+    compares the target with target_classes, and outcomes are stored beside predictions."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
     return str(value)

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 import pandas as pd
 import sqlalchemy as sa
 
+from ..data import label_text
 from ..errors import PipelineError
 from .tables import metadata, outcomes
 from .tables import prediction_log as log_table
@@ -62,7 +63,7 @@ def outcome_rows(
             {
                 "request_id": request_id,
                 "record_index": record_index,
-                "actual": _text(actual),
+                "actual": label_text(actual),
                 "actual_value": value,
                 "recorded_at": now,
             }
@@ -106,8 +107,8 @@ def _refuse_unknown_labels(actual: pd.Series, classes: list | None) -> None:
     left out of live metrics later."""
     if not classes:
         return
-    allowed = {_text(c) for c in classes}
-    unknown = Counter(label for label in map(_text, actual) if label not in allowed)
+    allowed = {label_text(c) for c in classes}
+    unknown = Counter(label for label in map(label_text, actual) if label not in allowed)
     if unknown:
         raise PipelineError(
             f"{sum(unknown.values())} outcomes have an actual label that is not among "
@@ -115,11 +116,6 @@ def _refuse_unknown_labels(actual: pd.Series, classes: list | None) -> None:
             f"{', '.join(repr(label) for label, _n in unknown.most_common(EXAMPLES))}: "
             "write the labels as the training data does"
         )
-
-
-def _text(value) -> str:
-    """The label as the service logs predictions: integers without a decimal point."""
-    return str(int(value)) if isinstance(value, float) and value.is_integer() else str(value)
 
 
 def _number(value) -> float | None:
