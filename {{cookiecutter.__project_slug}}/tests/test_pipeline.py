@@ -26,6 +26,7 @@ from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.config import Backends
 from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, PipelineError
 from {{ cookiecutter.__package_name }}.promotion import Gate
+from {{ cookiecutter.__package_name }}.serving import bundle
 
 
 def write_data(params: dict, path: Path, shuffle_target: bool = False) -> Path:
@@ -107,7 +108,9 @@ def test_train_same_inputs_same_metrics(params, backends, good_data):
     assert first["version"] != second["version"]
 
 
-def test_gate_promotes_good_then_keeps_champion_over_shuffled(params, backends, good_data, workdir):
+def test_gate_promotes_good_then_keeps_champion_over_shuffled(
+    params, backends, good_data, workdir, caplog
+):
     first = cycle(params, backends, good_data, workdir / "r1")
     assert first["decision"] == "promoted"
     bad = write_data(params, workdir / "bad.parquet", shuffle_target=True)
@@ -121,6 +124,12 @@ def test_gate_promotes_good_then_keeps_champion_over_shuffled(params, backends, 
     # The rejected version is no former champion: rolling "back" to it would bypass the gate.
     gate = Gate.from_params(params["promote"], params["model"]["task"])
     rejected = second["candidate"]["version"]
+    client = registry.connect(backends)
+    with caplog.at_level("WARNING"):
+        bundle.export(client, "test-model", first["candidate"]["version"], workdir / "b1")
+        assert "bypasses the gate" not in caplog.text
+        bundle.export(client, "test-model", rejected, workdir / "b2")
+    assert f"v{rejected} was not promoted by the gate" in caplog.text
     refused = promotion.rollback(bad, params, gate, backends, rejected, "try", force=False)
     assert not refused["moved"] and "never champion" in refused["refusal"]
     forced = promotion.rollback(bad, params, gate, backends, rejected, "try", force=True)

@@ -56,6 +56,8 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
     chosen = registry.version(client, name, version) if version else registry.champion(client, name)
     if chosen is None:
         raise PipelineError(f"model {name} has no champion yet: run `make pipeline` first")
+    if version and (unfit := _unfit(chosen.tags)):
+        log.warning("%s v%s %s: serving it bypasses the gate", name, chosen.version, unfit)
     profile = registry.load_profile(client, chosen.run_id)
     with tempfile.TemporaryDirectory() as tmp:
         local = Path(
@@ -91,6 +93,17 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return meta
+
+
+def _unfit(tags: dict[str, str]) -> str | None:
+    """Why a version asked for by number is not one the gate would serve, or None."""
+    from ..promotion import DEMOTED_AT, DEMOTED_REASON
+
+    if tags.get("gate.decision") != "promoted":
+        return f"was not promoted by the gate ({tags.get('gate.reason', 'never evaluated')})"
+    if DEMOTED_AT in tags:
+        return f"was taken out of service by a rollback ({tags.get(DEMOTED_REASON, 'no reason')})"
+    return None
 
 
 def _readable(folder: Path) -> None:
