@@ -554,6 +554,36 @@ def test_concurrent_requests_share_model_calls_and_get_their_own_answer(
     assert len({r.json()["request_id"] for r in responses}) == 50
 
 
+def test_a_record_the_model_fails_on_fails_its_own_request_only(live, exported_model, monkeypatch):
+    calls: list[int] = []
+    slow_model(monkeypatch, live, exported_model.task, 0.01)
+    model = live.service.bundle.model
+    batched = getattr(model, MODEL_CALL[exported_model.task])
+    numeric = next(k for k, v in exported_model.records[0].items() if isinstance(v, float))
+    poison = 123456.5  # valid input, which this model cannot score
+
+    def picky(frame):
+        calls.append(len(frame))
+        if (frame[numeric] == poison).any():
+            raise ValueError("cannot score this record")
+        return batched(frame)
+
+    monkeypatch.setattr(model, MODEL_CALL[exported_model.task], picky)
+    records = [dict(r) for r in exported_model.records[:30]]
+    for index in (3, 17):
+        records[index][numeric] = poison
+
+    async def thirty():
+        return await asyncio.gather(*(post(live.client, {"records": [r]}) for r in records))
+
+    responses = live.run(thirty())
+    assert max(calls) > 1, "the requests were predicted in shared batches"
+    assert [r.status_code for r in responses] == [500 if i in (3, 17) else 200 for i in range(30)]
+    good = [i for i in range(30) if i not in (3, 17)]
+    answers = {"predictions": [responses[i].json()["predictions"][0] for i in good]}
+    assert_predictions_match_model(answers, exported_model, good)
+
+
 # --- Fuzz -----------------------------------------------------------------------------------------
 
 JSON_LEAF = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)

@@ -8,6 +8,9 @@ next batch, so one-row overheads (DataFrame construction, input validation) are 
 A batch of at most `inline_rows` rows is predicted on the event loop itself, skipping the
 thread hop (and the wait for the GIL it brings): only for a prediction whose time is known to be
 short, such as the service's checked numpy fast path on a small batch.
+
+When a batch of several requests fails, each request is predicted again by itself, so a record
+that makes the model raise fails its own request only.
 """
 
 from __future__ import annotations
@@ -61,23 +64,36 @@ class MicroBatcher:
 
     async def _run(self) -> None:
         """Predict batches until cancelled."""
-        loop = asyncio.get_running_loop()
         while True:
             batch = self._take(await self._queue.get())
             if not batch:
                 continue
-            rows = [row for item, _ in batch for row in item]
             try:
-                if len(rows) <= self.inline_rows:
-                    results = self._predict(rows)
-                else:
-                    results = await loop.run_in_executor(self._executor, self._predict, rows)
+                results = await self._call([row for item, _ in batch for row in item])
             except Exception as err:
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(err)
+                if len(batch) == 1:
+                    _fail(batch[0][1], err)
+                else:  # one request's rows made the model fail: only that request gets the error
+                    for item in batch:
+                        await self._alone(item)
                 continue
             self._deliver(batch, results)
+
+    async def _call(self, rows: list[dict]) -> list[Any]:
+        """Predict rows: on the event loop when few enough, else on the prediction thread."""
+        if len(rows) <= self.inline_rows:
+            return self._predict(rows)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._predict, rows)
+
+    async def _alone(self, item: tuple) -> None:
+        """Predict one request's rows by themselves; its caller gets the results or the error."""
+        rows, future = item
+        try:
+            results = await self._call(rows)
+        except Exception as err:
+            _fail(future, err)
+            return
+        self._deliver([item], results)
 
     @staticmethod
     def _deliver(batch: list, results: list[Any]) -> None:
@@ -87,3 +103,9 @@ class MicroBatcher:
             if not future.done():
                 future.set_result(results[start : start + len(rows)])
             start += len(rows)
+
+
+def _fail(future: asyncio.Future, err: Exception) -> None:
+    """Give a waiting caller the error (a caller that gave up has no use for it)."""
+    if not future.done():
+        future.set_exception(err)
