@@ -51,6 +51,12 @@ def test_gate_decide_in_the_metrics_direction(metric, threshold, candidate, cham
     assert metric in reason
 
 
+def test_a_tie_passes_a_zero_margin_and_says_it_ties():
+    accepted, reason = gate("rmse", 20.0, margin=0.0).decide(12.0, 12.0)
+    assert accepted and "ties champion 12.0000" in reason and "beats" not in reason
+    assert "beats champion 12.0000 by +1.0000" in gate("rmse", 20.0).decide(11.0, 12.0)[1]
+
+
 def test_gate_never_promotes_on_an_undefined_metric_and_says_when_the_champion_lacks_one():
     """roc_auc is undefined on a holdout holding one class: no promotion on a missing number."""
     roc = gate("roc_auc", 0.7)

@@ -7,6 +7,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -101,6 +102,31 @@ def test_git_dirty_ignores_the_data_versions_the_pipeline_rewrites(tmp_path, mon
     assert lineage.git_state()["git.dirty"] == "true"
 
 
+def _unchanged(frame):
+    """A module-level function in a model: skops saves it, but loads it only once trusted."""
+    return frame
+
+
+def test_a_model_skops_would_not_load_back_is_refused_before_anything_is_logged(
+    params, backends, good_data, monkeypatch
+):
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer
+
+    base = training.build_model
+
+    def engineered(*args, **kwargs):
+        return make_pipeline(FunctionTransformer(engineered.step), base(*args, **kwargs))
+
+    for step, says in ((_unchanged, "add them to TRUSTED_TYPES"), (lambda x: x, "top level")):
+        engineered.step = step
+        monkeypatch.setattr(training, "build_model", engineered)
+        with pytest.raises(PipelineError, match=says):
+            training.train(good_data, params, backends)
+    assert mlflow.search_runs(search_all_experiments=True).empty, "no run was started"
+    assert not MlflowClient().search_registered_models(), "nothing was registered"
+
+
 def test_train_same_inputs_same_metrics(params, backends, good_data):
     first = training.train(good_data, params, backends)
     second = training.train(good_data, params, backends)
@@ -193,6 +219,19 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     assert promotion.DEMOTED_AT not in restored
 
 
+def test_a_champion_trained_from_uncommitted_changes_says_so(
+    params, backends, good_data, workdir, monkeypatch
+):
+    state = {"git.commit": "c0ffee", "git.dirty": "false"}
+    monkeypatch.setattr(lineage, "git_state", lambda: dict(state))
+    first = cycle(params, backends, good_data, workdir / "r1")
+    assert first["decision"] == "promoted" and "uncommitted" not in first["reason"]
+    state.update({"git.commit": "decaf", "git.dirty": "true"})
+    second = cycle(params, backends, good_data, workdir / "r2")
+    assert second["decision"] == "promoted", second["reason"]
+    assert "trained from uncommitted changes, so commit decaf does not hold" in second["reason"]
+
+
 def test_failed_evaluation_moves_no_alias(params, backends, good_data, workdir, monkeypatch):
     cycle(params, backends, good_data, workdir / "r1")
     trained = training.train(good_data, params, backends)
@@ -275,26 +314,34 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
     assert "Baseline, a model that ignores the features" in text
 
 
+@pytest.mark.parametrize("change", ["dropped", "retyped"])
 def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across(
-    params, backends, good_data, workdir
+    params, backends, good_data, workdir, change
 ):
-    """A feature dropped from params.yaml: the champion cannot score the new data, so the
-    candidate is judged by the threshold alone, saying so; the old version cannot come back."""
+    """A feature dropped from params.yaml, or declared with another type: the champion cannot
+    score the new data, so the candidate is judged by the threshold alone, saying so; the old
+    version cannot come back."""
     cycle(params, backends, good_data, workdir / "r1")
     changed = copy.deepcopy(params)
-    dropped = list(changed["data"]["features"])[-1]
-    del changed["data"]["features"][dropped]
-    data = workdir / "fewer.parquet"
-    pd.read_parquet(good_data).drop(columns=[dropped]).to_parquet(data, index=False)
+    data, frame = workdir / "changed.parquet", pd.read_parquet(good_data)
+    if change == "dropped":
+        feature = list(changed["data"]["features"])[-1]
+        del changed["data"]["features"][feature]
+        frame = frame.drop(columns=[feature])
+    else:  # a count the first version read as a number, now declared a category
+        feature = next(n for n, kind in changed["data"]["features"].items() if kind == "numeric")
+        changed["data"]["features"][feature] = "categorical"
+        frame[feature] = frame[feature].round().astype("Int64").astype(str)
+    frame.to_parquet(data, index=False)
     second = cycle(changed, backends, data, workdir / "r2")
     assert second["decision"] == "promoted", second["reason"]
-    assert "not compared" in second["reason"] and dropped in second["reason"]
+    assert "not compared" in second["reason"] and feature in second["reason"]
     evaluated = json.loads((workdir / "r2" / "evaluation.json").read_text())
     assert evaluated["champion"]["version"] == "1" and evaluated["champion"]["metrics"] is None
     assert "Not compared: the champion version 1" in (workdir / "r2" / "evaluation.md").read_text()
     gate = Gate.from_params(changed["promote"], changed["model"]["task"])
     refused = promotion.rollback(data, changed, gate, backends, "1", "test", force=True)
-    assert not refused["moved"] and "trained on other features" in refused["refusal"]
+    assert not refused["moved"] and "trained on other feature" in refused["refusal"]
     assert str(registry.champion(MlflowClient(), "test-model").version) == "2"
 
 

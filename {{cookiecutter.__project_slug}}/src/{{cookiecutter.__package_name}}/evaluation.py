@@ -11,6 +11,7 @@ from typing import Any
 import matplotlib
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
 
 from . import data as datalib
 from . import plots, registry
@@ -62,7 +63,8 @@ def baseline_metrics(
 
 
 class OtherSchema(PipelineError):
-    """A registered version was trained on other features, or other labels, than the data has."""
+    """A registered version was trained on other features, other feature types, or other labels,
+    than the data has."""
 
 
 def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Schema) -> dict:
@@ -75,6 +77,14 @@ def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Sc
         raise OtherSchema(
             f"version {number} was trained on other features than params.yaml declares "
             f"(it needs {lacking}, which the data lacks; it never saw {added})"
+        )
+    kinds = _trained_kinds(name, number)
+    retyped = [n for n, kind in schema.features.items() if kinds.get(n, kind) != kind]
+    if retyped:
+        raise OtherSchema(
+            f"version {number} was trained on other feature types than params.yaml declares ("
+            + ", ".join(f"{n}: {kinds[n]}, now {schema.features[n]}" for n in retyped)
+            + ")"
         )
     x, y = datalib.features_and_target(rows, schema)
     classes = classes_of(model, schema.task)
@@ -98,6 +108,13 @@ def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Sc
         "proba": proba,
         "classes": classes,
     }
+
+
+def _trained_kinds(name: str, number: str) -> dict[str, str]:
+    """Each feature's type (numeric, categorical) as the version's training profile records it."""
+    client = MlflowClient()
+    run_id = client.get_model_version(name, str(number)).run_id
+    return {n: f["kind"] for n, f in registry.load_profile(client, run_id)["features"].items()}
 
 
 def _relabelled(classes: list, labels: list) -> bool:

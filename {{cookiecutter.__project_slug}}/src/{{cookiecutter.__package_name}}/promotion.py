@@ -84,9 +84,12 @@ class Gate:
                 f"{name} {candidate:.4f} vs champion {champion:.4f}: improvement {gain:+.4f} "
                 f"is below the minimum {self.min_improvement}"
             )
+        compared = f"ties champion {champion:.4f}"
+        if gain:
+            compared = f"beats champion {champion:.4f} by {gain:+.4f}"
         return True, (
-            f"{name} {candidate:.4f} passes the threshold and beats champion "
-            f"{champion:.4f} by {gain:+.4f} (minimum {self.min_improvement})"
+            f"{name} {candidate:.4f} passes the threshold and {compared} "
+            f"(minimum improvement {self.min_improvement})"
         )
 
 
@@ -110,6 +113,11 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
         evaluation = reevaluate()
     repeat = repeated_training(client, name, registered, current)
     accepted, reason = (False, repeat) if repeat else decide(evaluation, gate)
+    if accepted and registered.tags.get("git.dirty") == "true":
+        reason += (
+            f"; note: trained from uncommitted changes, so commit "
+            f"{registered.tags.get('git.commit')} does not hold its code"
+        )
     decision = {"gate.decision": "promoted" if accepted else "rejected", "gate.reason": reason}
     if accepted:
         registry.move_champion(

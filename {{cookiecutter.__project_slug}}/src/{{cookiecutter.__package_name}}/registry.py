@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import skops.io
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -73,6 +74,7 @@ def log_and_register(
     The version is created with all its tags in one call, after everything else is logged,
     so a failure anywhere leaves no version, or a version with its full lineage.
     """
+    check_serializable(model)
     mlflow.set_experiment(experiment_id=experiment_id(client, name, artifact_root))
     with mlflow.start_run() as active:
         mlflow.log_params(run["params"])
@@ -100,6 +102,29 @@ def log_and_register(
         _ensure_registered_model(client, name)
         return client.create_model_version(
             name, info.model_uri, run_id=active.info.run_id, tags=tags, model_id=info.model_id
+        )
+
+
+def check_serializable(model) -> None:
+    """Refuse, before anything is logged, a model skops cannot save or would not load back."""
+    top_level = (
+        "define custom functions and classes at the top level of a module, not as lambdas or "
+        "inside build_model()"
+    )
+    try:
+        untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    except Exception as err:
+        raise PipelineError(
+            f"the model cannot be saved in skops format ({type(err).__name__}: {err}): {top_level}"
+        ) from err
+    missing = sorted(set(untrusted) - set(TRUSTED_TYPES))
+    local = [name for name in missing if "<" in name]  # <lambda>, <locals>: no name to load by
+    if local:
+        raise PipelineError(f"the model holds {local}, which cannot be loaded back: {top_level}")
+    if missing:
+        raise PipelineError(
+            f"the model holds types skops does not load unless trusted: {missing}. Review them "
+            "and add them to TRUSTED_TYPES in model.py"
         )
 
 
