@@ -125,14 +125,18 @@ def test_csv_keeps_leading_zeros_of_categorical_codes_and_reads_other_columns_as
     tmp_path,
 ):
     path = tmp_path / "codes.csv"
-    path.write_text("zip,grade,flag,size\n02134,3,True,1.5\n10001,,False,2\n00501,4.0,,\n")
-    features = {"zip": "categorical", "grade": "categorical", "flag": "categorical"}
+    path.write_text(
+        "zip,grade,flag,paid,size\n02134,3,True,true,1.5\n10001,,False,FALSE,2\n00501,4.0,,,\n"
+    )
+    features = {n: "categorical" for n in ("zip", "grade", "flag", "paid")}
     loaded = datalib.load_source({"source": str(path), "features": features}, "", None)
     assert loaded["zip"].tolist() == ["02134", "10001", "00501"]
     clean = datalib.feature_frame(loaded.to_dict("records"), features)
     assert clean["zip"].tolist() == ["02134", "10001", "00501"]
     assert clean["grade"].tolist()[0::2] == ["3", "4"], "whole numbers: the categories as before"
     assert clean["flag"].tolist()[:2] == ["True", "False"]
+    # Any spelling of true/false is the booleans the service takes as JSON true and false.
+    assert clean["paid"].tolist()[:2] == ["True", "False"]
     assert loaded["size"].tolist()[:2] == [1.5, 2.0]
 
 

@@ -90,11 +90,16 @@ def load_source(data: dict[str, Any], task: str, database_url: str | None) -> pd
         raise PipelineError(f"data source {source} could not be read: {err}") from err
 
 
+# How a CSV spells booleans (True, true, TRUE, ...), lowered.
+BOOLEAN_TEXT = {"true": True, "false": False}
+
+
 def read_csv(source: str, features: dict[str, str]) -> pd.DataFrame:
     """A CSV file; a categorical column of codes with leading zeros ("02134") is kept as text.
 
     Any other column is read as pandas reads it, so a column of numbers is still numbers (and
-    "3.0", an integer column with gaps as pandas writes it, still the category "3").
+    "3.0", an integer column with gaps as pandas writes it, still the category "3"), and a column
+    of true/false in any case is booleans, whichever spelling the export used.
     """
     categorical = [name for name, kind in features.items() if kind == "categorical"]
     frame = pd.read_csv(source, dtype=dict.fromkeys(categorical, str))
@@ -104,6 +109,8 @@ def read_csv(source: str, features: dict[str, str]) -> pd.DataFrame:
             numbers = pd.to_numeric(text, errors="coerce")
             if numbers.notna().all() and not text.str.match(r"[-+]?0\d").any():
                 frame[name] = pd.to_numeric(frame[name])
+            elif text.str.lower().isin(BOOLEAN_TEXT).all():
+                frame[name] = frame[name].str.lower().map(BOOLEAN_TEXT)
     return frame
 
 
