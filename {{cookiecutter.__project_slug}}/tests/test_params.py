@@ -10,8 +10,8 @@ import pytest
 import yaml
 from conftest import load_script, sample_params
 
+from {{ cookiecutter.__package_name }} import config, training
 from {{ cookiecutter.__package_name }} import data as datalib
-from {{ cookiecutter.__package_name }} import training
 from {{ cookiecutter.__package_name }}.config import PARAMS, load_params, params_problems, section
 from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, PipelineError
 
@@ -174,6 +174,17 @@ def test_a_single_section_read_checks_the_whole_file(tmp_path, repo_params, monk
     monkeypatch.chdir(tmp_path)
     with pytest.raises(PipelineError, match="unknown section monitr"):
         section("model")
+
+
+def test_make_train_and_evaluate_check_the_file_before_dvc_may_skip_them(
+    tmp_path, repo_params, monkeypatch
+):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(repo_params))
+    assert config.main() == 0
+    params = with_value(repo_params, "promote.metric", "no_such_metric")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert config.main() == EXIT_ERROR
 
 
 # --- scripts/monitor.py --days -----------------------------------------------------------------

@@ -321,3 +321,19 @@ class ServeSettings:
             spool_dir=Path(env.get("PREDICTION_LOG_SPOOL_DIR") or "build/prediction-log-spool"),
             spool_cap_bytes=_number(env, "PREDICTION_LOG_SPOOL_CAP_BYTES", 256 << 20, minimum=1),
         )
+
+
+def main() -> int:
+    """`python -m <package>.config`: check params.yaml as every script does before it starts
+    (make runs it before a DVC stage, which skips an unchanged stage without starting it)."""
+    from .cli import run
+
+    def check() -> int:
+        load_params()
+        return 0
+
+    return run(check)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
