@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 
 from {{ cookiecutter.__package_name }} import registry
-from {{ cookiecutter.__package_name }}.cli import run
+from {{ cookiecutter.__package_name }}.cli import run, version_number
 from {{ cookiecutter.__package_name }}.config import Backends, section
 from {{ cookiecutter.__package_name }}.serving import bundle
 
@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     """Write the bundle to --out: the model files and bundle.json with its lineage."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("build/model"))
-    parser.add_argument("--version", default=None, help="a version number (default: the champion)")
+    parser.add_argument(
+        "--version", type=version_number, help="a version number (default: the champion)"
+    )
     args = parser.parse_args(argv)
 
     def step() -> int:

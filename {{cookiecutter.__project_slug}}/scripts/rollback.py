@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from {{ cookiecutter.__package_name }}.cli import run, write_json
+from {{ cookiecutter.__package_name }}.cli import run, version_number, write_json
 from {{ cookiecutter.__package_name }}.config import Backends, load_params
 from {{ cookiecutter.__package_name }}.errors import EXIT_REFUSED
 from {{ cookiecutter.__package_name }}.promotion import Gate, rollback
@@ -18,7 +18,7 @@ def main(argv: list[str] | None = None) -> int:
     """Roll back to --version (default: the previous champion); exit 4 if a check refuses."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
-        "--version", default=None, help="version to restore (default: previous champion)"
+        "--version", type=version_number, help="version to restore (default: previous champion)"
     )
     parser.add_argument("--reason", default="manual rollback", help="why, recorded on the version")
     parser.add_argument(
@@ -44,7 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         )
         write_json(args.report, report)
         if not report["moved"]:
-            log.error("refused: %s; pass FORCE=1 to roll back anyway", report["refusal"])
+            hint = "pass FORCE=1 to roll back anyway"
+            if not report["forceable"]:
+                hint = "FORCE=1 does not override this"
+            log.error("refused: %s; %s", report["refusal"], hint)
             return EXIT_REFUSED
         log.info(
             "champion is now version %s (was %s)", report["to_version"], report["from_version"]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy
+from conftest import load_script
 from mlflow import MlflowClient
 
 from {{ cookiecutter.__package_name }} import (
@@ -158,6 +159,7 @@ def test_gate_promotes_good_then_keeps_champion_over_shuffled(
     assert f"v{rejected} was not promoted by the gate" in caplog.text
     refused = promotion.rollback(bad, params, gate, backends, rejected, "try", force=False)
     assert not refused["moved"] and "never champion" in refused["refusal"]
+    assert refused["forceable"]
     forced = promotion.rollback(bad, params, gate, backends, rejected, "try", force=True)
     assert forced["moved"]
     # It was never promoted, so it has no predecessor of its own: a rollback undoes the forced one.
@@ -342,6 +344,7 @@ def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across
     gate = Gate.from_params(changed["promote"], changed["model"]["task"])
     refused = promotion.rollback(data, changed, gate, backends, "1", "test", force=True)
     assert not refused["moved"] and "trained on other feature" in refused["refusal"]
+    assert not refused["forceable"]
     assert str(registry.champion(MlflowClient(), "test-model").version) == "2"
 
 
@@ -379,3 +382,12 @@ def test_roc_curves_show_each_class_against_the_rest_or_the_positive_class():
     ((name, is_class, score),) = plots.roc_curves(rng.integers(0, 2, 300), [("candidate", binary)])
     assert name == "candidate v1" and np.array_equal(score, binary["proba"][:, 1])
     assert is_class.dtype == bool
+
+
+@pytest.mark.parametrize("script", ["rollback", "bundle"])
+@pytest.mark.parametrize("version", ["abc", "0", "-1", "1.5"])
+def test_a_version_that_is_no_number_is_a_usage_error(script, version, capsys):
+    with pytest.raises(SystemExit) as exited:
+        load_script(script).main(["--version", version])
+    assert exited.value.code == 2
+    assert f"{version!r} is not a model version number" in capsys.readouterr().err

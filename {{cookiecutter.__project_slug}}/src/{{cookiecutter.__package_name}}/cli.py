@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -12,6 +13,13 @@ from typing import Any
 from .errors import EXIT_ERROR, PipelineError
 
 log = logging.getLogger(__name__)
+
+
+def version_number(text: str) -> str:
+    """An argparse type: a registered model version's number (1, 2, ...)."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a model version number (1, 2, ...)")
+    return str(int(text))
 
 
 def run(step: Callable[[], int]) -> int:

@@ -259,6 +259,7 @@ def rollback(
         "forced": force,
         "reason": reason,
         "refusal": refusal,
+        "forceable": unusable is None,  # FORCE overrides the check, never an unusable version
         "moved": False,
     }
     if unusable or (refusal and not force):
