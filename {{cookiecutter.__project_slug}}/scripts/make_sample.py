@@ -8,6 +8,7 @@ from pathlib import Path
 
 from {{ cookiecutter.__package_name }}.cli import run
 from {{ cookiecutter.__package_name }}.config import load_params
+from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.sample import make_sample
 
 log = logging.getLogger("make_sample")
@@ -31,6 +32,12 @@ def main(argv: list[str] | None = None) -> int:
         frame = make_sample(
             args.rows, args.seed, model["task"], data["target"], args.drift, args.end_date
         )
+        lacking = sorted(set(data["features"]) - set(frame.columns))
+        if lacking:
+            raise PipelineError(
+                f"the demo schema lacks your features {lacking[:10]}: a sample of it would be "
+                "refused by your model. Send a file of your own data (FILE=) instead"
+            )
         args.out.parent.mkdir(parents=True, exist_ok=True)
         writer = frame.to_csv if args.out.suffix == ".csv" else frame.to_parquet
         writer(args.out, index=False)

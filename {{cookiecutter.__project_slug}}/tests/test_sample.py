@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pandas as pd
+import copy
 
+import pandas as pd
+import yaml
+from conftest import load_script
+
+from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR
 from {{ cookiecutter.__package_name }}.sample import make_sample
 
 
@@ -25,3 +30,15 @@ def test_make_sample_drift_shifts_charges_and_contracts(params):
     drifted_share = (drifted["contract"] == "month-to-month").mean()
     assert drifted_share - base_share > 0.15
     assert list(drifted.columns) == list(base.columns)
+
+
+def test_make_sample_refuses_when_params_declare_other_features(repo_params, tmp_path, monkeypatch):
+    script = load_script("make_sample")
+    params = copy.deepcopy(repo_params)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert script.main(["--out", "sample.csv", "--rows", "50"]) == 0
+    params["data"]["features"]["distance_km"] = "numeric"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    assert script.main(["--out", "other.csv", "--rows", "50"]) == EXIT_ERROR
+    assert not (tmp_path / "other.csv").exists()
