@@ -427,6 +427,15 @@ def test_monitor_names_a_missing_rate_jump_and_says_how_far_it_moved(engine, cha
     assert not untouched & set(report["drifted"])
 
 
+def test_a_feature_sent_only_as_nulls_shows_no_distribution_numbers(engine, champion):
+    frame = batch(champion, 33, rows=500, age=lambda column, _rng: column.where(column.isna()))
+    log_frame(engine, champion, frame)
+    report = run(engine, champion)
+    assert list(report["features"]["age"]["verdict"]["reasons"]) == ["missing rate"]
+    [row] = [row for row in reports.table_rows(report) if row[0] == "age"]
+    assert row[2:] == ["DRIFT (missing rate)", "-", "no values", "-", "0"]
+
+
 def test_monitor_reads_no_missing_rate_drift_into_another_versions_absent_key(engine, champion):
     """Records of an older version without a feature's key are not nulls of the champion's."""
     log_frame(engine, champion, batch(champion, 41, rows=1000))

@@ -80,17 +80,10 @@ def table_rows(report: dict) -> list[list[str]]:
     rows = []
     for name, section in sections(report):
         v = section["verdict"]
-        rows.append(
-            [
-                name,
-                section["kind"],
-                _verdict(v),
-                f"{v['psi']:.3f}",
-                f"{v['test']} {v['statistic']:.3g}",
-                f"{v['p_value']:.2g}",
-                str(v["current_count"]),
-            ]
-        )
+        compared = [f"{v['psi']:.3f}", f"{v['test']} {v['statistic']:.3g}", f"{v['p_value']:.2g}"]
+        if not v["current_count"]:  # every value missing: no distribution to compare
+            compared = ["-", "no values", "-"]
+        rows.append([name, section["kind"], _verdict(v), *compared, str(v["current_count"])])
     return rows
 
 
