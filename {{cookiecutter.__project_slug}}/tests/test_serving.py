@@ -169,9 +169,12 @@ def test_ready_only_once_the_model_is_loaded(serve, exported_model):
     assert before.json() == {"status": "not ready", "reason": "loading"}
     refused = live.predict({"records": exported_model.records[:1]})
     assert assert_clean_error(refused, 503)["detail"] == "model not ready"
+    assert live.run(live.client.head("/ready")).status_code == 503
     live.start()
     after = live.get("/ready")
     assert (after.status_code, after.json()) == (200, {"status": "ready", "model_version": "1"})
+    # Load balancers' health checks may use HEAD.
+    assert [live.run(live.client.head(p)).status_code for p in ("/health", "/ready")] == [200, 200]
 
 
 def test_startup_freezes_the_loaded_model_out_of_the_garbage_collector(serve):
@@ -204,6 +207,16 @@ def test_tampered_model_file_leaves_the_service_up_but_not_ready(
     assert live.get("/version").status_code == 503
     refused = live.predict({"records": exported_model.records[:1]})
     assert assert_clean_error(refused, 503)["detail"] == "model not ready"
+
+
+def test_a_spool_folder_that_cannot_be_made_leaves_the_service_not_ready(serve, tmp_path):
+    (tmp_path / "a-file").write_text("")
+    live = serve(PREDICTION_LOG_SPOOL_DIR=str(tmp_path / "a-file" / "spool"))
+    ready = live.get("/ready")
+    assert ready.status_code == 503
+    assert "spool folder" in ready.json()["reason"]
+    assert "PREDICTION_LOG_SPOOL_DIR" in ready.json()["reason"]
+    assert live.get("/health").status_code == 200
 
 
 def test_bundle_without_its_metadata_is_not_ready(serve, exported_model, tmp_path):
@@ -476,6 +489,29 @@ def test_body_over_the_byte_limit_is_413_declared_or_chunked(serve, exported_mod
     assert assert_clean_error(streamed, 413)["detail"] == declared["detail"]
     small = json.dumps({"records": exported_model.records[:3]}).encode()
     assert len(small) < 2048 and live.predict(small).status_code == 200
+
+
+def test_a_body_that_trickles_in_gets_408_and_holds_no_in_flight_slot(serve, exported_model):
+    live = serve(SERVE_READ_TIMEOUT_SECONDS="0.3", SERVE_MAX_IN_FLIGHT="1")
+    body = json.dumps({"records": exported_model.records[:1]}).encode()
+
+    async def trickle():
+        yield body[:10]
+        await asyncio.sleep(3)  # a slow client: the rest never comes in time
+        yield body[10:]
+
+    async def slow_and_quick():
+        headers = {"content-type": "application/json"}
+        slow = asyncio.create_task(live.client.post("/predict", content=trickle(), headers=headers))
+        await asyncio.sleep(0.1)
+        quick = await post(live.client, {"records": exported_model.records[:1]})
+        return await slow, quick
+
+    slow, quick = live.run(slow_and_quick())
+    assert quick.status_code == 200, "the slow body held the only in-flight slot"
+    assert assert_clean_error(slow, 408)["detail"] == (
+        "the request body did not arrive within 0.3 s (SERVE_READ_TIMEOUT_SECONDS)"
+    )
 
 
 def test_batch_over_the_record_limit_is_413_naming_the_limit(serve, exported_model):

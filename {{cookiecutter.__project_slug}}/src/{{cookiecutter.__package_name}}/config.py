@@ -297,6 +297,7 @@ class ServeSettings:
     max_body_bytes: int
     max_in_flight: int
     predict_timeout: float
+    read_timeout: float
     max_batch_rows: int
     fast_path: bool
     prediction_log: bool
@@ -314,6 +315,7 @@ class ServeSettings:
             max_body_bytes=_number(env, "SERVE_MAX_BODY_BYTES", 1 << 20, minimum=1024),
             max_in_flight=_number(env, "SERVE_MAX_IN_FLIGHT", 256, minimum=1),
             predict_timeout=_number(env, "SERVE_PREDICT_TIMEOUT_SECONDS", 5.0, float, 0.001),
+            read_timeout=_number(env, "SERVE_READ_TIMEOUT_SECONDS", 10.0, float, 0.001),
             max_batch_rows=_number(env, "SERVE_MAX_BATCH_ROWS", 2048, minimum=1),
             fast_path=_switch(env, "SERVE_FAST_PATH", True),
             prediction_log=_switch(env, "PREDICTION_LOG", True),

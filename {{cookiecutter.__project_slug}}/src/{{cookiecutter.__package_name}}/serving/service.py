@@ -55,6 +55,7 @@ class Service:
             fast_path = None
             if self.settings.fast_path:
                 fast_path = compile_model(loaded.model, loaded.meta)
+            prediction_log = self._prediction_log(loaded.meta)
         except (PipelineError, ValueError, KeyError, TypeError) as err:
             self.load_error = str(err)
             log.error("model not loaded, service NOT READY: %s", err)
@@ -71,21 +72,36 @@ class Service:
         quick_rows = fast_path.quick_rows if fast_path else 0
         self.batcher = MicroBatcher(self.predict_rows, self.settings.max_batch_rows, quick_rows)
         self.batcher.start()
-        if not self.settings.prediction_log:
+        if prediction_log is None:
             log.warning("PREDICTION_LOG=0: predictions are NOT logged, monitoring sees nothing")
             return
-        self.prediction_log = PredictionLog(
-            self.settings.monitoring_database_url,
-            self.settings.spool_dir,
-            spool_cap_bytes=self.settings.spool_cap_bytes,
-            model_version=loaded.meta["version"],
-            profile=loaded.meta.get("profile"),  # for the rollups; bundles before them lack it
-        )
+        self.prediction_log = prediction_log
         self.prediction_log.start()
         self.telemetry.extra = {
             f"prediction_log_{name}_total": _reader(self.prediction_log, name)
             for name in ("logged", "spooled", "dropped")
         }
+
+    def _prediction_log(self, meta: dict) -> PredictionLog | None:
+        """The prediction log for the bundle's model, unless PREDICTION_LOG=0; a spool folder
+        that cannot be made, or a URL of another database, stops the service being ready."""
+        if not self.settings.prediction_log:
+            return None
+        try:
+            return PredictionLog(
+                self.settings.monitoring_database_url,
+                self.settings.spool_dir,
+                spool_cap_bytes=self.settings.spool_cap_bytes,
+                model_version=meta["version"],
+                profile=meta.get("profile"),  # for the rollups; bundles before them lack it
+            )
+        except OSError as err:
+            raise PipelineError(
+                f"the prediction log's spool folder {self.settings.spool_dir} cannot be used "
+                f"({err.strerror or err}): set PREDICTION_LOG_SPOOL_DIR to a writable folder"
+            ) from err
+        except ValueError as err:
+            raise PipelineError(f"MONITORING_DATABASE_URL: {err}") from err
 
     async def close(self) -> None:
         """Stop predicting, then write out every queued prediction-log record."""

@@ -25,6 +25,11 @@ async def ready(service: ServiceDep) -> JSONResponse:
     return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
 
 
+# HEAD too, as some load balancers' health checks send it (kept out of the OpenAPI schema).
+for _path, _endpoint in (("/health", health), ("/ready", ready)):
+    router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
+
+
 @router.get("/version", responses={503: {"description": "model not loaded"}})
 async def version(service: ServiceDep) -> JSONResponse:
     """Which model answers: name, version, data hash, git commit, trained and promoted dates."""

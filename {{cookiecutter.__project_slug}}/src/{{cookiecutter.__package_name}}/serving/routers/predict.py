@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
+from starlette.requests import ClientDisconnect
 
 from ..schema import PredictResponse
 from ..service import Service, ServiceDep
@@ -44,9 +45,9 @@ class Refusal(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The JSON body, refusing another media type and one over `limit` bytes, declared or
-    streamed (chunked)."""
+async def read_body(request: Request, limit: int, timeout: float) -> bytes:
+    """The JSON body, refusing another media type, one over `limit` bytes (declared or streamed
+    chunked) and one that has not all arrived within `timeout` seconds (a slow client)."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise Refusal(
@@ -56,11 +57,19 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared and declared.isdigit() and int(declared) > limit:
         raise Refusal(413, f"request body is over the limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise Refusal(413, f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise Refusal(413, f"request body is over the limit of {limit} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise Refusal(
+            408, f"the request body did not arrive within {timeout} s (SERVE_READ_TIMEOUT_SECONDS)"
+        ) from None
+    except ClientDisconnect:  # nobody is left to answer; not a server error
+        raise Refusal(499, "the client closed the connection before sending the body") from None
     return b"".join(chunks)
 
 
@@ -117,6 +126,7 @@ async def predict_records(service: Service, rows: list[dict], request_id: str) -
     "/predict",
     response_model=PredictResponse,
     responses={
+        408: {"description": "body not received in time"},
         413: {"description": "body or batch over the limit"},
         415: {"description": "body not sent as application/json"},
         422: {"description": "invalid input"},
@@ -129,14 +139,19 @@ async def predict(request: Request, service: ServiceDep) -> Response:
     request_id = new_request_id()
     if not service.ready:
         return _error(503, "model not ready", request_id, {"Retry-After": "1"})
-    if service.in_flight >= service.settings.max_in_flight:
+    started = time.perf_counter()
+    settings = service.settings
+    try:  # a request takes an in-flight slot only once its body is in
+        body = await read_body(request, settings.max_body_bytes, settings.read_timeout)
+    except Refusal as refusal:
+        return _error(refusal.status, refusal.detail, request_id, refusal.headers)
+    if service.in_flight >= settings.max_in_flight:
         return _error(
             503, "overloaded: too many requests in flight", request_id, {"Retry-After": "1"}
         )
     service.in_flight += 1
-    started = time.perf_counter()
     try:
-        rows = parse(service, await read_body(request, service.settings.max_body_bytes))
+        rows = parse(service, body)
         results = await predict_records(service, rows, request_id)
     except Refusal as refusal:
         return _error(refusal.status, refusal.detail, request_id, refusal.headers)
