@@ -26,6 +26,7 @@ from {{ cookiecutter.__package_name }}.monitoring import prediction_log as write
 from {{ cookiecutter.__package_name }}.monitoring.prediction_log import (
     COLUMNS,
     RECORD_FIELDS,
+    Spool,
     encode_record,
     prediction_log_engine,
     prediction_row,
@@ -210,6 +211,37 @@ def test_prediction_log_spool_cap_drops_past_cap(tmp_path: Path) -> None:
     assert (counts["spooled"], counts["dropped"]) == (10, 15)
     assert counts["spool_bytes"] == 10 * record_bytes
     assert sum(path.stat().st_size for path in spool_files(tmp_path / "spool")) == 10 * record_bytes
+
+
+def test_spool_cap_counts_the_files_another_worker_replayed(tmp_path: Path) -> None:
+    """Workers share the spool folder: room that another one's replay freed is room."""
+    rows = [prediction_row(record) for record in requests(0, 10, count=1)]
+    cap = len(encode_record(rows[0])) * 5 + 1
+    mine, theirs = Spool(tmp_path, cap), Spool(tmp_path, cap)
+    assert mine.write(rows[:5]) == 5 and mine.write(rows[5:6]) == 0, "the cap holds"
+    for path in theirs.files():  # the other worker replays them
+        theirs.remove(path)
+    assert mine.write(rows[5:10]) == 5
+    assert mine.bytes == sum(path.stat().st_size for path in mine.files())
+
+
+def test_outage_messages_carry_no_feature_values(tmp_path: Path, caplog) -> None:
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    plog = PredictionLog(url, tmp_path / "spool", batch_size=2, **QUICK)
+    plog.start()
+    plog.log(requests(0, 1, count=2))
+    wait_for(lambda: plog.counts["logged"] == 2, "the first records logged")
+    locker = sa.create_engine(url).connect()  # holds the write lock: inserts fail
+    locker.exec_driver_sql("BEGIN EXCLUSIVE")
+    try:
+        plog.log(requests(1, 2, count=2))
+        wait_for(lambda: plog.counts["spooled"] == 2, "records spooled while locked")
+    finally:
+        locker.rollback()
+        locker.close()
+    plog.close()
+    assert "unavailable" in caplog.text
+    assert "tenure" not in caplog.text and "basic" not in caplog.text
 
 
 def test_prediction_log_full_queue_spills_without_blocking(sqlite_url: str, tmp_path: Path) -> None:

@@ -213,8 +213,13 @@ def prediction_log_engine(database_url: str) -> Engine:
     if backend not in INSERTS:
         raise ValueError(f"the prediction log needs a sqlite or postgresql URL, not {backend!r}")
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS} if backend == "postgresql" else {}
+    # hide_parameters: an error's text (logged during an outage) must not carry the features.
     engine = create_engine(
-        url, pool_pre_ping=True, connect_args=connect_args, json_serializer=_dumps
+        url,
+        pool_pre_ping=True,
+        connect_args=connect_args,
+        json_serializer=_dumps,
+        hide_parameters=True,
     )
     if backend == "sqlite":
         event.listen(engine, "connect", _tune_sqlite)
@@ -279,20 +284,32 @@ class Spool:
 
     def _scan(self) -> int:
         """Bytes an earlier run left; remove the .tmp files a crash left half-written."""
-        total, stale_before = 0, time.time() - STALE_TMP_SECONDS
+        stale_before = time.time() - STALE_TMP_SECONDS
+        for path in self.directory.glob(f"*{TMP_SUFFIX}"):
+            with suppress(FileNotFoundError):
+                if path.stat().st_mtime < stale_before:
+                    path.unlink()
+        total = self._size()
+        if self.files():
+            self.waiting.set()
+        return total
+
+    def _size(self) -> int:
+        """Bytes the spool folder holds now, in files of every worker sharing it."""
+        total = 0
         for path in self.directory.iterdir():
-            if path.name.endswith(TMP_SUFFIX) and path.stat().st_mtime < stale_before:
-                path.unlink(missing_ok=True)
-            elif path.suffix in (SPOOL_SUFFIX, REJECTED_SUFFIX):
-                total += path.stat().st_size
-                if path.suffix == SPOOL_SUFFIX:
-                    self.waiting.set()
+            if path.suffix in (SPOOL_SUFFIX, REJECTED_SUFFIX):
+                with suppress(FileNotFoundError):  # another worker replayed it meanwhile
+                    total += path.stat().st_size
         return total
 
     def write(self, records: list[dict[str, Any]]) -> int:
         """Write records as one durable file, as many as fit under the cap; return how many."""
         lines = [encode_record(record) for record in records]
         with self._lock:
+            if self.bytes + sum(map(len, lines)) > self.cap_bytes:
+                # Other workers sharing the folder may have replayed files since: count again.
+                self.bytes = self._size()
             room = self.cap_bytes - self.bytes
             fitting = sum(1 for total in itertools.accumulate(map(len, lines)) if total <= room)
             lines = lines[:fitting]
@@ -395,6 +412,7 @@ class PredictionLog:
         self._counts = {"logged": 0, "spooled": 0, "dropped": 0}
         self._backoff = Backoff(retry_initial, retry_max)
         self._outage_start = self._reminded = 0.0
+        self._capped_said = -OUTAGE_REMINDER
         self._tables_ready = False
 
     @property
@@ -561,15 +579,18 @@ class PredictionLog:
             self._tables_ready = True
 
     def _spool(self, rows: list[tuple]) -> None:
-        """Keep rows in the spool; count what the cap leaves out as dropped."""
+        """Keep rows in the spool; count what the cap leaves out as dropped, and say so once per
+        OUTAGE_REMINDER seconds (/metrics counts every record)."""
         written = self.spool.write(rows)
         self._count(spooled=written, dropped=len(rows) - written)
-        if written < len(rows):
+        now = time.monotonic()
+        if written < len(rows) and now - self._capped_said >= OUTAGE_REMINDER:
+            self._capped_said = now
             log.error(
-                "prediction log: spool %s is at its cap of %d bytes; dropped %d records",
+                "prediction log: spool %s is at its cap of %d bytes; dropping records "
+                "(prediction_log_dropped_total counts them) until replay frees room",
                 self.spool.directory,
                 self.spool.cap_bytes,
-                len(rows) - written,
             )
 
     def _reject(self, path: Path, records: int, err: Exception) -> None:
