@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from {{ cookiecutter.__package_name }} import promotion
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.metrics import positive_class, score_all
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
@@ -55,6 +56,19 @@ def test_a_tie_passes_a_zero_margin_and_says_it_ties():
     accepted, reason = gate("rmse", 20.0, margin=0.0).decide(12.0, 12.0)
     assert accepted and "ties champion 12.0000" in reason and "beats" not in reason
     assert "beats champion 12.0000 by +1.0000" in gate("rmse", 20.0).decide(11.0, 12.0)[1]
+
+
+def test_a_rejection_warns_when_the_champion_kept_fails_the_threshold_too():
+    evaluation = {
+        "candidate": {"metrics": {"roc_auc": 0.57}},
+        "champion": {"version": "2", "metrics": {"roc_auc": 0.56}},
+    }
+    roc = gate("roc_auc", 0.7)
+    accepted, _reason = decide(evaluation, roc)
+    warning = promotion._failing_champion(evaluation, roc)
+    assert not accepted and "champion v2 itself scores roc_auc 0.5600" in warning
+    evaluation["champion"]["metrics"]["roc_auc"] = 0.8
+    assert promotion._failing_champion(evaluation, roc) == ""
 
 
 def test_gate_never_promotes_on_an_undefined_metric_and_says_when_the_champion_lacks_one():

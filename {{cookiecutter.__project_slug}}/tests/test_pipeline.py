@@ -98,6 +98,8 @@ def test_git_dirty_ignores_the_data_versions_the_pipeline_rewrites(tmp_path, mon
         subprocess.run(["git", *command], check=True)
     for name in ("dvc.lock", "data/dataset.parquet.dvc"):
         (tmp_path / name).write_text("second\n")  # `make data` ran before training
+    (tmp_path / "data" / ".gitignore").write_text("/dataset.parquet\n")  # DVC wrote and staged it
+    subprocess.run(["git", "add", "data/.gitignore"], check=True)
     assert lineage.git_state()["git.dirty"] == "false"
     (tmp_path / "params.yaml").write_text("changed\n")
     assert lineage.git_state()["git.dirty"] == "true"
@@ -143,6 +145,7 @@ def test_gate_promotes_good_then_keeps_champion_over_shuffled(
     bad = write_data(params, workdir / "bad.parquet", shuffle_target=True)
     second = cycle(params, backends, bad, workdir / "r2")
     assert second["decision"] == "rejected", second["reason"]
+    assert "WARNING" not in second["reason"], "the champion still passes the threshold"
     champion = registry.champion(MlflowClient(), "test-model")
     assert str(champion.version) == first["candidate"]["version"]
     evaluated = json.loads((workdir / "r2" / "evaluation.json").read_text())
@@ -210,6 +213,8 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     # `make pipeline` right after: nothing re-ran, promote reads the same evaluation.
     again = promotion.promote(report, gate, backends, lambda: report)
     assert again["decision"] == "rejected" and "was rolled back on" in again["reason"]
+    demoted = MlflowClient().get_model_version("test-model", trained["version"]).tags
+    assert demoted["gate.decision"] == "promoted", "the decision that promoted it stands"
     # The scheduled retrain on the same data and commit trains the same model again.
     repeat = cycle(params, backends, good_data, workdir / "r3")
     assert repeat["decision"] == "rejected"

@@ -21,8 +21,13 @@ def _git(*args: str) -> str | None:
 
 
 # What the pipeline itself rewrites before training: the data versions, which the lineage holds
-# apart (data.content_hash, data.dvc_md5). Changes there do not make the code dirty.
-DATA_VERSION_FILES = (":(exclude)dvc.lock", ":(exclude,glob)**/*.dvc")
+# apart (data.content_hash, data.dvc_md5), and the .gitignore files DVC writes (and stages) beside
+# its outputs. Changes there do not make the code dirty.
+DATA_VERSION_FILES = (
+    ":(exclude)dvc.lock",
+    ":(exclude,glob)**/*.dvc",
+    ":(exclude,glob)**/.gitignore",
+)
 
 
 def git_state() -> dict[str, str]:

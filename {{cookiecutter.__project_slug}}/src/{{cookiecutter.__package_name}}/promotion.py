@@ -113,6 +113,8 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
         evaluation = reevaluate()
     repeat = repeated_training(client, name, registered, current)
     accepted, reason = (False, repeat) if repeat else decide(evaluation, gate)
+    if not accepted:
+        reason += _failing_champion(evaluation, gate)
     if accepted and registered.tags.get("git.dirty") == "true":
         reason += (
             f"; note: trained from uncommitted changes, so commit "
@@ -131,7 +133,8 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
                 "previous_champion": str(current.version) if current else "none",
             },
         )
-    else:
+    elif registered.tags.get("gate.decision") != "promoted":
+        # A former champion keeps the decision that promoted it; the report says why not now.
         for key, tag in decision.items():
             client.set_model_version_tag(name, candidate, key, tag)
     return _outcome("promoted" if accepted else "rejected", reason, evaluation, gate)
@@ -186,6 +189,20 @@ def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:
         unscored = f"champion's {name} is undefined on this holdout"
     baseline = ((evaluation.get("baseline") or {}).get("metrics") or {}).get(name)
     return gate.decide(evaluation["candidate"]["metrics"].get(name), value, unscored, baseline)
+
+
+def _failing_champion(evaluation: dict, gate: Gate) -> str:
+    """A warning to add when the champion kept in service itself fails the threshold on this
+    holdout, or an empty string."""
+    champion = evaluation.get("champion") or {}
+    value = (champion.get("metrics") or {}).get(gate.metric.name)
+    if value is None or gate.metric.passes(value, gate.threshold):
+        return ""
+    return (
+        f"; WARNING: champion v{champion['version']} itself scores {gate.metric.name} "
+        f"{value:.4f} on this holdout, failing the threshold {gate.threshold}: look at the "
+        "newest data, and consider `make rollback`"
+    )
 
 
 def _outcome(decision: str, reason: str, evaluation: dict, gate: Gate) -> dict[str, Any]:
