@@ -33,13 +33,15 @@ log = logging.getLogger("monitor")
 
 
 def window(end: str | None, days: float) -> tuple[datetime, datetime]:
-    """The window ending at --end (ISO, UTC; default the end of this hour), lasting --days."""
+    """The window ending at --end (ISO; UTC unless it gives an offset; default the end of this
+    hour), lasting --days."""
     try:
-        stop = datetime.fromisoformat(end).replace(tzinfo=UTC) if end else end_of_this_hour()
+        stop = datetime.fromisoformat(end) if end else end_of_this_hour()
     except ValueError as err:
         raise PipelineError(
             f"--end {end!r} is not an ISO date or time, e.g. 2026-06-30T00:00"
         ) from err
+    stop = stop.replace(tzinfo=UTC) if stop.tzinfo is None else stop.astimezone(UTC)
     return stop - timedelta(days=days), stop
 
 

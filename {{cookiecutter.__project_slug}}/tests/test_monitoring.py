@@ -232,6 +232,21 @@ def test_monitor_stores_daily_stats_and_live_metric(engine, champion, tmp_path):
     assert paths["html"].read_text().startswith("<!doctype html>")
 
 
+def test_live_metrics_say_which_outcomes_of_other_versions_they_leave_out(engine, champion):
+    older, mine = batch(champion, 12, rows=300), batch(champion, 13)
+    old_ids = log_frame(engine, champion, older, version="0")
+    ids = log_frame(engine, champion, mine)
+    target = champion["target"]
+    for request_ids, frame in ((old_ids, older), (ids, mine)):
+        store_outcomes(engine, pd.DataFrame({"request_id": request_ids, "actual": frame[target]}))
+    report = run(engine, champion)
+    assert report["live_metrics"]["records_with_outcome"] == len(ids)
+    assert any(
+        "live metrics are of version 1's records only" in m and "(v0: 300)" in m
+        for m in report["messages"]
+    ), report["messages"]
+
+
 def test_monitor_report_html_embeds_plots_of_drifted_features(engine, champion, tmp_path):
     log_frame(engine, champion, batch(champion, 12, monthly_charges=lambda c, r: c + 30))
     paths = reports.write(run(engine, champion), tmp_path)

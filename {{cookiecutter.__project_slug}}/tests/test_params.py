@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,14 @@ def test_monitor_that_fails_leaves_no_earlier_report(tmp_path, monkeypatch):
 
 def test_monitor_takes_a_fraction_of_a_day():
     assert monitor_script().positive_days("0.5") == 0.5
+
+
+def test_monitor_end_is_utc_unless_it_gives_an_offset():
+    window = monitor_script().window
+    utc = datetime(2026, 11, 26, 11, 0, tzinfo=UTC)
+    assert window("2026-11-26T11:00", 1)[1] == utc
+    assert window("2026-11-26T13:00+02:00", 1)[1] == utc
+    assert window("2026-11-26T11:00Z", 0.5) == (utc - timedelta(hours=12), utc)
 
 
 # --- train.hyperparameters -------------------------------------------------------------------

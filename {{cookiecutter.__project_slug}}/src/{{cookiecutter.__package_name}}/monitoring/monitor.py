@@ -168,6 +168,33 @@ def live_metrics(
     return {"records_with_outcome": len(rows), **score_outcomes(task, classes, rows, positive)}
 
 
+def _outcomes_of_other_versions(conn, start: datetime, end: datetime, version: str) -> list[str]:
+    """A message counting the window's outcomes of records other model versions predicted,
+    which the live metrics (the champion's) leave out."""
+    joined = sa.join(
+        log_table,
+        outcomes,
+        sa.and_(
+            log_table.c.request_id == outcomes.c.request_id,
+            log_table.c.record_index == outcomes.c.record_index,
+        ),
+    )
+    counts = conn.execute(
+        sa.select(log_table.c.model_version, sa.func.count())
+        .select_from(joined)
+        .where(sql.in_window(start, end), log_table.c.model_version != version)
+        .group_by(log_table.c.model_version)
+        .order_by(log_table.c.model_version)
+    ).all()
+    if not counts:
+        return []
+    found = ", ".join(f"v{other}: {n}" for other, n in counts)
+    return [
+        f"live metrics are of version {version}'s records only; outcomes of records other "
+        f"versions predicted in this window are left out ({found})"
+    ]
+
+
 EXAMPLES = 5  # unknown labels or ids a message names, at most
 
 
@@ -281,6 +308,7 @@ def monitor(
             positive=champion["profile"]["prediction"].get("positive_class"),
         )
         report["messages"] += report["live_metrics"].pop("messages", [])
+        report["messages"] += _outcomes_of_other_versions(conn, start, end, champion["version"])
     report["messages"] += [source.note] if source.note else []
     drifted = [name for name, f in report["features"].items() if f["verdict"]["drifted"]]
     if report["prediction"] and report["prediction"]["verdict"]["drifted"]:
