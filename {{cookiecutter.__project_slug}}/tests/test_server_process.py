@@ -183,6 +183,15 @@ def test_workers_share_the_connections_and_stop_together(start_server, exported_
     assert server.refuses_connections(seconds=1)
 
 
+def test_workers_stop_when_their_supervisor_is_killed(start_server, exported_model):
+    server = start_server(exported_model.path, workers=2)
+    assert server.wait_answering(120).status_code in (200, 503)
+    server.process.kill()  # kill -9: no chance to stop its workers
+    server.process.wait()
+    # Generous: each worker drains and flushes its prediction log first.
+    assert server.refuses_connections(seconds=60), f"orphaned workers kept serving:\n{server.log}"
+
+
 def test_tampered_bundle_keeps_the_process_up_but_not_ready(start_server, exported_model, tmp_path):
     folder = Path(shutil.copytree(exported_model.path, tmp_path / "bundle"))
     meta = json.loads((folder / bundles.META_FILE).read_text())

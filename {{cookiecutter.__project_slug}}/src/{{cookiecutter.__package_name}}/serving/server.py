@@ -9,8 +9,10 @@ them on one worker, leaving the others idle.)
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import threading
@@ -85,12 +87,27 @@ def listener(host: str, port: int, listen: bool = True, shared: bool = True) -> 
     return sock
 
 
-def serve_worker(host: str, port: int, app: str, options: dict) -> None:
+def serve_worker(host: str, port: int, app: str, options: dict, supervisor: int) -> None:
     """One worker process: its own listening socket, one uvicorn server."""
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     signal.signal(signal.SIGTERM, _exit_cleanly)
+    _stop_with(supervisor)
     config = uvicorn.Config(app, host=host, port=port, **options)
     uvicorn.Server(config).run(sockets=[listener(host, port)])
+
+
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def _stop_with(supervisor: int) -> None:
+    """Have Linux send this worker SIGTERM (a graceful stop) when the supervisor dies, even by
+    kill -9: an orphan would keep serving, and hold the port a restart needs."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: orphans are possible there
+        return
+    if os.getppid() != supervisor:  # it died before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 class Workers:
@@ -124,7 +141,7 @@ class Workers:
 
     def _start(self):
         """A started worker process."""
-        arguments = (self.host, self.port, self.app, self.options)
+        arguments = (self.host, self.port, self.app, self.options, os.getpid())
         worker = self._context.Process(target=serve_worker, args=arguments)
         worker.start()
         return worker
