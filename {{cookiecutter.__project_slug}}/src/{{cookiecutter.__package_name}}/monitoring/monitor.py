@@ -144,14 +144,6 @@ def live_metrics(
         )
         if conn.execute(recent.limit(1)).first() is None:
             return {"records_with_outcome": 0}
-    joined = sa.join(
-        log_table,
-        outcomes,
-        sa.and_(
-            log_table.c.request_id == outcomes.c.request_id,
-            log_table.c.record_index == outcomes.c.record_index,
-        ),
-    )
     rows = conn.execute(
         sa.select(
             log_table.c.prediction,
@@ -160,7 +152,7 @@ def live_metrics(
             outcomes.c.actual,
             outcomes.c.actual_value,
         )
-        .select_from(joined)
+        .select_from(_with_outcomes())
         .where(where)
     ).all()
     if not rows:
@@ -168,10 +160,9 @@ def live_metrics(
     return {"records_with_outcome": len(rows), **score_outcomes(task, classes, rows, positive)}
 
 
-def _outcomes_of_other_versions(conn, start: datetime, end: datetime, version: str) -> list[str]:
-    """A message counting the window's outcomes of records other model versions predicted,
-    which the live metrics (the champion's) leave out."""
-    joined = sa.join(
+def _with_outcomes():
+    """The prediction log joined to the outcomes that arrived for its records."""
+    return sa.join(
         log_table,
         outcomes,
         sa.and_(
@@ -179,9 +170,14 @@ def _outcomes_of_other_versions(conn, start: datetime, end: datetime, version: s
             log_table.c.record_index == outcomes.c.record_index,
         ),
     )
+
+
+def _outcomes_of_other_versions(conn, start: datetime, end: datetime, version: str) -> list[str]:
+    """A message counting the window's outcomes of records other model versions predicted,
+    which the live metrics (the champion's) leave out."""
     counts = conn.execute(
         sa.select(log_table.c.model_version, sa.func.count())
-        .select_from(joined)
+        .select_from(_with_outcomes())
         .where(sql.in_window(start, end), log_table.c.model_version != version)
         .group_by(log_table.c.model_version)
         .order_by(log_table.c.model_version)
