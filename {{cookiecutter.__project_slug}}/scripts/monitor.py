@@ -28,6 +28,7 @@ from {{ cookiecutter.__package_name }}.errors import EXIT_DRIFT, PipelineError
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor, store_daily_stats
 from {{ cookiecutter.__package_name }}.monitoring.tables import metadata
+from {{ cookiecutter.__package_name }}.promotion import Gate
 
 log = logging.getLogger("monitor")
 
@@ -67,6 +68,21 @@ def champion_info(backends: Backends, name: str) -> dict:
     }
 
 
+def quality_notes(report: dict, gate: Gate, minimum: int) -> list[str]:
+    """A warning when the live metric, on at least `minimum` outcomes, fails the threshold the
+    gate promoted the champion past."""
+    live = report.get("live_metrics") or {}
+    name, outcomes = gate.metric.name, live.get("records_with_outcome", 0)
+    value = live.get(name)
+    if value is None or outcomes < minimum or gate.metric.passes(value, gate.threshold):
+        return []
+    return [
+        f"live {name} {value:.4f} on {outcomes} outcomes fails promote.threshold "
+        f"{gate.threshold}, the bar the champion passed when promoted: look at the newest data, "
+        "and consider `make rollback` or a retrain"
+    ]
+
+
 def positive_days(text: str) -> float:
     """--days as a number of days above zero: a window must end after it starts."""
     try:
@@ -103,6 +119,10 @@ def main(argv: list[str] | None = None) -> int:
         engine = sa.create_engine(backends.monitoring_database_url)
         metadata.create_all(engine)
         report = monitor(engine, champion, start, end, thresholds, exact=args.exact)
+        gate = Gate.from_params(params["promote"], params["model"]["task"])
+        for note in quality_notes(report, gate, thresholds["min_records"]):
+            log.warning("%s", note)
+            report["messages"].append(note)
         report["exit_code"] = EXIT_DRIFT if report["drift"] else 0
         store_daily_stats(engine, report)
         reports.write(report, args.out_dir)
