@@ -129,21 +129,30 @@ def live_metrics(
     conn,
     task: str,
     classes: list | None,
-    where,
-    since: datetime | None = None,
+    window: tuple[datetime, datetime],
+    version: str,
     positive: str | None = None,
 ) -> dict[str, Any]:
-    """Model quality on the records whose outcome has arrived (a binary F1 scores `positive`).
+    """Model quality on `version`'s records of the window whose outcome has arrived (a binary F1
+    scores `positive`); outcomes of records other versions predicted are counted in a message.
 
-    With `since` (the window's start), the join with the log is skipped when no outcome was
-    recorded after it (less a day of clock slack): outcomes arrive after their predictions.
+    The join with the log is skipped when no outcome was recorded after the window's start (less
+    a day of clock slack): outcomes arrive after their predictions.
     """
-    if since is not None:
-        recent = sa.select(outcomes.c.request_id).where(
-            outcomes.c.recorded_at >= since - timedelta(days=1)
-        )
-        if conn.execute(recent.limit(1)).first() is None:
-            return {"records_with_outcome": 0}
+    start, end = window
+    recent = sa.select(outcomes.c.request_id).where(
+        outcomes.c.recorded_at >= start - timedelta(days=1)
+    )
+    if conn.execute(recent.limit(1)).first() is None:
+        return {"records_with_outcome": 0}
+    joined = sa.join(
+        log_table,
+        outcomes,
+        sa.and_(
+            log_table.c.request_id == outcomes.c.request_id,
+            log_table.c.record_index == outcomes.c.record_index,
+        ),
+    )
     rows = conn.execute(
         sa.select(
             log_table.c.prediction,
@@ -152,43 +161,26 @@ def live_metrics(
             outcomes.c.actual,
             outcomes.c.actual_value,
         )
-        .select_from(_with_outcomes())
-        .where(where)
+        .select_from(joined)
+        .where(sql.in_window(start, end, version))
     ).all()
-    if not rows:
-        return {"records_with_outcome": 0}
-    return {"records_with_outcome": len(rows), **score_outcomes(task, classes, rows, positive)}
-
-
-def _with_outcomes():
-    """The prediction log joined to the outcomes that arrived for its records."""
-    return sa.join(
-        log_table,
-        outcomes,
-        sa.and_(
-            log_table.c.request_id == outcomes.c.request_id,
-            log_table.c.record_index == outcomes.c.record_index,
-        ),
-    )
-
-
-def _outcomes_of_other_versions(conn, start: datetime, end: datetime, version: str) -> list[str]:
-    """A message counting the window's outcomes of records other model versions predicted,
-    which the live metrics (the champion's) leave out."""
-    counts = conn.execute(
+    result = {"records_with_outcome": len(rows), "messages": []}
+    if rows:
+        result.update(score_outcomes(task, classes, rows, positive))
+    others = conn.execute(
         sa.select(log_table.c.model_version, sa.func.count())
-        .select_from(_with_outcomes())
+        .select_from(joined)
         .where(sql.in_window(start, end), log_table.c.model_version != version)
         .group_by(log_table.c.model_version)
         .order_by(log_table.c.model_version)
     ).all()
-    if not counts:
-        return []
-    found = ", ".join(f"v{other}: {n}" for other, n in counts)
-    return [
-        f"live metrics are of version {version}'s records only; outcomes of records other "
-        f"versions predicted in this window are left out ({found})"
-    ]
+    if others:
+        found = ", ".join(f"v{other}: {n}" for other, n in others)
+        result["messages"].append(
+            f"live metrics are of version {version}'s records only; outcomes of records other "
+            f"versions predicted in this window are left out ({found})"
+        )
+    return result
 
 
 EXAMPLES = 5  # unknown labels or ids a message names, at most
@@ -299,12 +291,11 @@ def monitor(
             conn,
             champion["task"],
             champion.get("classes"),
-            sql.in_window(start, end, champion["version"]),
-            since=start,
+            (start, end),
+            champion["version"],
             positive=champion["profile"]["prediction"].get("positive_class"),
         )
         report["messages"] += report["live_metrics"].pop("messages", [])
-        report["messages"] += _outcomes_of_other_versions(conn, start, end, champion["version"])
     report["messages"] += [source.note] if source.note else []
     drifted = [name for name, f in report["features"].items() if f["verdict"]["drifted"]]
     if report["prediction"] and report["prediction"]["verdict"]["drifted"]:
