@@ -72,6 +72,11 @@ def run(command: list[str], cwd: Path | None = None) -> subprocess.CompletedProc
     )
 
 
+def workflow_files(project: Path) -> list[str]:
+    """The baked workflow files' paths, sorted."""
+    return sorted(str(p) for p in (project / ".github" / "workflows").glob("*.yml"))
+
+
 def workflows(project: Path) -> dict[str, dict]:
     """The baked workflows, parsed, by file stem; YAML's `on:` key read back as "on"."""
     found = {}
@@ -118,7 +123,7 @@ def test_zizmor_fails_on_a_deliberately_bad_workflow():
 @each_config
 def test_workflows_and_dependabot_match_their_schemas(bake, config_id):
     project = bake(config_id)
-    files = sorted(str(p) for p in (project / ".github" / "workflows").glob("*.yml"))
+    files = workflow_files(project)
     assert len(files) == len(WORKFLOWS), files
     checker = tool(CHECK_JSONSCHEMA)
     for schema, paths in (
@@ -132,7 +137,7 @@ def test_workflows_and_dependabot_match_their_schemas(bake, config_id):
 @each_config
 def test_workflows_pass_actionlint(bake, config_id):
     project = bake(config_id)
-    files = sorted(str(p) for p in (project / ".github" / "workflows").glob("*.yml"))
+    files = workflow_files(project)
     # shellcheck, where the machine has it, also checks each run: script
     result = run([tool(ACTIONLINT), "-no-color", *files], project)
     assert result.returncode == 0, result.stdout + result.stderr
