@@ -175,6 +175,7 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
     report = json.loads((project / "reports/monitoring.json").read_text())
     assert report["records"] == 1001, "every predicted record reached the prediction log"
     assert report["live_metrics"]["records_scored"] == len(drifted)
+    assert report["live_quality"]["outcomes"] == len(drifted), "judged against promote.threshold"
     assert (result.returncode, report["exit_code"], report["drift"]) == (2, 3, True)
     assert "monthly_charges" in report["drifted"] and "contract" in report["drifted"]
     assert (project / "reports/monitoring.html").read_text().count("data:image/png") >= 2

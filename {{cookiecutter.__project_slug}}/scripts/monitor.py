@@ -1,6 +1,7 @@
 """Compare a window of the prediction log with the champion's training profile.
 
-Exit codes: 0 no drift (or no verdict: too few records), 3 drift detected, 1 a failed step,
+Exit codes: 0 no drift (or no verdict: too few records), 3 drift detected (in a feature, in the
+predictions, or in the live metric: wholly below promote.threshold), 1 a failed step,
 2 bad arguments.
 The report lands in reports/monitoring.{json,md,html} in every case but a failure.
 
@@ -68,21 +69,6 @@ def champion_info(backends: Backends, name: str) -> dict:
     }
 
 
-def quality_notes(report: dict, gate: Gate, minimum: int) -> list[str]:
-    """A warning when the live metric, on at least `minimum` outcomes, fails the threshold the
-    gate promoted the champion past."""
-    live = report.get("live_metrics") or {}
-    name, outcomes = gate.metric.name, live.get("records_with_outcome", 0)
-    value = live.get(name)
-    if value is None or outcomes < minimum or gate.metric.passes(value, gate.threshold):
-        return []
-    return [
-        f"live {name} {value:.4f} on {outcomes} outcomes fails promote.threshold "
-        f"{gate.threshold}, the bar the champion passed when promoted: look at the newest data, "
-        "and consider `make rollback` or a retrain"
-    ]
-
-
 def positive_days(text: str) -> float:
     """--days as a number of days above zero: a window must end after it starts."""
     try:
@@ -114,15 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         reports.remove(args.out_dir)
         params, backends = load_params(), Backends.from_env()
         thresholds = params["monitor"]
+        gate = Gate.from_params(params["promote"], params["model"]["task"])
         start, end = window(args.end, args.days or float(thresholds.get("window_days", 1)))
         champion = champion_info(backends, params["model"]["name"])
         engine = sa.create_engine(backends.monitoring_database_url)
         metadata.create_all(engine)
-        report = monitor(engine, champion, start, end, thresholds, exact=args.exact)
-        gate = Gate.from_params(params["promote"], params["model"]["task"])
-        for note in quality_notes(report, gate, thresholds["min_records"]):
-            log.warning("%s", note)
-            report["messages"].append(note)
+        report = monitor(engine, champion, start, end, thresholds, args.exact, gate)
         report["exit_code"] = EXIT_DRIFT if report["drift"] else 0
         store_daily_stats(engine, report)
         reports.write(report, args.out_dir)

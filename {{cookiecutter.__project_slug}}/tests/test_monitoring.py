@@ -26,6 +26,7 @@ from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import (
     SHOWN_CATEGORIES,
     category_shares,
+    live_quality,
     monitor,
     store_daily_stats,
 )
@@ -36,6 +37,7 @@ from {{ cookiecutter.__package_name }}.monitoring.tables import (
     prediction_log,
 )
 from {{ cookiecutter.__package_name }}.monitoring.tables import outcomes as outcomes_table
+from {{ cookiecutter.__package_name }}.promotion import Gate
 from {{ cookiecutter.__package_name }}.sample import make_sample
 
 END = datetime(2026, 7, 1, tzinfo=UTC)
@@ -229,7 +231,10 @@ def test_monitor_stores_daily_stats_and_live_metric(engine, champion, tmp_path):
     paths = reports.write(report, tmp_path / "reports")
     assert json.loads(paths["json"].read_text())["records"] == len(ids)
     assert "| monthly_charges | numeric | ok |" in paths["md"].read_text()
-    assert paths["html"].read_text().startswith("<!doctype html>")
+    page = paths["html"].read_text()
+    assert page.startswith("<!doctype html>")
+    assert f"<p>Live metrics: records_with_outcome {len(ids)}, " in page
+    assert "<p>Latency (ms): p50 " in page
 
 
 def test_live_metrics_say_which_outcomes_of_other_versions_they_leave_out(engine, champion):
@@ -245,6 +250,44 @@ def test_live_metrics_say_which_outcomes_of_other_versions_they_leave_out(engine
         "live metrics are of version 1's records only" in m and "(v0: 300)" in m
         for m in report["messages"]
     ), report["messages"]
+
+
+def test_live_metric_wholly_below_the_threshold_is_drift_and_noise_is_not(engine, champion):
+    frame = batch(champion, 14)
+    ids = log_frame(engine, champion, frame)
+    store_outcomes(engine, pd.DataFrame({"request_id": ids, "actual": frame[champion["target"]]}))
+    name = "roc_auc" if champion["task"] == "classification" else "rmse"
+    value = run(engine, champion)["live_metrics"][name]
+    higher = champion["task"] == "classification"
+
+    def judged(threshold: float, minimum: int = 200) -> dict:
+        gate = Gate.from_params({"metric": name, "threshold": threshold}, champion["task"])
+        thresholds = {**THRESHOLDS, "min_records": minimum}
+        return monitor(engine, champion, END - timedelta(days=1), END, thresholds, gate=gate)
+
+    passing = judged(value - 0.05 if higher else value * 1.2)
+    quality = passing["live_quality"]
+    assert (quality["metric"], quality["value"], quality["outcomes"]) == (name, value, len(ids))
+    low, high = quality["interval"]
+    assert low < value < high and high - low < (0.2 if higher else value), quality
+    assert not quality["failing"] and passing["drift"] is False, passing["messages"]
+    assert not any(f"live {name} {value:.4f}" in m for m in passing["messages"])
+
+    noise = judged(value + 0.005 if higher else value * 0.995)  # fails, within the interval
+    assert not noise["live_quality"]["failing"] and noise["drift"] is False
+    assert any("within the noise" in m and "no alert" in m for m in noise["messages"])
+
+    far = min(value + 0.1, 1.0) if higher else value * 0.7
+    bad = judged(far)
+    assert bad["live_quality"]["failing"] and bad["drift"] is True
+    assert bad["drifted"] == [f"live {name}"], bad["drifted"]
+    [said] = [m for m in bad["messages"] if m.startswith(f"live {name} {value:.4f} on 1500")]
+    assert f"fails promote.threshold {far}" in said and "all of it failing" in said
+    assert reports.headline(bad).endswith(f": live {name}")
+
+    gate = Gate.from_params({"metric": name, "threshold": far}, champion["task"])
+    few = {"records_with_outcome": 199, name: value, "interval": [value, value]}
+    assert live_quality(few, gate, minimum=200) == (None, None), "too few outcomes to judge"
 
 
 def test_monitor_report_html_embeds_plots_of_drifted_features(engine, champion, tmp_path):

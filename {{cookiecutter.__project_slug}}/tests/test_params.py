@@ -15,7 +15,6 @@ from {{ cookiecutter.__package_name }} import config, training
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.config import PARAMS, load_params, params_problems, section
 from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, PipelineError
-from {{ cookiecutter.__package_name }}.promotion import Gate
 
 
 def refusal(tmp_path: Path, params: dict) -> str:
@@ -217,18 +216,6 @@ def test_monitor_that_fails_leaves_no_earlier_report(tmp_path, monkeypatch):
 
 def test_monitor_takes_a_fraction_of_a_day():
     assert monitor_script().positive_days("0.5") == 0.5
-
-
-def test_monitor_warns_when_the_live_metric_fails_the_promotion_threshold():
-    notes = monitor_script().quality_notes
-    gate = Gate.from_params({"metric": "roc_auc", "threshold": 0.75}, "classification")
-    report = {"live_metrics": {"records_with_outcome": 2100, "roc_auc": 0.6686}}
-    [note] = notes(report, gate, minimum=200)
-    assert note.startswith("live roc_auc 0.6686 on 2100 outcomes fails promote.threshold 0.75")
-    assert notes(report, gate, minimum=5000) == [], "too few outcomes to judge"
-    report["live_metrics"]["roc_auc"] = 0.8
-    assert notes(report, gate, minimum=200) == []
-    assert notes({"live_metrics": {"records_with_outcome": 0}}, gate, minimum=200) == []
 
 
 def test_monitor_end_is_utc_unless_it_gives_an_offset():

@@ -88,26 +88,70 @@ def score_all(
     R2 on one row) is None, not NaN: NaN compares false with everything and is not valid JSON.
     The reason is logged and, when `reasons` is given, stored there under the metric's name.
     """
+    scorers = _scorers(task, classes, positive)
+    return {
+        name: _defined(name, lambda s=score: s(y_true, prediction, proba), reasons)
+        for name, score in scorers.items()
+    }
+
+
+def _scorers(task: str, classes: list[Any] | None, positive: Any = None) -> dict:
+    """Each metric of the task as a function of (actuals, predictions, probabilities)."""
     if task == "regression":
-        scorers = {
-            "rmse": lambda: np.sqrt(skm.mean_squared_error(y_true, prediction)),
-            "mae": lambda: skm.mean_absolute_error(y_true, prediction),
-            "r2": lambda: skm.r2_score(y_true, prediction),
+        return {
+            "rmse": lambda y, p, _q: np.sqrt(skm.mean_squared_error(y, p)),
+            "mae": lambda y, p, _q: skm.mean_absolute_error(y, p),
+            "r2": lambda y, p, _q: skm.r2_score(y, p),
         }
-    else:
-        binary = len(classes) == 2
-        scorers = {
-            "accuracy": lambda: skm.accuracy_score(y_true, prediction),
-            "f1": lambda: skm.f1_score(
-                y_true,
-                prediction,
-                average="binary" if binary else "macro",
-                pos_label=(classes[-1] if positive is None else positive) if binary else 1,
-            ),
-            "log_loss": lambda: skm.log_loss(y_true, proba, labels=classes),
-            "roc_auc": lambda: _roc_auc(y_true, proba, classes),
-        }
-    return {name: _defined(name, scorer, reasons) for name, scorer in scorers.items()}
+    binary = len(classes) == 2
+    f1 = {"average": "binary", "pos_label": classes[-1] if positive is None else positive}
+    return {
+        "accuracy": lambda y, p, _q: skm.accuracy_score(y, p),
+        "f1": lambda y, p, _q: skm.f1_score(y, p, **(f1 if binary else {"average": "macro"})),
+        "log_loss": lambda y, _p, q: skm.log_loss(y, q, labels=classes),
+        "roc_auc": lambda y, _p, q: _roc_auc(y, q, classes),
+    }
+
+
+# The bootstrap's resamples, and the most rows each holds: more rows would narrow the interval
+# less than they cost (a resample of fewer rows than there are gives a wider, safer interval).
+BOOTSTRAP_ROUNDS = 200
+BOOTSTRAP_ROWS = 20_000
+
+
+def bootstrap_interval(
+    name: str,
+    task: str,
+    y_true,
+    prediction,
+    proba,
+    classes: list[Any] | None,
+    positive: Any = None,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
+    """A percentile-bootstrap interval of one metric over these rows: the range its value takes
+    on `level` of the resamples (drawn with replacement, fixed seed). None when the metric is
+    undefined on more than a tenth of the resamples (e.g. a class that is rarely present)."""
+    score = _scorers(task, classes, positive)[name]
+    y, p = np.asarray(y_true), np.asarray(prediction)
+    q = None if proba is None else np.asarray(proba)
+    rng = np.random.default_rng(0)
+    size = min(len(y), BOOTSTRAP_ROWS)
+    values = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # undefined resamples are counted, not reported
+        for _ in range(BOOTSTRAP_ROUNDS):
+            rows = rng.integers(0, len(y), size)
+            try:
+                value = float(score(y[rows], p[rows], None if q is None else q[rows]))
+            except (Undefined, ValueError):
+                continue
+            if math.isfinite(value):
+                values.append(value)
+    if len(values) < 0.9 * BOOTSTRAP_ROUNDS:
+        return None
+    low, high = np.quantile(values, [(1 - level) / 2, (1 + level) / 2])
+    return float(low), float(high)
 
 
 def positive_class(classes: list[Any] | None, declared: list | tuple | None) -> Any:

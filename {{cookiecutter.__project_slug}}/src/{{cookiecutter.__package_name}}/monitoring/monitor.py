@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import sqlalchemy as sa
 
-from ..metrics import score_all
+from ..metrics import bootstrap_interval, score_all
 from . import drift, sources
 from . import stats as sql
 from .tables import daily_stats, outcomes
@@ -132,9 +132,11 @@ def live_metrics(
     window: tuple[datetime, datetime],
     version: str,
     positive: str | None = None,
+    interval_of: str | None = None,
 ) -> dict[str, Any]:
     """Model quality on `version`'s records of the window whose outcome has arrived (a binary F1
     scores `positive`); outcomes of records other versions predicted are counted in a message.
+    With `interval_of` (a metric's name), `interval` holds its bootstrap interval.
 
     The join with the log is skipped when no outcome was recorded after the window's start (less
     a day of clock slack): outcomes arrive after their predictions.
@@ -166,7 +168,7 @@ def live_metrics(
     ).all()
     result = {"records_with_outcome": len(rows), "messages": []}
     if rows:
-        result.update(score_outcomes(task, classes, rows, positive))
+        result.update(score_outcomes(task, classes, rows, positive, interval_of))
     others = conn.execute(
         sa.select(log_table.c.model_version, sa.func.count())
         .select_from(joined)
@@ -187,11 +189,16 @@ EXAMPLES = 5  # unknown labels or ids a message names, at most
 
 
 def score_outcomes(
-    task: str, classes: list | None, rows: list, positive: str | None = None
+    task: str,
+    classes: list | None,
+    rows: list,
+    positive: str | None = None,
+    interval_of: str | None = None,
 ) -> dict[str, Any]:
     """The metrics on the outcomes the model can be scored on, and `messages` saying what was
     left out: actual labels the model does not know (a typo, a new class), non-numeric actuals
-    of a regression (loaded before load_outcomes refused them), undefined metrics."""
+    of a regression (loaded before load_outcomes refused them), undefined metrics. With
+    `interval_of`, `interval` is that metric's bootstrap interval (None where undefined)."""
     if task == "regression":
         usable = [r for r in rows if _finite(r.actual_value) and _finite(r.prediction_value)]
         unknown = [r.actual for r in rows if not _finite(r.actual_value)]
@@ -217,25 +224,23 @@ def score_outcomes(
         return result
     reasons: dict[str, str] = {}
     if task == "regression":
-        scores = score_all(
-            task,
+        scored = (
             [r.actual_value for r in usable],
             [r.prediction_value for r in usable],
             None,
             None,
-            reasons,
         )
     else:
         proba = [[(r.probabilities or {}).get(n, 0.0) for n in names] for r in usable]
-        scores = score_all(
-            task,
+        scored = (
             [r.actual for r in usable],
             np.asarray([r.prediction for r in usable]),
             np.asarray(proba),
             names,
-            reasons,
-            positive,
         )
+    scores = score_all(task, *scored, reasons, positive)
+    if interval_of and scores.get(interval_of) is not None:
+        result["interval"] = bootstrap_interval(interval_of, task, *scored, positive)
     result["messages"] += [
         f"live {name} undefined on these {len(usable)} outcomes: {reason}"
         for name, reason in reasons.items()
@@ -255,10 +260,13 @@ def monitor(
     end: datetime,
     thresholds: dict,
     exact: bool = False,
+    gate=None,
 ) -> dict[str, Any]:
     """Compute the window's statistics and drift; `champion` carries version, profile, task.
 
-    `exact` reads the raw log rows even where rollups would do (exact percentiles).
+    `exact` reads the raw log rows even where rollups would do (exact percentiles). With the
+    promotion `gate` (promotion.Gate), a live metric wholly below its threshold is drift too
+    (see live_quality).
     """
     report = {
         "window": {"start": start.isoformat(), "end": end.isoformat()},
@@ -294,14 +302,60 @@ def monitor(
             (start, end),
             champion["version"],
             positive=champion["profile"]["prediction"].get("positive_class"),
+            interval_of=gate.metric.name if gate else None,
         )
         report["messages"] += report["live_metrics"].pop("messages", [])
     report["messages"] += [source.note] if source.note else []
     drifted = [name for name, f in report["features"].items() if f["verdict"]["drifted"]]
     if report["prediction"] and report["prediction"]["verdict"]["drifted"]:
         drifted.append("prediction")
+    if gate:
+        report["live_quality"], note = live_quality(
+            report["live_metrics"], gate, thresholds["min_records"]
+        )
+        report["messages"] += [note] if note else []
+        if report["live_quality"] and report["live_quality"]["failing"]:
+            drifted.append(f"live {gate.metric.name}")
     report.update(status="checked", drift=bool(drifted), drifted=drifted)
     return report
+
+
+def live_quality(live: dict, gate, minimum: int) -> tuple[dict | None, str | None]:
+    """The live value of the gate's metric against promote.threshold, and a message when it
+    fails it. Failing means the whole bootstrap interval fails the threshold, on at least
+    `minimum` outcomes: a value below it within the noise of few outcomes is only a warning,
+    or a champion promoted just past the bar would raise an alert and a retrain every other day.
+    """
+    name, outcomes = gate.metric.name, live.get("records_with_outcome", 0)
+    value, interval = live.get(name), live.pop("interval", None)
+    if value is None or outcomes < minimum:
+        return None, None
+    low, high = interval or (None, None)
+    best = None if interval is None else (high if gate.metric.higher_is_better else low)
+    section = {
+        "metric": name,
+        "value": value,
+        "interval": [low, high],
+        "threshold": gate.threshold,
+        "outcomes": outcomes,
+        "failing": best is not None and not gate.metric.passes(best, gate.threshold),
+    }
+    if gate.metric.passes(value, gate.threshold):
+        return section, None
+    said = (
+        f"live {name} {value:.4f} on {outcomes} outcomes fails promote.threshold {gate.threshold}"
+    )
+    if interval is None:
+        return section, f"{said}; its bootstrap interval is undefined, so this is no alert"
+    spread = f"95 % bootstrap interval {low:.4f} to {high:.4f}"
+    if not section["failing"]:
+        return section, (
+            f"{said}, but within the noise of that many outcomes ({spread}): a warning, no alert"
+        )
+    return section, (
+        f"{said} ({spread}, all of it failing): the champion no longer meets the bar it was "
+        "promoted past. Look at the newest data; a retrain, or `make rollback`, may fix it"
+    )
 
 
 def _features(source, report: dict, profiles: dict, thresholds: dict) -> None:

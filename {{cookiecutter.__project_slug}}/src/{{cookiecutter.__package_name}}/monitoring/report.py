@@ -113,12 +113,16 @@ def markdown(report: dict) -> str:
     if report["status"] == "checked":
         lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
         lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
-        lines += [
-            "",
-            f"Latency (ms): {_pairs(report.get('latency_ms'))}",
-            f"Live metrics: {_pairs(report.get('live_metrics'))}",
-        ]
+        lines += ["", *service_lines(report)]
     return "\n".join(lines) + "\n"
+
+
+def service_lines(report: dict) -> list[str]:
+    """The latency percentiles and live metrics of a checked window, a sentence each."""
+    return [
+        f"Latency (ms): {_pairs(report.get('latency_ms'))}",
+        f"Live metrics: {_pairs(report.get('live_metrics'))}",
+    ]
 
 
 def _pairs(figures: dict | None) -> str:
@@ -167,6 +171,8 @@ def page(report: dict) -> str:
         if section["verdict"]["drifted"]
     )
     messages = "".join(f"<li>{esc(m)}</li>" for m in report["messages"])
+    checked = report["status"] == "checked"
+    service = "".join(f"<p>{esc(line)}</p>" for line in service_lines(report) if checked)
     head = "".join(f"<th>{h}</th>" for h in HEADER)
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(headline(report))}</title>"
@@ -175,5 +181,5 @@ def page(report: dict) -> str:
         f"<h1>{esc(headline(report))}</h1><p>Window {esc(report['window']['start'])} to "
         f"{esc(report['window']['end'])}; {report.get('records', 0)} records.</p>"
         f"<ul>{messages}</ul>"
-        f"<table><tr>{head}</tr>{rows}</table>{plots}</body></html>\n"
+        f"<table><tr>{head}</tr>{rows}</table>{service}{plots}</body></html>\n"
     )
