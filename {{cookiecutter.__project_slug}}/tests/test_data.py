@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -75,6 +77,15 @@ def test_whole_float_labels_are_the_declared_integer_classes(frame, schema):
     floats = frame.assign(**{schema.target: frame[schema.target].astype(float)})  # 0.0 and 1.0
     clean = datalib.validate(floats, schema)
     assert set(clean[schema.target]) == set(schema.target_classes)
+
+
+def test_declared_label_absent_from_the_data_is_named(frame, schema, caplog):
+    if schema.task != "classification":
+        pytest.skip("labels are a classification matter")
+    declared = replace(schema, target_classes=(*schema.target_classes, "churned"))
+    datalib.validate(frame, declared)
+    [said] = [r.getMessage() for r in caplog.records if "absent from target" in r.getMessage()]
+    assert said.startswith("data.target_classes ['churned'] are absent from target column")
 
 
 def test_content_hash_stable_across_formats_and_sensitive_to_one_value(frame, schema, tmp_path):

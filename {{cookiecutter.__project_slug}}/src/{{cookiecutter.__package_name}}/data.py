@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,8 @@ import pandas as pd
 
 from .errors import PipelineError
 from .sample import make_sample
+
+log = logging.getLogger(__name__)
 
 FEATURE_TYPES = ("numeric", "categorical")
 
@@ -230,6 +233,15 @@ def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
             )
         by_text = {label_text(c): c for c in schema.target_classes}
         column = column.map(lambda v: by_text[label_text(v)])
+        absent = [c for c in schema.target_classes if c not in set(column.unique())]
+        if absent:
+            log.warning(
+                "data.target_classes %s are absent from target column '%s': the model "
+                "cannot predict them; remove them from params.yaml unless rows of them are "
+                "coming (is one misspelt?)",
+                absent,
+                name,
+            )
     if column.nunique() < 2:
         raise PipelineError(f"target column '{name}' has a single class: nothing to learn")
     return column
