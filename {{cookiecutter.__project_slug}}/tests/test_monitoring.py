@@ -237,7 +237,7 @@ def test_monitor_stores_daily_stats_and_live_metric(engine, champion, tmp_path):
     assert "<p>Latency (ms): p50 " in page
 
 
-def test_live_metrics_say_which_outcomes_of_other_versions_they_leave_out(engine, champion):
+def test_live_metrics_score_the_outcomes_of_other_versions_apart(engine, champion):
     older, mine = batch(champion, 12, rows=300), batch(champion, 13)
     old_ids = log_frame(engine, champion, older, version="0")
     ids = log_frame(engine, champion, mine)
@@ -246,10 +246,15 @@ def test_live_metrics_say_which_outcomes_of_other_versions_they_leave_out(engine
         store_outcomes(engine, pd.DataFrame({"request_id": request_ids, "actual": frame[target]}))
     report = run(engine, champion)
     assert report["live_metrics"]["records_with_outcome"] == len(ids)
+    older_live = report["live_metrics_of_other_versions"]["0"]
+    metric = "roc_auc" if champion["task"] == "classification" else "rmse"
+    assert older_live["records_with_outcome"] == older_live["records_scored"] == 300
+    assert np.isfinite(older_live[metric]) and older_live[metric] != report["live_metrics"][metric]
     assert any(
-        "live metrics are of version 1's records only" in m and "(v0: 300)" in m
+        "live metrics are of version 1's records" in m and "scored apart (v0: 300)" in m
         for m in report["messages"]
     ), report["messages"]
+    assert "Live metrics of v0: records_with_outcome 300, " in reports.markdown(report)
 
 
 def test_live_metric_wholly_below_the_threshold_is_drift_and_noise_is_not(engine, champion):

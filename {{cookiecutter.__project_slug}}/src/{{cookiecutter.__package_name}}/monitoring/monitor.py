@@ -135,8 +135,9 @@ def live_metrics(
     interval_of: str | None = None,
 ) -> dict[str, Any]:
     """Model quality on `version`'s records of the window whose outcome has arrived (a binary F1
-    scores `positive`); outcomes of records other versions predicted are counted in a message.
-    With `interval_of` (a metric's name), `interval` holds its bootstrap interval.
+    scores `positive`). With `interval_of` (a metric's name), `interval` holds its bootstrap
+    interval. Records other versions predicted in the window (before a promotion or rollback)
+    are scored apart, per version, under `other_versions`.
 
     The join with the log is skipped when no outcome was recorded after the window's start (less
     a day of clock slack): outcomes arrive after their predictions.
@@ -157,6 +158,7 @@ def live_metrics(
     )
     rows = conn.execute(
         sa.select(
+            log_table.c.model_version,
             log_table.c.prediction,
             log_table.c.prediction_value,
             log_table.c.probabilities,
@@ -164,23 +166,25 @@ def live_metrics(
             outcomes.c.actual_value,
         )
         .select_from(joined)
-        .where(sql.in_window(start, end, version))
+        .where(sql.in_window(start, end))
     ).all()
-    result = {"records_with_outcome": len(rows), "messages": []}
-    if rows:
-        result.update(score_outcomes(task, classes, rows, positive, interval_of))
-    others = conn.execute(
-        sa.select(log_table.c.model_version, sa.func.count())
-        .select_from(joined)
-        .where(sql.in_window(start, end), log_table.c.model_version != version)
-        .group_by(log_table.c.model_version)
-        .order_by(log_table.c.model_version)
-    ).all()
-    if others:
-        found = ", ".join(f"v{other}: {n}" for other, n in others)
+    by_version: dict[str, list] = {}
+    for row in rows:
+        by_version.setdefault(row.model_version, []).append(row)
+    mine = by_version.pop(version, [])
+    result = {"records_with_outcome": len(mine), "messages": []}
+    if mine:
+        result.update(score_outcomes(task, classes, mine, positive, interval_of))
+    if by_version:
+        result["other_versions"] = others = {}
+        for other in sorted(by_version, key=lambda v: (len(v), v)):  # 9 before 10
+            scored = score_outcomes(task, classes, by_version[other], positive)
+            result["messages"] += [f"v{other}: {m}" for m in scored.pop("messages")]
+            others[other] = {"records_with_outcome": len(by_version[other]), **scored}
+        found = ", ".join(f"v{v}: {n['records_with_outcome']}" for v, n in others.items())
         result["messages"].append(
-            f"live metrics are of version {version}'s records only; outcomes of records other "
-            f"versions predicted in this window are left out ({found})"
+            f"live metrics are of version {version}'s records; the outcomes of records other "
+            f"versions predicted in this window are scored apart ({found})"
         )
     return result
 
@@ -305,6 +309,7 @@ def monitor(
             interval_of=gate.metric.name if gate else None,
         )
         report["messages"] += report["live_metrics"].pop("messages", [])
+        report["live_metrics_of_other_versions"] = report["live_metrics"].pop("other_versions", {})
     report["messages"] += [source.note] if source.note else []
     drifted = [name for name, f in report["features"].items() if f["verdict"]["drifted"]]
     if report["prediction"] and report["prediction"]["verdict"]["drifted"]:

@@ -118,10 +118,13 @@ def markdown(report: dict) -> str:
 
 
 def service_lines(report: dict) -> list[str]:
-    """The latency percentiles and live metrics of a checked window, a sentence each."""
+    """The latency percentiles and live metrics of a checked window (the champion's, then other
+    versions' that predicted in it), a sentence each."""
+    others = report.get("live_metrics_of_other_versions") or {}
     return [
         f"Latency (ms): {_pairs(report.get('latency_ms'))}",
         f"Live metrics: {_pairs(report.get('live_metrics'))}",
+        *(f"Live metrics of v{version}: {_pairs(live)}" for version, live in others.items()),
     ]
 
 
