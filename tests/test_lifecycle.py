@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import signal
+import sqlite3
 import urllib.request
 from pathlib import Path
 
@@ -179,3 +180,13 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
     assert (result.returncode, report["exit_code"], report["drift"]) == (2, 3, True)
     assert "monthly_charges" in report["drifted"] and "contract" in report["drifted"]
     assert (project / "reports/monitoring.html").read_text().count("data:image/png") >= 2
+
+    def daily_stats() -> list[tuple]:
+        with sqlite3.connect(project / "monitoring.db") as db:
+            return db.execute("select * from daily_stats order by 1, 2, 3, 4").fetchall()
+
+    stored = daily_stats()
+    assert stored, "make monitor stored the day's statistics"
+    two_days = run_make(project, "monitor", "DAYS=2")
+    assert two_days.returncode == 2 and "not stored in daily_stats" in two_days.stderr
+    assert daily_stats() == stored, "an ad-hoc window left the scheduled windows' rows alone"

@@ -101,13 +101,22 @@ def main(argv: list[str] | None = None) -> int:
         params, backends = load_params(), Backends.from_env()
         thresholds = params["monitor"]
         gate = Gate.from_params(params["promote"], params["model"]["task"])
-        start, end = window(args.end, args.days or float(thresholds.get("window_days", 1)))
+        scheduled = float(thresholds.get("window_days", 1))
+        start, end = window(args.end, args.days or scheduled)
         champion = champion_info(backends, params["model"]["name"])
         engine = sa.create_engine(backends.monitoring_database_url)
         metadata.create_all(engine)
         report = monitor(engine, champion, start, end, thresholds, args.exact, gate)
         report["exit_code"] = EXIT_DRIFT if report["drift"] else 0
-        store_daily_stats(engine, report)
+        if args.days in (None, scheduled):
+            store_daily_stats(engine, report)
+        else:  # one row set per day, of the scheduled window: an ad-hoc one must not replace it
+            log.info(
+                "a %g-day window is not the scheduled one (params.yaml monitor.window_days %g): "
+                "its statistics are in the report, not stored in daily_stats",
+                args.days,
+                scheduled,
+            )
         reports.write(report, args.out_dir)
         log.info("%s", reports.headline(report))
         return report["exit_code"]
