@@ -318,7 +318,9 @@ def monitor(
         report["live_quality"], note = live_quality(
             report["live_metrics"], gate, thresholds["min_records"]
         )
-        report["messages"] += [note] if note else []
+        if note:
+            log.warning("%s", note)
+            report["messages"].append(note)
         if report["live_quality"] and report["live_quality"]["failing"]:
             drifted.append(f"live {gate.metric.name}")
     report.update(status="checked", drift=bool(drifted), drifted=drifted)
