@@ -94,6 +94,19 @@ def test_make_pipeline_unchanged_reruns_nothing(set_up, config_id):
     assert list(registry_state(project)["versions"]) == ["1"]
     assert json.loads((project / "reports/promotion.json").read_text())["decision"] == "unchanged"
 
+    # A training run that fails (here a misspelt hyperparameter build_model() refuses) and is
+    # then undone leaves nothing to re-run: the next pipeline registers no copy of version 1.
+    params = project / "params.yaml"
+    good = params.read_text()
+    broken = yaml.safe_load(good)
+    broken["train"]["hyperparameters"] = {**broken["train"]["hyperparameters"], "max_iters": 3}
+    params.write_text(yaml.safe_dump(broken))
+    failed = run_make(project, "train")
+    assert failed.returncode == 2 and "max_iters" in failed.stderr, failed.stderr[-2000:]
+    params.write_text(good)
+    assert "Stage 'train' didn't change, skipping" in make(project, "pipeline").stdout
+    assert list(registry_state(project)["versions"]) == ["1"]
+
 
 @each_lifecycle
 def test_make_rollback_without_previous_champion_fails_clearly(set_up, config_id):
