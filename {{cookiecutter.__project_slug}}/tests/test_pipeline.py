@@ -274,6 +274,20 @@ def test_alias_that_fails_to_move_leaves_no_promotion_record(
     assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
 
 
+def test_an_experiment_made_under_another_artifact_root_is_named(backends, caplog):
+    client = registry.connect(backends)
+    made = registry.experiment_id(client, "test-model", backends.artifact_root)
+    kept = client.get_experiment(made).artifact_location
+    assert registry.experiment_id(client, "test-model", backends.artifact_root) == made
+    with pytest.raises(PipelineError) as refused:  # models meant for S3 would stay local
+        registry.experiment_id(client, "test-model", "s3://team-bucket/mlartifacts")
+    assert f"keeps its artifacts in {kept}" in str(refused.value)
+    assert f"rename --experiment-id {made} --new-name test-model-old" in str(refused.value)
+    moved = backends.artifact_root + "-moved"  # a local folder: the repository moved
+    assert registry.experiment_id(client, "test-model", moved) == made
+    assert f"not under MODEL_ARTIFACT_ROOT ({moved})" in caplog.text
+
+
 def test_unreachable_registry_fails_clearly_and_registers_nothing(params, good_data, monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")

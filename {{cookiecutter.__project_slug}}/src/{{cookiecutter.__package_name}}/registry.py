@@ -57,13 +57,27 @@ def experiment_id(client: MlflowClient, name: str, artifact_root: str | None) ->
     """Get or create the experiment of this model, storing artifacts under `artifact_root`.
 
     With no root (an MLflow server and MODEL_ARTIFACT_ROOT unset) the server's own artifact
-    store is used, through its proxy.
+    store is used, through its proxy. An experiment keeps the location it was created with:
+    another root is refused when it is remote (s3://...), as the models would not reach it, and
+    a warning when it is a local folder (a repository that moved).
     """
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
     location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
-    return client.create_experiment(name, artifact_location=location)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=location)
+    kept = experiment.artifact_location.rstrip("/")
+    if location and kept != location:
+        message = (
+            f"MLflow experiment '{name}' keeps its artifacts in {kept}, fixed when it was "
+            f"created, not under MODEL_ARTIFACT_ROOT ({artifact_root}): MLflow cannot move an "
+            "experiment. Set MODEL_ARTIFACT_ROOT to match, or rename the experiment (`mlflow "
+            f"experiments rename --experiment-id {experiment.experiment_id} --new-name "
+            f"{name}-old`) so that the next run creates one under the new root"
+        )
+        if not location.startswith("file:"):  # models meant for shared storage must reach it
+            raise PipelineError(message)
+        log.warning("%s", message)
+    return experiment.experiment_id
 
 
 def log_and_register(
