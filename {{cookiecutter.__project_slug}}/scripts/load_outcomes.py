@@ -29,6 +29,7 @@ from {{ cookiecutter.__package_name }}.cli import run
 from {{ cookiecutter.__package_name }}.config import Backends, load_params
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.monitoring.outcomes import EXAMPLES, load
+from {{ cookiecutter.__package_name }}.monitoring.prediction_log import prediction_log_engine
 
 log = logging.getLogger("load_outcomes")
 
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         task = params["model"]["task"]  # a regression's actuals must be numbers
         classes = params["data"].get("target_classes")  # a classifier's must be its labels
         frame = read(args.file, args.query, backends)
-        engine = sa.create_engine(backends.monitoring_database_url)
+        engine = prediction_log_engine(backends.monitoring_database_url)
         try:
             loaded = load(engine, frame, task, classes)
         except sa.exc.OperationalError as err:

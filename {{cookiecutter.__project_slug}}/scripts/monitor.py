@@ -20,14 +20,13 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import sqlalchemy as sa
-
 from {{ cookiecutter.__package_name }} import registry
 from {{ cookiecutter.__package_name }}.cli import run
 from {{ cookiecutter.__package_name }}.config import Backends, load_params
 from {{ cookiecutter.__package_name }}.errors import EXIT_DRIFT, PipelineError
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor, store_daily_stats
+from {{ cookiecutter.__package_name }}.monitoring.prediction_log import prediction_log_engine
 from {{ cookiecutter.__package_name }}.monitoring.tables import metadata
 from {{ cookiecutter.__package_name }}.promotion import Gate
 
@@ -104,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
         scheduled = float(thresholds.get("window_days", 1))
         start, end = window(args.end, args.days or scheduled)
         champion = champion_info(backends, params["model"]["name"])
-        engine = sa.create_engine(backends.monitoring_database_url)
+        engine = prediction_log_engine(backends.monitoring_database_url)
         metadata.create_all(engine)
         report = monitor(engine, champion, start, end, thresholds, args.exact, gate)
         report["exit_code"] = EXIT_DRIFT if report["drift"] else 0

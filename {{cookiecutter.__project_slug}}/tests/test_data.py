@@ -159,5 +159,5 @@ def test_load_source_sql_reads_a_query(frame, params, tmp_path):
     query = {**params["data"], "source": "sql", "query": "select * from customers"}
     loaded = datalib.load_source(query, params["model"]["task"], url)
     assert len(loaded) == len(frame)
-    with pytest.raises(PipelineError, match="set SOURCE_DATABASE_URL"):
+    with pytest.raises(PipelineError, match="runs against SOURCE_DATABASE_URL: set it"):
         datalib.load_source(query, params["model"]["task"], None)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import mlflow
@@ -294,6 +295,16 @@ def test_unreachable_registry_fails_clearly_and_registers_nothing(params, good_d
     dead = Backends("http://127.0.0.1:9", None, "file:///tmp/unused", None, "sqlite://")
     with pytest.raises(PipelineError, match="unreachable"):
         training.train(good_data, params, dead)
+
+
+def test_a_tracking_database_that_does_not_answer_fails_in_seconds_without_its_password(caplog):
+    closed = "postgresql://mlops:s3cret@127.0.0.1:9/mlflow"  # nothing listens on port 9
+    started = time.monotonic()
+    assert cli.run(lambda: registry.connect(Backends(closed, None, None, None, "sqlite://"))) == 1
+    assert time.monotonic() - started < 30, "MLflow's own retries take about two minutes"
+    [said] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert said.startswith("MLflow tracking database postgresql://mlops:***@127.0.0.1:")
+    assert "Check MLFLOW_TRACKING_URI (user, password" in said and "s3cret" not in caplog.text
 
 
 def test_a_backend_that_refuses_is_one_line_naming_what_to_check_and_a_bug_a_traceback(caplog):

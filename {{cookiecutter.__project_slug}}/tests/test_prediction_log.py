@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from {{ cookiecutter.__package_name }}.config import redact
+from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, bulk, tables
 from {{ cookiecutter.__package_name }}.monitoring import prediction_log as writer_module
 from {{ cookiecutter.__package_name }}.monitoring.prediction_log import (
@@ -369,9 +372,27 @@ def test_bulk_refuses_rows_of_the_wrong_width(sqlite_url: str) -> None:
     engine.dispose()
 
 
-def test_prediction_log_refuses_other_databases(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="sqlite or postgresql"):
-        PredictionLog("mysql://user@localhost/log", tmp_path / "spool")
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("mysql://user@localhost/log", "names a 'mysql' database: this project ships the drivers"),
+        ("postgres://user:s3cret@localhost/log", "starts with postgres://: SQLAlchemy reads"),
+        ("postgresql://user:p@ss:w#rd@localhost:5432/log", "percent-encoded (@ as %40"),
+    ],
+)
+def test_prediction_log_refuses_a_url_it_cannot_use_naming_the_fix(url, said, tmp_path) -> None:
+    with pytest.raises(PipelineError, match=r"^MONITORING_DATABASE_URL ") as refused:
+        PredictionLog(url, tmp_path / "spool")
+    assert said in str(refused.value)
+    assert not {"s3cret", "ss", "rd"} & set(re.split(r"\W+", str(refused.value)))
+
+
+def test_redact_hides_whole_passwords_even_unencoded():
+    line = "postgresql+psycopg://mlops:p@ss:w/rd@127.0.0.1:5432/db is down; s3://bucket/key stays"
+    assert redact(line) == "postgresql+psycopg://mlops:***@127.0.0.1:5432/db is down; " + (
+        "s3://bucket/key stays"
+    )
+    assert redact("sqlite:///monitoring.db") == "sqlite:///monitoring.db"
 
 
 # --------------------------------------------------------------------------- PostgreSQL

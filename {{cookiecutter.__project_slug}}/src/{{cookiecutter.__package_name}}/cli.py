@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .config import redact
 from .errors import EXIT_ERROR, PipelineError
 
 log = logging.getLogger(__name__)
@@ -32,14 +33,14 @@ def run(step: Callable[[], int]) -> int:
     try:
         return step()
     except PipelineError as err:
-        log.error("%s", err)
+        log.error("%s", redact(str(err)))
         return EXIT_ERROR
     except Exception as err:
         check = BACKENDS.get(type(err).__module__.partition(".")[0])
         if check is None:
             raise  # a bug: the traceback is the useful answer
         log.debug("backend failure", exc_info=True)
-        log.error("%s", backend_message(err, check))
+        log.error("%s", redact(backend_message(err, check)))
         return EXIT_ERROR
 
 

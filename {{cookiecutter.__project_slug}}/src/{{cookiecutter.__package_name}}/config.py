@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,6 +241,46 @@ def artifact_root(configured: str | None, tracking_uri: str) -> str | None:
     if len(urlparse(configured).scheme) >= 2:  # a URI; one letter would be a Windows drive
         return configured
     return Path(configured).resolve().as_uri()
+
+
+# The password of a URL (user:password@): everything up to the last @ of the word, so that one
+# holding an unencoded @, : or / is hidden whole.
+_PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):\S*@")
+SHIPPED_DATABASES = ("sqlite", "postgresql")
+
+
+def redact(text: str) -> str:
+    """The text with the password of every URL in it replaced by ***."""
+    return _PASSWORD.sub(r"\1:***@", text)
+
+
+def database_url(text: str, variable: str, shipped_only: bool = True):
+    """The SQLAlchemy URL in `variable`, PostgreSQL through psycopg 3 (the driver this project
+    ships); a URL that cannot be parsed, or names a database without a shipped driver, is refused
+    naming the variable and the fix, and never the password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(text)
+    except (ArgumentError, ValueError):
+        raise PipelineError(
+            f"{variable} is not a database URL: expected e.g. "
+            "postgresql://user:password@host:5432/dbname or sqlite:///file.db, with special "
+            "characters of the user name or password percent-encoded (@ as %40, : as %3A, "
+            "/ as %2F, # as %23)"
+        ) from None
+    backend = url.get_backend_name()
+    if backend == "postgres":
+        raise PipelineError(f"{variable} starts with postgres://: SQLAlchemy reads postgresql://")
+    if shipped_only and backend not in SHIPPED_DATABASES:
+        raise PipelineError(
+            f"{variable} names a {backend!r} database: this project ships the drivers of "
+            f"{' and '.join(SHIPPED_DATABASES)} (postgresql://user:password@host:5432/dbname)"
+        )
+    if url.drivername == "postgresql":
+        url = url.set(drivername="postgresql+psycopg")
+    return url
 
 
 @dataclass(frozen=True)

@@ -123,10 +123,15 @@ def _read_sql(query: str | None, database_url: str | None) -> pd.DataFrame:
 
     if not query:
         raise PipelineError("params.yaml data.source is 'sql' but data.query is empty")
+    from .config import database_url as parsed_url
+
     if not database_url:
-        raise PipelineError("data.source is 'sql': set SOURCE_DATABASE_URL to the database URL")
+        raise PipelineError(
+            "a SQL query runs against SOURCE_DATABASE_URL: set it to the database's URL"
+        )
+    url = parsed_url(database_url, "SOURCE_DATABASE_URL", shipped_only=False)
     try:
-        engine = sqlalchemy.create_engine(database_url)
+        engine = sqlalchemy.create_engine(url)
         with engine.connect() as connection:
             return pd.read_sql(sqlalchemy.text(query), connection)
     except sqlalchemy.exc.SQLAlchemyError as err:

@@ -6,16 +6,19 @@ import json
 import logging
 import os
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import mlflow
 import skops.io
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from .config import Backends
+from .config import Backends, database_url
 from .errors import PipelineError
 from .lineage import pinned
 from .model import REQUIREMENTS, TRUSTED_TYPES
@@ -39,6 +42,7 @@ def connect(backends: Backends) -> MlflowClient:
     """Point MLflow at the configured backends and check they answer."""
     # MLflow's default retries a server that does not answer for about four minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
+    _probe_database(backends.tracking_uri)
     mlflow.set_tracking_uri(backends.tracking_uri)
     if backends.registry_uri:
         mlflow.set_registry_uri(backends.registry_uri)
@@ -51,6 +55,31 @@ def connect(backends: Backends) -> MlflowClient:
             f"{str(err)[:300]}. Check MLFLOW_TRACKING_URI and that the database or server is up."
         ) from err
     return client
+
+
+def _probe_database(uri: str) -> None:
+    """Refuse a tracking URI naming a database that cannot be used or does not answer, in
+    seconds: MLflow itself retries a database for about two minutes, logging each attempt."""
+    if urlparse(uri).scheme in ("", "file", "http", "https", "databricks"):
+        return
+    url = database_url(uri, "MLFLOW_TRACKING_URI")
+    if url.get_backend_name() != "postgresql":
+        return
+    engine = sa.create_engine(url, connect_args={"connect_timeout": 5})
+    try:
+        for attempt in range(HTTP_RETRIES):
+            try:
+                with engine.connect():
+                    return
+            except sa.exc.OperationalError as err:
+                failure = str(err.orig).strip().splitlines()[0]
+                time.sleep(2**attempt)
+    finally:
+        engine.dispose()
+    raise PipelineError(
+        f"MLflow tracking database {uri} does not answer: {failure}. Check MLFLOW_TRACKING_URI "
+        "(user, password, host, port, database name) and that the database is up"
+    )
 
 
 def experiment_id(client: MlflowClient, name: str, artifact_root: str | None) -> str:

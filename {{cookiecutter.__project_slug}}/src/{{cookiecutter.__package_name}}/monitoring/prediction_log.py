@@ -43,11 +43,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import create_engine, event, make_url
+from sqlalchemy import create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
+from ..config import database_url
 from .bulk import Bulk
 from .rollups import Rollup
 from .tables import RECORD_INDEX, REQUEST_ID, metadata, prediction_log
@@ -204,14 +205,11 @@ def encode_record(record: dict[str, Any] | tuple) -> bytes:
     return _dumps(record).encode() + b"\n"
 
 
-def prediction_log_engine(database_url: str) -> Engine:
-    """An engine for the prediction log: short connect timeout, WAL for SQLite."""
-    url = make_url(database_url)
-    if url.drivername == "postgresql":  # psycopg 3 is the driver this project ships
-        url = url.set(drivername="postgresql+psycopg")
+def prediction_log_engine(url_text: str) -> Engine:
+    """An engine for the monitoring database (MONITORING_DATABASE_URL, refused with the reason
+    when unusable: config.database_url): short connect timeout, WAL for SQLite."""
+    url = database_url(url_text, "MONITORING_DATABASE_URL")
     backend = url.get_backend_name()
-    if backend not in INSERTS:
-        raise ValueError(f"the prediction log needs a sqlite or postgresql URL, not {backend!r}")
     connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS} if backend == "postgresql" else {}
     # hide_parameters: an error's text (logged during an outage) must not carry the features.
     engine = create_engine(

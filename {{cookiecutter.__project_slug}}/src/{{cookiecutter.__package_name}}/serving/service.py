@@ -84,7 +84,8 @@ class Service:
 
     def _prediction_log(self, meta: dict) -> PredictionLog | None:
         """The prediction log for the bundle's model, unless PREDICTION_LOG=0; a spool folder
-        that cannot be made, or a URL of another database, stops the service being ready."""
+        that cannot be made, or an unusable MONITORING_DATABASE_URL (a PipelineError naming it),
+        stops the service being ready."""
         if not self.settings.prediction_log:
             return None
         try:
@@ -100,8 +101,6 @@ class Service:
                 f"the prediction log's spool folder {self.settings.spool_dir} cannot be used "
                 f"({err.strerror or err}): set PREDICTION_LOG_SPOOL_DIR to a writable folder"
             ) from err
-        except ValueError as err:
-            raise PipelineError(f"MONITORING_DATABASE_URL: {err}") from err
 
     async def close(self) -> None:
         """Stop predicting, then write out every queued prediction-log record."""
