@@ -1,4 +1,5 @@
-"""Fail, naming each one, when environment variables a job needs are missing or empty.
+"""Fail, naming each one, when environment variables a job needs are missing or empty, or are
+database URLs that cannot work (postgres://, an unencoded special character in the password).
 
 The first step of every GitHub Actions job that uses secrets: GitHub turns a secret that was
 never set into an empty string, which would otherwise surface much later as a confusing error
@@ -12,6 +13,7 @@ import argparse
 import logging
 import os
 import sys
+from urllib.parse import urlsplit
 
 log = logging.getLogger("check_env")
 
@@ -39,6 +41,27 @@ def missing(names: list[str], env: dict[str, str]) -> list[str]:
     ]
 
 
+DATABASE_URLS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MONITORING_DATABASE_URL")
+DATABASE_URLS += ("SOURCE_DATABASE_URL",)
+
+
+def url_problem(name: str, value: str) -> str | None:
+    """What is wrong with a database URL variable's value, or None (only the form is checked)."""
+    if name not in DATABASE_URLS or not value.strip():
+        return None
+    scheme = value.strip().partition("://")[0]
+    if scheme == "postgres" or scheme.startswith("postgres+"):
+        return f"{name} starts with postgres://: SQLAlchemy and MLflow read postgresql://"
+    try:
+        _port = urlsplit(value.strip()).port  # where an unencoded @, : or # shows
+    except ValueError:
+        return (
+            f"{name} does not parse as a URL: percent-encode special characters of the user name "
+            "or password (@ as %40, : as %3A, / as %2F, # as %23)"
+        )
+    return None
+
+
 def message(name: str) -> str:
     """One line naming a missing variable, where to set it and what it is for."""
     hint = HINTS.get(name, "a secret or variable")
@@ -51,16 +74,20 @@ def message(name: str) -> str:
 def main(argv: list[str] | None = None, env: dict[str, str] | None = None) -> int:
     """Exit 1 listing every missing name of NAME ...; exit 0 when all are set."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("names", nargs="+", metavar="NAME", help="variables the job needs")
+    parser.add_argument("names", nargs="*", metavar="NAME", help="variables the job needs")
     args = parser.parse_args(argv)
+    if not args.names:
+        parser.error('name the variables to check: make check-env NEEDS="MLFLOW_TRACKING_URI ..."')
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     env = dict(os.environ) if env is None else env
     absent = missing(args.names, env)
-    for name in absent:
-        log.error("%s", message(name))
+    problems = [message(name) for name in absent]
+    problems += filter(None, (url_problem(name, env.get(name, "")) for name in args.names))
+    for problem in problems:
+        log.error("%s", problem)
         if env.get("GITHUB_ACTIONS") == "true":  # an annotation shows on the run's summary page
-            sys.stdout.write(f"::error title=Missing configuration::{message(name)}\n")
-    if absent:
+            sys.stdout.write(f"::error title=Configuration::{problem}\n")
+    if problems:
         return 1
     log.info("all set: %s", " ".join(args.names))
     return 0

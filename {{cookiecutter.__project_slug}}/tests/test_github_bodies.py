@@ -257,6 +257,28 @@ def test_check_env_names_every_missing_or_empty_variable(capsys, caplog):
     assert check_env.missing(needs, database) == ["MODEL_ARTIFACT_ROOT"]
 
 
+@pytest.mark.parametrize(
+    ("url", "said"),
+    [
+        ("postgres://u:pw@db/mlflow", "starts with postgres://"),
+        ("postgresql://u:p@ss:w#rd@db:5432/mlflow", "does not parse as a URL: percent-encode"),
+    ],
+)
+def test_check_env_refuses_database_urls_that_cannot_work(url, said, caplog, capsys):
+    env = {"MONITORING_DATABASE_URL": url, "GITHUB_ACTIONS": "true"}
+    assert check_env.main(["MONITORING_DATABASE_URL"], env) == 1
+    assert f"MONITORING_DATABASE_URL {said}" in caplog.text
+    assert capsys.readouterr().out.startswith("::error title=Configuration::MONITORING_DATABASE")
+    fine = {"MONITORING_DATABASE_URL": "postgresql://u:p%40ss%3Aw%23rd@db:5432/log"}
+    assert check_env.main(["MONITORING_DATABASE_URL"], fine) == 0
+
+
+def test_check_env_without_names_says_how_to_name_them(capsys):
+    with pytest.raises(SystemExit) as usage:
+        check_env.main([], {})
+    assert usage.value.code == 2 and 'NEEDS="MLFLOW_TRACKING_URI' in capsys.readouterr().err
+
+
 def test_retrain_age_counts_only_versions_the_gate_decided(reports):
     version, trained_at = retrain_age.last_retraining(reports["versions"])
     assert version == "3"
