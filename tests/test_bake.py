@@ -31,6 +31,7 @@ COMMON_FILES = {
     "Makefile",
     "README.md",
     "bench/ceiling.py",
+    "bench/load_test.py",
     "bench/locustfile.py",
     "dvc.yaml",
     "params.yaml",

@@ -194,6 +194,18 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
     assert "monthly_charges" in report["drifted"] and "contract" in report["drifted"]
     assert (project / "reports/monitoring.html").read_text().count("data:image/png") >= 2
 
+    # make load-test serves the bundle with a log of its own: the monitored log is left alone.
+    def logged(database: Path) -> int:
+        with sqlite3.connect(database) as db:
+            return db.execute("select count(*) from prediction_log").fetchone()[0]
+
+    before = logged(project / "monitoring.db")
+    loaded = run_make(project, "load-test", "USERS=2", "DURATION=3s")
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert re.search(r"load-test: \d+ req/s, p50 [\d.]+ ms, p99 [\d.]+ ms, 0 failed", loaded.stdout)
+    assert logged(project / "build/load-test/monitoring.db") > 10
+    assert logged(project / "monitoring.db") == before
+
     def daily_stats() -> list[tuple]:
         with sqlite3.connect(project / "monitoring.db") as db:
             return db.execute("select * from daily_stats order by 1, 2, 3, 4").fetchall()
