@@ -13,8 +13,10 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy
+from botocore.exceptions import NoCredentialsError
 from conftest import load_script
 from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 
 from {{ cookiecutter.__package_name }} import (
     cli,
@@ -320,6 +322,20 @@ def test_a_backend_that_refuses_is_one_line_naming_what_to_check_and_a_bug_a_tra
     assert "OperationalError: " in caplog.text and "MONITORING_DATABASE_URL" in caplog.text
     assert cli.run(unsupported_registry) == EXIT_ERROR
     assert "postgres://" in caplog.text and "MLFLOW_TRACKING_URI" in caplog.text
+
+    def s3_behind_mlflow() -> int:  # MLflow wraps the S3 error that says what is wrong
+        try:
+            raise NoCredentialsError
+        except NoCredentialsError as err:
+            raise MlflowException("Failed to download artifacts from path 'model'") from err
+
+    assert cli.run(s3_behind_mlflow) == EXIT_ERROR
+    said = caplog.records[-1].getMessage()
+    assert said.startswith(
+        "MlflowException: Failed to download artifacts from path 'model' (from "
+        "NoCredentialsError: Unable to locate credentials). Check the S3 settings "
+        "(MODEL_ARTIFACT_ROOT, AWS_ACCESS_KEY_ID"
+    )
     assert "Traceback" not in caplog.text
     with pytest.raises(KeyError):
         cli.run(lambda: {}["bug"])

@@ -36,7 +36,7 @@ def run(step: Callable[[], int]) -> int:
         log.error("%s", redact(str(err)))
         return EXIT_ERROR
     except Exception as err:
-        check = BACKENDS.get(type(err).__module__.partition(".")[0])
+        check = BACKENDS.get(_library(err))
         if check is None:
             raise  # a bug: the traceback is the useful answer
         log.debug("backend failure", exc_info=True)
@@ -44,7 +44,10 @@ def run(step: Callable[[], int]) -> int:
         return EXIT_ERROR
 
 
-S3_SETTINGS = "the S3 settings (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL)"
+S3_SETTINGS = (
+    "the S3 settings (MODEL_ARTIFACT_ROOT, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+    "AWS_ENDPOINT_URL)"
+)
 # Where a library's exception comes from, and what configures it: a backend that refuses or is
 # away is the environment's problem, to be told in one line, not a traceback.
 BACKENDS = {
@@ -57,11 +60,27 @@ BACKENDS = {
 }
 
 
-def backend_message(err: Exception, check: str) -> str:
-    """One line: the exception's class and first line of text, and what to check."""
+def _library(err: BaseException) -> str:
+    """The top-level package an exception class comes from."""
+    return type(err).__module__.partition(".")[0]
+
+
+def _first_line(err: BaseException) -> str:
+    """The exception's class and the first line of its text."""
     lines = str(err).strip().splitlines()
-    first = lines[0][:300] if lines else ""
-    return f"{type(err).__name__}: {first}. Check {check}, and that the service is up"
+    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"
+
+
+def backend_message(err: Exception, check: str) -> str:
+    """One line: the exception's class and first line of text, the backend error underneath it
+    when a library wrapped one (MLflow wraps S3's), and what to check."""
+    said, cause = _first_line(err), err
+    while cause.__cause__ or cause.__context__:
+        cause = cause.__cause__ or cause.__context__
+    if cause is not err and _library(cause) in BACKENDS:
+        said += f" (from {_first_line(cause)})"
+        check = BACKENDS[_library(cause)]
+    return f"{said}. Check {check}, and that the service is up"
 
 
 def read_json(path: Path, produced_by: str) -> dict[str, Any]:
