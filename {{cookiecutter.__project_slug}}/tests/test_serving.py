@@ -434,15 +434,19 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
     record = request_model(meta, 10).model_validate_json
     sent = [{"flag": True, "grade": 2, "region": "north"}, {"flag": "False", "grade": -3.0}]
     sent[1]["region"] = None
+    sent += [{"flag": "true", "grade": 1, "region": None}, {"flag": "FALSE", "grade": 1}]
+    sent[3]["region"] = None  # true/false as text in any case, as a CSV's trained
     records = [r.__dict__ for r in record(json.dumps({"records": sent})).records]
     assert records == [
         {"flag": "True", "grade": "2", "region": "north"},
         {"flag": "False", "grade": "-3", "region": None},
+        {"flag": "True", "grade": "1", "region": None},
+        {"flag": "False", "grade": "1", "region": None},
     ]
     trained = feature_frame(sent, meta["features"]).to_dict("records")
-    assert [r["flag"] for r in trained] == ["True", "False"]
-    assert [r["grade"] for r in trained] == ["2", "-3"]
-    for bad in ({"grade": 2.5}, {"grade": 7}, {"flag": 1}, {"region": 1}):
+    assert [r["flag"] for r in trained[:2]] == ["True", "False"]
+    assert [r["grade"] for r in trained[:2]] == ["2", "-3"]
+    for bad in ({"grade": 2.5}, {"grade": 7}, {"flag": 1}, {"flag": "yes"}, {"region": 1}):
         with pytest.raises(ValueError, match="literal_error"):
             record(json.dumps({"records": [{**meta["example"], **bad}]}))
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model
 
-from ..data import category_label
+from ..data import BOOLEAN_TEXT, category_label
 
 Number = Annotated[float, Strict()]
 Text = Annotated[str, Strict()]
@@ -43,8 +43,11 @@ def _scalar_label(label: str) -> bool:
 
 
 def _as_label(value: Any) -> Any:
-    """A JSON boolean or whole number as the category text training gave it; anything else is
-    left for validation to accept or refuse."""
+    """A JSON boolean or whole number, or true/false as text in any case (as a CSV's are read
+    for training), as the category text training gave it; anything else is left for validation
+    to accept or refuse."""
+    if isinstance(value, str) and value.lower() in BOOLEAN_TEXT:
+        return category_label(BOOLEAN_TEXT[value.lower()])
     if isinstance(value, bool | int) or (isinstance(value, float) and value.is_integer()):
         return category_label(value)
     return value
