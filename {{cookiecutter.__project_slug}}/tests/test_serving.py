@@ -172,7 +172,8 @@ def test_ready_only_once_the_model_is_loaded(serve, exported_model):
     assert live.run(live.client.head("/ready")).status_code == 503
     live.start()
     after = live.get("/ready")
-    assert (after.status_code, after.json()) == (200, {"status": "ready", "model_version": "1"})
+    ready = {"status": "ready", "model_name": "test-model", "model_version": "1"}
+    assert (after.status_code, after.json()) == (200, ready)
     # Load balancers' health checks may use HEAD.
     assert [live.run(live.client.head(p)).status_code for p in ("/health", "/ready")] == [200, 200]
 

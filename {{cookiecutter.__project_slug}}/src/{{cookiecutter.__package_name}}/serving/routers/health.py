@@ -20,7 +20,10 @@ async def health() -> dict[str, str]:
 async def ready(service: ServiceDep) -> JSONResponse:
     """The model is loaded and verified, and the service is not shutting down."""
     if service.ready:
-        return JSONResponse({"status": "ready", "model_version": service.bundle.meta["version"]})
+        meta = service.bundle.meta
+        return JSONResponse(
+            {"status": "ready", "model_name": meta["model_name"], "model_version": meta["version"]}
+        )
     reason = "shutting down" if DRAINING.is_set() else (service.load_error or "loading")
     return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
 
