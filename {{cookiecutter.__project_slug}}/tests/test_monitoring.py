@@ -486,6 +486,8 @@ def test_monitor_names_a_missing_rate_jump_and_says_how_far_it_moved(engine, cha
         assert f"to {verdict['current_missing_rate']:.1%} in this window" in note
         [row] = [row for row in reports.table_rows(report) if row[0] == name]
         assert row[2] == "DRIFT (missing rate)"
+        rates = (verdict["reference_missing_rate"], verdict["current_missing_rate"])
+        assert row[6] == "{:.1%} → {:.1%}".format(*rates)
     untouched = {"tenure_months", "monthly_charges", "support_calls", "contract", "region"}
     assert not untouched & set(report["drifted"])
 
@@ -496,7 +498,8 @@ def test_a_feature_sent_only_as_nulls_shows_no_distribution_numbers(engine, cham
     report = run(engine, champion)
     assert list(report["features"]["age"]["verdict"]["reasons"]) == ["missing rate"]
     [row] = [row for row in reports.table_rows(report) if row[0] == "age"]
-    assert row[2:] == ["DRIFT (missing rate)", "-", "no values", "-", "0"]
+    assert row[2:6] == ["DRIFT (missing rate)", "-", "no values", "-"]
+    assert row[6].endswith(" → 100.0%") and row[7] == "0"
 
 
 def test_monitor_reads_no_missing_rate_drift_into_another_versions_absent_key(engine, champion):

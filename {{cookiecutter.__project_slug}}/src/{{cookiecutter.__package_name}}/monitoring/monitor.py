@@ -55,6 +55,7 @@ def feature_section(
     return {
         "kind": profile["kind"],
         "summary": summary,
+        "reference_missing_rate": float(profile.get("missing_rate") or 0.0),
         "verdict": verdict.as_dict(),
         "distributions": shares,
     }

@@ -83,8 +83,17 @@ def table_rows(report: dict) -> list[list[str]]:
         compared = [f"{v['psi']:.3f}", f"{v['test']} {v['statistic']:.3g}", f"{v['p_value']:.2g}"]
         if not v["current_count"]:  # every value missing: no distribution to compare
             compared = ["-", "no values", "-"]
-        rows.append([name, section["kind"], _verdict(v), *compared, str(v["current_count"])])
+        counts = [_missing(section), str(v["current_count"])]
+        rows.append([name, section["kind"], _verdict(v), *compared, *counts])
     return rows
+
+
+def _missing(section: dict) -> str:
+    """The missing rate in training and in the window, or a dash for the predictions."""
+    current = section.get("summary", {}).get("missing_rate")
+    if current is None:
+        return "-"
+    return f"{section.get('reference_missing_rate', 0.0):.1%} → {current:.1%}"
 
 
 def _verdict(verdict: dict) -> str:
@@ -96,7 +105,8 @@ def _verdict(verdict: dict) -> str:
 
 
 SOURCES = {"rollups": "the hourly rollups", "prediction_log": "the raw log rows"}
-HEADER = ["distribution", "kind", "verdict", "PSI", "test statistic", "p-value", "records"]
+HEADER = ["distribution", "kind", "verdict", "PSI", "test statistic", "p-value"]
+HEADER += ["missing, training → window", "values present"]
 
 
 def markdown(report: dict) -> str:
