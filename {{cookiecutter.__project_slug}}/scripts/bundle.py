@@ -9,6 +9,7 @@ from pathlib import Path
 from {{ cookiecutter.__package_name }} import registry
 from {{ cookiecutter.__package_name }}.cli import run, version_number
 from {{ cookiecutter.__package_name }}.config import Backends, section
+from {{ cookiecutter.__package_name }}.evaluation import schema_change
 from {{ cookiecutter.__package_name }}.serving import bundle
 
 log = logging.getLogger("bundle")
@@ -27,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
         client = registry.connect(Backends.from_env())
         meta = bundle.export(client, section("model")["name"], args.version, args.out)
         log.info("bundled %s v%s into %s", meta["model_name"], meta["version"], args.out)
+        declared = section("data").get("features") or {}
+        if problem := schema_change(meta["version"], meta["features"], declared):
+            log.warning("%s: the service takes the features it was trained on", problem)
         return 0
 
     return run(step)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import sqlalchemy
+import yaml
 from botocore.exceptions import NoCredentialsError
 from conftest import load_script
 from mlflow import MlflowClient
@@ -364,7 +365,7 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
 
 @pytest.mark.parametrize("change", ["dropped", "retyped"])
 def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across(
-    params, backends, good_data, workdir, change
+    params, backends, good_data, workdir, change, caplog
 ):
     """A feature dropped from params.yaml, or declared with another type: the champion cannot
     score the new data, so the candidate is judged by the threshold alone, saying so; the old
@@ -392,6 +393,11 @@ def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across
     assert not refused["moved"] and "trained on other feature" in refused["refusal"]
     assert not refused["forceable"]
     assert str(registry.champion(MlflowClient(), "test-model").version) == "2"
+    # Bundling version 1 by number says it serves other features than params.yaml declares.
+    (workdir / "params.yaml").write_text(yaml.safe_dump(changed))
+    assert load_script("bundle").main(["--version", "1", "--out", str(workdir / "v1")]) == 0
+    assert "version 1 was trained on other feature" in caplog.text
+    assert "the service takes the features it was trained on" in caplog.text
 
 
 def test_renamed_labels_judge_the_candidate_alone_and_refuse_a_rollback_across(

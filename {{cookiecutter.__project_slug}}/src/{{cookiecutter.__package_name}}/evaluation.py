@@ -71,21 +71,10 @@ def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Sc
     """Load one registered version and score it on the rows."""
     model = registry.load_model(name, number)
     trained_on = [str(n) for n in getattr(model, "feature_names_in_", schema.features)]
-    if set(trained_on) != set(schema.features):
-        lacking = sorted(set(trained_on) - set(schema.features))
-        added = sorted(set(schema.features) - set(trained_on))
-        raise OtherSchema(
-            f"version {number} was trained on other features than params.yaml declares "
-            f"(it needs {lacking}, which the data lacks; it never saw {added})"
-        )
     kinds = _trained_kinds(name, number)
-    retyped = [n for n, kind in schema.features.items() if kinds.get(n, kind) != kind]
-    if retyped:
-        raise OtherSchema(
-            f"version {number} was trained on other feature types than params.yaml declares ("
-            + ", ".join(f"{n}: {kinds[n]}, now {schema.features[n]}" for n in retyped)
-            + ")"
-        )
+    trained = {n: kinds.get(n, schema.features.get(n)) for n in trained_on}
+    if problem := schema_change(number, trained, schema.features):
+        raise OtherSchema(problem)
     x, y = datalib.features_and_target(rows, schema)
     classes = classes_of(model, schema.task)
     if classes is not None and _relabelled(classes, y.unique().tolist()):
@@ -108,6 +97,26 @@ def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Sc
         "proba": proba,
         "classes": classes,
     }
+
+
+def schema_change(number: str, trained: dict[str, str], declared: dict[str, str]) -> str | None:
+    """How the features (name: type) a version was trained on differ from those params.yaml
+    declares, in a sentence, or None when they are the same."""
+    lacking = sorted(set(trained) - set(declared))
+    added = sorted(set(declared) - set(trained))
+    if lacking or added:
+        return (
+            f"version {number} was trained on other features than params.yaml declares "
+            f"(it needs {lacking}, which the data lacks; it never saw {added})"
+        )
+    retyped = [n for n, kind in declared.items() if trained[n] != kind]
+    if retyped:
+        return (
+            f"version {number} was trained on other feature types than params.yaml declares ("
+            + ", ".join(f"{n}: {trained[n]}, now {declared[n]}" for n in retyped)
+            + ")"
+        )
+    return None
 
 
 def _trained_kinds(name: str, number: str) -> dict[str, str]:
