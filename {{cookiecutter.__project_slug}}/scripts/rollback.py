@@ -49,8 +49,18 @@ def main(argv: list[str] | None = None) -> int:
                 hint = "FORCE=1 does not override this"
             log.error("refused: %s; %s", report["refusal"], hint)
             return EXIT_REFUSED
-        log.info(
-            "champion is now version %s (was %s)", report["to_version"], report["from_version"]
+        value = report["value_today"]
+        log.log(
+            logging.WARNING if report["forced"] else logging.INFO,
+            "champion is now version %s (was %s): %s today %s against the threshold %s%s. A "
+            "running service keeps its bundle until redeployed: `make serve` (or the deploy "
+            "workflow) bundles the new champion",
+            report["to_version"],
+            report["from_version"],
+            report["metric"],
+            "undefined" if value is None else f"{value:.4f}",
+            report["threshold"],
+            ", forced past the check (FORCE=1)" if report["forced"] else "",
         )
         return 0
 

@@ -39,10 +39,25 @@ def post(url: str, records: list[dict]) -> dict:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as err:
-        raise Refused(f"{url} answered {err.code}: {_detail(err.read())}") from err
+        said = f"{url} answered {err.code}: {_detail(err.read())}"
+        raise Refused(said + (_not_ready(url) if err.code == 503 else "")) from err
     except urllib.error.URLError as err:
         message = f"{url} is unreachable: {err.reason}; is `make serve` running?"
         raise PipelineError(message) from err
+
+
+def _not_ready(url: str) -> str:
+    """Why the service says it is not ready, from its /ready answer; empty when it gives none."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/ready", timeout=5):
+            return ""  # ready again: it was overloaded, or shutting down
+    except urllib.error.HTTPError as err:
+        try:
+            return f" ({json.loads(err.read())['reason']})"
+        except (ValueError, KeyError, TypeError):
+            return ""
+    except urllib.error.URLError:
+        return ""
 
 
 def _detail(body: bytes) -> str:

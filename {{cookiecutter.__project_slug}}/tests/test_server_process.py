@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import load_script
 
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
 
@@ -204,5 +205,9 @@ def test_tampered_bundle_keeps_the_process_up_but_not_ready(start_server, export
     assert httpx.get(f"{server.url}/health", timeout=5).status_code == 200
     assert server.process.poll() is None
     assert "NOT READY" in server.log and "sha256" in server.log
+    # The service's client says why it is not ready, not only "503: model not ready".
+    send_batch = load_script("send_batch")
+    with pytest.raises(send_batch.Refused, match=r"answered 503: model not ready \(.*sha256"):
+        send_batch.post(server.url, exported_model.records[:1])
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) == 0, server.log

@@ -97,6 +97,7 @@ def _residuals(y_true, models, path: Path) -> str:
         axis.hist(
             actual - result["prediction"], bins=40, alpha=0.5, label=f"{label} v{result['version']}"
         )
-    axis.set(xlabel="residual", ylabel="rows", title="Residuals on the holdout")
+    axis.set(xlabel="residual (actual - predicted)", ylabel="rows")
+    axis.set_title("Residuals on the holdout")
     axis.legend()
     return _save(figure, path)
