@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
                 hint = "FORCE=1 does not override this"
             log.error("refused: %s; %s", report["refusal"], hint)
             return EXIT_REFUSED
-        value = report["value_today"]
+        value, overridden = report["value_today"], report["refusal"]  # a refusal FORCE overrode
         log.log(
-            logging.WARNING if report["forced"] else logging.INFO,
+            logging.WARNING if overridden else logging.INFO,
             "champion is now version %s (was %s): %s today %s against the threshold %s%s. A "
             "running service keeps its bundle until redeployed: `make serve` (or the deploy "
             "workflow) bundles the new champion",
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
             report["metric"],
             "undefined" if value is None else f"{value:.4f}",
             report["threshold"],
-            ", forced past the check (FORCE=1)" if report["forced"] else "",
+            f", forced past the check (FORCE=1): {overridden}" if overridden else "",
         )
         return 0
 
