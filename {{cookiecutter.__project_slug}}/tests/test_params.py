@@ -122,7 +122,7 @@ def test_impossible_value_names_the_key_and_the_rule(tmp_path, repo_params, dott
 
 
 def test_target_or_time_column_declared_as_a_feature_is_refused(tmp_path, repo_params):
-    params = copy.deepcopy(repo_params)
+    params = sample_params(repo_params)  # a time column, whatever the repo declares
     target, time_column = params["data"]["target"], params["data"]["time_column"]
     params["data"]["features"] |= {target: "numeric", time_column: "categorical"}
     message = refusal(tmp_path, params)
