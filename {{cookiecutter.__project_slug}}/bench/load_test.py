@@ -20,7 +20,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -43,12 +42,9 @@ def wait_ready(url: str, server: subprocess.Popen) -> None:
     while time.monotonic() < deadline:
         if server.poll() is not None:
             raise SystemExit(f"the service exited ({server.returncode}): see {SCRATCH}/serve.log")
-        try:
-            with urllib.request.urlopen(f"{url}/ready", timeout=2) as answer:
-                if answer.status == 200:
-                    return
-        except (urllib.error.URLError, OSError):
-            pass
+        # Not listening yet, or 503 while the model loads (HTTPError is an OSError): poll again.
+        with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/ready", timeout=2):
+            return
         time.sleep(0.5)
     raise SystemExit(f"the service was not ready within {READY_SECONDS} s: see {SCRATCH}/serve.log")
 
