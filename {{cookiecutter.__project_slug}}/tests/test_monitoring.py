@@ -372,6 +372,26 @@ def test_rollups_and_raw_rows_give_the_same_statistics_and_verdicts(
     assert store_daily_stats(engine, rolled) > 20
 
 
+def test_feature_names_outside_ascii_and_with_punctuation_read_the_same_from_raw_rows(
+    engine, champion, tmp_path
+):
+    # A user's own column names are keys of the logged features' JSON, which SQL must find.
+    names = {"monthly_charges": "Monatsgebühr (€)", "contract": "type.de contrat", "region": "地域"}
+    renamed = copy.deepcopy(champion)
+    renamed["features"] = [names.get(n, n) for n in champion["features"]]
+    features = renamed["profile"]["features"]
+    renamed["profile"]["features"] = {names.get(n, n): v for n, v in features.items()}
+    records = log_records(champion, drifted(champion, 22), step=timedelta(seconds=10))
+    for record in records:
+        record["features"] = {names.get(n, n): v for n, v in record["features"].items()}
+    log_through_writer(str(engine.url), tmp_path / "spool", renamed, records)
+    rolled = run(engine, renamed)
+    raw = monitor(engine, renamed, END - timedelta(days=1), END, THRESHOLDS, exact=True)
+    assert_same_statistics(rolled, raw, renamed)
+    assert {"Monatsgebühr (€)", "type.de contrat"} <= set(raw["drifted"])
+    assert raw["features"]["地域"]["summary"]["missing_rate"] < 0.2
+
+
 def test_rollups_count_a_replayed_batch_once(engine, champion, tmp_path):
     records = log_records(champion, batch(champion, 22), step=timedelta(seconds=1))
     writer = log_through_writer(str(engine.url), tmp_path / "spool", champion, records[:1000])

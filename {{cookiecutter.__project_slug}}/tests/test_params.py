@@ -108,7 +108,7 @@ def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
         ("split.seed", "forty-two", "an integer >= 0"),
         ("data.sample_rows", 0, "an integer >= 1"),
         ("data.target_classes", [False, True], "a list of labels or null (quote yes/no"),
-        ("data.features", {}, "a mapping of column name to one of"),
+        ("data.features", {}, "a mapping of column name (text without double quotes) to one of"),
         ("data.target", None, "a non-empty string"),
         ("data.target_classes", "0,1", "a list of labels or null"),
         ("model.task", "classifcation", "classification or regression"),
@@ -147,11 +147,13 @@ def test_metric_of_the_other_task_or_an_unreachable_threshold_is_refused(
     assert expected in refusal(tmp_path, params)
 
 
-def test_a_bad_feature_type_is_named_not_the_whole_mapping(tmp_path, repo_params):
+@pytest.mark.parametrize(("name", "kind"), [("f_9", "numerc"), ('size "XL"', "numeric")])
+def test_a_bad_feature_is_named_not_the_whole_mapping(tmp_path, repo_params, name, kind):
     params = copy.deepcopy(repo_params)
-    params["data"]["features"] |= {"f_9": "numerc"}
+    params["data"]["features"] |= {name: kind}
     message = refusal(tmp_path, params)
-    assert "data.features has f_9: 'numerc': it must be a mapping of column name" in message
+    assert f"data.features has {name}: {kind!r}: it must be a mapping of column name" in message
+    assert "without double quotes" in message
     assert "tenure_months" not in message
 
 

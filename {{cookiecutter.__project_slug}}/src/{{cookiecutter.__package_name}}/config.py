@@ -101,7 +101,7 @@ def _bad_feature(value: Any) -> str | None:
     """The first entry of a features mapping that is not `name: type`, as text."""
     if isinstance(value, dict):
         for name, kind in value.items():
-            if not isinstance(name, str) or kind not in FEATURE_TYPES:
+            if not isinstance(name, str) or '"' in name or kind not in FEATURE_TYPES:
                 return f"{name}: {kind!r}"
     return None
 
@@ -139,7 +139,11 @@ PARAMS: dict[str, dict[str, Rule]] = {
         ),
         "time_column": _text(required=False, nullable=True),
         "features": Rule(
-            True, f"a mapping of column name to one of {FEATURE_TYPES}", _features, _bad_feature
+            True,
+            # Monitoring's SQL finds a feature by a JSON path, which cannot hold a double quote.
+            f"a mapping of column name (text without double quotes) to one of {FEATURE_TYPES}",
+            _features,
+            _bad_feature,
         ),
     },
     "split": {

@@ -66,10 +66,12 @@ OUTAGE_REMINDER = 60.0
 # Short, so an unreachable PostgreSQL is noticed before the queue fills.
 CONNECT_TIMEOUT_SECONDS = 3
 INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-# json.dumps(value, default=str, separators=(",", ":")) without building an encoder per call
-# (half the cost on a record's features); records hold no reference cycles to check for.
+# json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False) without building an
+# encoder per call (half the cost on a record's features); records hold no reference cycles to
+# check for. Text stays as it is, not \u-escaped: SQLite's JSON paths (monitoring's SQL) match
+# a key such as "Größe" only as written, never its escaped form.
 _encode = json.encoder.c_make_encoder(
-    None, str, json.encoder.encode_basestring_ascii, None, ":", ",", False, False, True
+    None, str, json.encoder.encode_basestring, None, ":", ",", False, False, True
 )
 
 
@@ -202,7 +204,8 @@ def encode_record(record: dict[str, Any] | tuple) -> bytes:
     makes it a row again."""
     if isinstance(record, tuple):  # a row
         record = dict(zip(COLUMNS, record, strict=True))
-    return _dumps(record).encode() + b"\n"
+    # A lone surrogate (valid in a JSON string, never in UTF-8) is written as its \u escape.
+    return _dumps(record).encode("utf-8", "backslashreplace") + b"\n"
 
 
 def prediction_log_engine(url_text: str) -> Engine:
