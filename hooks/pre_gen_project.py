@@ -4,10 +4,17 @@ import json
 import keyword
 import re
 import sys
+import tomllib
+from pathlib import Path
 
 # The only template substitution in this file. It is parsed inside main(), so the
 # unrendered file still imports for tests.
 ANSWERS_JSON = r"""{{ cookiecutter | jsonify }}"""
+
+# The sample data's columns (src/<package>/sample.py; tests/test_hooks.py keeps them equal).
+SAMPLE_FEATURES = ("tenure_months", "monthly_charges", "support_calls", "age")
+SAMPLE_FEATURES += ("contract", "payment_method", "region")
+SAMPLE_TIME_COLUMN = "event_date"
 
 # The choice lists of cookiecutter.json (tests/test_hooks.py keeps the two equal):
 # --replay and extra_context can still hand the hook any value.
@@ -31,6 +38,10 @@ SLUG = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 # '1e-3' as a string and '010' as octal.
 DECIMAL = re.compile(r"-?(0|[1-9][0-9]*)(\.[0-9]+)?")
 BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+IP_ADDRESS = re.compile(r"[0-9]+(\.[0-9]+){3}")
+# Parts of S3 key-safe characters between single slashes: DVC's config reads '#' as a comment.
+PREFIX = re.compile(r"([A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*)?")
+MAX_SLUG = 100  # GitHub's longest repository name
 IMAGE_HOST = r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]*[a-z0-9])?)*"
 IMAGE_PATH = r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+"
 PATTERN_RULES = {  # answer: (pattern, rule stated when it does not match)
@@ -58,10 +69,33 @@ def text(answers: dict, key: str) -> str:
     return str(answers.get(key, ""))
 
 
+def normalized(name: str) -> str:
+    """A distribution name as package installers compare them (PEP 503)."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def locked_packages(answers: dict) -> set[str]:
+    """The normalized names of the packages the generated project's uv.lock pins, read from the
+    template (empty when cookiecutter does not say where it is)."""
+    repo = text(answers, "_repo_dir")
+    locks = sorted(Path(repo).glob("*__project_slug*/uv.lock")) if repo else []
+    if not locks:
+        return set()
+    packages = tomllib.loads(locks[0].read_text()).get("package", [])
+    return {normalized(p["name"]) for p in packages if "cookiecutter" not in p["name"]}
+
+
 def check_project_name(answers: dict) -> list[str]:
     """Check that project_name yields a usable slug and package name."""
     name, slug = answers["project_name"], text(answers, "__project_slug")
     package = text(answers, "__package_name")
+    if not re.search(r"[^\W_]", name):
+        return [f"project_name={name!r} has no letter or digit to name the repository after"]
+    if len(slug) > MAX_SLUG:
+        return [
+            f"project_name={name!r} gives a slug of {len(slug)} characters: GitHub repository "
+            f"names hold at most {MAX_SLUG}"
+        ]
     if not SLUG.fullmatch(slug):
         message = (
             f"project_name={name!r} gives the slug {slug!r}: the slug must start "
@@ -74,6 +108,23 @@ def check_project_name(answers: dict) -> list[str]:
             "or standard-library module: choose another name"
         )
         return [message]
+    if normalized(slug) in locked_packages(answers):
+        return [
+            f"project_name={name!r} gives the project {slug!r}, the name of one of its own "
+            "dependencies (uv.lock), which uv cannot install beside it: choose another name"
+        ]
+    return []
+
+
+def check_target_column(answers: dict) -> list[str]:
+    """Check that the target is not a column the baked params.yaml declares for another use."""
+    target = text(answers, "target_column")
+    if target in SAMPLE_FEATURES or target == SAMPLE_TIME_COLUMN:
+        use = "a feature" if target in SAMPLE_FEATURES else "the time column"
+        return [
+            f"target_column={target!r} is {use} of the built-in sample data, which params.yaml "
+            "starts with: choose another name (your own data's columns are set in params.yaml)"
+        ]
     return []
 
 
@@ -217,16 +268,24 @@ def check_storage(answers: dict) -> list[str]:
     """Check the S3 bucket (needed only by the s3 remote) and the key prefix."""
     problems = []
     bucket = text(answers, "s3_bucket")
-    valid_bucket = BUCKET.fullmatch(bucket) and ".." not in bucket
+    valid_bucket = (
+        BUCKET.fullmatch(bucket)
+        and ".." not in bucket
+        and not IP_ADDRESS.fullmatch(bucket)
+        and not bucket.startswith("xn--")
+    )
     if answers["data_remote"] == "s3" and not valid_bucket:
         problems.append(
             f"s3_bucket={bucket!r} is not valid with data_remote='s3': give 3-63 "
             "lowercase letters, digits, single dots and hyphens, starting and ending "
-            "with a letter or digit"
+            "with a letter or digit, neither an IP address nor starting with 'xn--'"
         )
     prefix = text(answers, "s3_prefix")
-    if prefix.startswith("/") or prefix.endswith("/"):
-        problems.append(f"s3_prefix={prefix!r} is not valid: it must not start or end with '/'")
+    if not PREFIX.fullmatch(prefix):
+        problems.append(
+            f"s3_prefix={prefix!r} is not valid: use letters, digits, '.', '_' and '-' in parts "
+            "joined by single '/'; it must not start or end with '/'"
+        )
     return problems
 
 
@@ -234,6 +293,7 @@ def validate(answers: dict) -> list[str]:
     """Return every problem with the answers, one message each."""
     return [
         *check_project_name(answers),
+        *check_target_column(answers),
         *check_one_line(answers),
         *check_choices(answers),
         *check_patterns(answers),

@@ -214,8 +214,9 @@ def test_bake_dvc_remote_follows_answer(bake, config_id):
     project = bake(config_id)
     answers = answers_of(project)
     config = (project / ".dvc" / "config").read_text()
+    prefix = f"{answers['s3_prefix']}/" if answers["s3_prefix"] else ""
     expected = (
-        f"s3://{answers['s3_bucket']}/{answers['s3_prefix']}/dvc"
+        f"s3://{answers['s3_bucket']}/{prefix}dvc"
         if answers["data_remote"] == "s3"
         else "../.dvc-storage"
     )

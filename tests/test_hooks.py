@@ -1,5 +1,6 @@
 """Test the pre_gen and post_gen hooks: every answer rule, and real refused bakes."""
 
+import ast
 import copy
 import importlib.util
 import json
@@ -81,6 +82,34 @@ def test_pre_gen_render_round_trips_awkward_text(tmp_path: Path) -> None:
     assert json.loads(hook.ANSWERS_JSON) == answers
 
 
+def test_pre_gen_sample_columns_match_the_sample_data() -> None:
+    source = (TEMPLATE_DIR / "{{cookiecutter.__project_slug}}" / "src").glob("*/sample.py")
+    tree = ast.parse(next(source).read_text())
+    values = {
+        node.targets[0].id: ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+    }
+    assert tuple(values["FEATURES"]) == pre_gen.SAMPLE_FEATURES
+    assert values["TIME_COLUMN"] == pre_gen.SAMPLE_TIME_COLUMN
+
+
+def test_pre_gen_reads_the_generated_lock() -> None:
+    locked = pre_gen.locked_packages({"_repo_dir": str(TEMPLATE_DIR)})
+    assert {"mlflow", "dvc", "fastapi", "scikit-learn"} <= locked
+    assert not any("cookiecutter" in name for name in locked)
+
+
+@pytest.mark.parametrize("description", ['Predicts who will "churn"', "100% \\ done \\", '"""'])
+def test_package_docstring_holds_any_description(description: str) -> None:
+    answers = render_answers({"description": description})
+    context = {"cookiecutter": answers}
+    init = TEMPLATE_DIR / "{{cookiecutter.__project_slug}}" / "src"
+    source = next(init.glob("*/__init__.py")).read_text()
+    rendered = create_env_with_context(context).from_string(source).render(**context)
+    assert ast.get_docstring(ast.parse(rendered), clean=False) == description
+
+
 # --- pre_gen: validate() -----------------------------------------------------------
 
 
@@ -127,7 +156,17 @@ def invalid(key: str, value: str, fragment: str, case_id: str, **also: str):
 
 INVALID_ANSWERS = [
     invalid("project_name", "2nd Model", "slug '2nd-model'", "slug-leading-digit"),
-    invalid("project_name", "***", "slug ''", "slug-empty"),
+    invalid("project_name", "***", "has no letter or digit", "slug-empty"),
+    invalid("project_name", "m" * 101, "at most 100", "slug-too-long"),
+    invalid(
+        "project_name",
+        "MLflow",
+        "one of its own dependencies (uv.lock)",
+        "project-is-a-dependency",
+        _repo_dir=str(TEMPLATE_DIR),
+    ),
+    invalid("target_column", "tenure_months", "a feature of the built-in", "target-is-feature"),
+    invalid("target_column", "event_date", "the time column of the", "target-is-time-column"),
     invalid("project_name", "Class", "Python keyword", "package-is-keyword"),
     invalid("project_name", "JSON", "standard-library", "package-shadows-stdlib"),
     invalid("description", "", "non-empty line", "description-empty"),
@@ -238,6 +277,10 @@ INVALID_ANSWERS = [
         "s3-bucket-hyphens",
         data_remote="s3",
     ),
+    invalid("s3_bucket", "192.168.1.1", "neither an IP address", "s3-bucket-ip", data_remote="s3"),
+    invalid("s3_bucket", "xn--abc", "nor starting with 'xn--'", "s3-bucket-xn", data_remote="s3"),
+    invalid("s3_prefix", "a b#c", "use letters, digits, '.', '_' and '-'", "prefix-comment"),
+    invalid("s3_prefix", "team//models", "joined by single '/'", "prefix-double-slash"),
     invalid("s3_prefix", "/models", "must not start or end with '/'", "prefix-slash"),
     invalid("s3_prefix", "models/", "must not start or end with '/'", "prefix-trailing"),
     invalid("image_name", "ghcr.io/ML-Team/model", "lowercase", "image-uppercase"),
@@ -311,6 +354,8 @@ def test_pre_gen_main_valid_prints_nothing_and_returns_0(
         pytest.param({"primary_metric": "rmse"}, "primary_metric", id="metric-task"),
         pytest.param({"promotion_threshold": "1.5"}, "promotion_threshold", id="range"),
         pytest.param({"data_remote": "s3"}, "s3_bucket", id="s3-without-bucket"),
+        pytest.param({"project_name": "!!!"}, "project_name", id="no-letters"),
+        pytest.param({"project_name": "pandas"}, "project_name", id="a-dependency"),
     ],
 )
 def test_bake_invalid_answer_fails_and_writes_nothing(

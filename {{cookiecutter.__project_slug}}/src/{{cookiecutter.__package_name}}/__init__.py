@@ -1,3 +1,3 @@
-"""{{ cookiecutter.description }}"""
+"""{{ cookiecutter.description | replace('\\', '\\\\') | replace('"', '\\"') }}"""
 
 PACKAGE = "{{ cookiecutter.__package_name }}"
