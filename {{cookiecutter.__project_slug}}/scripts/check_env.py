@@ -45,15 +45,29 @@ DATABASE_URLS = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MONITORING_DATAB
 DATABASE_URLS += ("SOURCE_DATABASE_URL",)
 
 
+# The databases whose drivers the project ships (config.SHIPPED_DATABASES), and what else an
+# MLflow URI may name.
+SHIPPED_DATABASES = ("sqlite", "postgresql")
+MLFLOW_SCHEMES = ("http", "https", "file")
+
+
 def url_problem(name: str, value: str) -> str | None:
     """What is wrong with a database URL variable's value, or None (only the form is checked)."""
     if name not in DATABASE_URLS or not value.strip():
         return None
-    scheme = value.strip().partition("://")[0]
+    scheme, separator, rest = value.strip().partition("://")
     if scheme == "postgres" or scheme.startswith("postgres+"):
         return f"{name} starts with postgres://: SQLAlchemy and MLflow read postgresql://"
+    others = MLFLOW_SCHEMES if name.startswith("MLFLOW_") else ()
+    if separator and scheme.partition("+")[0] not in SHIPPED_DATABASES + others:
+        return (
+            f"{name} names a {scheme!r} database: this project ships the drivers of "
+            f"{' and '.join(SHIPPED_DATABASES)} (postgresql://user:password@host:5432/dbname)"
+        )
     try:
         _port = urlsplit(value.strip()).port  # where an unencoded @, : or # shows
+        if rest.partition("/")[0].count("@") > 1:
+            raise ValueError("unencoded @")
     except ValueError:
         return (
             f"{name} does not parse as a URL: percent-encode special characters of the user name "

@@ -43,7 +43,13 @@ def window(end: str | None, days: float) -> tuple[datetime, datetime]:
             f"--end {end!r} is not an ISO date or time, e.g. 2026-06-30T00:00"
         ) from err
     stop = stop.replace(tzinfo=UTC) if stop.tzinfo is None else stop.astimezone(UTC)
-    return stop - timedelta(days=days), stop
+    try:
+        return stop - timedelta(days=days), stop
+    except OverflowError as err:  # before year 1
+        raise PipelineError(
+            f"a window of {days:g} days ending at {stop.isoformat()} starts before year 1: "
+            "give fewer --days (DAYS=) or a later --end (END=)"
+        ) from err
 
 
 def end_of_this_hour() -> datetime:

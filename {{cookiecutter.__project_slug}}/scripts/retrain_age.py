@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def step() -> int:
         name = section("model")["name"]
-        client = registry.connect(Backends.from_env())
+        client = registry.connect(Backends.from_env(), create=True)  # none yet: never trained
         versions = client.search_model_versions(f"name = '{name}'")
         found = verdict(name, last_retraining(versions), datetime.now(UTC), args.max_days)
         write_json(args.report, found)

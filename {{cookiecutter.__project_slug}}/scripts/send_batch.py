@@ -12,6 +12,7 @@ import argparse
 import json
 import logging
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -131,6 +132,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size must be at least 1")
     if not args.file.strip():
         parser.error("--file is empty: name the CSV or Parquet file to send (FILE= for make)")
+    address = urllib.parse.urlsplit(args.url)
+    if address.scheme not in ("http", "https") or not address.netloc:
+        parser.error(f"--url {args.url!r} is not an http(s) URL, e.g. http://127.0.0.1:8000")
 
     def step() -> int:
         features = section("data")["features"]

@@ -8,6 +8,8 @@ import os
 # One OpenMP thread per worker: more threads fight over the cores (set before numpy loads).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
+from {{ cookiecutter.__package_name }}.config import ServeSettings
+from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.serving.server import run
 
 
@@ -22,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--port {args.port} is not a port number (1-65535)")
     if args.workers < 1:
         parser.error(f"--workers {args.workers} must be at least 1")
+    try:  # each worker reads them again; a bad one is told here once, not by every worker
+        ServeSettings.from_env()
+    except PipelineError as err:
+        parser.error(str(err))
     run(args.host, args.port, args.workers)
     return 0
 

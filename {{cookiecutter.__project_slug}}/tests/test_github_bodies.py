@@ -262,6 +262,8 @@ def test_check_env_names_every_missing_or_empty_variable(capsys, caplog):
     [
         ("postgres://u:pw@db/mlflow", "starts with postgres://"),
         ("postgresql://u:p@ss:w#rd@db:5432/mlflow", "does not parse as a URL: percent-encode"),
+        ("postgresql://u:p@ss@127.0.0.1/db", "does not parse as a URL: percent-encode"),
+        ("mysql://u:pw@db/log", "names a 'mysql' database: this project ships the drivers of"),
     ],
 )
 def test_check_env_refuses_database_urls_that_cannot_work(url, said, caplog, capsys):
@@ -271,6 +273,11 @@ def test_check_env_refuses_database_urls_that_cannot_work(url, said, caplog, cap
     assert capsys.readouterr().out.startswith("::error title=Configuration::MONITORING_DATABASE")
     fine = {"MONITORING_DATABASE_URL": "postgresql://u:p%40ss%3Aw%23rd@db:5432/log"}
     assert check_env.main(["MONITORING_DATABASE_URL"], fine) == 0
+
+
+def test_check_env_takes_mlflow_server_and_file_uris():
+    for uri in ("https://mlflow.example.com", "file:///srv/mlruns", "sqlite:///mlflow.db"):
+        assert check_env.url_problem("MLFLOW_TRACKING_URI", uri) is None
 
 
 def test_check_env_without_names_says_how_to_name_them(capsys):

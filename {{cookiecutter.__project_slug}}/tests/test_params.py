@@ -130,6 +130,13 @@ def test_target_or_time_column_declared_as_a_feature_is_refused(tmp_path, repo_p
     assert f"data.time_column '{time_column}' is also declared in data.features" in message
 
 
+def test_time_column_that_is_the_target_is_refused(tmp_path, repo_params):
+    params = sample_params(repo_params)
+    params["data"]["time_column"] = params["data"]["target"]
+    message = refusal(tmp_path, params)
+    assert f"data.time_column is the target '{params['data']['target']}'" in message
+
+
 @pytest.mark.parametrize(
     ("metric", "threshold", "expected"),
     [
@@ -226,6 +233,50 @@ def test_monitor_end_is_utc_unless_it_gives_an_offset():
     assert window("2026-11-26T11:00", 1)[1] == utc
     assert window("2026-11-26T13:00+02:00", 1)[1] == utc
     assert window("2026-11-26T11:00Z", 0.5) == (utc - timedelta(hours=12), utc)
+
+
+@pytest.mark.parametrize(("end", "days"), [("0001-01-01", 1), (None, 1e8), ("2026-11-26", 1e10)])
+def test_monitor_window_before_year_one_is_refused_with_the_fix(end, days):
+    with pytest.raises(PipelineError, match=r"starts before year 1: give fewer --days"):
+        monitor_script().window(end, days)
+
+
+# --- service settings and script arguments ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "rule"),
+    [
+        ("SERVE_MAX_RECORDS", "abc", "a whole number of at least 1"),
+        ("SERVE_MAX_RECORDS", "2.5", "a whole number of at least 1"),
+        ("SERVE_MAX_BODY_BYTES", "-5", "a whole number of at least 1024"),
+        ("SERVE_PREDICT_TIMEOUT_SECONDS", "0", "a number of at least 0.001"),
+        ("SERVE_READ_TIMEOUT_SECONDS", "nan", "a number of at least 0.001"),
+        ("SERVE_READ_TIMEOUT_SECONDS", "inf", "a number of at least 0.001"),
+        ("SERVE_FAST_PATH", "maybe", "must be one of 1/0, true/false, on/off"),
+    ],
+)
+def test_serve_settings_name_the_variable_and_what_is_allowed(name, value, rule):
+    with pytest.raises(PipelineError) as caught:
+        config.ServeSettings.from_env({name: value})
+    assert str(caught.value).startswith(f"{name}={value!r}")
+    assert rule in str(caught.value)
+
+
+def test_serve_refuses_a_bad_setting_before_starting_any_worker(monkeypatch, capsys):
+    monkeypatch.setenv("SERVE_MAX_RECORDS", "abc")
+    with pytest.raises(SystemExit) as caught:
+        load_script("serve").main(["--port", "1"])
+    assert caught.value.code == 2  # argparse's usage error, no traceback
+    assert "SERVE_MAX_RECORDS='abc' is not allowed" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000", "ftp://127.0.0.1", "http://"])
+def test_send_batch_refuses_what_is_not_an_http_url(url, capsys):
+    with pytest.raises(SystemExit) as caught:
+        load_script("send_batch").main(["--file", "rows.csv", "--url", url])
+    assert caught.value.code == 2
+    assert f"--url {url!r} is not an http(s) URL" in capsys.readouterr().err
 
 
 # --- train.hyperparameters -------------------------------------------------------------------

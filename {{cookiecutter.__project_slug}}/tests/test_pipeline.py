@@ -279,7 +279,7 @@ def test_alias_that_fails_to_move_leaves_no_promotion_record(
 
 
 def test_an_experiment_made_under_another_artifact_root_is_named(backends, caplog):
-    client = registry.connect(backends)
+    client = registry.connect(backends, create=True)
     made = registry.experiment_id(client, "test-model", backends.artifact_root)
     kept = client.get_experiment(made).artifact_location
     assert registry.experiment_id(client, "test-model", backends.artifact_root) == made
@@ -308,6 +308,15 @@ def test_a_tracking_database_that_does_not_answer_fails_in_seconds_without_its_p
     [said] = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert said.startswith("MLflow tracking database postgresql://mlops:***@127.0.0.1:")
     assert "Check MLFLOW_TRACKING_URI (user, password" in said and "s3cret" not in caplog.text
+
+
+def test_a_mistyped_sqlite_tracking_uri_is_refused_not_made_an_empty_registry(tmp_path):
+    typo = Backends(f"sqlite:///{tmp_path}/mlfow.db", None, None, None, "sqlite://")
+    with pytest.raises(PipelineError, match=r"mlfow\.db does not exist \(MLFLOW_TRACKING_URI="):
+        registry.connect(typo)
+    assert not list(tmp_path.iterdir()), "nothing was created"
+    registry.connect(typo, create=True)  # training makes the first registry
+    assert (tmp_path / "mlfow.db").exists()
 
 
 def test_a_backend_that_refuses_is_one_line_naming_what_to_check_and_a_bug_a_traceback(caplog):

@@ -378,6 +378,7 @@ def test_bulk_refuses_rows_of_the_wrong_width(sqlite_url: str) -> None:
         ("mysql://user@localhost/log", "names a 'mysql' database: this project ships the drivers"),
         ("postgres://user:s3cret@localhost/log", "starts with postgres://: SQLAlchemy reads"),
         ("postgresql://user:p@ss:w#rd@localhost:5432/log", "percent-encoded (@ as %40"),
+        ("postgresql://user:p@ss@localhost/log", "percent-encoded (@ as %40"),
     ],
 )
 def test_prediction_log_refuses_a_url_it_cannot_use_naming_the_fix(url, said, tmp_path) -> None:

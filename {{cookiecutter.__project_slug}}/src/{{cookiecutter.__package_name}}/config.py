@@ -203,7 +203,8 @@ def params_problems(params: dict[str, Any]) -> list[str]:
 
 def _across(params: dict[str, Any]) -> list[str]:
     """What is wrong between keys that are each well-formed: a target or time column that is also
-    a feature, a metric of the other task, a threshold the metric cannot reach."""
+    a feature, a time column that is the target, a metric of the other task, a threshold the
+    metric cannot reach."""
     from .metrics import get_metric  # imports scikit-learn: only once the keys are known good
 
     data, promote = params["data"], params["promote"]
@@ -213,6 +214,11 @@ def _across(params: dict[str, Any]) -> list[str]:
         for key in ("target", "time_column")
         if data.get(key) in data["features"]
     ]
+    if data.get("time_column") == data["target"]:
+        problems.append(
+            f"data.time_column is the target '{data['target']}': the newest rows would be held "
+            "out by their label; name the column that dates each row, or null"
+        )
     try:
         metric = get_metric(promote["metric"], params["model"]["task"])
     except PipelineError as err:
@@ -267,6 +273,8 @@ def database_url(text: str, variable: str, shipped_only: bool = True):
 
     try:
         url = make_url(text)
+        if "@" in (url.host or ""):  # p@ss@host: make_url takes "ss@host" for the host
+            raise ValueError("unencoded @")
     except (ArgumentError, ValueError):
         raise PipelineError(
             f"{variable} is not a database URL: expected e.g. "
@@ -316,12 +324,13 @@ def _number(env: dict[str, str], name: str, default: float, kind=int, minimum: f
     raw = env.get(name)
     if raw in (None, ""):
         return kind(default)
+    rule = f"{'a whole number' if kind is int else 'a number'} of at least {minimum}"
     try:
         value = kind(raw)
-    except ValueError as err:
-        raise PipelineError(f"{name}={raw!r} is not a {kind.__name__}") from err
-    if value < minimum:
-        raise PipelineError(f"{name}={raw!r} must be at least {minimum}")
+    except ValueError:
+        value = None
+    if value is None or not value >= minimum or value == math.inf:
+        raise PipelineError(f"{name}={raw!r} is not allowed: give {rule}")
     return value
 
 

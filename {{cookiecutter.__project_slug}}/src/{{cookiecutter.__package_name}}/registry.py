@@ -38,11 +38,13 @@ def now() -> str:
 HTTP_RETRIES = 3  # about 15 s of backoff before an MLflow server is declared away
 
 
-def connect(backends: Backends) -> MlflowClient:
-    """Point MLflow at the configured backends and check they answer."""
+def connect(backends: Backends, create: bool = False) -> MlflowClient:
+    """Point MLflow at the configured backends and check they answer. A SQLite tracking file
+    that does not exist is refused unless `create`: MLflow would make an empty registry there,
+    which a mistyped URI then reads as "no model yet"."""
     # MLflow's default retries a server that does not answer for about four minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
-    _probe_database(backends.tracking_uri)
+    _probe_database(backends.tracking_uri, create)
     mlflow.set_tracking_uri(backends.tracking_uri)
     if backends.registry_uri:
         mlflow.set_registry_uri(backends.registry_uri)
@@ -57,12 +59,22 @@ def connect(backends: Backends) -> MlflowClient:
     return client
 
 
-def _probe_database(uri: str) -> None:
-    """Refuse a tracking URI naming a database that cannot be used or does not answer, in
-    seconds: MLflow itself retries a database for about two minutes, logging each attempt."""
+def _probe_database(uri: str, create: bool) -> None:
+    """Refuse a tracking URI naming a database that cannot be used, does not answer (in
+    seconds: MLflow itself retries a database for about two minutes, logging each attempt) or,
+    unless `create`, a SQLite file that does not exist."""
     if urlparse(uri).scheme in ("", "file", "http", "https", "databricks"):
         return
     url = database_url(uri, "MLFLOW_TRACKING_URI")
+    if url.get_backend_name() == "sqlite":
+        path = url.database
+        if not create and path and path != ":memory:" and not Path(path).exists():
+            raise PipelineError(
+                f"MLflow tracking database {Path(path).resolve()} does not exist "
+                f"(MLFLOW_TRACKING_URI={uri}): check the URI, or run `make pipeline` first to "
+                "train and register a model"
+            )
+        return
     if url.get_backend_name() != "postgresql":
         return
     engine = sa.create_engine(url, connect_args={"connect_timeout": 5})

@@ -133,7 +133,7 @@ def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, An
     """Train, log one run and register a version; return what reports/train.json records."""
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
     frame = datalib.validate(pd.read_parquet(data_path), schema)
-    client = registry.connect(backends)
+    client = registry.connect(backends, create=True)
     model, x_train, metrics = fit(frame, schema, params)
     record = run_record(model, x_train, metrics, frame, schema, params, lineage.file_md5(data_path))
     name = params["model"]["name"]
