@@ -48,7 +48,7 @@ DATABASE_URLS += ("SOURCE_DATABASE_URL",)
 # The databases whose drivers the project ships (config.SHIPPED_DATABASES), and what else an
 # MLflow URI may name.
 SHIPPED_DATABASES = ("sqlite", "postgresql")
-MLFLOW_SCHEMES = ("http", "https", "file")
+MLFLOW_SCHEMES = ("http", "https", "file", "databricks")
 
 
 def url_problem(name: str, value: str) -> str | None:
