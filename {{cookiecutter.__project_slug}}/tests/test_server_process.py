@@ -211,3 +211,40 @@ def test_tampered_bundle_keeps_the_process_up_but_not_ready(start_server, export
         send_batch.post(server.url, exported_model.records[:1])
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) == 0, server.log
+
+
+# A second SIGTERM that lands while the first one's handler is inside DRAINING.set() (make and
+# the shell both forward a stop to the server): the handler runs again on the same thread.
+NESTED_SIGNAL = """
+import os, signal, sys
+from {{ cookiecutter.__package_name }}.serving import service
+
+signal.signal(signal.SIGTERM, lambda signum, frame: None)  # stands in for uvicorn's handler
+service.watch_for_shutdown()
+code, sent = type(service.DRAINING).set.__code__, []
+
+def inside_set(frame, event, arg):  # one more SIGTERM at each line of set(), three at most
+    if event == "line" and len(sent) < 3:
+        sent.append(event)
+        os.kill(os.getpid(), signal.SIGTERM)
+    return inside_set
+
+sys.settrace(lambda frame, event, arg: inside_set if frame.f_code is code else None)
+os.kill(os.getpid(), signal.SIGTERM)
+sys.settrace(None)
+print("draining", service.DRAINING.is_set(), "signals inside set()", len(sent))
+"""
+
+
+def test_a_second_sigterm_inside_the_first_ones_handler_does_not_hang_the_server():
+    done = subprocess.run(
+        [sys.executable, "-c", NESTED_SIGNAL],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,  # the deadlock this guards against never ends
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("draining True signals inside set() "), done.stdout
+    assert not done.stdout.endswith(" 0\n"), "no signal arrived inside set()"

@@ -23,8 +23,27 @@ from .schema import request_model
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
+
+
+class _Flag:
+    """A flag a signal handler may set: threading.Event.set() takes a lock, and a second signal
+    arriving inside it runs the handler again on the same thread, which then waits forever on
+    that lock (make and the shell both forward a stop to the server)."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        """Raise the flag."""
+        self._set = True
+
+    def is_set(self) -> bool:
+        """Whether the flag was raised."""
+        return self._set
+
+
 # Set when SIGTERM or SIGINT arrives: from then on /ready answers 503 while requests drain.
-DRAINING = threading.Event()
+DRAINING = _Flag()
 
 
 @dataclass
