@@ -16,7 +16,7 @@ from pathlib import Path
 from {{ cookiecutter.__package_name }}.cli import read_json, run
 from {{ cookiecutter.__package_name }}.config import load_params
 from {{ cookiecutter.__package_name }}.errors import PipelineError
-from {{ cookiecutter.__package_name }}.evaluation import holdout_words
+from {{ cookiecutter.__package_name }}.evaluation import comparison_word, holdout_words
 from {{ cookiecutter.__package_name }}.monitoring import report as monitoring_report
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
@@ -44,15 +44,6 @@ def number(value: float | None, signed: bool = False) -> str:
     if value is None:
         return "-"
     return f"{value:+.4f}" if signed else f"{value:.4f}"
-
-
-def comparison_word(row: dict) -> str:
-    """better, worse or equal, from the candidate's side; empty without a champion."""
-    if row["better"] is None:
-        return ""
-    if row["delta"] == 0:
-        return "equal"
-    return "better" if row["better"] else "worse"
 
 
 def metric_table(evaluation: dict, gate_metric: str | None = None) -> list[str]:

@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         "--exact", action="store_true", help="read the raw log rows, not the hourly rollups"
     )
     args = parser.parse_args(argv)
+    try:
+        window(args.end, 1)
+    except PipelineError as err:
+        parser.error(str(err))  # a bad argument: exit 2, yesterday's reports left as they are
 
     def step() -> int:
         reports.remove(args.out_dir)

@@ -139,6 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     def step() -> int:
         features = section("data")["features"]
         frame = datalib.load_source({"source": args.file, "features": features}, "", None)
+        others = [str(column) for column in frame.columns if column not in features]
+        if others:
+            log.info("sending the declared features only, not the file's columns %s", others)
         rows, answered = records(frame, features), []
         try:
             send(args.url, rows, args.batch_size, answered)

@@ -213,6 +213,17 @@ def test_monitor_refuses_days_that_are_not_positive(days, capsys):
     assert f"--days: {days!r}" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("end", "said"),
+    [("garbage", "--end 'garbage' is not an ISO date"), ("0001-01-01", "starts before year 1")],
+)
+def test_monitor_refuses_an_end_that_is_no_date_as_a_bad_argument(end, said, capsys):
+    with pytest.raises(SystemExit) as caught:
+        monitor_script().main(["--end", end])
+    assert caught.value.code == 2
+    assert said in capsys.readouterr().err
+
+
 def test_monitor_that_fails_leaves_no_earlier_report(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no params.yaml here: the run fails at once
     out = tmp_path / "reports"

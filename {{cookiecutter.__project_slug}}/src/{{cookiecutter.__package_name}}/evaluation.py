@@ -205,6 +205,16 @@ def evaluate(
     return report
 
 
+def comparison_word(row: dict) -> str:
+    """better, worse or equal, from the candidate's side; empty without a champion (the same
+    word in evaluation.md, the job summary and the PR comment)."""
+    if row["better"] is None:
+        return ""
+    if row["delta"] == 0:
+        return "equal"
+    return "better" if row["better"] else "worse"
+
+
 def holdout_words(holdout: dict) -> str:
     """How the holdout was chosen, in words: by time, or by a hash of each row (no time
     column)."""
@@ -230,7 +240,7 @@ def markdown(report: dict) -> str:
         lines[2:2] = [f"Not compared: the {champion['unscored']}.", ""]
     for metric, row in report["comparison"].items():
         arrow = "higher is better" if row["higher_is_better"] else "lower is better"
-        verdict = "" if row["better"] is None else ("better" if row["better"] else "not better")
+        verdict = comparison_word(row)
         lines.append(
             f"| {metric} ({arrow}) | {_fmt(row['candidate'])} | {_fmt(row['champion'])} "
             f"| {_fmt(row['delta'], signed=True)} | {verdict} |"
