@@ -619,7 +619,9 @@ def test_a_record_the_model_fails_on_fails_its_own_request_only(live, exported_m
 
     responses = live.run(thirty())
     assert max(calls) > 1, "the requests were predicted in shared batches"
-    assert [r.status_code for r in responses] == [500 if i in (3, 17) else 200 for i in range(30)]
+    assert [r.status_code for r in responses] == [422 if i in (3, 17) else 200 for i in range(30)]
+    said = responses[3].json()["detail"]
+    assert said == "the model cannot score these records: cannot score this record"
     good = [i for i in range(30) if i not in (3, 17)]
     answers = {"predictions": [responses[i].json()["predictions"][0] for i in good]}
     assert_predictions_match_model(answers, exported_model, good)

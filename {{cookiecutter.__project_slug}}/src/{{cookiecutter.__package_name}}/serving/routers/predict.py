@@ -117,6 +117,10 @@ async def predict_records(service: Service, rows: list[dict], request_id: str) -
         raise Refusal(
             504, f"prediction took longer than {service.settings.predict_timeout} s"
         ) from None
+    except ValueError as err:  # the model's own input check (scikit-learn's), past the schema's
+        log.warning("the model refused request %s: %s", request_id, err)
+        said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise Refusal(422, f"the model cannot score these records: {said}") from None
     except Exception:
         log.exception("prediction failed for request %s", request_id)
         raise Refusal(500, "prediction failed; the request id is in the service log") from None
