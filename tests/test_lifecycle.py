@@ -58,11 +58,13 @@ def test_make_lint_passes(set_up, config_id):
     make(set_up(config_id), "lint")
 
 
-def own_data(project: Path) -> str:
-    """Declare a user's own data in params.yaml, as the README's "two places you change" say:
-    other columns (a true/false one among them) in a CSV under data/raw/; the original params."""
-    original = (project / "params.yaml").read_text()
-    params = yaml.safe_load(original)
+def own_data_and_model(project: Path) -> dict[Path, str]:
+    """Make the README's "two places you change" a user's own: other columns (a true/false one
+    among them) in a CSV under data/raw/, declared in params.yaml, and another estimator in
+    build_model() with its own hyperparameters; the original files."""
+    paths = [project / "params.yaml", *project.glob("src/*/model.py")]
+    originals = {path: path.read_text() for path in paths}
+    params = yaml.safe_load(originals[paths[0]])
     classification = params["model"]["task"] == "classification"
     rows = [
         {
@@ -91,21 +93,36 @@ def own_data(project: Path) -> str:
         target_classes=["no", "yes"] if classification else None,
         time_column=None,
     )
-    (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    return original
+    params["train"]["hyperparameters"] = {"n_estimators": 60, "min_samples_leaf": 3}
+    paths[0].write_text(yaml.safe_dump(params, sort_keys=False))
+    shipped = """    estimator = (
+        HistGradientBoostingClassifier
+        if task == "classification"
+        else HistGradientBoostingRegressor
+    )"""
+    forest = """    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    estimator = RandomForestClassifier if task == "classification" else RandomForestRegressor"""
+    model = originals[paths[1]]
+    assert shipped in model and 'TreePredictor",\n' in model, "model.py changed: update this"
+    model = model.replace(shipped, forest)
+    tree = 'TreePredictor",\n    "sklearn.tree._tree.Tree",\n'  # a type skops must trust
+    paths[1].write_text(model.replace('TreePredictor",\n', tree))
+    return originals
 
 
 @each_lifecycle
 def test_make_test_passes_in_the_repos_own_environment(set_up, config_id):
-    """The README says the tests keep passing after you switch to your own data: the regression
-    repo runs them so, the baseline one as baked."""
+    """The README says the tests keep passing after you switch to your own data and model: the
+    regression repo runs them so, the baseline one as baked."""
     project = set_up(config_id)
-    original = own_data(project) if config_id == "task=regression" else None
+    originals = own_data_and_model(project) if config_id == "task=regression" else {}
     try:
         output = make(project, "test").stdout
     finally:
-        if original is not None:
-            (project / "params.yaml").write_text(original)
+        for path, text in originals.items():
+            path.write_text(text)
+        if originals:
             shutil.rmtree(project / "data/raw")
     summary = re.findall(r"^=+ (.*) in [\d.]+s.* =+$", output, re.MULTILINE)
     assert summary and re.search(r"\d+ passed", summary[-1]), output[-2000:]
