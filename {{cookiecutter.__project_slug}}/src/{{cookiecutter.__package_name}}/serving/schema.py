@@ -9,6 +9,10 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, crea
 from ..data import BOOLEAN_TEXT, category_label
 
 Number = Annotated[float, Strict()]
+SCALAR_LABELS = (
+    "One of the categories listed, or the JSON value it was made from: true/false (also as "
+    'text in any case) for "True"/"False", a whole number such as 3 or 3.0 for "3".'
+)
 Text = Annotated[str, Strict()]
 
 
@@ -17,17 +21,20 @@ def record_model(meta: dict[str, Any]) -> type[BaseModel]:
     fields: dict[str, Any] = {}
     for name, kind in meta["features"].items():
         known = meta["categories"].get(name)
+        description = None
         if kind == "numeric":
             annotation = Number | None
         elif known and any(_scalar_label(label) for label in known):
             # A column of true/false or whole numbers in the data: the JSON true or 3 a client
             # sends means the category training wrote as "True" or "3".
             annotation = Annotated[Literal[tuple(known)] | None, BeforeValidator(_as_label)]
+            description = SCALAR_LABELS
         elif known:
             annotation = Literal[tuple(known)] | None
         else:
             annotation = Text | None
-        fields[name] = (annotation, Field(..., examples=[meta["example"].get(name)]))
+        example = meta["example"].get(name)
+        fields[name] = (annotation, Field(..., examples=[example], description=description))
     config = ConfigDict(
         extra="forbid",
         strict=False,
