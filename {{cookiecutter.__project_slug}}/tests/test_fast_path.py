@@ -70,8 +70,8 @@ LINEAR = (LogisticRegression(max_iter=500), Ridge())
 
 def test_shipped_model_gets_the_fast_path_and_tree_walk(loaded, exported_model, caplog):
     # build_model() as the template ships it, whatever yours builds now
-    shipped = Pipeline([("impute", SimpleImputer(strategy="median"))])
-    model = variant(loaded, exported_model.frame, shipped, one_hot(), HGB)
+    numeric = SimpleImputer(strategy="median")
+    model = variant(loaded, exported_model.frame, numeric, one_hot(), HGB)
     caplog.set_level("INFO")
     fast = compile_model(model, loaded.meta)
     assert fast is not None and 1 <= fast.quick_rows <= TREE_WALK_MAX_ROWS
