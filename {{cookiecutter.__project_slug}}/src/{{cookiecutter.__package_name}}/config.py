@@ -329,7 +329,7 @@ def _number(env: dict[str, str], name: str, default: float, kind=int, minimum: f
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or not value >= minimum or value == math.inf:
+    if value is None or not minimum <= value < math.inf:  # NaN fails both comparisons
         raise PipelineError(f"{name}={raw!r} is not allowed: give {rule}")
     return value
 

@@ -119,7 +119,7 @@ async def predict_records(service: Service, rows: list[dict], request_id: str) -
         ) from None
     except ValueError as err:  # the model's own input check (scikit-learn's), past the schema's
         log.warning("the model refused request %s: %s", request_id, err)
-        said = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        said = next(iter(str(err).strip().splitlines()), type(err).__name__)
         raise Refusal(422, f"the model cannot score these records: {said}") from None
     except Exception:
         log.exception("prediction failed for request %s", request_id)
