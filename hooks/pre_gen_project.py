@@ -33,6 +33,7 @@ CRON_FIELDS = (  # name, lowest, highest, names standing for lowest, lowest + 1,
     ("month", 1, 12, MONTHS),
     ("day-of-week", 0, 7, WEEKDAYS),
 )
+DAYS_IN_MONTH = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)  # February in a leap year
 SLUG = re.compile(r"[a-z][a-z0-9]*(-[a-z0-9]+)*")
 # Plain decimals only: params.yaml receives the value verbatim, and YAML would read
 # '1e-3' as a string and '010' as octal.
@@ -245,6 +246,37 @@ def cron_field_problem(field: str, low: int, high: int, names: tuple) -> str | N
     return next(filter(None, found), None)
 
 
+def cron_values(field: str, low: int, high: int, names: tuple) -> set[int]:
+    """The numbers a valid cron field matches."""
+    values: set[int] = set()
+    for part in field.split(","):
+        span, _, step = part.partition("/")
+        ends = (
+            [low, high]
+            if span == "*"
+            else [cron_value(e, low, high, names) for e in span.split("-")]
+        )
+        values.update(range(ends[0], ends[-1] + 1, int(step or 1)))
+    return values
+
+
+def cron_never_fires(fields: list[str]) -> str | None:
+    """Explain why a valid schedule never fires (a day no chosen month has), or return None.
+
+    With a day-of-week given too, cron fires on either day, so only a '*' day-of-week counts.
+    """
+    if fields[4] != "*":
+        return None
+    days = cron_values(fields[2], *CRON_FIELDS[2][1:])
+    months = cron_values(fields[3], *CRON_FIELDS[3][1:])
+    if any(day <= DAYS_IN_MONTH[month - 1] for day in days for month in months):
+        return None
+    return (
+        f"never runs: no month in field 4 ({fields[3]}) has day {fields[2]}; "
+        "choose a day that those months have"
+    )
+
+
 def check_cron(answers: dict, key: str) -> list[str]:
     """Check that a schedule is a five-field cron, each field valid for its position."""
     value = text(answers, key)
@@ -261,7 +293,8 @@ def check_cron(answers: dict, key: str) -> list[str]:
         problem = cron_field_problem(field, low, high, names)
         if problem:
             problems.append(f"{key}={value!r}: field {position} ({name}) {problem}")
-    return problems
+    never = None if problems else cron_never_fires(fields)
+    return problems + ([f"{key}={value!r} {never}"] if never else [])
 
 
 def check_storage(answers: dict) -> list[str]:
