@@ -79,6 +79,14 @@ def test_whole_float_labels_are_the_declared_integer_classes(frame, schema):
     assert set(clean[schema.target]) == set(schema.target_classes)
 
 
+def test_label_with_a_double_quote_is_refused(frame, schema):
+    if schema.task != "classification":
+        pytest.skip("labels are a classification matter")
+    quoted = frame.assign(**{schema.target: np.where(frame.index % 2 == 0, 'said "yes"', "no")})
+    with pytest.raises(PipelineError, match=r"""labels with a double quote, \['said "yes"'\]"""):
+        datalib.validate(quoted, replace(schema, target_classes=None))
+
+
 def test_declared_label_absent_from_the_data_is_named(frame, schema, caplog):
     if schema.task != "classification":
         pytest.skip("labels are a classification matter")

@@ -247,6 +247,13 @@ def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
                 absent,
                 name,
             )
+    quoted = sorted(text for text in map(label_text, column.unique()) if '"' in text)
+    if quoted:
+        raise PipelineError(
+            f"target column '{name}' has labels with a double quote, {quoted[:5]}: monitoring's "
+            "SQL reads probabilities by label through a JSON path, which cannot hold one; "
+            "rename these labels"
+        )
     if column.nunique() < 2:
         raise PipelineError(f"target column '{name}' has a single class: nothing to learn")
     return column
