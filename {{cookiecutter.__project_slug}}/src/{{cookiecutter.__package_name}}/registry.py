@@ -44,6 +44,8 @@ def connect(backends: Backends, create: bool = False) -> MlflowClient:
     which a mistyped URI then reads as "no model yet"."""
     # MLflow's default retries a server that does not answer for about four minutes.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", str(HTTP_RETRIES))
+    # Download progress bars fill CI logs with carriage returns; =true brings them back.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     _probe_database(backends.tracking_uri, create)
     mlflow.set_tracking_uri(backends.tracking_uri)
     if backends.registry_uri:

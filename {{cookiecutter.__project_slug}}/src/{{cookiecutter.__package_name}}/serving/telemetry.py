@@ -75,6 +75,7 @@ class Telemetry:
             for (p, s), n in sorted(self.requests.items())
         ]
         lines += [
+            "# HELP predict_latency_seconds Time to answer POST /predict, refusals (4xx, 5xx) too",
             "# TYPE predict_latency_seconds histogram",
             *self.latency.lines("predict_latency_seconds"),
         ]
