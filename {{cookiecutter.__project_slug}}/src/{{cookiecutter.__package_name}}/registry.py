@@ -135,8 +135,6 @@ def log_and_register(
     mlflow.set_experiment(experiment_id=experiment_id(client, name, artifact_root))
     with mlflow.start_run() as active:
         mlflow.log_params(run["params"])
-        # A metric the validation rows cannot define (None) is a tag, not a logged metric.
-        mlflow.log_metrics({k: v for k, v in run["metrics"].items() if v is not None})
         mlflow.set_tags(run["tags"])
         _log_profile(run["profile"])
         info = mlflow.sklearn.log_model(
@@ -148,6 +146,11 @@ def log_and_register(
             skops_trusted_types=TRUSTED_TYPES,
             pip_requirements=pinned(["mlflow", *REQUIREMENTS]),
         )
+        # After log_model, and linked to its model: log_model copies the run's metrics to the
+        # model, a second insert of each that PostgreSQL refuses (MLflow then warns and retries).
+        # A metric the validation rows cannot define (None) is a tag, not a logged metric.
+        metrics = {k: v for k, v in run["metrics"].items() if v is not None}
+        mlflow.log_metrics(metrics, model_id=info.model_id)
         tags = {
             **run["tags"],
             **{
