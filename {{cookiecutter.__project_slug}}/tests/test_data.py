@@ -56,6 +56,23 @@ def test_validate_bad_data_names_column_and_problem(frame, schema, change, messa
     assert message in str(caught.value)
 
 
+def test_semicolon_file_read_as_one_column_is_named_with_the_conversion(frame, schema, tmp_path):
+    frame.to_csv(tmp_path / "export.csv", sep=";", decimal=",", index=False)
+    with pytest.raises(PipelineError) as caught:
+        datalib.validate(pd.read_csv(tmp_path / "export.csv"), schema)
+    said = str(caught.value)
+    assert "the source was read as the one column" in said and "sep=';', decimal=','" in said
+
+
+def test_categorical_column_of_mostly_distinct_values_is_named(frame, schema, caplog):
+    name = next(n for n, kind in schema.features.items() if kind == "categorical")
+    datalib.validate(frame.assign(**{name: [f"note {i}" for i in range(len(frame))]}), schema)
+    assert f"column '{name}' is declared categorical, but {len(frame)} of its" in caplog.text
+    caplog.clear()
+    datalib.validate(frame, schema)
+    assert "declared categorical" not in caplog.text
+
+
 def test_validate_missing_target_values_refused(frame, schema):
     broken = frame.copy()
     broken[schema.target] = broken[schema.target].astype(object).where(broken.index != 5, None)

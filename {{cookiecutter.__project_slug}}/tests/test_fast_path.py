@@ -17,6 +17,7 @@ from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
 from {{ cookiecutter.__package_name }}.serving import compiled
 from {{ cookiecutter.__package_name }}.serving.compiled import TREE_WALK_MAX_ROWS, compile_model
+from {{ cookiecutter.__package_name }}.serving.service import Service
 
 BATCH_SIZES = (1, 5, TREE_WALK_MAX_ROWS, TREE_WALK_MAX_ROWS + 1, 300)
 
@@ -86,6 +87,16 @@ def test_your_exported_model_on_the_fast_path_answers_exactly_as_it_predicts(
     if fast is None:
         pytest.skip("build_model()'s model has no fast path: it is served through its pipeline")
     assert_exactly_like_the_model(fast, loaded.model, loaded.meta, exported_model.records)
+
+
+@pytest.mark.parametrize(("unknown", "taken"), [("ignore", True), ("error", False)])
+def test_service_takes_unseen_categories_exactly_when_the_model_does(
+    loaded, exported_model, unknown, taken
+):
+    numeric = SimpleImputer(strategy="median")
+    model = variant(loaded, exported_model.frame, numeric, one_hot(handle_unknown=unknown), HGB)
+    service = Service(ServeSettings.from_env({}))
+    assert service._takes_unseen_categories(bundles.Bundle(model, loaded.meta)) is taken
 
 
 def test_scaled_linear_model_gets_the_fast_path_without_tree_walk(loaded, exported_model):

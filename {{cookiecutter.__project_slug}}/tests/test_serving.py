@@ -386,8 +386,7 @@ BAD_RECORDS = {  # name: (how to spoil the record, the error type, where)
     "missing field": (lambda r: r.pop("monthly_charges"), "missing", "monthly_charges"),
     "unknown field": (lambda r: r.update(colour=CANARY), "extra_forbidden", "colour"),
     "text for a number": (lambda r: r.update(age=CANARY), "float_type", "age"),
-    "number for a category": (lambda r: r.update(contract=3), "literal_error", "contract"),
-    "unknown category": (lambda r: r.update(region=CANARY), "literal_error", "region"),
+    "number for a category": (lambda r: r.update(contract=3), "category", "contract"),
     "list for a number": (lambda r: r.update(age=[CANARY]), "float_type", "age"),
 }
 
@@ -395,8 +394,35 @@ BAD_RECORDS = {  # name: (how to spoil the record, the error type, where)
 @pytest.mark.parametrize("case", BAD_RECORDS)
 def test_invalid_record_is_422_naming_the_field(live, exported_model, case):
     change, kind, field = BAD_RECORDS[case]
+    if kind == "category":  # any text, or one of training's categories (see the next test)
+        kind = "string_type" if live.service.open_categories else "literal_error"
     body = assert_clean_error(live.predict(spoiled(exported_model, change)), 422)
     assert [(e["loc"], e["type"]) for e in body["detail"]] == [(["records", 0, field], kind)]
+
+
+def test_unseen_category_is_predicted_if_the_model_takes_it_and_422_if_not(live, exported_model):
+    answer = live.predict(spoiled(exported_model, lambda r: r.update(region=CANARY)))
+    if live.service.open_categories:
+        assert answer.status_code == 200 and len(answer.json()["predictions"]) == 1
+        assert CANARY not in answer.text
+    else:
+        body = assert_clean_error(answer, 422)
+        assert [(e["loc"], e["type"]) for e in body["detail"]] == [
+            (["records", 0, "region"], "literal_error")
+        ]
+
+
+@pytest.mark.parametrize("open_categories", [False, True])
+def test_empty_text_for_a_category_is_missing_unless_training_had_it(open_categories):
+    meta = {
+        "features": {"region": "categorical", "code": "categorical"},
+        "categories": {"region": ["north", "south"], "code": ["", "A1"]},
+        "example": {"region": "north", "code": "A1"},
+    }
+    body = request_model(meta, 10, open_categories).model_validate_json(
+        '{"records": [{"region": "", "code": ""}]}'
+    )
+    assert body.records[0].__dict__ == {"region": None, "code": ""}
 
 
 @pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
@@ -454,6 +480,22 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
     fields = request_model(meta, 10).model_json_schema()["$defs"]["Record"]["properties"]
     assert fields["flag"]["description"] == fields["grade"]["description"] == SCALAR_LABELS
     assert "description" not in fields["region"]
+    # With a model that takes unseen categories, any text goes, and JSON values map the same.
+    taking = request_model(meta, 10, open_categories=True)
+    sent = [{"flag": True, "grade": 7, "region": "west"}, {"flag": "maybe", "grade": 3.0}]
+    sent[1]["region"] = "north"
+    body = taking.model_validate_json(json.dumps({"records": sent}))
+    assert [r.__dict__ for r in body.records] == [
+        {"flag": "True", "grade": "7", "region": "west"},
+        {"flag": "maybe", "grade": "3", "region": "north"},
+    ]
+    for bad in ({"grade": 2.5}, {"region": 1}):
+        with pytest.raises(ValueError, match="string_type"):
+            taking.model_validate_json(json.dumps({"records": [{**meta["example"], **bad}]}))
+    fields = taking.model_json_schema()["$defs"]["Record"]["properties"]
+    assert fields["flag"]["description"].startswith(SCALAR_LABELS)
+    said = fields["region"]["description"]
+    assert said.startswith("Categories of the training data: north; any other text")
 
 
 def test_unknown_category_among_thousands_gets_a_short_message():

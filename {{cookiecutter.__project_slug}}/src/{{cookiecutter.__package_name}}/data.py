@@ -138,6 +138,10 @@ def _read_sql(query: str | None, database_url: str | None) -> pd.DataFrame:
         raise PipelineError(f"SQL data source failed: {err.__class__.__name__}: {err}") from err
 
 
+# A categorical column with more distinct values than this, and than half its rows, is free text.
+MOSTLY_DISTINCT = 100
+
+
 def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     """Return the frame with canonical types, or raise naming the first bad column."""
     if frame.empty:
@@ -148,17 +152,41 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         clean[schema.time_column] = _as_dates(frame[schema.time_column], schema.time_column)
     for name, kind in schema.features.items():
         clean[name] = _CONVERT[kind](frame[name], name)
+        if kind == "categorical":
+            _warn_if_mostly_distinct(clean[name], name)
     clean[schema.target] = _as_target(frame[schema.target], schema)
     return clean.reset_index(drop=True)
+
+
+def _warn_if_mostly_distinct(column: pd.Series, name: str) -> None:
+    """Say when a categorical column looks like free text or an id: most values distinct."""
+    present = column.dropna()
+    distinct = present.nunique()
+    if distinct > MOSTLY_DISTINCT and distinct > len(present) / 2:
+        log.warning(
+            "column '%s' is declared categorical, but %d of its %d values are distinct: free "
+            "text or an id? The model learns little from it, and the service meets nearly "
+            "every new value as an unseen category; leave it out or derive categories from it",
+            name,
+            distinct,
+            len(present),
+        )
 
 
 def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
     """Refuse missing and undeclared columns."""
     missing = [c for c in schema.columns if c not in frame.columns]
     if missing:
+        hint, read = "", [str(c) for c in frame.columns]
+        if len(read) == 1 and any(separator in read[0] for separator in ";\t|"):
+            hint = (
+                f"; the source was read as the one column {read[0][:80]!r}: it must be "
+                "comma-separated (a ';' file with decimal commas converts with pandas: "
+                "read_csv(path, sep=';', decimal=',').to_csv(new_path, index=False))"
+            )
         raise PipelineError(
             f"column '{missing[0]}' is missing from the data "
-            f"(declared in params.yaml data; missing: {missing})"
+            f"(declared in params.yaml data; missing: {missing}){hint}"
         )
     extra = [str(c) for c in frame.columns if c not in schema.columns]
     if extra:

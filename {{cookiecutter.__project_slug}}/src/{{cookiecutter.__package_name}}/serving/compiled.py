@@ -35,6 +35,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 
 from ..data import feature_frame
+from .schema import UNSEEN_PROBE
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,8 @@ def _tree_walk(estimator) -> Callable[[np.ndarray], np.ndarray] | None:
 
 
 def probe_rows(meta: dict[str, Any]) -> Rows:
-    """Rows that exercise every path: each feature missing, each category, odd numbers."""
+    """Rows that exercise every path: each feature missing, each category and an unseen one, odd
+    numbers."""
     example = meta["example"]
     rows = [dict(example)]
     for name, kind in meta["features"].items():
@@ -241,7 +243,8 @@ def probe_rows(meta: dict[str, Any]) -> Rows:
         if kind == "numeric":
             rows += [{**example, name: value} for value in (0.0, -1.0, 0.5, 1e6, -1e6)]
         else:
-            rows += [{**example, name: value} for value in meta["categories"].get(name, [])]
+            known = meta["categories"].get(name, [])
+            rows += [{**example, name: value} for value in [*known, UNSEEN_PROBE]]
     return rows
 
 

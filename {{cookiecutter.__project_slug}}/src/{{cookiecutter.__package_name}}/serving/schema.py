@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model
@@ -14,26 +15,39 @@ SCALAR_LABELS = (
     'text in any case) for "True"/"False", a whole number such as 3 or 3.0 for "3".'
 )
 Text = Annotated[str, Strict()]
+# A category no data has: the service's load-time probe of whether the model takes unseen ones.
+UNSEEN_PROBE = "\x00unseen-category-probe"
+LISTED = 20  # known categories an open column's description lists
 
 
-def record_model(meta: dict[str, Any]) -> type[BaseModel]:
-    """One record: every feature required (null allowed), typed, categories from training."""
+def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[BaseModel]:
+    """One record: every feature required (null allowed), typed; categories from training, or
+    with `open_categories` (a model that predicts unseen ones) any text."""
     fields: dict[str, Any] = {}
     for name, kind in meta["features"].items():
-        known = meta["categories"].get(name)
-        description = None
-        if kind == "numeric":
-            annotation = Number | None
-        elif known and any(_scalar_label(label) for label in known):
-            # A column of true/false or whole numbers in the data: the JSON true or 3 a client
-            # sends means the category training wrote as "True" or "3".
-            annotation = Annotated[Literal[tuple(known)] | None, BeforeValidator(_as_label)]
-            description = SCALAR_LABELS
-        elif known:
-            annotation = Literal[tuple(known)] | None
-        else:
-            annotation = Text | None
         example = meta["example"].get(name)
+        if kind == "numeric":
+            fields[name] = (Number | None, Field(..., examples=[example]))
+            continue
+        known = meta["categories"].get(name) or []
+        # A column of true/false or whole numbers in the data: the JSON true or 3 a client
+        # sends means the category training wrote as "True" or "3".
+        scalar = any(map(_scalar_label, known))
+        notes = [SCALAR_LABELS] if scalar else []
+        if known and not open_categories:
+            choices = Literal[tuple(known)]
+        else:
+            choices = Text
+            if known:
+                listed = ", ".join(known[:LISTED]) + (", ..." if len(known) > LISTED else "")
+                notes.append(
+                    f"Categories of the training data: {listed}; any other text is predicted "
+                    "as a category the model has not seen."
+                )
+        # An empty text is missing, as in the CSV training read, unless it is a category.
+        convert = partial(_as_label, scalar=scalar, blank="" not in known)
+        annotation = Annotated[choices | None, BeforeValidator(convert)]
+        description = " ".join(notes) or None
         fields[name] = (annotation, Field(..., examples=[example], description=description))
     config = ConfigDict(
         extra="forbid",
@@ -49,10 +63,14 @@ def _scalar_label(label: str) -> bool:
     return label in ("True", "False") or label.removeprefix("-").isdigit()
 
 
-def _as_label(value: Any) -> Any:
-    """A JSON boolean or whole number, or true/false as text in any case (as a CSV's are read
-    for training), as the category text training gave it; anything else is left for validation
-    to accept or refuse."""
+def _as_label(value: Any, scalar: bool, blank: bool) -> Any:
+    """An empty text as missing (`blank`); for a `scalar` column, a JSON boolean or whole number,
+    or true/false as text in any case (as a CSV's are read for training), as the category text
+    training gave it; anything else is left for validation to accept or refuse."""
+    if blank and value == "":
+        return None
+    if not scalar:
+        return value
     if isinstance(value, str) and value.lower() in BOOLEAN_TEXT:
         return category_label(BOOLEAN_TEXT[value.lower()])
     if isinstance(value, bool | int) or (isinstance(value, float) and value.is_integer()):
@@ -60,9 +78,11 @@ def _as_label(value: Any) -> Any:
     return value
 
 
-def request_model(meta: dict[str, Any], max_records: int) -> type[BaseModel]:
-    """The body of POST /predict: one to `max_records` records."""
-    record = record_model(meta)
+def request_model(
+    meta: dict[str, Any], max_records: int, open_categories: bool = False
+) -> type[BaseModel]:
+    """The body of POST /predict: one to `max_records` records (see record_model)."""
+    record = record_model(meta, open_categories)
     example = {"records": [meta["example"]]}
     config = ConfigDict(extra="forbid", json_schema_extra={"examples": [example]})
     records = Field(

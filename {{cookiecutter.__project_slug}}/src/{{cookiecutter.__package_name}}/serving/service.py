@@ -19,7 +19,7 @@ from ..monitoring.prediction_log import PredictionLog
 from . import bundle as bundles
 from .batcher import MicroBatcher
 from .compiled import FastPath, compile_model
-from .schema import request_model
+from .schema import UNSEEN_PROBE, request_model
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,8 @@ class Service:
     prediction_log: PredictionLog | None = None
     # The numpy version of the model's preprocessing, when it reproduces the model exactly.
     fast_path: FastPath | None = None
+    # Whether requests may send categories training never saw (the model predicts them).
+    open_categories: bool = False
 
     @property
     def ready(self) -> bool:
@@ -74,13 +76,15 @@ class Service:
             fast_path = None
             if self.settings.fast_path:
                 fast_path = compile_model(loaded.model, loaded.meta)
+            open_categories = self._takes_unseen_categories(loaded)
             prediction_log = self._prediction_log(loaded.meta)
         except (PipelineError, ValueError, KeyError, TypeError) as err:
             self.load_error = str(err)
             log.error("model not loaded, service NOT READY: %s", err)
             return
         self.bundle, self.fast_path = loaded, fast_path
-        self.request_type = request_model(loaded.meta, self.settings.max_records)
+        self.open_categories = open_categories
+        self.request_type = request_model(loaded.meta, self.settings.max_records, open_categories)
         self.telemetry.model = {
             "name": loaded.meta["model_name"],
             "version": loaded.meta["version"],
@@ -100,6 +104,22 @@ class Service:
             f"prediction_log_{name}_total": _reader(self.prediction_log, name)
             for name in ("logged", "spooled", "dropped")
         }
+
+    def _takes_unseen_categories(self, loaded: bundles.Bundle) -> bool:
+        """Whether the model predicts a record of categories training never saw (as a one-hot
+        encoder with handle_unknown="ignore" does): then requests may send them, else they get
+        422 naming the field."""
+        features = loaded.meta["features"]
+        unseen = {name: UNSEEN_PROBE for name, kind in features.items() if kind == "categorical"}
+        if not unseen:
+            return False
+        try:
+            self.predict_rows([{**loaded.meta["example"], **unseen}], loaded)
+        except Exception as err:  # the model's own refusal, whatever its type
+            log.info("categories training never saw get 422: the model refuses them (%s)", err)
+            return False
+        log.info("categories training never saw are predicted: the model takes them")
+        return True
 
     def _prediction_log(self, meta: dict) -> PredictionLog | None:
         """The prediction log for the bundle's model, unless PREDICTION_LOG=0; a spool folder
