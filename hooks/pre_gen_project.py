@@ -48,7 +48,8 @@ IMAGE_PATH = r"(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)+"
 PATTERN_RULES = {  # answer: (pattern, rule stated when it does not match)
     "target_column": (
         re.compile(r"[A-Za-z_][A-Za-z0-9_]*"),
-        "use letters, digits and underscores, not starting with a digit",
+        "use letters, digits and underscores, not starting with a digit (it names the sample "
+        "data's target; for your own data, data.target in params.yaml takes any column name)",
     ),
     "image_name": (
         re.compile(IMAGE_HOST + r"(?::[0-9]+)?" + IMAGE_PATH),
