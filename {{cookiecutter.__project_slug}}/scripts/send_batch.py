@@ -3,7 +3,8 @@
 Only the features declared in params.yaml are sent; missing values go as null. Useful to replay
 a batch of real traffic against a deployment, and for the demo's drifted traffic. With --out,
 writes each row's request_id and record_index (what `make outcomes` joins the actual values on)
-and its prediction; on a refused batch, the rows predicted before it are still written.
+and its prediction. Rows the service refuses as invalid are left out, named at the end (exit 1);
+any other refusal stops the run, and the rows predicted before it are still written.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ log = logging.getLogger("send_batch")
 
 
 class Refused(PipelineError):
-    """The service answered a batch with an error status."""
+    """The service answered a batch with an error status; `records` are the positions in the
+    batch its validation errors name."""
+
+    def __init__(self, message: str, status: int = 0, records: frozenset = frozenset()) -> None:
+        super().__init__(message)
+        self.status, self.records = status, records
 
 
 def post(url: str, records: list[dict]) -> dict:
@@ -40,8 +46,10 @@ def post(url: str, records: list[dict]) -> dict:
         with urllib.request.urlopen(request, timeout=30) as response:
             return json.loads(response.read())
     except urllib.error.HTTPError as err:
-        said = f"{url} answered {err.code}: {_detail(err.read())}"
-        raise Refused(said + (_not_ready(url) if err.code == 503 else "")) from err
+        body = err.read()
+        said = f"{url} answered {err.code}: {_detail(body)}"
+        not_ready = _not_ready(url) if err.code == 503 else ""
+        raise Refused(said + not_ready, err.code, _named_records(body)) from err
     except urllib.error.URLError as err:
         message = f"{url} is unreachable: {err.reason}; is `make serve` running?"
         raise PipelineError(message) from err
@@ -59,6 +67,17 @@ def _not_ready(url: str) -> str:
             return ""
     except urllib.error.URLError:
         return ""
+
+
+def _named_records(body: bytes) -> frozenset:
+    """The positions of the records a validation error body names (["records", i, field])."""
+    try:
+        detail = json.loads(body)["detail"]
+        return frozenset(
+            e["loc"][1] for e in detail if len(e["loc"]) > 1 and isinstance(e["loc"][1], int)
+        )
+    except (ValueError, KeyError, TypeError, IndexError):
+        return frozenset()
 
 
 def _detail(body: bytes) -> str:
@@ -99,25 +118,68 @@ def records(frame: pd.DataFrame, features: dict[str, str]) -> list[dict]:
 
 def send(url: str, rows: list[dict], batch_size: int, answered: list[dict]) -> None:
     """Send rows in batches, appending one answer per row (file row, request id, record index,
-    prediction) to `answered`; a refused batch stops the run, naming the file rows it held."""
+    prediction) to `answered`.
+
+    A batch refused as invalid (422) is sent again without the records the errors name, so only
+    those rows are left out (all of the batch when none is named, or when the rest is refused
+    too); the run goes on and fails at the end, naming them. Any other refusal (overloaded, not
+    ready, too large) stops the run, naming the file rows of the batch.
+    """
+    left_out: list[str] = []
     for first in range(0, len(rows), batch_size):
+        batch = list(range(first, min(first + batch_size, len(rows))))
+        sent, answer = batch, None
         try:
-            answer = post(url, rows[first : first + batch_size])
+            answer = post(url, [rows[i] for i in sent])
         except Refused as err:
-            last = min(first + batch_size, len(rows)) - 1
-            raise PipelineError(
-                f"file rows {first}-{last} (records 0-{last - first} of that batch) were refused, "
-                f"after {first} of {len(rows)} rows were predicted and logged; {err}"
-            ) from err
-        answered.extend(
-            {
-                "row": first + index,
-                "request_id": answer["request_id"],
-                "record_index": index,
-                "prediction": one["prediction"],
-            }
-            for index, one in enumerate(answer["predictions"])
+            _stop_unless_invalid(err, batch, len(answered), len(rows))
+            # Records are numbered within the batch; none named: the whole batch was refused.
+            named = [i for position, i in enumerate(batch) if position in err.records] or batch
+            sent = sorted(set(batch) - set(named))
+            left_out.append(f"file rows {_spans(named)} of the batch from file row {first}: {err}")
+            if sent:
+                try:
+                    answer = post(url, [rows[i] for i in sent])
+                except Refused as again:
+                    _stop_unless_invalid(again, sent, len(answered), len(rows))
+                    left_out.append(f"file rows {_spans(sent)}: {again}")
+        if answer is not None:
+            answered.extend(
+                {
+                    "row": sent[index],
+                    "request_id": answer["request_id"],
+                    "record_index": index,
+                    "prediction": one["prediction"],
+                }
+                for index, one in enumerate(answer["predictions"])
+            )
+    if left_out:
+        refused = len(rows) - len(answered)
+        listed = "; ".join(left_out[:5]) + ("; ..." if len(left_out) > 5 else "")
+        raise PipelineError(
+            f"{refused} of {len(rows)} file rows were refused and left out; the other "
+            f"{len(answered)} were predicted and logged. Refused: {listed}"
         )
+
+
+def _stop_unless_invalid(err: Refused, batch: list[int], predicted: int, total: int) -> None:
+    """Stop the run at a refusal other than invalid input, naming the file rows it held."""
+    if err.status != 422:
+        raise PipelineError(
+            f"file rows {_spans(batch)} (records 0-{len(batch) - 1} of that batch) were refused, "
+            f"after {predicted} of {total} rows were predicted and logged; {err}"
+        ) from err
+
+
+def _spans(rows: list[int]) -> str:
+    """File row numbers as runs, such as 3, 7-9."""
+    spans: list[list[int]] = []
+    for row in rows:
+        if spans and row == spans[-1][1] + 1:
+            spans[-1][1] = row
+        else:
+            spans.append([row, row])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def main(argv: list[str] | None = None) -> int:

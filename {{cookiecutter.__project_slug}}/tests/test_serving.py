@@ -750,29 +750,67 @@ def test_fuzzed_requests_never_get_a_5xx(live):
 # --- scripts/send_batch.py, the service's client ----------------------------------------------
 
 
-def test_send_batch_names_the_file_row_a_service_refused_and_what_went_before(monkeypatch):
-    send_batch = load_script("send_batch")
-    refused = [{"loc": ["records", 50, "zip"], "msg": "Input should be one of ...", "type": "x"}]
+def fake_service(send_batch, answered: list, refuse):
+    """A stand-in for post(): refuses a batch as refuse(records) says (an exception or None),
+    else predicts 1 for each record."""
 
     def post(url, records):
-        if any(record["zip"] == "00123" for record in records):
-            body = json.dumps({"detail": refused}).encode()
-            raise send_batch.Refused(f"{url} answered 422: {send_batch._detail(body)}")
+        refusal = refuse(records)
+        if refusal:
+            raise refusal
         predictions = [{"prediction": 1}] * len(records)
         return {"request_id": f"r{len(answered)}", "predictions": predictions}
 
-    monkeypatch.setattr(send_batch, "post", post)
-    rows = [{"zip": "02134"} for _ in range(400)]
-    rows[250]["zip"] = "00123"
+    return post
+
+
+def test_send_batch_leaves_out_only_the_rows_a_service_refused_as_invalid(monkeypatch):
+    send_batch = load_script("send_batch")
     answered: list[dict] = []
+
+    def refuse(records):
+        bad = [k for k, record in enumerate(records) if record["zip"] == "00123"]
+        detail = [{"loc": ["records", k, "zip"], "msg": "Input should be one of ..."} for k in bad]
+        body = json.dumps({"detail": detail}).encode()
+        if bad:
+            return send_batch.Refused(
+                f"answered 422: {send_batch._detail(body)}", 422, send_batch._named_records(body)
+            )
+        return None
+
+    monkeypatch.setattr(send_batch, "post", fake_service(send_batch, answered, refuse))
+    rows = [{"zip": "02134"} for _ in range(400)]
+    for row in (250, 251, 252, 260):
+        rows[row]["zip"] = "00123"
+    with pytest.raises(PipelineError) as failed:
+        send_batch.send("http://service", rows, 100, answered)
+    message = str(failed.value)
+    assert message.startswith("4 of 400 file rows were refused and left out; the other 396 were")
+    assert "file rows 250-252, 260 of the batch from file row 200" in message
+    assert "record 50 zip: Input should be one of" in message
+    assert [a["row"] for a in answered] == [r for r in range(400) if r not in (250, 251, 252, 260)]
+    # The batch sent again without them: record indices count within that request.
+    assert answered[200] == {"row": 200, "request_id": "r200", "record_index": 0, "prediction": 1}
+    assert answered[250] == {"row": 253, "request_id": "r200", "record_index": 50, "prediction": 1}
+
+
+def test_send_batch_stops_at_a_refusal_other_than_invalid_input(monkeypatch):
+    send_batch = load_script("send_batch")
+    answered: list[dict] = []
+
+    def refuse(records):
+        if len(answered) >= 200:
+            return send_batch.Refused("answered 503: overloaded", 503)
+        return None
+
+    monkeypatch.setattr(send_batch, "post", fake_service(send_batch, answered, refuse))
+    rows = [{"zip": "02134"} for _ in range(400)]
     with pytest.raises(PipelineError) as failed:
         send_batch.send("http://service", rows, 100, answered)
     message = str(failed.value)
     assert "file rows 200-299 (records 0-99 of that batch) were refused" in message
-    assert "after 200 of 400 rows were predicted and logged" in message
-    assert "record 50 zip: Input should be one of" in message
+    assert "after 200 of 400 rows were predicted and logged; answered 503" in message
     assert [a["row"] for a in answered] == list(range(200))
-    assert answered[150] == {"row": 150, "request_id": "r100", "record_index": 50, "prediction": 1}
 
 
 def test_send_batch_refuses_text_in_a_numeric_column_naming_the_row():
