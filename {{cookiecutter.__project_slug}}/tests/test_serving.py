@@ -722,6 +722,9 @@ def request_body(meta: dict):
     return st.one_of(valid, spoiled, spoiled, junk, nested, st.binary(max_size=200))
 
 
+# scikit-learn's finiteness check sums the input first: huge values of both signs make that sum
+# NaN, and numpy warns before the check looks value by value and passes them.
+@pytest.mark.filterwarnings("ignore:invalid value encountered in reduce:RuntimeWarning")
 def test_fuzzed_requests_never_get_a_5xx(live):
     statuses: Counter = Counter()
 
