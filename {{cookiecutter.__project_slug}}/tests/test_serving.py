@@ -753,7 +753,7 @@ def test_fuzzed_requests_never_get_a_5xx(live):
 # --- scripts/send_batch.py, the service's client ----------------------------------------------
 
 
-def fake_service(send_batch, answered: list, refuse):
+def fake_service(answered: list, refuse):
     """A stand-in for post(): refuses a batch as refuse(records) says (an exception or None),
     else predicts 1 for each record."""
 
@@ -781,7 +781,7 @@ def test_send_batch_leaves_out_only_the_rows_a_service_refused_as_invalid(monkey
             )
         return None
 
-    monkeypatch.setattr(send_batch, "post", fake_service(send_batch, answered, refuse))
+    monkeypatch.setattr(send_batch, "post", fake_service(answered, refuse))
     rows = [{"zip": "02134"} for _ in range(400)]
     for row in (250, 251, 252, 260):
         rows[row]["zip"] = "00123"
@@ -797,6 +797,24 @@ def test_send_batch_leaves_out_only_the_rows_a_service_refused_as_invalid(monkey
     assert answered[250] == {"row": 253, "request_id": "r200", "record_index": 50, "prediction": 1}
 
 
+def test_send_batch_leaves_out_a_whole_batch_refused_without_naming_records(monkeypatch):
+    send_batch = load_script("send_batch")
+    answered: list[dict] = []
+
+    def refuse(records):
+        if any(record["zip"] == "00123" for record in records):
+            return send_batch.Refused("answered 422: the model cannot score these records", 422)
+        return None
+
+    monkeypatch.setattr(send_batch, "post", fake_service(answered, refuse))
+    rows = [{"zip": "02134"} for _ in range(300)]
+    rows[150]["zip"] = "00123"
+    with pytest.raises(PipelineError, match="100 of 300 file rows were refused") as failed:
+        send_batch.send("http://service", rows, 100, answered)
+    assert "file rows 100-199 of the batch from file row 100" in str(failed.value)
+    assert [a["row"] for a in answered] == [*range(100), *range(200, 300)]
+
+
 def test_send_batch_stops_at_a_refusal_other_than_invalid_input(monkeypatch):
     send_batch = load_script("send_batch")
     answered: list[dict] = []
@@ -806,7 +824,7 @@ def test_send_batch_stops_at_a_refusal_other_than_invalid_input(monkeypatch):
             return send_batch.Refused("answered 503: overloaded", 503)
         return None
 
-    monkeypatch.setattr(send_batch, "post", fake_service(send_batch, answered, refuse))
+    monkeypatch.setattr(send_batch, "post", fake_service(answered, refuse))
     rows = [{"zip": "02134"} for _ in range(400)]
     with pytest.raises(PipelineError) as failed:
         send_batch.send("http://service", rows, 100, answered)
