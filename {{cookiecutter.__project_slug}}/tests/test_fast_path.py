@@ -69,10 +69,14 @@ HGB = (HistGradientBoostingClassifier(max_iter=30), HistGradientBoostingRegresso
 LINEAR = (LogisticRegression(max_iter=500), Ridge())
 
 
-def test_shipped_model_gets_the_fast_path_and_tree_walk(loaded, exported_model, caplog):
-    # build_model() as the template ships it, whatever yours builds now
+def shipped(loaded, exported_model, **one_hot_options) -> Pipeline:
+    """build_model() as the template ships it, whatever yours builds now (fewer rounds)."""
     numeric = SimpleImputer(strategy="median")
-    model = variant(loaded, exported_model.frame, numeric, one_hot(), HGB)
+    return variant(loaded, exported_model.frame, numeric, one_hot(**one_hot_options), HGB)
+
+
+def test_shipped_model_gets_the_fast_path_and_tree_walk(loaded, exported_model, caplog):
+    model = shipped(loaded, exported_model)
     caplog.set_level("INFO")
     fast = compile_model(model, loaded.meta)
     assert fast is not None and 1 <= fast.quick_rows <= TREE_WALK_MAX_ROWS
@@ -93,8 +97,7 @@ def test_your_exported_model_on_the_fast_path_answers_exactly_as_it_predicts(
 def test_service_takes_unseen_categories_exactly_when_the_model_does(
     loaded, exported_model, unknown, taken
 ):
-    numeric = SimpleImputer(strategy="median")
-    model = variant(loaded, exported_model.frame, numeric, one_hot(handle_unknown=unknown), HGB)
+    model = shipped(loaded, exported_model, handle_unknown=unknown)
     service = Service(ServeSettings.from_env({}))
     assert service._takes_unseen_categories(bundles.Bundle(model, loaded.meta)) is taken
 
@@ -152,9 +155,7 @@ def test_fast_path_that_fails_its_check_stays_off(loaded, exported_model, monkey
         return walk
 
     monkeypatch.setattr(compiled, "_tree_walk", broken)
-    # The shipped pipeline, which has a fast path, whatever build_model() builds now.
-    numeric = SimpleImputer(strategy="median")
-    model = variant(loaded, exported_model.frame, numeric, one_hot(), HGB)
+    model = shipped(loaded, exported_model)  # which has a fast path
     assert compile_model(model, loaded.meta) is None
     assert "numpy fast path failed its check" in caplog.text
     assert "a tree without nodes" in caplog.text
