@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
 
@@ -370,6 +371,40 @@ def test_bulk_refuses_rows_of_the_wrong_width(sqlite_url: str) -> None:
     with pytest.raises(ValueError, match="prediction_log need 10 values"), engine.begin() as conn:
         writer(conn, [prediction_row(request("req-w", count=1)[0])[:9]])
     engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        LOGGED_AT,
+        datetime(2026, 11, 26, 23, 5, 11, 414844, tzinfo=UTC),
+        datetime(2024, 5, 1, 12, 0, 0, 7),  # naive: taken as UTC already
+        datetime(999, 12, 31, 23, 59, 59),
+    ],
+)
+def test_bulk_writes_sqlite_times_as_sqlalchemy_does(moment: datetime) -> None:
+    dialect = sa.create_engine("sqlite://").dialect
+    column = prediction_log.c.logged_at.type
+    expected = column.dialect_impl(dialect).bind_processor(dialect)(moment)
+    assert bulk._processor(column, dialect)(moment) == expected
+    with pytest.raises(TypeError, match="datetime"):
+        bulk._processor(column, dialect)("2024-05-01 12:00:00")
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        ({"Größe": "süß", "plan": None}, '{"Größe":"süß","plan":null}'),  # not \u-escaped
+        ({"n": np.int64(3), "x": np.float32(0.5), "y": np.float64(2)}, '{"n":3,"x":0.5,"y":2.0}'),
+        ({"gap": float("nan"), "far": float("inf")}, '{"gap":null,"far":null}'),
+        ({"at": LOGGED_AT}, '{"at":"2024-05-01 12:00:00+00:00"}'),
+        # What orjson refuses goes through the standard encoder, as it stands.
+        ({"big": 2**70}, '{"big":1180591620717411303424}'),
+        ({"odd": "\ud800"}, '{"odd":"\ud800"}'),
+    ],
+)
+def test_the_logs_json_keeps_text_as_written_and_numbers_as_numbers(value, text) -> None:
+    assert writer_module._dumps(value) == text
 
 
 @pytest.mark.parametrize(

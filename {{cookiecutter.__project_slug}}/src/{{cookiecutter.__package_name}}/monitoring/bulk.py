@@ -12,8 +12,11 @@ SQLite a column at a time, as a slice of the flat parameter list).
 
 from __future__ import annotations
 
+from datetime import datetime
 from functools import lru_cache
 from itertools import chain
+
+from sqlalchemy import DateTime
 
 # SQLite allows 32766 parameters per statement (since 3.32); stay well below.
 MAX_PARAMETERS = 8000
@@ -33,9 +36,7 @@ class Bulk:
             compiled = self.statement.compile(dialect=dialect)
             keys = [column.key for column in self.columns]
             order = [keys.index(name) for name in compiled.positiontup or []]
-            processors = [
-                column.type.dialect_impl(dialect).bind_processor(dialect) for column in self.columns
-            ]
+            processors = [_processor(column.type, dialect) for column in self.columns]
             named = not compiled.positional
             self._compiled[dialect.name] = (str(compiled), None if named else order, processors)
         return self._compiled[dialect.name]
@@ -64,6 +65,24 @@ class Bulk:
                     flat[index::width] = map(process, flat[index::width])
             written += connection.exec_driver_sql(_many(text, len(chunk)), tuple(flat)).rowcount
         return written
+
+
+def _processor(type_, dialect):
+    """A column type's bind processor; for SQLite's DATETIME, the same text at a third of the
+    cost (a prediction-log row has one)."""
+    if dialect.name == "sqlite" and isinstance(type_, DateTime):
+        return _sqlite_datetime
+    return type_.dialect_impl(dialect).bind_processor(dialect)
+
+
+def _sqlite_datetime(value):
+    """A datetime as SQLAlchemy stores it in SQLite, "2026-05-01 12:00:00.000000", its wall time
+    whatever its zone (the writer gives UTC)."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime):
+        raise TypeError(f"SQLite DateTime takes Python datetime objects, not {value!r}")
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _convert(rows: list[tuple], processors: list) -> list[tuple]:

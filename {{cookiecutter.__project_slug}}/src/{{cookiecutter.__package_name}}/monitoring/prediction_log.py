@@ -43,6 +43,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import create_engine, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
@@ -66,18 +67,33 @@ OUTAGE_REMINDER = 60.0
 # Short, so an unreachable PostgreSQL is noticed before the queue fills.
 CONNECT_TIMEOUT_SECONDS = 3
 INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
-# json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False) without building an
-# encoder per call (half the cost on a record's features); records hold no reference cycles to
-# check for. Text stays as it is, not \u-escaped: SQLite's JSON paths (monitoring's SQL) match
-# a key such as "Größe" only as written, never its escaped form.
+# Compact JSON for the log's JSON columns and spool lines. orjson writes a record's features in a
+# sixth of the time json.dumps takes, a good part of the writer's work per record; values it
+# refuses (integers past 64 bits, text holding a lone surrogate) fall back to the standard
+# encoder. Either way text stays as it is, not \u-escaped: SQLite's JSON paths (monitoring's SQL)
+# match a key such as "Größe" only as written, never its escaped form. Values JSON cannot hold
+# (datetimes, decimals) are written as their str(), numpy's numbers as numbers, and NaN as null.
+_ORJSON_OPTIONS = (
+    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_SERIALIZE_NUMPY
+)
+
+
+def _plain(value: Any) -> Any:
+    """A value the encoder does not write itself: a float subclass as a float, else its str()."""
+    return float(value) if isinstance(value, float) else str(value)
+
+
 _encode = json.encoder.c_make_encoder(
-    None, str, json.encoder.encode_basestring, None, ":", ",", False, False, True
+    None, _plain, json.encoder.encode_basestring, None, ":", ",", False, False, True
 )
 
 
 def _dumps(value: Any) -> str:
-    """Compact JSON text; values JSON cannot hold (datetimes) as their str()."""
-    return "".join(_encode(value, 0))
+    """Compact JSON text."""
+    try:
+        return orjson.dumps(value, default=_plain, option=_ORJSON_OPTIONS).decode()
+    except orjson.JSONEncodeError:
+        return "".join(_encode(value, 0))
 
 
 # What the service logs per predicted record (see prediction_row).
