@@ -12,8 +12,9 @@ four ways, one after the other, each with the same number of workers and OMP_NUM
 
 Each server gets a warm-up, then wrk at each concurrency for a fixed time, POSTing the same
 one-record body (mlflow gets the equivalent dataframe_split body on /invocations). It prints
-req/s, p50 and p99 per server and concurrency, the ratios, and whether the goals of issue #4 are
-met, and issue #5's: the prediction log costs at most 5 % of the throughput. Figures only: the
+req/s, p50, p99 and the server's CPU time per request per server and concurrency, the ratios,
+what the prediction log adds to the CPU per request, and whether the goals of issue #4 are met,
+and issue #5's: the prediction log costs at most 5 % of the throughput. Figures only: the
 exit status is 0 whenever the measurement ran, whatever the figures.
 
     .venv/bin/python bench/serving.py                     # bake into build/bench, then measure
@@ -334,12 +335,16 @@ def measure(target: Target, project: Path, args: argparse.Namespace) -> dict:
             run_wrk(base + target.post_path, body_file, 8, args.warmup, args.wrk_threads)
         runs, load = [], os.getloadavg()[0]
         for connections in args.concurrency:
+            cpu = group_cpu_seconds(proc.pid)
             run = run_wrk(
                 base + target.post_path, body_file, connections, args.duration, args.wrk_threads
             )
+            cpu = group_cpu_seconds(proc.pid) - cpu
+            run["cpu_us"] = cpu / run["requests"] * 1e6 if run["requests"] else None
             print(
                 f"    c{connections:<3} {run['rps']:8.0f} req/s  p50 {run['p50_ms']:7.2f} ms"
-                f"  p99 {run['p99_ms']:7.2f} ms  {run['errors'] or ''}",
+                f"  p99 {run['p99_ms']:7.2f} ms  CPU {fmt(run['cpu_us'], '.0f', ' us')}/request"
+                f"  {run['errors'] or ''}",
                 flush=True,
             )
             runs.append(run)
@@ -364,6 +369,8 @@ def median_of(rounds: list[dict]) -> dict:
         for i, first in enumerate(measured[0]["runs"]):
             same = [m["runs"][i] for m in measured]
             run = {k: statistics.median(r[k] for r in same) for k in ("rps", "p50_ms", "p99_ms")}
+            cpu = [r["cpu_us"] for r in same if r.get("cpu_us") is not None]
+            run["cpu_us"] = statistics.median(cpu) if cpu else None
             errors = [r["errors"] for r in same if r["errors"]]
             runs.append({**first, **run, "errors": errors[0] if errors else {}})
         merged[name] = {"rounds": len(measured), "runs": runs}
@@ -413,15 +420,17 @@ def fmt(value: float | None, spec: str, unit: str = "") -> str:
 
 def report(results: dict, concurrency: list[int], goal_list: list[dict]) -> None:
     """The table, the ratios and the goals."""
-    print(f"\n{'server':<8} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8}  errors")
+    heads = f"{'server':<8} {'conc':>5} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'CPU us':>7}"
+    print(f"\n{heads}  errors")
     for name, result in results.items():
         if "error" in result:
             print(f"{name:<8} FAILED: {result['error']}")
         for run in result["runs"]:
             print(
                 f"{name:<8} {run['concurrency']:>5} {run['rps']:>8.0f} {run['p50_ms']:>8.2f} "
-                f"{run['p99_ms']:>8.2f}  {run['errors'] or '-'}"
+                f"{run['p99_ms']:>8.2f} {fmt(run.get('cpu_us'), '.0f'):>7}  {run['errors'] or '-'}"
             )
+    print("(CPU us: the server's processes' CPU time per request, user and system, from /proc)")
     heads = ("ours/mlflow req/s", "ours/mlflow p99", "ours/ceiling req/s", "ours/nolog req/s")
     print(f"\n{'conc':>5} {heads[0]:>18} {heads[1]:>16} {heads[2]:>19} {heads[3]:>17}")
     for c in concurrency:
@@ -433,6 +442,7 @@ def report(results: dict, concurrency: list[int], goal_list: list[dict]) -> None
             f"{c:>5} {speedup:>18} {p99:>16} {fmt(share and share * 100, '.0f', ' %'):>19} "
             f"{fmt(logged and logged * 100, '.0f', ' %'):>17}"
         )
+    report_logging_cpu(results, concurrency)
     print(
         f"\nGoals (issues #4 and #5, stated for 2 cores; this machine has {os.cpu_count()} CPUs):"
     )
@@ -440,6 +450,18 @@ def report(results: dict, concurrency: list[int], goal_list: list[dict]) -> None
         print(f"  {goal['status']:<4}  {goal['goal']}: measured {fmt(goal['value'], '.2f')}")
     if any(run["errors"] for r in results.values() for run in r["runs"]):
         print("  NOTE: some runs had errors (non-2xx answers or socket errors): see the table")
+
+
+def report_logging_cpu(results: dict, concurrency: list[int]) -> None:
+    """What the prediction log adds to the server's CPU per request (ours against nolog)."""
+    for c in concurrency:
+        ours = by_concurrency(results, "ours").get(c, {}).get("cpu_us")
+        nolog = by_concurrency(results, "nolog").get(c, {}).get("cpu_us")
+        if ours and nolog:
+            print(
+                f"c{c}: logging takes {ours - nolog:.0f} us more of the server's CPU per request "
+                f"({(ours - nolog) / nolog * 100:.0f} % of nolog's {nolog:.0f} us)"
+            )
 
 
 def environment(project: Path, args: argparse.Namespace) -> dict:
