@@ -400,6 +400,7 @@ def test_bulk_writes_sqlite_times_as_sqlalchemy_does(moment: datetime) -> None:
         ({"at": LOGGED_AT}, '{"at":"2024-05-01 12:00:00+00:00"}'),
         # What orjson refuses goes through the standard encoder, as it stands.
         ({"big": 2**70}, '{"big":1180591620717411303424}'),
+        ({1: "a", None: "b"}, '{"1":"a","null":"b"}'),
         ({"odd": "\ud800"}, '{"odd":"\ud800"}'),
     ],
 )

@@ -68,14 +68,13 @@ OUTAGE_REMINDER = 60.0
 CONNECT_TIMEOUT_SECONDS = 3
 INSERTS = {"sqlite": sqlite.insert, "postgresql": postgresql.insert}
 # Compact JSON for the log's JSON columns and spool lines. orjson writes a record's features in a
-# sixth of the time json.dumps takes, a good part of the writer's work per record; values it
-# refuses (integers past 64 bits, text holding a lone surrogate) fall back to the standard
-# encoder. Either way text stays as it is, not \u-escaped: SQLite's JSON paths (monitoring's SQL)
-# match a key such as "Größe" only as written, never its escaped form. Values JSON cannot hold
-# (datetimes, decimals) are written as their str(), numpy's numbers as numbers, and NaN as null.
-_ORJSON_OPTIONS = (
-    orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_SERIALIZE_NUMPY
-)
+# sixth of the time json.dumps takes, a good part of the writer's work per record; what it
+# refuses (integers past 64 bits, text holding a lone surrogate, keys that are not text) goes to
+# the standard encoder. Either way text stays as it is, not \u-escaped: SQLite's JSON paths
+# (monitoring's SQL) match a key such as "Größe" only as written, never its escaped form. Values
+# JSON cannot hold (datetimes, decimals) are written as their str(), numpy's numbers as numbers,
+# and NaN as null.
+_ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_SERIALIZE_NUMPY
 
 
 def _plain(value: Any) -> Any:
