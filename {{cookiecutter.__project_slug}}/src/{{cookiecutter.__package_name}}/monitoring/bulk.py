@@ -68,8 +68,8 @@ class Bulk:
 
 
 def _processor(type_, dialect):
-    """A column type's bind processor; for SQLite's DATETIME, the same text at a third of the
-    cost (a prediction-log row has one)."""
+    """A column type's bind processor; for SQLite's DATETIME, the same text at half the cost (a
+    prediction-log row has one)."""
     if dialect.name == "sqlite" and isinstance(type_, DateTime):
         return _sqlite_datetime
     return type_.dialect_impl(dialect).bind_processor(dialect)
@@ -82,7 +82,16 @@ def _sqlite_datetime(value):
         return None
     if not isinstance(value, datetime):
         raise TypeError(f"SQLite DateTime takes Python datetime objects, not {value!r}")
-    return value.isoformat(" ", "microseconds")[:26]
+    # A tuple to %: half the time of an f-string here, and of SQLAlchemy's dict to %.
+    return "%04d-%02d-%02d %02d:%02d:%02d.%06d" % (  # noqa: UP031
+        value.year,
+        value.month,
+        value.day,
+        value.hour,
+        value.minute,
+        value.second,
+        value.microsecond,
+    )
 
 
 def _convert(rows: list[tuple], processors: list) -> list[tuple]:
