@@ -4,12 +4,18 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import load_script, sample_params
+from sklearn.base import BaseEstimator
+from sklearn.dummy import DummyClassifier, DummyRegressor
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.utils.multiclass import type_of_target
 
 from {{ cookiecutter.__package_name }} import config, training
 from {{ cookiecutter.__package_name }} import data as datalib
@@ -314,6 +320,63 @@ def test_train_refuses_bad_hyperparameters(sample_frame, hyperparameters, named)
     with pytest.raises(PipelineError, match=r"train\.hyperparameters") as caught:
         training.fit(frame, schema, params)
     assert named in str(caught.value)
+
+
+class KeywordsEstimator(BaseEstimator):
+    """An estimator that, as LightGBM's and XGBoost's do, takes keywords it does not declare
+    (predicting the majority class, or the mean)."""
+
+    def __init__(self, depth: int = 3, **kwargs) -> None:
+        self.depth = depth
+        self.other = kwargs
+
+    def get_params(self, deep: bool = True) -> dict:
+        return {"depth": self.depth, **self.other}
+
+    def fit(self, x, y):
+        if self.depth < 1:
+            raise RuntimeError(f"Check failed: (depth) >= 1, got {self.depth}")
+        continuous = type_of_target(y) == "continuous"
+        self.model_ = (DummyRegressor() if continuous else DummyClassifier()).fit(x, y)
+        if not continuous:
+            self.classes_ = self.model_.classes_
+        return self
+
+    def predict(self, x):
+        return self.model_.predict(x)
+
+    def predict_proba(self, x):
+        return self.model_.predict_proba(x)
+
+
+@pytest.mark.parametrize(
+    ("hyperparameters", "said"),
+    [
+        ({"detph": 2}, "detph is not a parameter KeywordsEstimator declares"),
+        ({"depth": 0}, "train.hyperparameters: Check failed: (depth) >= 1"),
+    ],
+    ids=["misspelt-keyword", "library-check"],
+)
+def test_train_checks_hyperparameters_of_an_estimator_taking_any_keyword(
+    sample_frame, monkeypatch, hyperparameters, said
+):
+    params, schema, frame = sample_frame
+    params = copy.deepcopy(params)
+    params["train"]["hyperparameters"] = hyperparameters
+    monkeypatch.setattr(
+        training,
+        "build_model",
+        lambda task, numeric, categorical, chosen, seed: Pipeline(
+            [
+                ("prepare", SimpleImputer(strategy="most_frequent")),
+                ("model", KeywordsEstimator(**chosen)),
+            ]
+        ),
+    )
+    with pytest.raises(PipelineError, match=re.escape(said)):
+        training.fit(frame, schema, params)
+    params["train"]["hyperparameters"] = {"depth": 2}
+    assert training.fit(frame, schema, params)[0].named_steps["model"].depth == 2
 
 
 def test_train_data_errors_are_not_blamed_on_hyperparameters(sample_frame):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 from typing import Any
@@ -18,7 +19,7 @@ from . import lineage, registry
 from .config import Backends
 from .errors import PipelineError
 from .metrics import positive_class, score_all
-from .model import build_model
+from .model import REQUIREMENTS, build_model
 from .profile import prediction_profile, training_profile
 
 log = logging.getLogger(__name__)
@@ -37,6 +38,27 @@ def classes_of(model, task: str) -> list | None:
         if task == "classification"
         else None
     )
+
+
+def _refuse_undeclared(model, hyperparameters: dict[str, Any]) -> None:
+    """Refuse a hyperparameter an estimator of the model took without declaring it: one that
+    passes unknown keywords on (LightGBM's, XGBoost's) would ignore a misspelt name."""
+    estimators = [model, *(v for v in model.get_params().values() if hasattr(v, "get_params"))]
+    for estimator in estimators:
+        declared = {
+            p.name
+            for p in inspect.signature(type(estimator).__init__).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"
+        }
+        taken = set(estimator.get_params(deep=False))
+        undeclared = sorted(name for name in hyperparameters if name in taken - declared)
+        if undeclared:
+            raise PipelineError(
+                f"params.yaml train.hyperparameters: {', '.join(undeclared)} is not a parameter "
+                f"{type(estimator).__name__} declares (it passes other keywords on unchecked, "
+                f"so a misspelt name would be ignored); it declares {', '.join(sorted(declared))}. "
+                "Set any other keyword it takes in build_model() itself"
+            )
 
 
 def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
@@ -62,10 +84,15 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
             f"params.yaml train.hyperparameters {hyperparameters} are not accepted by "
             f"build_model() in {build_model.__module__}: {err}"
         ) from err
+    _refuse_undeclared(model, hyperparameters)
     try:
         model.fit(x_train, y_train)
     except InvalidParameterError as err:  # a known name with a bad value, checked at fit
         raise PipelineError(f"params.yaml train.hyperparameters: {err}") from err
+    except Exception as err:  # another library's own check (LightGBM's) naming a value we set
+        if any(name in str(err) for name in hyperparameters):
+            raise PipelineError(f"params.yaml train.hyperparameters: {err}") from err
+        raise
     x_valid, y_valid = datalib.features_and_target(valid_rows, schema)
     classes = classes_of(model, schema.task)
     metrics = score_all(
@@ -112,7 +139,7 @@ def run_record(
         "classes": json.dumps(classes_of(model, schema.task)),
         "trained_at": registry.now(),
         **lineage.git_state(),
-        **lineage.library_versions(),
+        **lineage.library_versions(REQUIREMENTS),
     }
     flat_params = {f"hp.{k}": v for k, v in (params["train"].get("hyperparameters") or {}).items()}
     flat_params.update(
