@@ -31,6 +31,7 @@ from {{ cookiecutter.__package_name }} import (
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.config import Backends
 from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, PipelineError
+from {{ cookiecutter.__package_name }}.model import REQUIREMENTS
 from {{ cookiecutter.__package_name }}.promotion import Gate
 from {{ cookiecutter.__package_name }}.serving import bundle
 
@@ -68,7 +69,8 @@ def good_data(params, workdir) -> Path:
 def test_train_registers_version_with_full_lineage(params, backends, good_data):
     trained = training.train(good_data, params, backends)
     version = MlflowClient().get_model_version("test-model", trained["version"])
-    for tag in (*registry.REQUIRED_LINEAGE, "git.dirty", "lib.scikit-learn", "data.rows"):
+    libraries = ["lib.scikit-learn", *(f"lib.{name}" for name in REQUIREMENTS)]  # the model's too
+    for tag in (*registry.REQUIRED_LINEAGE, "git.dirty", *libraries, "data.rows"):
         assert version.tags.get(tag), f"version lacks lineage tag {tag}"
     assert version.tags["data.content_hash"] == trained["data_hash"]
     assert any(k.startswith("metrics.validation.") for k in version.tags)

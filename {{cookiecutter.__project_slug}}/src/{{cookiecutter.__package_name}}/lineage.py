@@ -53,10 +53,11 @@ def pinned(packages: list[str]) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
-def library_versions() -> dict[str, str]:
-    """Versions of Python and the libraries that shape a model."""
+def library_versions(model_requirements: list[str] = ()) -> dict[str, str]:
+    """Versions of Python and the libraries that shape a model: ours, and the packages the model
+    needs at prediction time (model.REQUIREMENTS: LightGBM, say)."""
     versions = {"lib.python": platform.python_version()}
-    for name in LIBRARIES:
+    for name in dict.fromkeys([*LIBRARIES, *model_requirements]):
         try:
             versions[f"lib.{name}"] = version(name)
         except PackageNotFoundError:
