@@ -480,17 +480,23 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
     fields = request_model(meta, 10).model_json_schema()["$defs"]["Record"]["properties"]
     assert fields["flag"]["description"] == fields["grade"]["description"] == SCALAR_LABELS
     assert "description" not in fields["region"]
-    # With a model that takes unseen categories, any text goes, and JSON values map the same.
+    # With a model that takes unseen categories, any text goes, and JSON values map the same;
+    # but true/false has no third value: 0, 1 or "yes" would be predicted as an unseen category.
     taking = request_model(meta, 10, open_categories=True)
-    sent = [{"flag": True, "grade": 7, "region": "west"}, {"flag": "maybe", "grade": 3.0}]
+    sent = [{"flag": True, "grade": 7, "region": "west"}, {"flag": None, "grade": 3.0}]
     sent[1]["region"] = "north"
     body = taking.model_validate_json(json.dumps({"records": sent}))
     assert [r.__dict__ for r in body.records] == [
         {"flag": "True", "grade": "7", "region": "west"},
-        {"flag": "maybe", "grade": "3", "region": "north"},
+        {"flag": None, "grade": "3", "region": "north"},
     ]
-    for bad in ({"grade": 2.5}, {"region": 1}):
-        with pytest.raises(ValueError, match="string_type"):
+    for bad, kind in [
+        ({"grade": 2.5}, "string_type"),
+        ({"region": 1}, "string_type"),
+        ({"flag": 0}, "literal_error"),
+        ({"flag": "yes"}, "literal_error"),
+    ]:
+        with pytest.raises(ValueError, match=kind):
             taking.model_validate_json(json.dumps({"records": [{**meta["example"], **bad}]}))
     fields = taking.model_json_schema()["$defs"]["Record"]["properties"]
     assert fields["flag"]["description"].startswith(SCALAR_LABELS)

@@ -18,6 +18,7 @@ Text = Annotated[str, Strict()]
 # A category no data has: the service's load-time probe of whether the model takes unseen ones.
 UNSEEN_PROBE = "\x00unseen-category-probe"
 LISTED = 20  # known categories an open column's description lists
+BOOLEANS = ("False", "True")  # the labels training gives a true/false column (data.category_label)
 
 
 def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[BaseModel]:
@@ -36,6 +37,8 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         notes = [SCALAR_LABELS] if scalar else []
         if known and not open_categories:
             choices = Literal[tuple(known)]
+        elif known and set(known) <= set(BOOLEANS):  # a true/false column has no third value
+            choices = Literal[BOOLEANS]
         else:
             choices = Text
             if known:
