@@ -21,7 +21,7 @@ def evaluation_plots(
     if schema.task == "classification":
         return [
             _roc(y_true, models, out_dir / "roc.png"),
-            _confusion(y_true, models, out_dir / "confusion_matrix.png"),
+            _confusion(y_true, models, schema.target_classes, out_dir / "confusion_matrix.png"),
         ]
     return [
         _predicted_vs_actual(y_true, models, out_dir / "predicted_vs_actual.png"),
@@ -63,12 +63,14 @@ def _roc(y_true, models, path: Path) -> str:
     return _save(figure, path)
 
 
-def _confusion(y_true, models, path: Path) -> str:
-    """Confusion matrices side by side."""
+def _confusion(y_true, models, target_classes: list | None, path: Path) -> str:
+    """Confusion matrices side by side, classes in the order of params.yaml's target_classes."""
+    rank = {str(c): i for i, c in enumerate(target_classes or [])}
     figure, axes = plt.subplots(1, len(models), figsize=(4.5 * len(models), 4), squeeze=False)
     for axis, (label, result) in zip(axes[0], models, strict=True):
+        classes = sorted(result["classes"], key=lambda c: rank.get(str(c), len(rank)))
         ConfusionMatrixDisplay.from_predictions(
-            y_true, result["prediction"], ax=axis, colorbar=False
+            y_true, result["prediction"], labels=classes, ax=axis, colorbar=False
         )
         axis.set_title(f"{label} v{result['version']}")
     return _save(figure, path)
