@@ -277,6 +277,9 @@ def test_live_metric_wholly_below_the_threshold_is_drift_and_noise_is_not(engine
     assert low < value < high and high - low < (0.2 if higher else value), quality
     assert not quality["failing"] and passing["drift"] is False, passing["messages"]
     assert not any(f"live {name} {value:.4f}" in m for m in passing["messages"])
+    line = f"Live {name} against promote.threshold {quality['threshold']}: {value:.4f} on 1500"
+    assert f"{line} outcomes, 95 % bootstrap interval" in reports.markdown(passing)
+    assert reports.page(passing).count(line) == 1
 
     noise = judged(value + 0.005 if higher else value * 0.995)  # fails, within the interval
     assert not noise["live_quality"]["failing"] and noise["drift"] is False
@@ -289,6 +292,7 @@ def test_live_metric_wholly_below_the_threshold_is_drift_and_noise_is_not(engine
     [said] = [m for m in bad["messages"] if m.startswith(f"live {name} {value:.4f} on 1500")]
     assert f"fails promote.threshold {far}" in said and "all of it failing" in said
     assert reports.headline(bad).endswith(f": live {name}")
+    assert reports.markdown(bad).rstrip().endswith(": FAILING it")
 
     gate = Gate.from_params({"metric": name, "threshold": far}, champion["task"])
     few = {"records_with_outcome": 199, name: value, "interval": [value, value]}
@@ -627,6 +631,9 @@ def test_monitor_survives_a_huge_finite_value(engine, champion, tmp_path, value,
         assert summary[key] is None or np.isfinite(summary[key]), (key, summary[key])
     if exact:  # the raw rows give finite moments whatever the values
         assert summary["std"] > abs(value) / 100
+    said = [m for m in report["messages"] if "sums of monthly_charges overflowed" in m]
+    assert bool(said) == (summary["std"] is None), report["messages"]  # null moments are named
+    assert all(f"a value of {value:g}" in m and "--exact" in m for m in said)
     assert store_daily_stats(engine, report) > 20
     paths = reports.write(report, tmp_path / "reports")
     json.loads(paths["json"].read_text(), parse_constant=reject_constant)

@@ -390,6 +390,21 @@ def _features(source, report: dict, profiles: dict, thresholds: dict) -> None:
         # The summary table shows the distribution test; say in words when nulls drifted.
         note = drift.missing_note(section["verdict"])
         report["messages"] += [note] if note else []
+        if source.name == sources.ROLLUPS:
+            report["messages"] += _overflowed(name, section["summary"])
+
+
+def _overflowed(name: str, summary: dict) -> list[str]:
+    """Why a numeric feature's mean and std are null from the rollups: a value so large that
+    their stored sums overflowed."""
+    if summary.get("max") is None or summary["std"] is not None:
+        return []
+    low, high = summary["min"], summary["max"]
+    extreme = high if abs(high) >= abs(low) else low
+    return [
+        f"the hourly rollups' sums of {name} overflowed (a value of {extreme:g}): its mean and "
+        "std are null; `python scripts/monitor.py --exact` computes them from the raw rows"
+    ]
 
 
 def _predictions(source, report: dict, champion: dict, thresholds: dict) -> None:

@@ -134,7 +134,21 @@ def service_lines(report: dict) -> list[str]:
     return [
         f"Latency (ms): {_pairs(report.get('latency_ms'))}",
         f"Live metrics: {_pairs(report.get('live_metrics'))}",
+        *_quality(report.get("live_quality")),
         *(f"Live metrics of v{version}: {_pairs(live)}" for version, live in others.items()),
+    ]
+
+
+def _quality(quality: dict | None) -> list[str]:
+    """The live value of the gate's metric against promote.threshold, when outcomes allow one."""
+    if not quality:
+        return []
+    low, high = quality["interval"]
+    spread = "" if low is None else f", 95 % bootstrap interval {low:.4f} to {high:.4f}"
+    state = "FAILING it" if quality["failing"] else "not failing it"
+    return [
+        f"Live {quality['metric']} against promote.threshold {quality['threshold']}: "
+        f"{quality['value']:.4f} on {quality['outcomes']} outcomes{spread}: {state}"
     ]
 
 

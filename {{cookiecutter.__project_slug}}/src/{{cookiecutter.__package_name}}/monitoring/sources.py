@@ -17,7 +17,6 @@ cell. `choose()` takes the rollups only when all of these hold, and otherwise sa
 
 from __future__ import annotations
 
-import logging
 from datetime import datetime
 
 import sqlalchemy as sa
@@ -29,8 +28,6 @@ from .tables import rollup_moments
 
 RAW = "prediction_log"
 ROLLUPS = "rollups"
-
-log = logging.getLogger(__name__)
 
 
 class RawLog:
@@ -137,15 +134,8 @@ class Rollups:
     def numeric(self, name: str, edges: list[float]) -> tuple[dict, list[int]]:
         """Moments and percentiles of a numeric feature, and its counts per reference bin."""
         m = self._moments(name)
-        # None where the stored sums overflowed (values beyond ~1e154); --exact computes them.
+        # None where the stored sums overflowed (values beyond ~1e154): monitor() says so.
         mean, std = sql.summary_from_sums(m.present, m.total, m.total_sq, m.low, m.high)
-        if m.present and std is None:
-            log.warning(
-                "the rollups' sums of %s overflowed (values up to %s): mean/std reported as null; "
-                "python scripts/monitor.py --exact computes them from the raw rows",
-                name,
-                m.high if abs(m.high) >= abs(m.low) else m.low,
-            )
         cells = self._merged(self.window.cells, name)
         summary = {
             "count": m.records,
