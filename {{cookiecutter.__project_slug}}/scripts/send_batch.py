@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from {{ cookiecutter.__package_name }} import data as datalib
@@ -96,38 +97,56 @@ def _detail(body: bytes) -> str:
     return "\n  " + "\n  ".join(lines)
 
 
-def records(frame: pd.DataFrame, features: dict[str, str]) -> list[dict]:
-    """The feature columns as JSON-ready records, missing values as None; a numeric column
-    holding text is refused here, naming the row, not by the service for every record."""
+def records(frame: pd.DataFrame, features: dict[str, str]) -> tuple[list, dict[int, str]]:
+    """The feature columns as JSON-ready records, missing values as None, and why some file rows
+    cannot be sent: a numeric cell holding text (such rows are None in the list, and are left out
+    as the service's refusals are). A numeric column of text only is refused here, naming it,
+    rather than by the service for every record."""
     missing = [name for name in features if name not in frame.columns]
     if missing:
         raise PipelineError(f"the file lacks the declared features {missing}")
     selected = frame[list(features)].astype(object)
+    unreadable: dict[int, str] = {}
     for name in (n for n, kind in features.items() if kind == "numeric"):
         numbers = pd.to_numeric(selected[name], errors="coerce")
         bad = selected[name].notna() & numbers.isna()
-        if bad.any():
+        if bad.any() and bad.sum() == selected[name].notna().sum():
             row = int(bad.to_numpy().argmax())
             raise PipelineError(
-                f"column '{name}' is declared numeric, but file row {row} holds "
-                f"{selected[name].iloc[row]!r} ({int(bad.sum())} rows like it): send numbers"
+                f"column '{name}' is declared numeric, but none of its values is a number (file "
+                f"row {row} holds {selected[name].iloc[row]!r}): send numbers"
             )
+        for row in np.flatnonzero(bad.to_numpy()):
+            said = f"{name} {selected[name].iloc[row]!r} is not a number"
+            unreadable[int(row)] = f"{unreadable[row]}, {said}" if row in unreadable else said
         selected[name] = numbers.astype(object)
-    return selected.where(selected.notna(), None).to_dict("records")
+    rows = selected.where(selected.notna(), None).to_dict("records")
+    return [None if i in unreadable else row for i, row in enumerate(rows)], unreadable
 
 
-def send(url: str, rows: list[dict], batch_size: int, answered: list[dict]) -> None:
+def send(
+    url: str,
+    rows: list[dict | None],
+    batch_size: int,
+    answered: list[dict],
+    unreadable: dict[int, str] | None = None,
+) -> None:
     """Send rows in batches, appending one answer per row (file row, request id, record index,
     prediction) to `answered`.
 
     A batch refused as invalid (422) is sent again without the records the errors name, so only
     those rows are left out (all of the batch when none is named, or when the rest is refused
-    too); the run goes on and fails at the end, naming them. Any other refusal (overloaded, not
-    ready, too large) stops the run, naming the file rows of the batch.
+    too); the run goes on and fails at the end, naming them, with the `unreadable` rows (None in
+    `rows`, never sent). Any other refusal (overloaded, not ready, too large) stops the run,
+    naming the file rows of the batch.
     """
-    left_out: list[str] = []
+    left_out = [
+        f"file row {row}: {reason} (not sent)" for row, reason in (unreadable or {}).items()
+    ]
     for first in range(0, len(rows), batch_size):
-        batch = list(range(first, min(first + batch_size, len(rows))))
+        batch = [i for i in range(first, min(first + batch_size, len(rows))) if rows[i] is not None]
+        if not batch:
+            continue
         sent, answer = batch, None
         try:
             answer = post(url, [rows[i] for i in sent])
@@ -204,9 +223,11 @@ def main(argv: list[str] | None = None) -> int:
         others = [str(column) for column in frame.columns if column not in features]
         if others:
             log.info("sending the declared features only, not the file's columns %s", others)
-        rows, answered = records(frame, features), []
+        (rows, unreadable), answered = records(frame, features), []
+        if not rows:
+            log.warning("%s has no rows: nothing to send", args.file)
         try:
-            send(args.url, rows, args.batch_size, answered)
+            send(args.url, rows, args.batch_size, answered, unreadable)
         finally:
             if args.out:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
