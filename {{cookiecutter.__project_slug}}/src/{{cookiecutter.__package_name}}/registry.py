@@ -70,12 +70,15 @@ def _probe_database(uri: str, create: bool) -> None:
     url = database_url(uri, "MLFLOW_TRACKING_URI")
     if url.get_backend_name() == "sqlite":
         path = url.database
-        if not create and path and path != ":memory:" and not Path(path).exists():
-            raise PipelineError(
-                f"MLflow tracking database {Path(path).resolve()} does not exist "
-                f"(MLFLOW_TRACKING_URI={uri}): check the URI, or run `make pipeline` first to "
-                "train and register a model"
-            )
+        if path and path != ":memory:" and not Path(path).exists():
+            if not create:
+                raise PipelineError(
+                    f"MLflow tracking database {Path(path).resolve()} does not exist "
+                    f"(MLFLOW_TRACKING_URI={uri}): check the URI, or run `make pipeline` first "
+                    "to train and register a model"
+                )
+            # MLflow then runs its schema migrations, silently, for up to a minute or so.
+            log.info("creating the MLflow tracking database %s (once; this takes a while)", path)
         return
     if url.get_backend_name() != "postgresql":
         return
