@@ -256,3 +256,23 @@ def test_image_logs_predictions_as_its_non_root_user(image, served):
     logged = "prediction_log_logged_total"
     wait_until(lambda: metric(served.url, logged) >= 1, 30, "the prediction to be logged")
     assert metric(served.url, "prediction_log_dropped_total") == 0
+
+
+@container
+def test_image_installs_the_system_libraries_named_in_apt_packages(engine, image):
+    """APT_PACKAGES puts a library a model needs at run time (libgomp1 for LightGBM) into the
+    runtime stage; the builder stage comes from the image fixture's build cache."""
+    base = base_image(engine, dockerfile_base(image.project))
+    name = "apt-packages-check"
+    build_args = f"--network host --build-arg PYTHON_IMAGE={base} --build-arg APT_PACKAGES=libgomp1"
+    make(
+        image.project,
+        "image",
+        f"IMAGE={name}",
+        f"DOCKER_BUILD_ARGS={build_args}",
+        env={**project_env(image.project), **engine.variables()},
+    )
+    probe = "import ctypes, os; ctypes.CDLL('libgomp.so.1'); print(os.getuid())"
+    uid = engine.docker("run", "--rm", f"{name}:latest", "python", "-c", probe).stdout.strip()
+    assert uid == inspect(engine, image.reference)["Config"]["User"].split(":")[0]
+    engine.docker("rmi", f"{name}:latest", f"{name}:{image.meta['version']}", check=False)
