@@ -116,9 +116,9 @@ def records(frame: pd.DataFrame, features: dict[str, str]) -> tuple[list, dict[i
                 f"column '{name}' is declared numeric, but none of its values is a number (file "
                 f"row {row} holds {selected[name].iloc[row]!r}): send numbers"
             )
-        for row in np.flatnonzero(bad.to_numpy()):
+        for row in map(int, np.flatnonzero(bad.to_numpy())):
             said = f"{name} {selected[name].iloc[row]!r} is not a number"
-            unreadable[int(row)] = f"{unreadable[row]}, {said}" if row in unreadable else said
+            unreadable[row] = f"{unreadable[row]}, {said}" if row in unreadable else said
         selected[name] = numbers.astype(object)
     rows = selected.where(selected.notna(), None).to_dict("records")
     return [None if i in unreadable else row for i, row in enumerate(rows)], unreadable

@@ -352,7 +352,7 @@ class KeywordsEstimator(BaseEstimator):
 @pytest.mark.parametrize(
     ("hyperparameters", "said"),
     [
-        ({"detph": 2}, "detph is not a parameter KeywordsEstimator declares"),
+        ({"detph": 2}, "detph is not among the parameters KeywordsEstimator declares"),
         ({"depth": 0}, "train.hyperparameters: Check failed: (depth) >= 1"),
     ],
     ids=["misspelt-keyword", "library-check"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import platform
 import subprocess
+from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def pinned(packages: list[str]) -> list[str]:
     return [f"{name}=={version(name)}" for name in packages]
 
 
-def library_versions(model_requirements: list[str] = ()) -> dict[str, str]:
+def library_versions(model_requirements: Sequence[str] = ()) -> dict[str, str]:
     """Versions of Python and the libraries that shape a model: ours, and the packages the model
     needs at prediction time (model.REQUIREMENTS: LightGBM, say)."""
     versions = {"lib.python": platform.python_version()}

@@ -53,11 +53,12 @@ def _refuse_undeclared(model, hyperparameters: dict[str, Any]) -> None:
         taken = set(estimator.get_params(deep=False))
         undeclared = sorted(name for name in hyperparameters if name in taken - declared)
         if undeclared:
+            named = f"{', '.join(undeclared)} {'is' if len(undeclared) == 1 else 'are'}"
             raise PipelineError(
-                f"params.yaml train.hyperparameters: {', '.join(undeclared)} is not a parameter "
+                f"params.yaml train.hyperparameters: {named} not among the parameters "
                 f"{type(estimator).__name__} declares (it passes other keywords on unchecked, "
-                f"so a misspelt name would be ignored); it declares {', '.join(sorted(declared))}. "
-                "Set any other keyword it takes in build_model() itself"
+                f"so a misspelt name would be ignored): {', '.join(sorted(declared))}. Set any "
+                "other keyword it takes in build_model() itself"
             )
 
 
