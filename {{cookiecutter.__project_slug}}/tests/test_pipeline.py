@@ -403,6 +403,10 @@ def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across
     refused = promotion.rollback(data, changed, gate, backends, "1", "test", force=True)
     assert not refused["moved"] and "trained on other feature" in refused["refusal"]
     assert not refused["forceable"]
+    # The way back: the version's own params.yaml (its commit), make data, then roll back again.
+    commit = MlflowClient().get_model_version("test-model", "1").tags["git.commit"]
+    assert f"`git checkout {commit} -- params.yaml`" in refused["refusal"]
+    assert "`make serve VERSION=1`" in refused["refusal"]
     assert str(registry.champion(MlflowClient(), "test-model").version) == "2"
     # Bundling version 1 by number says it serves other features than params.yaml declares.
     (workdir / "params.yaml").write_text(yaml.safe_dump(changed))

@@ -262,7 +262,14 @@ def rollback(
         value = score_version(name, str(target.version), rows, schema)["metrics"][gate.metric.name]
         unusable = None
     except OtherSchema as err:  # it could not answer today's requests: FORCE cannot help
-        value, unusable = None, f"{err}; it cannot serve today's data"
+        commit = target.tags.get("git.commit", "<its git.commit tag>")
+        value = None
+        unusable = (
+            f"{err}; it cannot serve today's data. To go back to it, restore the data section "
+            f"of params.yaml it was trained with (`git checkout {commit} -- params.yaml`, and "
+            f"the source it names), run `make data`, then roll back again; to serve it "
+            f"meanwhile without moving the champion: `make serve VERSION={target.version}`"
+        )
     passes = value is not None and gate.metric.passes(value, gate.threshold)
     refusal = unusable or _refusal(target, gate, value, passes)
     report = {
