@@ -48,10 +48,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    source = parser.add_mutually_exclusive_group(required=True)
+    source = parser.add_mutually_exclusive_group()
     source.add_argument("--file", help="a .csv or .parquet path or URL")
     source.add_argument("--query", help="SQL returning request_id, actual[, record_index]")
     args = parser.parse_args(argv)
+    if not (args.file or args.query):
+        parser.error(
+            'name the outcomes: FILE=outcomes.csv (a CSV or Parquet file) or QUERY="select '
+            'request_id, record_index, actual ..." for make; --file or --query for this script'
+        )
 
     def step() -> int:
         backends = Backends.from_env()

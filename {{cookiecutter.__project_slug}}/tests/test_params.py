@@ -296,6 +296,14 @@ def test_send_batch_refuses_what_is_not_an_http_url(url, capsys):
     assert f"--url {url!r} is not an http(s) URL" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("argv", [[], ["--file", ""]], ids=["none", "empty"])
+def test_load_outcomes_without_a_source_names_the_make_variables(argv, capsys):
+    with pytest.raises(SystemExit) as caught:
+        load_script("load_outcomes").main(argv)
+    assert caught.value.code == 2
+    assert "name the outcomes: FILE=outcomes.csv" in capsys.readouterr().err
+
+
 # --- train.hyperparameters -------------------------------------------------------------------
 
 
