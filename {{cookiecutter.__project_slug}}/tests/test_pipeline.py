@@ -73,6 +73,9 @@ def test_train_registers_version_with_full_lineage(params, backends, good_data):
     for tag in (*registry.REQUIRED_LINEAGE, "git.dirty", *libraries, "data.rows"):
         assert version.tags.get(tag), f"version lacks lineage tag {tag}"
     assert version.tags["data.content_hash"] == trained["data_hash"]
+    listed = rf"has no version 999 \(it has [\d, ]*{trained['version']}"  # for a mistyped VERSION=
+    with pytest.raises(PipelineError, match=listed):
+        registry.version(MlflowClient(), "test-model", 999)
     assert any(k.startswith("metrics.validation.") for k in version.tags)
     profile = registry.load_profile(MlflowClient(), trained["run_id"])
     assert set(profile["features"]) == set(params["data"]["features"])

@@ -197,11 +197,12 @@ def evaluate(
     }
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2, allow_nan=False))
     (out_dir / "evaluation.md").write_text(markdown(report))
-    log.info(
-        "evaluated candidate v%s against %s",
-        number,
-        f"champion v{current.version}" if current else "no champion",
-    )
+    against = "no champion"
+    if current:
+        against = f"champion v{current.version}" + (
+            "" if champion else " (not compared: see above)"
+        )
+    log.info("evaluated candidate v%s against %s", number, against)
     return report
 
 

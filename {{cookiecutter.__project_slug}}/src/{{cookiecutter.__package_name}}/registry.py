@@ -222,11 +222,22 @@ def version(client: MlflowClient, name: str, number: str | int):
     try:
         found = client.get_model_version(name, str(number))
     except MlflowException as err:
-        raise PipelineError(f"model {name} has no version {number}: {err.message}") from err
+        raise PipelineError(
+            f"model {name} has no version {number} (it has {_numbers(client, name)}): {err.message}"
+        ) from err
     missing = [t for t in REQUIRED_LINEAGE if t not in found.tags]
     if missing:
         raise PipelineError(f"model {name} version {number} lacks lineage tags {missing}")
     return found
+
+
+def _numbers(client: MlflowClient, name: str) -> str:
+    """The version numbers a model has, for a message."""
+    try:
+        found = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return "versions that could not be listed"
+    return ", ".join(map(str, sorted(int(v.version) for v in found))) or "none"
 
 
 def load_model(name: str, number: str | int):
