@@ -543,7 +543,8 @@ def test_monitor_reads_no_missing_rate_drift_into_another_versions_absent_key(en
     report = run(engine, champion)
     assert "age" not in report["drifted"]
     assert report["features"]["age"]["verdict"]["missing_p_value"] is None
-    assert any("mixes model versions" in m for m in report["messages"])
+    [said] = [m for m in report["messages"] if "mixes model versions" in m]
+    assert f"(records v0: 1000, v{champion['version']}: 1000)" in said
 
 
 def test_rollups_and_raw_rows_agree_on_a_missing_rate_jump(engine, champion, tmp_path):

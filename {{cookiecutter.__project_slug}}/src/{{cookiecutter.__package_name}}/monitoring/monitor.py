@@ -380,8 +380,15 @@ def _features(source, report: dict, profiles: dict, thresholds: dict) -> None:
     # missing rates only in a window of one version.
     one_version = len(report["records_by_version"]) == 1
     if not one_version:
+        versions = sorted(  # numbers in order; any other version name after them
+            report["records_by_version"].items(),
+            key=lambda item: (not str(item[0]).isdigit(), str(item[0]).zfill(20)),
+        )
+        mix = ", ".join(f"v{v}: {n}" for v, n in versions)
         report["messages"].append(
-            "the window mixes model versions: missing rates are reported, not checked for drift"
+            f"the window mixes model versions (records {mix}): a feature one version does not "
+            "log is missing in all of its records, so missing rates are reported, not checked "
+            "for drift"
         )
     for name in checked:
         report["features"][name] = section = feature_section(
