@@ -63,7 +63,7 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
 
 def _scalar_label(label: str) -> bool:
     """Whether training made this category's text from a boolean or a whole number."""
-    return label in ("True", "False") or label.removeprefix("-").isdigit()
+    return label in BOOLEANS or label.removeprefix("-").isdigit()
 
 
 def _as_label(value: Any, scalar: bool, blank: bool) -> Any:
