@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import replace
 
 import numpy as np
@@ -174,6 +175,29 @@ def test_csv_keeps_leading_zeros_of_categorical_codes_and_reads_other_columns_as
     # Any spelling of true/false is the booleans the service takes as JSON true and false.
     assert clean["paid"].tolist()[:2] == ["True", "False"]
     assert loaded["size"].tolist()[:2] == [1.5, 2.0]
+
+
+def test_csv_categorical_keeps_na_spellings_as_text_as_the_service_does(tmp_path, caplog):
+    path = tmp_path / "na.csv"
+    path.write_text("city,size\nN/A,NA\nParis,\n,2\nNone,null\n")
+    features = {"city": "categorical", "size": "numeric"}
+    loaded = datalib.load_source({"source": str(path), "features": features}, "", None)
+    clean = datalib.feature_frame(loaded.to_dict("records"), features)
+    # A request's "N/A" is the category "N/A": the training rows must say the same.
+    assert clean["city"].tolist()[:2] == ["N/A", "Paris"] and clean["city"].tolist()[3] == "None"
+    assert clean["city"].isna().tolist() == [False, False, True, False], "empty is missing"
+    assert clean["size"].isna().tolist() == [True, True, False, True], "numbers: NA, null missing"
+    assert "column 'city' holds ['N/A', 'None'] in 2 rows" in caplog.text
+
+
+def test_validate_wide_frame_without_fragmentation_warnings(frame, schema):
+    wide = {f"x{i:03d}": "numeric" for i in range(150)}
+    extra = pd.DataFrame(np.ones((len(frame), 150)), columns=list(wide))
+    schema = replace(schema, features={**schema.features, **wide})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", pd.errors.PerformanceWarning)
+        clean = datalib.validate(pd.concat([frame, extra], axis=1), schema)
+    assert list(clean.columns) == schema.columns
 
 
 def test_load_source_sql_reads_a_query(frame, params, tmp_path):

@@ -97,17 +97,31 @@ def load_source(data: dict[str, Any], task: str, database_url: str | None) -> pd
 BOOLEAN_TEXT = {"true": True, "false": False}
 
 
+# pandas' read_csv spellings of a missing value: missing in any column but a categorical one.
+NA_TEXT = (
+    *("", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN"),
+    *("<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"),
+)
+
+
 def read_csv(source: str, features: dict[str, str]) -> pd.DataFrame:
     """A CSV file; a categorical column of codes with leading zeros ("02134") is kept as text.
 
-    Any other column is read as pandas reads it, so a column of numbers is still numbers (and
-    "3.0", an integer column with gaps as pandas writes it, still the category "3"), and a column
-    of true/false in any case is booleans, whichever spelling the export used.
+    In a categorical column only an empty field is missing, as in a request to the service:
+    "N/A" or "NA" is a category as written (said in a warning), where pandas would make it
+    missing. Any other column is read as pandas reads it, so a column of numbers is still
+    numbers (and "3.0", an integer column with gaps as pandas writes it, still the category
+    "3"), and a column of true/false in any case is booleans, whichever spelling the export used.
     """
     categorical = [name for name, kind in features.items() if kind == "categorical"]
-    frame = pd.read_csv(source, dtype=dict.fromkeys(categorical, str))
+    header = pd.read_csv(source, nrows=0).columns
+    missing = {c: [""] if c in categorical else list(NA_TEXT) for c in header}
+    frame = pd.read_csv(
+        source, dtype=dict.fromkeys(categorical, str), keep_default_na=False, na_values=missing
+    )
     for name in categorical:
         if name in frame.columns:
+            _warn_if_spelt_missing(frame[name], name)
             text = frame[name].dropna()
             numbers = pd.to_numeric(text, errors="coerce")
             if numbers.notna().all() and not text.str.match(r"[-+]?0\d").any():
@@ -115,6 +129,19 @@ def read_csv(source: str, features: dict[str, str]) -> pd.DataFrame:
             elif text.str.lower().isin(BOOLEAN_TEXT).all():
                 frame[name] = frame[name].str.lower().map(BOOLEAN_TEXT)
     return frame
+
+
+def _warn_if_spelt_missing(column: pd.Series, name: str) -> None:
+    """Say when a categorical column holds text pandas would read as missing, such as "N/A"."""
+    spelt = column[column.isin(NA_TEXT)]
+    if len(spelt):
+        log.warning(
+            "column '%s' holds %s in %d rows: read as categories, as the service reads them in "
+            "a request; if they mean missing, leave those cells empty in the CSV",
+            name,
+            sorted(spelt.unique())[:3],
+            len(spelt),
+        )
 
 
 def _read_sql(query: str | None, database_url: str | None) -> pd.DataFrame:
@@ -147,7 +174,9 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     if frame.empty:
         raise PipelineError("the data source returned no rows")
     _check_columns(frame, schema)
-    clean = pd.DataFrame(index=frame.index)
+    # Columns collected first and joined once: a frame grown a column at a time fragments (and
+    # pandas warns for each column past a hundred).
+    clean = {}
     if schema.time_column:
         clean[schema.time_column] = _as_dates(frame[schema.time_column], schema.time_column)
     for name, kind in schema.features.items():
@@ -155,7 +184,7 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         if kind == "categorical":
             _warn_if_mostly_distinct(clean[name], name)
     clean[schema.target] = _as_target(frame[schema.target], schema)
-    return clean.reset_index(drop=True)
+    return pd.DataFrame(clean, index=frame.index).reset_index(drop=True)
 
 
 def _warn_if_mostly_distinct(column: pd.Series, name: str) -> None:
