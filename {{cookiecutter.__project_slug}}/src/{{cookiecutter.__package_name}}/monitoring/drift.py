@@ -166,11 +166,15 @@ def missing_note(verdict: dict) -> str | None:
     """A sentence for the report when a verdict (as_dict) says the missing rate drifted."""
     if MISSING not in verdict.get("reasons", ()):
         return None
+    if verdict["current_missing_rate"] > verdict["reference_missing_rate"]:
+        question = "is an upstream feed sending nulls?"
+    else:
+        question = "does a client send a value (or a default) where training had gaps?"
     return (
         f"feature '{verdict['name']}': missing rate moved from "
         f"{verdict['reference_missing_rate']:.1%} in training to "
         f"{verdict['current_missing_rate']:.1%} in this window (PSI {verdict['missing_psi']:.3f}, "
-        f"p = {verdict['missing_p_value']:.2g}): is an upstream feed sending nulls?"
+        f"p = {verdict['missing_p_value']:.2g}): {question}"
     )
 
 

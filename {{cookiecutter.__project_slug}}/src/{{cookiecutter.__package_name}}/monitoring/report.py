@@ -76,7 +76,7 @@ def headline(report: dict) -> str:
 
 
 def table_rows(report: dict) -> list[list[str]]:
-    """The summary table: one row per compared distribution."""
+    """The summary table: one row per compared distribution, the drifted ones first."""
     rows = []
     for name, section in sections(report):
         v = section["verdict"]
@@ -85,7 +85,7 @@ def table_rows(report: dict) -> list[list[str]]:
             compared = ["-", "no values", "-"]
         counts = [_missing(section), str(v["current_count"])]
         rows.append([name, section["kind"], _verdict(v), *compared, *counts])
-    return rows
+    return sorted(rows, key=lambda row: row[2] == "ok")  # stable: file order within each
 
 
 def _missing(section: dict) -> str:
@@ -185,7 +185,9 @@ def page(report: dict) -> str:
     esc = html.escape
     rows = (
         "".join(
-            "<tr>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+            ("<tr>" if row[2] == "ok" else "<tr class='drift'>")
+            + "".join(f"<td>{esc(c)}</td>" for c in row)
+            + "</tr>"
             for row in table_rows(report)
         )
         if report["status"] == "checked"
@@ -204,7 +206,8 @@ def page(report: dict) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(headline(report))}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
-        "table{border-collapse:collapse}</style></head><body>"
+        "table{border-collapse:collapse}tr.drift{background:#fde2e1;font-weight:bold}</style>"
+        "</head><body>"
         f"<h1>{esc(headline(report))}</h1><p>Window {esc(report['window']['start'])} to "
         f"{esc(report['window']['end'])}; {report.get('records', 0)} records.</p>"
         f"<ul>{messages}</ul>"
