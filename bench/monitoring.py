@@ -68,8 +68,8 @@ if command == "prepare":
     params = config.load_params(Path("params.yaml"))
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
     frame = datalib.validate(datalib.load_source(params["data"], schema.task, None), schema)
-    model, x_train, metrics = training.fit(frame, schema, params)
-    record = training.run_record(model, x_train, metrics, frame, schema, params, "md5")
+    model, x_train, x_valid, metrics = training.fit(frame, schema, params)
+    record = training.run_record(model, x_train, x_valid, metrics, frame, schema, params, "md5")
     champion = {
         "name": params["model"]["name"],
         "version": "1",

@@ -47,11 +47,16 @@ THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200}
 @pytest.fixture(scope="module")
 def champion(repo_params) -> dict:
     """A model trained on the sample data, with its training profile, as monitoring sees it."""
+    return train_champion(repo_params)
+
+
+def train_champion(repo_params: dict) -> dict:
+    """Train build_model()'s model on the sample data: the champion as monitoring sees it."""
     params = sample_params(repo_params)
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
     frame = datalib.validate(datalib.load_source(params["data"], schema.task, None), schema)
-    model, x_train, metrics = training.fit(frame, schema, params)
-    record = training.run_record(model, x_train, metrics, frame, schema, params, "md5")
+    model, x_train, x_valid, metrics = training.fit(frame, schema, params)
+    record = training.run_record(model, x_train, x_valid, metrics, frame, schema, params, "md5")
     return {
         "name": "test-model",
         "version": "1",
@@ -153,6 +158,30 @@ def test_monitor_clean_traffic_raises_no_drift(engine, champion, seed):
     report = run(engine, champion)
     assert report["status"] == "checked"
     assert report["drift"] is False, report["drifted"]
+
+
+def test_an_overfitting_champion_shows_no_prediction_drift_on_fresh_rows(
+    engine, repo_params, monkeypatch
+):
+    # A random forest is surest of itself on its own training rows (probabilities near 0 and 1,
+    # predictions near the targets); the profile's prediction distribution is that on the
+    # validation rows, so new rows from the same distribution do not look drifted.
+    from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+    build = training.build_model
+
+    def forest(task: str, *args):
+        grown = RandomForestClassifier if task == "classification" else RandomForestRegressor
+        return build(task, *args).set_params(model=grown(n_estimators=50, random_state=0))
+
+    monkeypatch.setattr(training, "build_model", forest)
+    overfit = train_champion(repo_params)
+    assert type(overfit["model"].named_steps["model"]).__name__.startswith("RandomForest")
+    for seed in (300, 301):
+        log_frame(engine, overfit, batch(overfit, seed, rows=3000))
+        report = run(engine, overfit)
+        assert report["prediction"]["verdict"]["psi"] < 0.1, report["prediction"]["verdict"]
+        assert report["drift"] is False, report["drifted"]
 
 
 def test_monitor_names_a_shifted_numeric_feature(engine, champion):
@@ -508,12 +537,25 @@ def test_monitor_names_a_missing_rate_jump_and_says_how_far_it_moved(engine, cha
         [note] = [m for m in report["messages"] if f"feature '{name}': missing rate" in m]
         assert f"from {verdict['reference_missing_rate']:.1%} in training" in note
         assert f"to {verdict['current_missing_rate']:.1%} in this window" in note
+        assert note.endswith("is an upstream feed sending nulls?")
         [row] = [row for row in reports.table_rows(report) if row[0] == name]
         assert row[2] == "DRIFT (missing rate)"
         rates = (verdict["reference_missing_rate"], verdict["current_missing_rate"])
         assert row[6] == "{:.1%} → {:.1%}".format(*rates)
     untouched = {"tenure_months", "monthly_charges", "support_calls", "contract", "region"}
     assert not untouched & set(report["drifted"])
+    # The drifted rows lead the summary table, and the page marks them.
+    drifted = [row[2] != "ok" for row in reports.table_rows(report)]
+    assert drifted == sorted(drifted, reverse=True) and sum(drifted) >= 2
+    assert reports.page(report).count("<tr class='drift'>") == sum(drifted)
+
+
+def test_a_missing_rate_that_falls_is_not_blamed_on_nulls():
+    verdict = {"name": "city", "reasons": [drift.MISSING], "missing_psi": 0.75}
+    verdict |= {"reference_missing_rate": 0.1, "current_missing_rate": 0.0, "missing_p_value": 0}
+    note = drift.missing_note(verdict)
+    assert "from 10.0% in training to 0.0% in this window" in note
+    assert "nulls" not in note and "where training had gaps" in note
 
 
 def test_a_feature_sent_only_as_nulls_shows_no_distribution_numbers(engine, champion):

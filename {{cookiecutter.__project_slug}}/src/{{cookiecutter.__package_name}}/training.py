@@ -63,7 +63,8 @@ def _refuse_undeclared(model, hyperparameters: dict[str, Any]) -> None:
 
 
 def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
-    """Fit the model on the training rows; return it with validation metrics."""
+    """Fit the model on the training rows; return it, the training and validation features,
+    and the validation metrics."""
     split_p, train_p = params["split"], params["train"]
     rest, _holdout = datalib.split(frame, schema, split_p["holdout_fraction"], split_p["seed"])
     random_split = datalib.Schema(schema.features, schema.target, schema.task)
@@ -103,20 +104,27 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
         classes,
         positive=positive_class(classes, schema.target_classes),
     )
-    return model, x_train, metrics
+    return model, x_train, x_valid, metrics
 
 
 def run_record(
     model,
     x_train: pd.DataFrame,
+    x_valid: pd.DataFrame,
     metrics: dict,
     frame: pd.DataFrame,
     schema: datalib.Schema,
     params: dict,
     dvc_md5: str,
 ) -> dict[str, Any]:
-    """Everything one MLflow run logs: params, metrics, lineage tags, profile, signature."""
-    prediction, proba = predict(model, x_train, schema.task)
+    """Everything one MLflow run logs: params, metrics, lineage tags, profile, signature.
+
+    The profile's features are the training rows'; its prediction distribution is the model's
+    on the validation rows, which it never saw: on its own training rows a model is more sure
+    of itself than on new data (a random forest's probabilities there sit near 0 and 1), and
+    every day's predictions would look drifted.
+    """
+    prediction, proba = predict(model, x_valid, schema.task)
     bins = int(params["train"].get("profile_bins", 10))
     classes = classes_of(model, schema.task)
     positive = positive_class(classes, schema.target_classes)
@@ -162,8 +170,9 @@ def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, An
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
     frame = datalib.validate(pd.read_parquet(data_path), schema)
     client = registry.connect(backends, create=True)
-    model, x_train, metrics = fit(frame, schema, params)
-    record = run_record(model, x_train, metrics, frame, schema, params, lineage.file_md5(data_path))
+    model, x_train, x_valid, metrics = fit(frame, schema, params)
+    md5 = lineage.file_md5(data_path)
+    record = run_record(model, x_train, x_valid, metrics, frame, schema, params, md5)
     name = params["model"]["name"]
     created = registry.log_and_register(client, name, backends.artifact_root, model, record)
     log.info("registered %s version %s (validation %s)", name, created.version, metrics)
