@@ -74,6 +74,23 @@ def test_categorical_column_of_mostly_distinct_values_is_named(frame, schema, ca
     assert "declared categorical" not in caplog.text
 
 
+def test_time_column_with_offsets_is_compared_in_utc_and_unzoned_dates_among_them_refused(
+    frame, schema
+):
+    summer, winter = "2025-06-01T10:00:00+02:00", "2025-12-01T10:00:00+01:00"
+    dated = frame.assign(event_date=np.resize([summer, winter], len(frame)))
+    clean = datalib.validate(dated, schema)
+    assert clean["event_date"].tolist()[:2] == ["2025-06-01T08:00:00", "2025-12-01T09:00:00"]
+    with pytest.raises(PipelineError) as caught:
+        datalib.validate(
+            frame.assign(event_date=np.resize([summer, "2025-06-02"], len(frame))), schema
+        )
+    assert str(caught.value) == (
+        f"time column 'event_date' mixes dates with a UTC offset (e.g. '{summer}') and without "
+        "one (e.g. '2025-06-02'): give every date an offset, or none"
+    )
+
+
 def test_validate_missing_target_values_refused(frame, schema):
     broken = frame.copy()
     broken[schema.target] = broken[schema.target].astype(object).where(broken.index != 5, None)

@@ -270,12 +270,30 @@ def feature_frame(records: list[dict], features: dict[str, str]) -> pd.DataFrame
 
 
 def _as_dates(column: pd.Series, name: str) -> pd.Series:
-    """Convert the time column to ISO dates, refusing gaps and unparseable values."""
-    dates = pd.to_datetime(column, errors="coerce", format="mixed")
+    """Convert the time column to ISO dates, refusing gaps and unparseable values; dates with
+    differing UTC offsets (summer and winter time) become UTC."""
+    try:
+        dates = pd.to_datetime(column, errors="coerce", format="mixed")
+    except ValueError:  # pandas refuses to mix offsets, or zoned and unzoned dates
+        dates = _in_utc(column, name)
     bad = _bad_values(column, dates)
     if bad or dates.isna().any():
         raise PipelineError(f"time column '{name}' has missing or unparseable dates, e.g. {bad}")
     return dates.dt.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _in_utc(column: pd.Series, name: str) -> pd.Series:
+    """Dates that all carry a UTC offset, in UTC; refuse a column mixing them with dates that
+    carry none, whose moment is unknown."""
+    text = column.dropna().astype(str).str.strip()
+    # An offset follows a time of day: "2025-06-02" ends in "-02", no offset.
+    zoned = text.str.contains(r"\d:\d\d(?::\d\d(?:\.\d*)?)?\s*(?:Z|[+-]\d\d(?::?\d\d)?)$")
+    if not zoned.all():
+        raise PipelineError(
+            f"time column '{name}' mixes dates with a UTC offset (e.g. {text[zoned].iloc[0]!r}) "
+            f"and without one (e.g. {text[~zoned].iloc[0]!r}): give every date an offset, or none"
+        )
+    return pd.to_datetime(column, errors="coerce", format="mixed", utc=True)
 
 
 def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
