@@ -169,6 +169,11 @@ def rollback_summary(rollback: dict | None, links: Links) -> str:
     )
     refusal = rollback.get("refusal") if not rollback["moved"] else None
     refused = f" Refused: {refusal}." if refusal else ""
+    if rollback["moved"] and rollback.get("worse_than_champion"):
+        refused = (
+            f" Worse today than version {rollback['from_version']}, which it replaced: "
+            f"{number(rollback['champion_value_today'])}."
+        )
     return f"{head}\n\n{score}.{refused} Reason: {rollback['reason']}\n\n{links.line()}\n"
 
 

@@ -62,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
             report["threshold"],
             f", forced past the check (FORCE=1): {overridden}" if overridden else "",
         )
+        if report["worse_than_champion"]:
+            log.warning(
+                "version %s scores worse today than version %s, the champion it replaced: %s "
+                "%.4f against %.4f on the same holdout rows",
+                report["to_version"],
+                report["from_version"],
+                report["metric"],
+                value,
+                report["champion_value_today"],
+            )
         return 0
 
     return run(step)

@@ -205,6 +205,11 @@ def test_rollback_summary_moved_and_refused(reports):
     moved = bodies.rollback_summary(reports["rolled_back"], bodies.Links())
     assert moved.startswith("## Rollback of test-model: champion is version 1 (was 3)")
     assert "Reason: bad" in moved
+    worse = {**reports["rolled_back"], "worse_than_champion": True, "champion_value_today": 0.5}
+    assert "Worse today than version 3, which it replaced: 0.5000." in bodies.rollback_summary(
+        worse, bodies.Links()
+    )
+    assert "Worse today" not in moved, "v1 and v3 were trained on the same rows"
     refused = bodies.rollback_summary(reports["refused"], bodies.Links())
     assert refused.startswith("## Rollback of test-model to version 3 refused")
     assert f"{reports['refused']['value_today']:.4f}" in refused

@@ -174,9 +174,13 @@ def test_gate_promotes_good_then_keeps_champion_over_shuffled(
     assert refused["forceable"]
     forced = promotion.rollback(bad, params, gate, backends, rejected, "try", force=True)
     assert forced["moved"]
+    # Scored beside the champion it replaced, on the same rows: worse, and the report says so.
+    assert forced["worse_than_champion"], forced
+    assert gate.metric.better_by(forced["value_today"], forced["champion_value_today"]) < 0
     # It was never promoted, so it has no predecessor of its own: a rollback undoes the forced one.
     undone = promotion.rollback(bad, params, gate, backends, None, "undo", force=False)
     assert undone["moved"] and undone["to_version"] == first["candidate"]["version"]
+    assert undone["worse_than_champion"] is False
 
 
 def test_rollback_rescores_and_refuses_below_threshold_unless_forced(

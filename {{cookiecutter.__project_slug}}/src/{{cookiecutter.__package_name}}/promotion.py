@@ -272,12 +272,18 @@ def rollback(
         )
     passes = value is not None and gate.metric.passes(value, gate.threshold)
     refusal = unusable or _refusal(target, gate, value, passes)
+    # The champion it replaces, on the same rows: a rollback to a worse model may be the intent
+    # (the champion misbehaves where the holdout cannot see), but it is said.
+    before = _score_or_none(name, str(current.version), rows, schema, gate)
+    worse = None not in (value, before) and gate.metric.better_by(value, before) < 0
     report = {
         "model_name": name,
         "from_version": str(current.version),
         "to_version": str(target.version),
         "metric": gate.metric.name,
         "value_today": value,
+        "champion_value_today": before,
+        "worse_than_champion": worse,
         "threshold": gate.threshold,
         "passes_threshold": passes,
         "forced": force,
@@ -304,6 +310,14 @@ def rollback(
             },
         )
     return {**report, "moved": True}
+
+
+def _score_or_none(name: str, version: str, rows, schema, gate: Gate) -> float | None:
+    """A version's gate metric on the holdout rows; None when it cannot score them."""
+    try:
+        return score_version(name, version, rows, schema)["metrics"][gate.metric.name]
+    except OtherSchema:
+        return None
 
 
 def _refusal(target, gate: Gate, value: float | None, passes: bool) -> str | None:
