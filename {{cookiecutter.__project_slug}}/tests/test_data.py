@@ -91,6 +91,26 @@ def test_time_column_with_offsets_is_compared_in_utc_and_unzoned_dates_among_the
     )
 
 
+@pytest.mark.parametrize(
+    ("dates", "among"),
+    [
+        (["2025-01-31", "2025-02-01", "01/02/2025"], "dates in another form"),
+        (["31/01/2025", "01/02/2025", "13/02/2025"], "day-first dates"),
+    ],
+)
+def test_a_date_read_month_first_among_others_is_named(frame, schema, caplog, dates, among):
+    datalib.validate(frame.assign(event_date=np.resize(dates, len(frame))), schema)
+    assert (
+        "time column 'event_date' holds dates such as '01/02/2025', read month first "
+        f"(January 2), among {among}" in caplog.text
+    )
+    caplog.clear()
+    month_first = ["01/31/2025", "02/01/2025", "12/24/2025", "2025-02-01T00:00:00"]
+    datalib.validate(frame.assign(event_date=np.resize(month_first[:3], len(frame))), schema)
+    datalib.validate(frame.assign(event_date=np.resize(month_first[3:], len(frame))), schema)
+    assert "read month first" not in caplog.text
+
+
 def test_validate_missing_target_values_refused(frame, schema):
     broken = frame.copy()
     broken[schema.target] = broken[schema.target].astype(object).where(broken.index != 5, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import logging
 import math
@@ -279,7 +280,29 @@ def _as_dates(column: pd.Series, name: str) -> pd.Series:
     bad = _bad_values(column, dates)
     if bad or dates.isna().any():
         raise PipelineError(f"time column '{name}' has missing or unparseable dates, e.g. {bad}")
+    _warn_if_day_or_month_first(column, name)
     return dates.dt.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _warn_if_day_or_month_first(column: pd.Series, name: str) -> None:
+    """Say when dates such as 01/02/2025 may be read the wrong way round: pandas reads each
+    date by itself, month first unless the first number is above 12, so a day-first file (or
+    one such date among ISO dates) gets some dates swapped without a word."""
+    text = pd.Series(column.dropna().astype(str).unique())
+    fields = text.str.extract(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b").dropna().astype(int)
+    ambiguous = fields[(fields[0] <= 12) & (fields[1] <= 12) & (fields[0] != fields[1])]
+    if ambiguous.empty or not ((fields[0] > 12).any() or len(fields) < len(text)):
+        return  # month-first throughout, as pandas reads them, or no such dates
+    month, day = ambiguous.iloc[0]
+    log.warning(
+        "time column '%s' holds dates such as %r, read month first (%s %d), among %s: write "
+        "dates as YYYY-MM-DD to be sure of them",
+        name,
+        text[ambiguous.index[0]],
+        calendar.month_name[month],
+        day,
+        "day-first dates" if (fields[0] > 12).any() else "dates in another form",
+    )
 
 
 def _in_utc(column: pd.Series, name: str) -> pd.Series:
