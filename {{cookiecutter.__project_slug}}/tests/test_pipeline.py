@@ -422,6 +422,36 @@ def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across
     assert "the service takes the features it was trained on" in caplog.text
 
 
+def test_a_version_this_code_cannot_load_is_not_compared_and_rollbacks_name_why(
+    params, backends, good_data, workdir, monkeypatch
+):
+    """A class of model.py renamed after a version was registered: that version no longer loads
+    (its classes are stored by import path). Evaluation judges the candidate alone, a rollback to
+    it is refused saying so, and a rollback away from it still works."""
+    cycle(params, backends, good_data, workdir / "r1")
+    load, unloadable = registry.load_model, {"1"}
+
+    def renamed(name, number):
+        if str(number) in unloadable:
+            raise AttributeError("module 'model' has no attribute 'RatioFeatures'")
+        return load(name, number)
+
+    monkeypatch.setattr(registry, "load_model", renamed)
+    newer = workdir / "newer.parquet"
+    pd.read_parquet(good_data).iloc[5:].to_parquet(newer, index=False)  # other data: no repeat
+    second = cycle(params, backends, newer, workdir / "r2")
+    assert second["decision"] == "promoted", second["reason"]
+    assert "version 1 cannot be loaded by this code (AttributeError" in second["reason"]
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    refused = promotion.rollback(newer, params, gate, backends, "1", "test", force=True)
+    assert not refused["moved"] and not refused["forceable"]
+    assert "keep the old name importable there (OldName = NewName)" in refused["refusal"]
+    unloadable = {"2"}  # now the champion is the one that no longer loads
+    back = promotion.rollback(newer, params, gate, backends, None, "test", force=False)
+    assert back["moved"] and back["to_version"] == "1"
+    assert back["champion_value_today"] is None and back["worse_than_champion"] is False
+
+
 def test_renamed_labels_judge_the_candidate_alone_and_refuse_a_rollback_across(
     params, backends, good_data, workdir
 ):

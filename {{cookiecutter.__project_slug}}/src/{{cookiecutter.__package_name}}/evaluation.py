@@ -67,11 +67,24 @@ class OtherSchema(PipelineError):
     than the data has."""
 
 
+class Unloadable(PipelineError):
+    """A registered version this code cannot load: a class it holds was renamed or removed."""
+
+
 def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Schema) -> dict:
     """Load one registered version and score it on the rows."""
-    model = registry.load_model(name, number)
-    trained_on = [str(n) for n in getattr(model, "feature_names_in_", schema.features)]
+    try:
+        model = registry.load_model(name, number)
+    except (AttributeError, ImportError) as err:
+        raise Unloadable(
+            f"version {number} cannot be loaded by this code ({type(err).__name__}: {err}): "
+            "the classes of a model are stored by their import path, so a class of model.py "
+            "renamed or removed since loses the versions that hold it; keep the old name "
+            "importable there (OldName = NewName) to score or serve them again"
+        ) from err
     kinds = _trained_kinds(name, number)
+    # The profile names the features of every version; feature_names_in_ only some models.
+    trained_on = [str(n) for n in getattr(model, "feature_names_in_", kinds)]
     trained = {n: kinds.get(n, schema.features.get(n)) for n in trained_on}
     if problem := schema_change(number, trained, schema.features):
         raise OtherSchema(problem)
@@ -176,7 +189,7 @@ def evaluate(
         try:
             champion = score_version(name, str(current.version), rows, schema)
             summary["metrics"] = champion["metrics"]
-        except OtherSchema as err:  # the schema changed: nothing to compare against
+        except (OtherSchema, Unloadable) as err:  # nothing to compare against
             summary["unscored"] = f"champion {err}"
             log.warning("%s: the gate judges the candidate by the threshold alone", err)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -10,7 +10,7 @@ from typing import Any
 from . import registry
 from .config import Backends
 from .errors import PipelineError
-from .evaluation import OtherSchema, holdout, score_version
+from .evaluation import OtherSchema, Unloadable, holdout, score_version
 from .metrics import Metric, get_metric
 
 log = logging.getLogger(__name__)
@@ -261,6 +261,8 @@ def rollback(
     try:
         value = score_version(name, str(target.version), rows, schema)["metrics"][gate.metric.name]
         unusable = None
+    except Unloadable as err:
+        value, unusable = None, str(err)
     except OtherSchema as err:  # it could not answer today's requests: FORCE cannot help
         commit = target.tags.get("git.commit", "<its git.commit tag>")
         value = None
@@ -316,7 +318,8 @@ def _score_or_none(name: str, version: str, rows, schema, gate: Gate) -> float |
     """A version's gate metric on the holdout rows; None when it cannot score them."""
     try:
         return score_version(name, version, rows, schema)["metrics"][gate.metric.name]
-    except OtherSchema:
+    except (OtherSchema, Unloadable) as err:
+        log.warning("the champion is not compared: %s", err)
         return None
 
 
