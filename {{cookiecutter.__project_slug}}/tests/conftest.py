@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from {{ cookiecutter.__package_name }} import sample
+from {{ cookiecutter.__package_name }} import data as datalib
+from {{ cookiecutter.__package_name }} import sample, training
 from {{ cookiecutter.__package_name }}.config import Backends, load_params
 from {{ cookiecutter.__package_name }}.metrics import METRICS
 
@@ -110,6 +111,12 @@ def load_script(name: str):
     sys.modules[name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
     return module
+
+
+def predict_as_served(model, records: list[dict], profile: dict, task: str):
+    """Predict JSON-like records as the service does: converted to the training types first."""
+    kinds = {name: feature["kind"] for name, feature in profile["features"].items()}
+    return training.predict(model, datalib.feature_frame(records, kinds), task)
 
 
 def json_records(frame) -> list[dict]:

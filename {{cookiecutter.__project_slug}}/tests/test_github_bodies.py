@@ -16,7 +16,14 @@ from types import SimpleNamespace
 
 import pytest
 import sqlalchemy as sa
-from conftest import REPO, fewer_rounds, load_script, sample_params, use_embedded_backends
+from conftest import (
+    REPO,
+    fewer_rounds,
+    load_script,
+    predict_as_served,
+    sample_params,
+    use_embedded_backends,
+)
 from mlflow import MlflowClient
 
 from {{ cookiecutter.__package_name }} import data as datalib
@@ -40,10 +47,11 @@ retrain_age = load_script("retrain_age")
 def log_predictions(engine, champion: dict, frame) -> None:
     """Predict the rows with the champion and write them to the prediction log."""
     features = frame[list(champion["profile"]["features"])]
-    features = features.astype(object).where(features.notna(), None)
-    prediction, proba = training.predict(champion["model"], features, champion["task"])
+    records = features.astype(object).where(features.notna(), None).to_dict("records")
+    model, profile, task = champion["model"], champion["profile"], champion["task"]
+    prediction, proba = predict_as_served(model, records, profile, task)
     rows = []
-    for i, record in enumerate(features.to_dict("records")):
+    for i, record in enumerate(records):
         probabilities = None
         if proba is not None:
             probabilities = {
