@@ -136,7 +136,7 @@ def _branches(preprocess: ColumnTransformer, features: dict[str, str]) -> list:
 def build(model, features: dict[str, str]) -> Callable[[Rows], np.ndarray]:
     """The model's feature matrix in numpy, or Unsupported."""
     if not isinstance(model, Pipeline) or len(model.steps) != 2:
-        raise Unsupported("not a Pipeline of preprocessing and an estimator")
+        raise Unsupported("not a Pipeline of two steps, a ColumnTransformer and an estimator")
     preprocess = model.steps[0][1]
     if not isinstance(preprocess, ColumnTransformer) or preprocess.sparse_output_:
         raise Unsupported("preprocessing other than a dense ColumnTransformer")
