@@ -78,9 +78,9 @@ def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Sc
     except (AttributeError, ImportError) as err:
         raise Unloadable(
             f"version {number} cannot be loaded by this code ({type(err).__name__}: {err}): "
-            "the classes of a model are stored by their import path, so a class of model.py "
-            "renamed or removed since loses the versions that hold it; keep the old name "
-            "importable there (OldName = NewName) to score or serve them again"
+            "a model's classes are stored by their import path, so if a class of model.py was "
+            "renamed or removed since, keep the old name importable there (OldName = NewName) "
+            "to score or serve the versions that hold it"
         ) from err
     kinds = _trained_kinds(name, number)
     # The profile names the features of every version; feature_names_in_ only some models.
