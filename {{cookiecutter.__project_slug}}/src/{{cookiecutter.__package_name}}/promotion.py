@@ -259,8 +259,7 @@ def rollback(
     current, target = rollback_target(client, name, requested)
     rows, schema = holdout(data_path, params)
     try:
-        value = score_version(name, str(target.version), rows, schema)["metrics"][gate.metric.name]
-        unusable = None
+        value, unusable = _score(name, str(target.version), rows, schema, gate), None
     except Unloadable as err:
         value, unusable = None, str(err)
     except OtherSchema as err:  # it could not answer today's requests: FORCE cannot help
@@ -274,9 +273,10 @@ def rollback(
         )
     passes = value is not None and gate.metric.passes(value, gate.threshold)
     refusal = unusable or _refusal(target, gate, value, passes)
-    # The champion it replaces, on the same rows: a rollback to a worse model may be the intent
-    # (the champion misbehaves where the holdout cannot see), but it is said.
-    before = _score_or_none(name, str(current.version), rows, schema, gate)
+    moves = not unusable and (force or not refusal)
+    # The champion it replaces, on the same rows, when it is replaced: a rollback to a worse model
+    # may be the intent (the champion misbehaves where the holdout cannot see), but it is said.
+    before = _score_or_none(name, str(current.version), rows, schema, gate) if moves else None
     worse = None not in (value, before) and gate.metric.better_by(value, before) < 0
     report = {
         "model_name": name,
@@ -294,7 +294,7 @@ def rollback(
         "forceable": unusable is None,  # FORCE overrides the check, never an unusable version
         "moved": False,
     }
-    if unusable or (refusal and not force):
+    if not moves:
         return report
     when = registry.now()
     with _demoting(client, name, current, target, {DEMOTED_AT: when, DEMOTED_REASON: reason}):
@@ -314,10 +314,15 @@ def rollback(
     return {**report, "moved": True}
 
 
+def _score(name: str, version: str, rows, schema, gate: Gate) -> float | None:
+    """A version's gate metric on the holdout rows."""
+    return score_version(name, version, rows, schema)["metrics"][gate.metric.name]
+
+
 def _score_or_none(name: str, version: str, rows, schema, gate: Gate) -> float | None:
     """A version's gate metric on the holdout rows; None when it cannot score them."""
     try:
-        return score_version(name, version, rows, schema)["metrics"][gate.metric.name]
+        return _score(name, version, rows, schema, gate)
     except (OtherSchema, Unloadable) as err:
         log.warning("the champion is not compared: %s", err)
         return None
