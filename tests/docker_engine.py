@@ -5,27 +5,33 @@ missing and we are root) and on exit removes every container it ran and stops it
 the host's docker0 and iptables alone (--bridge=none --iptables=false), so several engines
 can run at once: builds use the host's network (`docker build --network host`), containers
 run on the engine's own bridge network, `engine.network`, reached through loopback ports.
-`base_image()` makes the Dockerfile's base available: present or pulled when a registry
-answers, else built with debootstrap from the host's Debian mirror, with the rootfs tarball
-cached so later runs take seconds. Nothing here depends on pytest: when no engine can start,
-EngineUnavailable says why, for the caller to skip with.
+`image_registry()` runs an image registry (Debian's docker-registry) on a loopback port, with a
+login, for the deploy steps to push to and pull from. `base_image()` makes the Dockerfile's
+base available: present or pulled when a registry answers, else built with debootstrap from the
+host's Debian mirror, with the rootfs tarball cached so later runs take seconds. Nothing here
+depends on pytest: when no engine (or registry) can start, EngineUnavailable says why, for the
+caller to skip with.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
+import json
 import os
 import random
 import re
+import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from services import log_tail, wait_until
+from services import free_port, http_status, log_tail, running_process, wait_until
 
 ENGINE_READY_TIMEOUT = 60.0
 NETWORK = "mvmlops"
@@ -108,17 +114,17 @@ def apt_install(*packages: str) -> None:
             raise EngineUnavailable(f"{' '.join(cmd)} failed:\n{result.stderr[-2000:]}")
 
 
-def ensure_tools(*tools: str) -> None:
-    """Install Debian's docker.io and debootstrap when one of `tools` is missing."""
+def ensure_tools(*tools: str, packages: tuple[str, ...] = ("docker.io", "debootstrap")) -> None:
+    """Install the Debian `packages` when one of `tools` is missing."""
     missing = [tool for tool in tools if shutil.which(tool) is None]
     if not missing:
         return
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         raise EngineUnavailable(
-            f"{', '.join(missing)} not found, and installing them (Debian packages docker.io, "
-            "debootstrap) needs root with apt-get"
+            f"{', '.join(missing)} not found, and installing them (Debian packages "
+            f"{', '.join(packages)}) needs root with apt-get"
         )
-    apt_install("docker.io", "debootstrap")
+    apt_install(*packages)
 
 
 def start_engine() -> Engine:
@@ -208,6 +214,62 @@ def running_engine() -> Iterator[Engine]:
         yield engine
     finally:
         engine.stop()
+
+
+# --------------------------------------------------------------------------- an image registry
+
+
+@dataclass(frozen=True)
+class Registry:
+    """An image registry on loopback that lets one user in."""
+
+    host: str  # 127.0.0.1:<port>, the first part of an image name
+    username: str
+    password: str
+
+    def tags(self, repository: str) -> list[str]:
+        """The tags the registry holds for `repository` (the image name after the host)."""
+        token = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        request = urllib.request.Request(
+            f"http://{self.host}/v2/{repository}/tags/list",
+            headers={"Authorization": f"Basic {token}"},
+        )
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return sorted(json.loads(response.read())["tags"] or [])
+
+
+@contextlib.contextmanager
+def image_registry(base_dir: Path) -> Iterator[Registry]:
+    """Debian's docker-registry on a free loopback port with a bcrypt htpasswd login.
+
+    A dockerd pushes to it over plain HTTP: 127.0.0.0/8 is an insecure registry by default.
+    """
+    ensure_tools("docker-registry", "htpasswd", packages=("docker-registry", "apache2-utils"))
+    username, password = "deployer", secrets.token_urlsafe(16)
+    entry = subprocess.run(
+        ["htpasswd", "-Bbn", username, password], capture_output=True, text=True, check=True
+    )
+    (base_dir / "htpasswd").write_text(entry.stdout)
+    port = free_port()
+    config = base_dir / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\n"
+        f"storage:\n  filesystem:\n    rootdirectory: {base_dir / 'storage'}\n"
+        f"http:\n  addr: 127.0.0.1:{port}\n  secret: {secrets.token_hex(16)}\n"
+        f"auth:\n  htpasswd:\n    realm: tests\n    path: {base_dir / 'htpasswd'}\n"
+    )
+    log = base_dir / "registry.log"
+    with running_process(["docker-registry", "serve", str(config)], log) as process:
+        try:  # without credentials it answers 401: up, and asking for the login
+            wait_until(
+                lambda: http_status(f"http://127.0.0.1:{port}/v2/", process) == 401,
+                ENGINE_READY_TIMEOUT,
+                "docker-registry to answer",
+            )
+        except (TimeoutError, RuntimeError) as err:
+            message = f"docker-registry did not start: {err}\n{log_tail(log)}"
+            raise EngineUnavailable(message) from err
+        yield Registry(f"127.0.0.1:{port}", username, password)
 
 
 # --------------------------------------------------------------------------- the base image

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, make, project_env, run_tool
-from docker_engine import Engine, base_image
+from conftest import CONFIGS, make, project_env, run_make, run_tool
+from docker_engine import Engine, EngineUnavailable, base_image, image_registry
 from services import free_port, wait_until
 
 HADOLINT = Path(sys.executable).with_name("hadolint")
@@ -173,6 +173,28 @@ def image(engine, set_up, tmp_path_factory) -> Image:
 
 
 @pytest.fixture(scope="module")
+def registry(engine, tmp_path_factory):
+    """An image registry on loopback with a login, as ghcr.io is to the deploy workflow."""
+    try:
+        with image_registry(tmp_path_factory.mktemp("registry")) as started:
+            yield started
+    except EngineUnavailable as err:
+        pytest.skip(f"no image registry can start here: {err}")
+
+
+def committed_copy(project: Path, destination: Path) -> Path:
+    """A copy of `project` (its .venv linked) with everything committed, as a runner checks out:
+    make push and smoke-test tag images with the commit."""
+    copy = destination / project.name
+    shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
+    (copy / ".venv").symlink_to(project / ".venv")
+    git = ["git", "-c", "user.name=deploy", "-c", "user.email=deploy@example.com"]
+    subprocess.run([*git, "add", "--all"], cwd=copy, check=True)
+    subprocess.run([*git, "commit", "--quiet", "-m", "Deploy"], cwd=copy, check=True)
+    return copy
+
+
+@pytest.fixture(scope="module")
 def served(engine, image):
     """The image running on a loopback port, once Docker reports it healthy."""
     port = free_port()
@@ -276,3 +298,52 @@ def test_image_installs_the_system_libraries_named_in_apt_packages(engine, image
     uid = engine.docker("run", "--rm", f"{name}:latest", "python", "-c", probe).stdout.strip()
     assert uid == inspect(engine, image.reference)["Config"]["User"].split(":")[0]
     engine.docker("rmi", f"{name}:latest", f"{name}:{image.meta['version']}", check=False)
+
+
+@container
+def test_deploy_steps_push_to_a_registry_that_needs_a_login_and_smoke_test_the_pulled_image(
+    engine, image, registry, tmp_path
+):
+    """deploy.yml's make steps in its order: image, smoke-test of :latest, registry-login, push,
+    then smoke-test PULL=1 of the pushed tag, with no local copy left to fall back on."""
+    project = committed_copy(image.project, tmp_path)
+    repository = f"{answers(project)['github_owner']}/{project.name}".lower()
+    name = f"{registry.host}/{repository}"
+    env = {
+        **project_env(project),
+        **engine.variables(),
+        "REGISTRY_USERNAME": registry.username,
+        "REGISTRY_PASSWORD": registry.password,
+    }
+    base = base_image(engine, dockerfile_base(project))
+    build = f"DOCKER_BUILD_ARGS=--network host --build-arg PYTHON_IMAGE={base}"
+    make(project, "image", f"IMAGE={name}", build, env=env)
+    network = f"DOCKER_RUN_ARGS=--network {engine.network}"
+    run = [f"IMAGE={name}", f"SMOKE_PORT={free_port()}", network]
+    version = image.meta["version"]
+    built = make(project, "smoke-test", *run, "IMAGE_TAG=latest", env=env)
+    assert f'"model_version": "{version}"' in built.stdout, built.stdout
+    assert f"smoke test passed: {name}:latest" in built.stdout
+
+    refused = run_make(project, "push", *run, env=env)
+    assert refused.returncode != 0, "the registry took a push before any login"
+    assert "no basic auth credentials" in refused.stderr, refused.stderr[-2000:]
+    wrong_password = {**env, "REGISTRY_PASSWORD": "not-the-password"}
+    wrong = run_make(project, "registry-login", f"IMAGE={name}", env=wrong_password)
+    assert wrong.returncode != 0, wrong.stdout
+    assert "unauthorized" in wrong.stderr.lower(), wrong.stderr[-2000:]
+
+    make(project, "registry-login", f"IMAGE={name}", env=env)
+    make(project, "push", *run, env=env)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short=12", "HEAD"], cwd=project, capture_output=True, text=True
+    ).stdout.strip()
+    pushed = f"{version}-{commit}"
+    assert registry.tags(repository) == sorted([version, pushed])
+
+    engine.docker("rmi", f"{name}:latest", f"{name}:{version}", f"{name}:{pushed}")
+    pulled = make(project, "smoke-test", *run, "PULL=1", env=env)
+    assert f"smoke test passed: {name}:{pushed}" in pulled.stdout, pulled.stdout
+    assert inspect(engine, f"{name}:{pushed}")["Id"] == inspect(engine, image.reference)["Id"]
+    missing = run_make(project, "smoke-test", *run, "PULL=1", "IMAGE_TAG=never-pushed", env=env)
+    assert missing.returncode != 0, missing.stdout
