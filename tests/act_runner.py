@@ -176,17 +176,25 @@ class Act:
         event: str = "workflow_dispatch",
         secrets: dict[str, str] | None = None,
         variables: dict[str, str] | None = None,
+        inputs: dict[str, str] | None = None,
+        payload: dict | None = None,
         timeout: float = 600,
     ) -> Run:
-        """Run `workflow` (a file of .github/workflows) for `event`; its Run, pass or fail."""
+        """Run `workflow` (a file of .github/workflows) for `event`; its Run, pass or fail.
+
+        `inputs` are a dispatch's inputs; `payload` is the event as GitHub would send it (a
+        pull request's number, head and base), which act reads for `github.event`.
+        """
         folder = self.state / name
         for sub in ("records", "artifacts"):
             (folder / sub).mkdir(parents=True, exist_ok=True)
         command = self.command(workflow, event, job, folder)
-        for key, value in (secrets or {}).items():
-            command += ["--secret", f"{key}={value}"]
-        for key, value in (variables or {}).items():
-            command += ["--var", f"{key}={value}"]
+        if payload is not None:
+            (folder / "event.json").write_text(json.dumps(payload))
+            command += ["--eventpath", str(folder / "event.json")]
+        for flag, values in (("--secret", secrets), ("--var", variables), ("--input", inputs)):
+            for key, value in (values or {}).items():
+                command += [flag, f"{key}={value}"]
         home = self.state / "home"
         home.mkdir(exist_ok=True)
         (home / ".actrc").touch()  # an .actrc skips act's first-run question

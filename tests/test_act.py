@@ -1,12 +1,15 @@
 """The baked repo's GitHub Actions workflows, run by act in the container engine the tests own.
 
 One working copy of the baseline bake, committed and given a GitHub remote as a user's pushed
-repo would be, goes through: ci.yml's test job; retrain.yml twice (the first candidate is
-promoted, a deliberately worse second one is not); and monitor.yml on drifted and on clean
-traffic that the repo's own service logged. The embedded backends (SQLite registry, local
-mlartifacts and DVC remote, SQLite prediction logs) live in the bind-mounted working tree, so
-each run sees what the runs before it left. Stand-ins for the remote actions, and what they
-record, are described in tests/act_runner.py. Skips, saying why, where no engine can start.
+repo would be, goes through, in this file's order: retrain.yml twice (the first candidate is
+promoted, a deliberately worse second one is not); ci.yml on a pull request that changes
+training (lint and tests, a candidate, its comment); monitor.yml on drifted and on clean
+traffic that the repo's own service logged; and rollback.yml three times (to the version the
+gate rejected, refused, then forced, then back to the champion it replaced). The embedded
+backends (SQLite registry, local mlartifacts and DVC remote, SQLite prediction logs) live in
+the bind-mounted working tree, so each run sees what the runs before it left. Stand-ins for
+the remote actions, and what they record, are described in tests/act_runner.py. Skips, saying
+why, where no engine can start.
 """
 
 from __future__ import annotations
@@ -47,6 +50,11 @@ SECRETS = {
 VARIABLES = {"MODEL_ARTIFACT_ROOT": "mlartifacts"}
 # A much smaller model than params.yaml's: worse than the first champion on the same holdout.
 WORSE_HYPERPARAMETERS = {"max_iter: 200": "max_iter: 10", "max_leaf_nodes: 31": "max_leaf_nodes: 3"}
+# The pull request's change on top of the worse model: params.yaml's larger model again, and
+# half its learning rate.
+PR_CHANGE = ("learning_rate: 0.1", "learning_rate: 0.05")
+PR_NUMBER = 7
+PR_MARKER = "<!-- candidate-evaluation -->"
 
 
 def git(project: Path, *args: str) -> str:
@@ -152,16 +160,64 @@ def clean_monitor(act, first_retrain) -> Run:
     return monitor(act, "clean", "sample", "data/batches/sample.csv")
 
 
-@pytest.mark.container
-@pytest.mark.act
-def test_ci_test_job_lints_and_tests_the_repo(act):
-    run = act.run("ci.yml", "ci-test", job="test")
-    require(run, {"test": "success"})
-    steps = run.steps("test")
-    assert [steps[s] for s in ("make setup", "make lint", "make test")] == ["success"] * 3, steps
-    output = "\n".join(e.get("msg", "") for e in run.events if e.get("raw_output"))
-    assert "All checks passed!" in output, "make lint ran ruff"
-    assert " passed" in output and " failed" not in output, run.log()
+@pytest.fixture(scope="module")
+def pull_request(act, worse_retrain) -> Run:
+    """ci.yml for pull request 7, whose one commit trains the larger model again at half the
+    learning rate, opened from a branch of the repo itself (a fork's would get no secrets)."""
+    params = act.workdir / "params.yaml"
+    text = params.read_text()
+    for larger, worse in WORSE_HYPERPARAMETERS.items():
+        assert worse in text, f"params.yaml has no '{worse}' (the worse retrain's) to undo"
+        text = text.replace(worse, larger)
+    assert PR_CHANGE[0] in text, f"params.yaml has no '{PR_CHANGE[0]}' for the pull request"
+    params.write_text(text.replace(*PR_CHANGE))
+    git(act.workdir, "commit", "--quiet", "--all", "--message", "Larger model, slower learning")
+    answers = json.loads((act.workdir / ".cookiecutter.json").read_text())
+    repository = {"full_name": f"{answers['github_owner']}/{answers['__project_slug']}"}
+    payload = {
+        "number": PR_NUMBER,
+        "pull_request": {
+            "number": PR_NUMBER,
+            "head": {"ref": "larger-model", "repo": repository},
+            "base": {"ref": "main", "repo": repository},
+        },
+        "repository": repository,
+    }
+    return act.run(
+        "ci.yml",
+        "pull-request",
+        event="pull_request",
+        payload=payload,
+        secrets=SECRETS,
+        variables=VARIABLES,
+        timeout=900,
+    )
+
+
+def rollback(act: Act, name: str, **inputs: str) -> Run:
+    """rollback.yml's rollback job (its deploy job pushes to an image registry) with `inputs`."""
+    inputs = {"version": "", "force": "false", **inputs}
+    return act.run(
+        "rollback.yml", name, job="rollback", secrets=SECRETS, variables=VARIABLES, inputs=inputs
+    )
+
+
+@pytest.fixture(scope="module")
+def refused_rollback(act, worse_retrain) -> Run:
+    """rollback.yml to version 2, which the gate rejected, without force."""
+    return rollback(act, "rollback-refused", version="2", reason="try the small model")
+
+
+@pytest.fixture(scope="module")
+def forced_rollback(act, refused_rollback) -> Run:
+    """rollback.yml to version 2 again, forced."""
+    return rollback(act, "rollback-forced", version="2", reason="try the small model", force="true")
+
+
+@pytest.fixture(scope="module")
+def rollback_back(act, forced_rollback) -> Run:
+    """rollback.yml with no version: back to the champion the forced rollback replaced."""
+    return rollback(act, "rollback-back", reason="the small model is worse")
 
 
 @pytest.mark.container
@@ -189,6 +245,42 @@ def test_retrain_keeps_the_champion_over_a_worse_candidate(act, worse_retrain):
     assert (candidate["version"], incumbent["version"]) == ("2", "1")
     assert candidate["metrics"][metric] < incumbent["metrics"][metric], evaluation
     assert registry_state(act.workdir)["champion"] == "1", "the champion alias did not move"
+
+
+@pytest.mark.container
+@pytest.mark.act
+def test_pull_request_lints_tests_and_comments_the_candidate_against_the_champion(
+    act, pull_request
+):
+    jobs = {"test": "success", "changes": "success", "candidate": "success"}
+    require(pull_request, {**jobs, "comment": "success"})
+    steps = pull_request.steps("test")
+    assert [steps[s] for s in ("make setup", "make lint", "make test")] == ["success"] * 3, steps
+    output = "\n".join(e.get("msg", "") for e in pull_request.events if e.get("raw_output"))
+    assert "All checks passed!" in output, "make lint ran ruff"
+    assert " passed" in output and " failed" not in output, pull_request.log()
+    assert pull_request.outputs("changes")["training"] == "true"
+
+    evaluation = json.loads((act.workdir / "reports/evaluation.json").read_text())
+    candidate, incumbent = evaluation["candidate"], evaluation["champion"]
+    assert (candidate["version"], incumbent["version"]) == ("3", "1"), evaluation
+    [comment] = pull_request.records("github-script")
+    assert comment["env"] == {"PR_NUMBER": str(PR_NUMBER), "MARKER": PR_MARKER}
+    assert "issues.updateComment" in comment["script"] and comment["token_set"]
+    body = comment["files"]["pr-comment.md"]
+    assert body == (act.workdir / "reports/pr-comment.md").read_text()
+    assert body.startswith(PR_MARKER) and "No alias moved" in body, body
+    metric = yaml.safe_load((act.workdir / "params.yaml").read_text())["promote"]["metric"]
+    for side in (candidate, incumbent):
+        assert f"{side['metrics'][metric]:.4f}" in body, (metric, side["metrics"], body)
+    assert set(pull_request.artifacts()) == {"candidate-reports", "pr-comment"}
+    state = registry_state(act.workdir)
+    assert state["champion"] == "1", "a pull request moved the champion alias"
+    lineage = state["versions"]["3"]  # the candidate is registered with the PR's commit
+    assert (lineage["git.commit"], lineage["git.dirty"]) == (
+        git(act.workdir, "rev-parse", "HEAD"),
+        "false",
+    )
 
 
 @pytest.mark.container
@@ -226,6 +318,45 @@ def test_monitor_on_clean_traffic_neither_opens_an_issue_nor_dispatches(act, cle
     assert (report["records"], report["drift"]) == (1000, False), report.get("drifted")
     assert (clean_monitor.records("github-script"), clean_monitor.records("gh")) == ([], [])
     assert set(clean_monitor.artifacts()) == {"monitoring-report"}
+
+
+@pytest.mark.container
+@pytest.mark.act
+def test_rollback_to_a_version_the_gate_rejected_is_refused_and_moves_nothing(
+    act, refused_rollback
+):
+    assert refused_rollback.jobs == {"rollback": "failure"}, refused_rollback.log()
+    steps = refused_rollback.steps("rollback")
+    assert (steps["make rollback"], steps["Job summary"]) == ("failure", "success"), steps
+    report = json.loads((act.workdir / "reports/rollback.json").read_text())
+    assert (report["moved"], report["forceable"]) == (False, True), report
+    assert "never champion" in report["refusal"], report["refusal"]
+    assert registry_state(act.workdir)["champion"] == "1"
+
+
+@pytest.mark.container
+@pytest.mark.act
+def test_forced_rollback_moves_the_champion_records_why_and_says_it_is_worse_today(
+    act, forced_rollback
+):
+    require(forced_rollback, {"rollback": "success"})
+    report = json.loads((act.workdir / "reports/rollback.json").read_text())
+    assert (report["moved"], report["from_version"], report["to_version"]) == (True, "1", "2")
+    assert report["worse_than_champion"] is True, report
+    assert report["value_today"] < report["champion_value_today"], report
+    state = registry_state(act.workdir)
+    assert state["champion"] == "2"
+    assert "try the small model" in json.dumps(state["versions"]["2"]), state["versions"]["2"]
+
+
+@pytest.mark.container
+@pytest.mark.act
+def test_rollback_with_no_version_restores_the_champion_it_replaced(act, rollback_back):
+    require(rollback_back, {"rollback": "success"})
+    report = json.loads((act.workdir / "reports/rollback.json").read_text())
+    assert (report["moved"], report["from_version"], report["to_version"]) == (True, "2", "1")
+    assert report["worse_than_champion"] is False, report
+    assert registry_state(act.workdir)["champion"] == "1"
 
 
 @pytest.mark.parametrize("workflow", WORKFLOWS)
