@@ -9,6 +9,7 @@ import re
 import shutil
 import signal
 import sqlite3
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -56,6 +57,55 @@ def test_make_help_is_default_and_lists_every_target(set_up, config_id):
 @each_lifecycle
 def test_make_lint_passes(set_up, config_id):
     make(set_up(config_id), "lint")
+
+
+def test_make_format_fixes_and_formats_what_make_lint_refuses(set_up, tmp_path):
+    project = clone(set_up("baseline"), tmp_path / "repo")
+    messy = project / "scripts" / "messy.py"
+    messy.write_text("import os\nimport sys\nvalues=[1,2 ,3]\nprint( sys.argv,values )\n")
+    refused = run_make(project, "lint")
+    assert refused.returncode != 0 and "F401" in refused.stdout, refused.stdout
+    make(project, "format")
+    assert messy.read_text() == "import sys\n\nvalues = [1, 2, 3]\nprint(sys.argv, values)\n"
+    make(project, "lint")
+
+
+def test_make_clean_removes_reports_and_caches_and_keeps_data_and_registry(set_up, tmp_path):
+    project = clone(set_up("baseline"), tmp_path / "repo")
+    kept = [project / "mlflow.db", project / "data" / "dataset.parquet", project / "params.yaml"]
+    removed = [project / "reports" / "evaluation.json", project / ".pytest_cache" / "x"]
+    for path in kept[:2] + removed:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("x")
+    make(project, "clean")
+    assert [path.exists() for path in kept] == [True] * 3
+    assert not (project / "reports").exists() and not (project / ".pytest_cache").exists()
+
+
+def test_make_training_changed_reads_the_last_commit_and_counts_a_first_push_as_changed(
+    set_up, tmp_path
+):
+    """What ci.yml asks before training a pull request's candidate."""
+    project = clone(set_up("baseline"), tmp_path / "repo")
+    shutil.rmtree(project / ".git")
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
+    subprocess.run([*git, "init", "--quiet", "-b", "main"], cwd=project, check=True)
+
+    def commit(path: str, text: str) -> str:
+        (project / path).write_text((project / path).read_text() + text)
+        for command in (["add", "--all"], ["commit", "--quiet", "-m", f"change {path}"]):
+            subprocess.run([*git, *command], cwd=project, check=True, capture_output=True)
+        return run_make(project, "--silent", "training-changed").stdout.strip()
+
+    # The first push has no parent commit to compare with: its training counts as changed.
+    assert commit("README.md", "\n") == "training=true"
+    first = run_make(project, "--silent", "training-changed")
+    assert "no commit HEAD^1 to compare with: counting training as changed" in first.stderr
+    assert commit("README.md", "\nA note.\n") == "training=false"
+    assert commit("params.yaml", "\n# a comment is a change\n") == "training=true"
+    model = next(project.glob("src/*/model.py")).relative_to(project)
+    assert commit(str(model), "\n") == "training=true"
+    assert commit("scripts/monitor.py", "\n") == "training=false"
 
 
 def own_data_and_model(project: Path) -> dict[Path, str]:
