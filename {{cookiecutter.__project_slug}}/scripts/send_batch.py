@@ -26,6 +26,8 @@ from {{ cookiecutter.__package_name }}.config import section
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 
 log = logging.getLogger("send_batch")
+# How the messages number rows: as the `row` column of --out, and as pandas does.
+ROW_NUMBERS = "file rows count from 0, the header not counted (as --out's row column)"
 
 
 class Refused(PipelineError):
@@ -114,7 +116,7 @@ def records(frame: pd.DataFrame, features: dict[str, str]) -> tuple[list, dict[i
             row = int(bad.to_numpy().argmax())
             raise PipelineError(
                 f"column '{name}' is declared numeric, but none of its values is a number (file "
-                f"row {row} holds {selected[name].iloc[row]!r}): send numbers"
+                f"row {row} holds {selected[name].iloc[row]!r}; {ROW_NUMBERS}): send numbers"
             )
         for row in map(int, np.flatnonzero(bad.to_numpy())):
             said = f"{name} {selected[name].iloc[row]!r} is not a number"
@@ -177,7 +179,7 @@ def send(
         listed = "; ".join(left_out[:5]) + ("; ..." if len(left_out) > 5 else "")
         raise PipelineError(
             f"{refused} of {len(rows)} file rows were refused and left out; the other "
-            f"{len(answered)} were predicted and logged. Refused: {listed}"
+            f"{len(answered)} were predicted and logged. Refused ({ROW_NUMBERS}): {listed}"
         )
 
 
@@ -186,7 +188,7 @@ def _stop_unless_invalid(err: Refused, batch: list[int], predicted: int, total: 
     if err.status != 422:
         raise PipelineError(
             f"file rows {_spans(batch)} (records 0-{len(batch) - 1} of that batch) were refused, "
-            f"after {predicted} of {total} rows were predicted and logged; {err}"
+            f"after {predicted} of {total} rows were predicted and logged ({ROW_NUMBERS}); {err}"
         ) from err
 
 

@@ -146,6 +146,23 @@ def test_train_same_inputs_same_metrics(params, backends, good_data):
     assert first["version"] != second["version"]
 
 
+def test_serving_with_no_champion_says_whether_the_gate_rejected_what_was_trained(
+    params, backends, good_data, workdir
+):
+    client = registry.connect(backends, create=True)
+    with pytest.raises(PipelineError, match="has no champion yet: run `make pipeline` first"):
+        bundle.export(client, "test-model", None, workdir / "none")
+    bad = write_data(params, workdir / "bad.parquet", shuffle_target=True)
+    rejected = cycle(params, backends, bad, workdir / "r1")
+    assert rejected["decision"] == "rejected", rejected["reason"]
+    version = rejected["candidate"]["version"]
+    with pytest.raises(PipelineError) as refused:
+        bundle.export(client, "test-model", None, workdir / "b")
+    message = str(refused.value)
+    assert f"the gate promoted none of its 1 version(s); the last, v{version}: " in message
+    assert rejected["reason"] in message and f"make serve VERSION={version}" in message
+
+
 def test_gate_promotes_good_then_keeps_champion_over_shuffled(
     params, backends, good_data, workdir, caplog
 ):

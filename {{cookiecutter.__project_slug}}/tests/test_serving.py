@@ -821,6 +821,7 @@ def test_send_batch_leaves_out_rows_whose_numbers_are_text_and_sends_the_rest(mo
         send_batch.send("http://service", rows, 2, answered, unreadable)
     assert str(failed.value).startswith("1 of 4 file rows were refused and left out; the other 3")
     assert "file row 1: distance 'abc' is not a number (not sent)" in str(failed.value)
+    assert send_batch.ROW_NUMBERS in str(failed.value), "the message says how rows are counted"
     assert [a["row"] for a in answered] == [0, 2, 3]
     # A column of text only is the file's mistake (decimal commas, say): refused before sending.
     with pytest.raises(PipelineError, match=r"none of its values is a number \(file row 0 .*'1,5'"):
@@ -860,5 +861,6 @@ def test_send_batch_stops_at_a_refusal_other_than_invalid_input(monkeypatch):
         send_batch.send("http://service", rows, 100, answered)
     message = str(failed.value)
     assert "file rows 200-299 (records 0-99 of that batch) were refused" in message
-    assert "after 200 of 400 rows were predicted and logged; answered 503" in message
+    assert "after 200 of 400 rows were predicted and logged (file rows count" in message
+    assert message.endswith("answered 503: overloaded"), message
     assert [a["row"] for a in answered] == list(range(200))

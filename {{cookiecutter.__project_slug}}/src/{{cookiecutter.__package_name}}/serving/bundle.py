@@ -46,6 +46,20 @@ def _none_if_nan(value: Any) -> Any:
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
+def _no_champion(client, name: str) -> str:
+    """Why there is no champion to serve: nothing trained yet, or the gate let nothing through."""
+    versions = client.search_model_versions(f"name='{name}'")
+    if not versions:
+        return f"model {name} has no champion yet: run `make pipeline` first"
+    last = max(versions, key=lambda v: int(v.version))
+    reason = last.tags.get("gate.reason", "not judged by the gate yet (`make pipeline` does)")
+    return (
+        f"model {name} has no champion: the gate promoted none of its {len(versions)} "
+        f"version(s); the last, v{last.version}: {reason} (reports/promotion.json). "
+        f"`make serve VERSION={last.version}` serves it anyway, bypassing the gate"
+    )
+
+
 def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, Any]:
     """Copy a version (default: the champion) and its metadata into `out_dir`."""
     # Imported here: serving loads bundles and never needs MLflow, which takes seconds to import.
@@ -55,7 +69,7 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
 
     chosen = registry.version(client, name, version) if version else registry.champion(client, name)
     if chosen is None:
-        raise PipelineError(f"model {name} has no champion yet: run `make pipeline` first")
+        raise PipelineError(_no_champion(client, name))
     if version and (unfit := _unfit(chosen.tags)):
         log.warning("%s v%s %s: serving it bypasses the gate", name, chosen.version, unfit)
     profile = registry.load_profile(client, chosen.run_id)
