@@ -530,7 +530,8 @@ def test_body_over_the_byte_limit_is_413_declared_or_chunked(serve, exported_mod
     body = json.dumps({"records": exported_model.records[:40]}).encode()
     assert len(body) > 2048
     declared = assert_clean_error(live.predict(body), 413)
-    assert declared["detail"] == "request body is over the limit of 2048 bytes"
+    limit = "request body is over the limit of 2048 bytes (SERVE_MAX_BODY_BYTES)"
+    assert declared["detail"] == limit
 
     async def chunks():
         for start in range(0, len(body), 256):

@@ -53,16 +53,17 @@ async def read_body(request: Request, limit: int, timeout: float) -> bytes:
         raise Refusal(
             415, f"the body must be JSON sent as Content-Type: application/json, not {media!r}"
         )
+    too_large = f"request body is over the limit of {limit} bytes (SERVE_MAX_BODY_BYTES)"
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
-        raise Refusal(413, f"request body is over the limit of {limit} bytes")
+        raise Refusal(413, too_large)
     chunks, size = [], 0
     try:
         async with asyncio.timeout(timeout):
             async for chunk in request.stream():
                 size += len(chunk)
                 if size > limit:
-                    raise Refusal(413, f"request body is over the limit of {limit} bytes")
+                    raise Refusal(413, too_large)
                 chunks.append(chunk)
     except TimeoutError:
         raise Refusal(
