@@ -20,6 +20,8 @@ import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from mlflow.exceptions import MlflowException
+
 from {{ cookiecutter.__package_name }} import registry
 from {{ cookiecutter.__package_name }}.cli import run
 from {{ cookiecutter.__package_name }}.config import Backends, load_params
@@ -74,6 +76,23 @@ def champion_info(backends: Backends, name: str) -> dict:
     }
 
 
+def feature_kinds(backends: Backends, name: str):
+    """kinds_of(version): the feature kinds a registered version was trained on, from its
+    training profile; None when the registry cannot say (the monitor then compares as usual)."""
+    client = registry.connect(backends)
+
+    def kinds_of(version: str) -> dict[str, str] | None:
+        try:
+            found = client.get_model_version(name, version)
+            profile = registry.load_profile(client, found.run_id)
+        except (MlflowException, OSError, ValueError) as err:
+            log.warning("the feature types of %s v%s are unknown: %s", name, version, err)
+            return None
+        return {feature: f["kind"] for feature, f in profile["features"].items()}
+
+    return kinds_of
+
+
 def positive_days(text: str) -> float:
     """--days as a number of days above zero: a window must end after it starts."""
     try:
@@ -115,7 +134,8 @@ def main(argv: list[str] | None = None) -> int:
         champion = champion_info(backends, params["model"]["name"])
         engine = prediction_log_engine(backends.monitoring_database_url)
         metadata.create_all(engine)
-        report = monitor(engine, champion, start, end, thresholds, args.exact, gate)
+        kinds_of = feature_kinds(backends, params["model"]["name"])
+        report = monitor(engine, champion, start, end, thresholds, args.exact, gate, kinds_of)
         report["exit_code"] = EXIT_DRIFT if report["drift"] else 0
         if args.days in (None, scheduled):
             store_daily_stats(engine, report)

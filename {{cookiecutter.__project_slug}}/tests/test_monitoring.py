@@ -593,6 +593,42 @@ def test_monitor_reads_no_missing_rate_drift_into_another_versions_absent_key(en
     assert f"(records v0: 1000, v{champion['version']}: 1000)" in said
 
 
+def test_monitor_does_not_compare_a_feature_another_version_logged_as_another_kind(
+    engine, champion
+):
+    """A type change between versions (v0 took contract as a number, the champion takes it as
+    a category) leaves both kinds of value in the window: named, not read as drift."""
+    log_frame(engine, champion, batch(champion, 43, rows=1000))
+    older = log_frame(engine, champion, batch(champion, 44, rows=1000), version="0")
+    log = prediction_log.c
+    with engine.begin() as conn:
+        query = sa.select(log.request_id, log.features).where(log.request_id.in_(older))
+        for request_id, features in conn.execute(query).all():
+            features["contract"] = float(len(features["contract"] or ""))  # a numeric code
+            conn.execute(
+                prediction_log.update()
+                .where(log.request_id == request_id)
+                .values(features=features)
+            )
+    assert "contract" in run(engine, champion)["drifted"], "the premise: 1.0 is no category"
+    kinds = {name: f["kind"] for name, f in champion["profile"]["features"].items()}
+    older_kinds = {**kinds, "contract": "numeric"}
+    report = monitor(
+        engine,
+        champion,
+        END - timedelta(days=1),
+        END,
+        THRESHOLDS,
+        kinds_of=lambda version: older_kinds if version == "0" else kinds,
+    )
+    assert report["drift"] is False, report["drifted"]
+    assert "contract" not in report["features"] and "region" in report["features"]
+    [said] = [m for m in report["messages"] if "'contract'" in m]
+    version = champion["version"]
+    assert said.startswith(f"feature 'contract' is categorical for champion v{version} but v0 ")
+    assert "not compared" in said
+
+
 def test_rollups_and_raw_rows_agree_on_a_missing_rate_jump(engine, champion, tmp_path):
     frame = batch(champion, 32, rows=3000, age=null_most, payment_method=null_most)
     records = log_records(champion, frame, step=timedelta(seconds=10))

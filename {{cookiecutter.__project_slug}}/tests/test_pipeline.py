@@ -163,6 +163,15 @@ def test_serving_with_no_champion_says_whether_the_gate_rejected_what_was_traine
     assert rejected["reason"] in message and f"make serve VERSION={version}" in message
 
 
+def test_the_monitor_reads_a_versions_feature_kinds_from_the_registry(
+    params, backends, good_data, workdir
+):
+    first = cycle(params, backends, good_data, workdir / "r1")
+    kinds_of = load_script("monitor").feature_kinds(backends, "test-model")
+    assert kinds_of(first["candidate"]["version"]) == params["data"]["features"]
+    assert kinds_of("999") is None, "an unknown version: the monitor compares as usual"
+
+
 def test_gate_promotes_good_then_keeps_champion_over_shuffled(
     params, backends, good_data, workdir, caplog
 ):

@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 from collections import Counter
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -266,12 +267,14 @@ def monitor(
     thresholds: dict,
     exact: bool = False,
     gate=None,
+    kinds_of: Callable[[str], dict[str, str] | None] | None = None,
 ) -> dict[str, Any]:
     """Compute the window's statistics and drift; `champion` carries version, profile, task.
 
     `exact` reads the raw log rows even where rollups would do (exact percentiles). With the
     promotion `gate` (promotion.Gate), a live metric wholly below its threshold is drift too
-    (see live_quality).
+    (see live_quality). `kinds_of(version)` gives another version's feature kinds (None when
+    unknown), so a feature it logged as another kind is not compared (see _kind_changes).
     """
     report = {
         "window": {"start": start.isoformat(), "end": end.isoformat()},
@@ -297,7 +300,7 @@ def monitor(
             )
             report["messages"] += [source.note] if source.note else []
             return report
-        _features(source, report, champion["profile"]["features"], thresholds)
+        _features(source, report, champion["profile"]["features"], thresholds, kinds_of)
         _predictions(source, report, champion, thresholds)
         report["latency_ms"] = source.latency()
         report["live_metrics"] = live_metrics(
@@ -366,8 +369,9 @@ def live_quality(live: dict, gate, minimum: int) -> tuple[dict | None, str | Non
     )
 
 
-def _features(source, report: dict, profiles: dict, thresholds: dict) -> None:
-    """Add a section per feature; a feature absent from the log gets a message, not a verdict."""
+def _features(source, report: dict, profiles: dict, thresholds: dict, kinds_of=None) -> None:
+    """Add a section per feature; a feature absent from the log, or logged as another kind by
+    another version in the window, gets a message, not a verdict."""
     present = source.features()
     checked = [name for name in profiles if name in present]
     for name in profiles:
@@ -390,6 +394,7 @@ def _features(source, report: dict, profiles: dict, thresholds: dict) -> None:
             "log is missing in all of its records, so missing rates are reported, not checked "
             "for drift"
         )
+        checked = _kind_changes(report, checked, profiles, kinds_of) if kinds_of else checked
     for name in checked:
         report["features"][name] = section = feature_section(
             source, name, profiles[name], thresholds, len(checked), one_version
@@ -399,6 +404,29 @@ def _features(source, report: dict, profiles: dict, thresholds: dict) -> None:
         report["messages"] += [note] if note else []
         if source.name == sources.ROLLUPS:
             report["messages"] += _overflowed(name, section["summary"])
+
+
+def _kind_changes(report: dict, checked: list[str], profiles: dict, kinds_of) -> list[str]:
+    """`checked` without the features another version in the window logged as another kind.
+
+    A feature whose type changed between versions (numbers then, categories now, or the
+    reverse) holds both kinds of value in the window: 1.0 read as a category is no category the
+    champion knows, which would read as drift. Such a feature is named, not compared.
+    """
+    champion = report["champion_version"]
+    changed: dict[str, list[str]] = {}
+    for version in report["records_by_version"]:
+        kinds = (kinds_of(version) or {}) if version != champion else {}
+        for name in checked:
+            if kinds.get(name, profiles[name]["kind"]) != profiles[name]["kind"]:
+                changed.setdefault(name, []).append(f"v{version} {kinds[name]}")
+    for name, others in changed.items():
+        report["messages"].append(
+            f"feature '{name}' is {profiles[name]['kind']} for champion v{champion} but "
+            f"{', '.join(others)}, whose records are in this window: not compared until the "
+            "window holds one kind (DAYS= or END= choose a window after the change)"
+        )
+    return [name for name in checked if name not in changed]
 
 
 def _overflowed(name: str, summary: dict) -> list[str]:
