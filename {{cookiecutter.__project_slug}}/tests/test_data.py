@@ -37,6 +37,10 @@ def test_validate_sample_gives_canonical_types(frame, schema):
     ("change", "message"),
     [
         (lambda f: f.drop(columns=["region"]), "column 'region' is missing"),
+        (
+            lambda f: f.rename(columns={"region": "area"}),
+            "missing: ['region']); the data holds undeclared columns ['area'] (one renamed?)",
+        ),
         (lambda f: f.assign(coupon="x"), "column 'coupon' is not declared"),
         (
             lambda f: f.assign(age=f["age"].astype(object).where(f.index != 3, "old")),
@@ -49,7 +53,15 @@ def test_validate_sample_gives_canonical_types(frame, schema):
         (lambda f: f.iloc[0:0], "the data source returned no rows"),
         (lambda f: f.assign(event_date="not a date"), "time column 'event_date'"),
     ],
-    ids=["missing-column", "extra-column", "text-in-numeric", "infinity", "empty", "bad-dates"],
+    ids=[
+        "missing-column",
+        "renamed-column",
+        "extra-column",
+        "text-in-numeric",
+        "infinity",
+        "empty",
+        "bad-dates",
+    ],
 )
 def test_validate_bad_data_names_column_and_problem(frame, schema, change, message):
     with pytest.raises(PipelineError) as caught:

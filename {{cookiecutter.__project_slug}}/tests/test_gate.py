@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from {{ cookiecutter.__package_name }} import promotion
+from {{ cookiecutter.__package_name }} import evaluation, promotion
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.metrics import positive_class, score_all
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
@@ -147,3 +147,14 @@ def test_candidate_must_beat_a_model_that_ignores_the_features(
     assert accepted is promoted, reason
     if not promoted:
         assert "ignores the features" in reason
+
+
+def test_a_feature_change_names_only_the_sides_that_differ():
+    change = evaluation.schema_change
+    assert change("2", {"a": "numeric"}, {"a": "numeric", "b": "categorical"}) == (
+        "version 2 was trained on other features than params.yaml declares (it never saw ['b'])"
+    )
+    assert change("2", {"a": "numeric", "b": "numeric"}, {"a": "numeric"}).endswith(
+        "(it needs ['b'], which the data lacks)"
+    )
+    assert change("2", {"a": "numeric"}, {"a": "numeric"}) is None

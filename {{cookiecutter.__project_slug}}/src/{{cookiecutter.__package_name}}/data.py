@@ -214,6 +214,9 @@ def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
                 "comma-separated (a ';' file with decimal commas converts with pandas: "
                 "read_csv(path, sep=';', decimal=',').to_csv(new_path, index=False))"
             )
+        undeclared = [c for c in read if c not in schema.columns]
+        if undeclared and not hint:
+            hint = f"; the data holds undeclared columns {undeclared[:10]} (one renamed?)"
         raise PipelineError(
             f"column '{missing[0]}' is missing from the data "
             f"(declared in params.yaml data; missing: {missing}){hint}"

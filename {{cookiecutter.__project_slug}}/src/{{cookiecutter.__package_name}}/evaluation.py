@@ -118,9 +118,11 @@ def schema_change(number: str, trained: dict[str, str], declared: dict[str, str]
     lacking = sorted(set(trained) - set(declared))
     added = sorted(set(declared) - set(trained))
     if lacking or added:
+        parts = [f"it needs {lacking}, which the data lacks"] if lacking else []
+        parts += [f"it never saw {added}"] if added else []
         return (
             f"version {number} was trained on other features than params.yaml declares "
-            f"(it needs {lacking}, which the data lacks; it never saw {added})"
+            f"({'; '.join(parts)})"
         )
     retyped = [n for n, kind in declared.items() if trained[n] != kind]
     if retyped:
