@@ -113,10 +113,11 @@ def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
         ("split.validation_fraction", 1, "a number > 0 and < 1"),
         ("split.seed", "forty-two", "an integer >= 0"),
         ("data.sample_rows", 0, "an integer >= 1"),
-        ("data.target_classes", [False, True], "a list of labels or null (quote yes/no"),
+        ("data.target_classes", [False, True], "a list of distinct labels or null (quote"),
+        ("data.target_classes", [0, 1, 1], "a list of distinct labels or null"),
         ("data.features", {}, "a mapping of column name (text without double quotes) to one of"),
         ("data.target", None, "a non-empty string"),
-        ("data.target_classes", "0,1", "a list of labels or null"),
+        ("data.target_classes", "0,1", "a list of distinct labels or null"),
         ("model.task", "classifcation", "classification or regression"),
         ("model.name", "", "a non-empty string"),
         ("promote.threshold", "high", "a number"),
@@ -125,6 +126,22 @@ def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
 def test_impossible_value_names_the_key_and_the_rule(tmp_path, repo_params, dotted, value, rule):
     message = refusal(tmp_path, with_value(repo_params, dotted, value))
     assert f"{dotted} is {value!r}: it must be {rule}" in message
+
+
+def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path, repo_params):
+    """Plain YAML keeps the last of two equal keys: a feature declared twice would silently
+    change type."""
+    text = yaml.safe_dump(repo_params, sort_keys=False)
+    first = next(iter(repo_params["data"]["features"]))
+    declared = f"    {first}: {repo_params['data']['features'][first]}\n"
+    assert declared in text
+    path = tmp_path / "params.yaml"
+    path.write_text(text.replace(declared, declared + f"    {first}: categorical\n"))
+    with pytest.raises(PipelineError) as caught:
+        load_params(path)
+    said = str(caught.value)
+    assert said.startswith(f"{path} is not valid YAML") and f"key '{first}' is given twice" in said
+    assert "line " in said
 
 
 def test_target_or_time_column_declared_as_a_feature_is_refused(tmp_path, repo_params):
@@ -266,6 +283,8 @@ def test_monitor_window_before_year_one_is_refused_with_the_fix(end, days):
     [
         ("SERVE_MAX_RECORDS", "abc", "a whole number of at least 1"),
         ("SERVE_MAX_RECORDS", "2.5", "a whole number of at least 1"),
+        ("SERVE_MAX_RECORDS", "9" * 23, "a whole number of at least 1 and at most 2147483647"),
+        ("SERVE_PREDICT_TIMEOUT_SECONDS", "1e300", "and at most 2147483647"),
         ("SERVE_MAX_BODY_BYTES", "-5", "a whole number of at least 1024"),
         ("SERVE_PREDICT_TIMEOUT_SECONDS", "0", "a number of at least 0.001"),
         ("SERVE_READ_TIMEOUT_SECONDS", "nan", "a number of at least 0.001"),

@@ -23,10 +23,26 @@ DEFAULT_ARTIFACT_ROOT = "mlartifacts"
 DEFAULT_MONITORING_URL = "sqlite:///monitoring.db"
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last,
+    so a feature declared twice would silently take the second type)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
     """Read params.yaml, refusing a missing, malformed or invalid file (see PARAMS)."""
     try:
-        params = yaml.safe_load(Path(path).read_text())
+        params = yaml.load(Path(path).read_text(), Loader=_UniqueKeyLoader)  # a SafeLoader
     except FileNotFoundError as err:
         raise PipelineError(f"{path} not found: run from the repository root") from err
     except yaml.YAMLError as err:
@@ -107,10 +123,12 @@ def _bad_feature(value: Any) -> str | None:
 
 
 def _labels(value: Any) -> bool:
-    """Null, or a list of labels: text or numbers, never YAML's booleans (an unquoted no/yes)."""
+    """Null, or a list of distinct labels: text or numbers, never YAML's booleans (an unquoted
+    no/yes)."""
     return value is None or (
         isinstance(value, list)
         and all(isinstance(v, str | int | float) and not isinstance(v, bool) for v in value)
+        and len(set(value)) == len(value)
     )
 
 
@@ -133,8 +151,8 @@ PARAMS: dict[str, dict[str, Rule]] = {
         "target": _text(),
         "target_classes": Rule(
             False,
-            "a list of labels or null (quote yes/no, true/false and on/off: YAML reads them "
-            'as booleans, so write ["no", "yes"])',
+            "a list of distinct labels or null (quote yes/no, true/false and on/off: YAML "
+            'reads them as booleans, so write ["no", "yes"])',
             _labels,
         ),
         "time_column": _text(required=False, nullable=True),
@@ -319,17 +337,21 @@ class Backends:
         )
 
 
+ENV_MAXIMUM = 2**31 - 1  # beyond any sensible limit, timeout or size, and within every C int
+
+
 def _number(env: dict[str, str], name: str, default: float, kind=int, minimum: float = 0):
-    """A numeric environment variable, refusing text and values below `minimum`."""
+    """A numeric environment variable, refusing text and values outside `minimum`..ENV_MAXIMUM."""
     raw = env.get(name)
     if raw in (None, ""):
         return kind(default)
     rule = f"{'a whole number' if kind is int else 'a number'} of at least {minimum}"
+    rule += f" and at most {ENV_MAXIMUM}"
     try:
         value = kind(raw)
     except ValueError:
         value = None
-    if value is None or not minimum <= value < math.inf:  # NaN fails both comparisons
+    if value is None or not minimum <= value <= ENV_MAXIMUM:  # NaN fails both comparisons
         raise PipelineError(f"{name}={raw!r} is not allowed: give {rule}")
     return value
 
