@@ -210,12 +210,17 @@ def test_tampered_model_file_leaves_the_service_up_but_not_ready(
     assert assert_clean_error(refused, 503)["detail"] == "model not ready"
 
 
-def test_a_spool_folder_that_cannot_be_made_leaves_the_service_not_ready(serve, tmp_path):
+@pytest.mark.parametrize("where", ["under a file", "refusing new files"])
+def test_a_spool_folder_that_cannot_be_made_or_written_leaves_the_service_not_ready(
+    serve, tmp_path, where
+):
     (tmp_path / "a-file").write_text("")
-    live = serve(PREDICTION_LOG_SPOOL_DIR=str(tmp_path / "a-file" / "spool"))
+    # procfs refuses new files even to root, as a read-only mount would.
+    folder = tmp_path / "a-file" / "spool" if where == "under a file" else Path("/proc/self")
+    live = serve(PREDICTION_LOG_SPOOL_DIR=str(folder))
     ready = live.get("/ready")
     assert ready.status_code == 503
-    assert "spool folder" in ready.json()["reason"]
+    assert f"spool folder {folder} cannot be used" in ready.json()["reason"]
     assert "PREDICTION_LOG_SPOOL_DIR" in ready.json()["reason"]
     assert live.get("/health").status_code == 200
 

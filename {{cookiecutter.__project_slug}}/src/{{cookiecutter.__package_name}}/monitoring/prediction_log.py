@@ -292,6 +292,11 @@ class Spool:
     def __init__(self, directory: Path, cap_bytes: int) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
+        # An existing folder may still refuse writes (read-only mount, another owner): find out
+        # now, not in an outage. OSError, as from mkdir.
+        probe = self.directory / f".write-probe-{os.getpid()}{TMP_SUFFIX}"
+        probe.write_bytes(b"")
+        probe.unlink()
         self.cap_bytes = cap_bytes
         self.waiting = threading.Event()  # set while files may wait for replay
         self._lock = threading.Lock()
