@@ -318,6 +318,11 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
     assert re.search(r"load-test: \d+ req/s, p50 [\d.]+ ms, p99 [\d.]+ ms, 0 failed", loaded.stdout)
     assert logged(project / "build/load-test/monitoring.db") > 10
     assert logged(project / "monitoring.db") == before
+    # Bad settings stop it at once; a run in which nothing answered measured nothing: it fails.
+    refused = run_make(project, "load-test", "USERS=0")
+    assert refused.returncode != 0 and "'0' is not a whole number of at least 1" in refused.stderr
+    nothing = run_make(project, "load-test", f"URL=http://127.0.0.1:{free_port()}", "DURATION=2s")
+    assert nothing.returncode != 0 and "load-test: " in nothing.stdout, nothing.stdout[-2000:]
 
     def daily_stats() -> list[tuple]:
         with sqlite3.connect(project / "monitoring.db") as db:

@@ -13,13 +13,16 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import math
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -88,14 +91,51 @@ def stop(server: subprocess.Popen) -> None:
         server.wait()
 
 
+def at_least_one(text: str) -> int:
+    """A whole number of at least 1 (users, workers)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def positive(text: str) -> float:
+    """A number above 0 (users started per second)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number above 0")
+    return value
+
+
+def run_time(text: str) -> str:
+    """Locust's --run-time: seconds, or hours, minutes and seconds such as 30s, 2m, 1h30m."""
+    if not (text.isdigit() or re.fullmatch(r"(?=\d)(\d+h)?(\d+m)?(\d+s)?", text)):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30s, 2m or 1h30m")
+    return text
+
+
+def service_url(text: str) -> str:
+    """Empty (serve build/model), or an http(s) URL with a host."""
+    parsed = urllib.parse.urlparse(text)
+    if text and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a URL such as http://127.0.0.1:8000")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run Locust headless against --url, or against a scratch service; exit with its code."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--url", default="", help="a running service (default: serve build/model)")
-    parser.add_argument("--users", type=int, default=8, help="concurrent users")
-    parser.add_argument("--spawn-rate", type=float, default=8, help="users started per second")
-    parser.add_argument("--duration", default="30s", help="Locust's --run-time, e.g. 30s, 2m")
-    parser.add_argument("--workers", type=int, default=1, help="workers of the scratch service")
+    parser.add_argument(
+        "--url", type=service_url, default="", help="a running service (default: build/model)"
+    )
+    parser.add_argument("--users", type=at_least_one, default=8, help="concurrent users")
+    parser.add_argument("--spawn-rate", type=positive, default=8, help="users started per second")
+    parser.add_argument("--duration", type=run_time, default="30s", help="e.g. 30s, 2m, 1h30m")
+    parser.add_argument(
+        "--workers", type=at_least_one, default=1, help="workers of the scratch service"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     server, url = None, args.url.rstrip("/")

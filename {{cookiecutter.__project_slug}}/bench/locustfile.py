@@ -40,7 +40,11 @@ class Recorder:
         ordered = sorted(self.latencies_ms)
         count = len(ordered)
         if not count or self.started is None:
-            return "load-test: no requests completed after the ramp (raise DURATION?)"
+            failed = f" ({self.failures} failed)" if self.failures else ""
+            return (
+                f"load-test: no request was answered after the ramp{failed}: is the service up, "
+                "and DURATION longer than the ramp (USERS / SPAWN_RATE seconds)?"
+            )
         seconds = (self.stopped or time.perf_counter()) - self.started
 
         def pct(q: float) -> float:
@@ -93,6 +97,13 @@ def record(name: str, response_time: float, exception, **_) -> None:
 def remember_host(environment, **_) -> None:
     """The URL under test, for the summary."""
     RECORDER.host = environment.host
+
+
+@events.quitting.add_listener
+def fail_without_answers(environment, **_) -> None:
+    """A run in which no request was answered measured nothing: exit non-zero."""
+    if not RECORDER.latencies_ms:
+        environment.process_exit_code = 1
 
 
 @events.quit.add_listener
