@@ -26,6 +26,8 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from {{ cookiecutter.__package_name }}.cli import at_least_one
+
 log = logging.getLogger("load_test")
 
 SCRATCH = Path("build/load-test")
@@ -89,13 +91,6 @@ def stop(server: subprocess.Popen) -> None:
     except subprocess.TimeoutExpired:
         os.killpg(server.pid, signal.SIGKILL)
         server.wait()
-
-
-def at_least_one(text: str) -> int:
-    """A whole number of at least 1 (users, workers)."""
-    if not text.strip().isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
-    return int(text)
 
 
 def positive(text: str) -> float:

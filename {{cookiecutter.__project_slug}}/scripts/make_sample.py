@@ -6,7 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from {{ cookiecutter.__package_name }}.cli import run
+from {{ cookiecutter.__package_name }}.cli import at_least_one, iso_date, run
 from {{ cookiecutter.__package_name }}.config import load_params
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.sample import make_sample
@@ -18,10 +18,12 @@ def main(argv: list[str] | None = None) -> int:
     """Write --rows rows drawn with --seed; --drift shifts monthly_charges and contract."""
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, required=True, help="a .csv or .parquet path")
-    parser.add_argument("--rows", type=int, default=1000)
+    parser.add_argument("--rows", type=at_least_one, default=1000)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--drift", action="store_true")
-    parser.add_argument("--end-date", default="2026-06-30", help="date of the newest row")
+    parser.add_argument(
+        "--end-date", type=iso_date, default="2026-06-30", help="date of the newest row"
+    )
     args = parser.parse_args(argv)
     if args.out.suffix not in (".csv", ".parquet"):
         parser.error(f"--out {args.out} must end in .csv or .parquet")

@@ -17,7 +17,7 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.utils.multiclass import type_of_target
 
-from {{ cookiecutter.__package_name }} import config, training
+from {{ cookiecutter.__package_name }} import cli, config, training
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.config import PARAMS, load_params, params_problems, section
 from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, PipelineError
@@ -313,6 +313,42 @@ def test_send_batch_refuses_what_is_not_an_http_url(url, capsys):
         load_script("send_batch").main(["--file", "rows.csv", "--url", url])
     assert caught.value.code == 2
     assert f"--url {url!r} is not an http(s) URL" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "said"),
+    [
+        (["--rows", "0"], "--rows: '0' is not a whole number of at least 1"),
+        (["--rows", "-5"], "--rows: '-5' is not a whole number of at least 1"),
+        (["--end-date", "tomorrow"], "--end-date: 'tomorrow' is not a date such as 2026-06-30"),
+    ],
+)
+def test_make_sample_refuses_a_bad_row_count_or_date(argv, said, capsys):
+    with pytest.raises(SystemExit) as caught:
+        load_script("make_sample").main(["--out", "sample.csv", *argv])
+    assert caught.value.code == 2 and said in capsys.readouterr().err
+
+
+def test_a_path_a_step_cannot_use_is_one_line_not_a_traceback(tmp_path, caplog):
+    (tmp_path / "a-file").write_text("")
+
+    def writes_under_a_file() -> int:
+        (tmp_path / "a-file" / "report.json").write_text("{}")
+        return 0
+
+    def reads_what_a_library_names_only_in_its_message() -> int:
+        raise FileNotFoundError("missing.parquet")
+
+    assert cli.run(writes_under_a_file) == EXIT_ERROR
+    assert f"cannot use {tmp_path / 'a-file' / 'report.json'}: Not a directory" in caplog.text
+    assert cli.run(reads_what_a_library_names_only_in_its_message) == EXIT_ERROR
+    assert "cannot use missing.parquet (FileNotFoundError)" in caplog.text
+
+    def resets() -> int:  # no path involved: a bug or a backend, not this
+        raise ConnectionResetError
+
+    with pytest.raises(ConnectionResetError):
+        cli.run(resets)
 
 
 @pytest.mark.parametrize("argv", [[], ["--file", ""]], ids=["none", "empty"])

@@ -7,6 +7,7 @@ import json
 import logging
 import sys
 from collections.abc import Callable
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,25 @@ def version_number(text: str) -> str:
     return str(int(text))
 
 
+PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def at_least_one(text: str) -> int:
+    """An argparse type: a whole number of at least 1 (rows, users, workers)."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of at least 1")
+    return int(text)
+
+
+def iso_date(text: str) -> str:
+    """An argparse type: a date such as 2026-06-30."""
+    try:
+        date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2026-06-30") from None
+    return text
+
+
 def run(step: Callable[[], int]) -> int:
     """Run a script's body: log to stderr, and turn an expected failure into a clear exit code."""
     logging.basicConfig(
@@ -34,6 +54,17 @@ def run(step: Callable[[], int]) -> int:
         return step()
     except PipelineError as err:
         log.error("%s", redact(str(err)))
+        return EXIT_ERROR
+    except OSError as err:
+        # A path the step was given or made that cannot be used (missing, a file where a folder
+        # should be, read-only): the environment's problem, told in one line. Some libraries
+        # (pyarrow) raise these with the path as the message and no filename.
+        if err.filename:
+            log.error("cannot use %s: %s", err.filename, err.strerror or err)
+        elif isinstance(err, PATH_ERRORS):
+            log.error("cannot use %s (%s)", err, type(err).__name__)
+        else:
+            raise
         return EXIT_ERROR
     except Exception as err:
         check = BACKENDS.get(_library(err))
