@@ -37,7 +37,7 @@ log = logging.getLogger("load_outcomes")
 def read(file: str | None, query: str | None, backends: Backends) -> pd.DataFrame:
     """The outcomes as a frame, from whichever source was given."""
     if file:
-        return datalib.load_source({"source": file}, "regression", None)
+        return datalib.read_file(file, {}, "the outcomes file (FILE=)")
     return datalib.load_source(
         {"source": "sql", "query": query}, "regression", backends.source_database_url
     )

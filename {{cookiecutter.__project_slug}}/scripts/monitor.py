@@ -16,14 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
 
 from {{ cookiecutter.__package_name }} import registry
-from {{ cookiecutter.__package_name }}.cli import run
+from {{ cookiecutter.__package_name }}.cli import positive_days, run
 from {{ cookiecutter.__package_name }}.config import Backends, load_params
 from {{ cookiecutter.__package_name }}.errors import EXIT_DRIFT, PipelineError
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
@@ -45,6 +44,11 @@ def window(end: str | None, days: float) -> tuple[datetime, datetime]:
             f"--end {end!r} is not an ISO date or time, e.g. 2026-06-30T00:00"
         ) from err
     stop = stop.replace(tzinfo=UTC) if stop.tzinfo is None else stop.astimezone(UTC)
+    if stop > end_of_this_hour():  # it would be stored as a day of no traffic
+        raise PipelineError(
+            f"--end {end!r} is in the future: a window ends by the end of this hour "
+            f"({end_of_this_hour():%Y-%m-%dT%H:%M} UTC), the default"
+        )
     try:
         return stop - timedelta(days=days), stop
     except OverflowError as err:  # before year 1
@@ -91,17 +95,6 @@ def feature_kinds(backends: Backends, name: str):
         return {feature: f["kind"] for feature, f in profile["features"].items()}
 
     return kinds_of
-
-
-def positive_days(text: str) -> float:
-    """--days as a number of days above zero: a window must end after it starts."""
-    try:
-        days = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
-    if not (days > 0 and math.isfinite(days)):
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number of days above 0, e.g. 1, 0.5")
-    return days
 
 
 def main(argv: list[str] | None = None) -> int:

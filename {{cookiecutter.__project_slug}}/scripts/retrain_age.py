@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from {{ cookiecutter.__package_name }} import registry
-from {{ cookiecutter.__package_name }}.cli import run, write_json
+from {{ cookiecutter.__package_name }}.cli import positive_days, run, write_json
 from {{ cookiecutter.__package_name }}.config import Backends, section
 from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR
 
@@ -68,7 +68,9 @@ def verdict(name: str, last, now: datetime, max_days: float) -> dict:
 def main(argv: list[str] | None = None) -> int:
     """Write --report and exit 1 when the last completed retraining is too old."""
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--max-days", type=float, required=True, help="the oldest allowed age")
+    parser.add_argument(
+        "--max-days", type=positive_days, required=True, help="the oldest allowed age, above 0"
+    )
     parser.add_argument("--report", type=Path, default=Path("reports/retrain_age.json"))
     args = parser.parse_args(argv)
 

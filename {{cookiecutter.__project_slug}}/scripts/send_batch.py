@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def step() -> int:
         features = section("data")["features"]
-        frame = datalib.load_source({"source": args.file, "features": features}, "", None)
+        frame = datalib.read_file(args.file, features, "the batch file (FILE=)")
         others = [str(column) for column in frame.columns if column not in features]
         if others:
             log.info("sending the declared features only, not the file's columns %s", others)

@@ -238,7 +238,11 @@ def test_monitor_refuses_days_that_are_not_positive(days, capsys):
 
 @pytest.mark.parametrize(
     ("end", "said"),
-    [("garbage", "--end 'garbage' is not an ISO date"), ("0001-01-01", "starts before year 1")],
+    [
+        ("garbage", "--end 'garbage' is not an ISO date"),
+        ("0001-01-01", "starts before year 1"),
+        ("9999-01-01", "--end '9999-01-01' is in the future: a window ends by the end of this"),
+    ],
 )
 def test_monitor_refuses_an_end_that_is_no_date_as_a_bad_argument(end, said, capsys):
     with pytest.raises(SystemExit) as caught:
@@ -349,6 +353,21 @@ def test_a_path_a_step_cannot_use_is_one_line_not_a_traceback(tmp_path, caplog):
 
     with pytest.raises(ConnectionResetError):
         cli.run(resets)
+
+
+def test_retrain_age_refuses_a_limit_that_is_no_positive_number(capsys):
+    with pytest.raises(SystemExit) as caught:
+        load_script("retrain_age").main(["--max-days", "-3"])
+    assert caught.value.code == 2
+    assert "--max-days: '-3' must be a number of days above 0" in capsys.readouterr().err
+
+
+def test_outcomes_and_batch_files_are_named_as_such_when_unusable(tmp_path):
+    read = datalib.read_file
+    with pytest.raises(PipelineError, match=r"^the outcomes file \(FILE=\) '.*' is no path or"):
+        read(str(tmp_path), {}, "the outcomes file (FILE=)")
+    with pytest.raises(PipelineError, match=r"^the batch file \(FILE=\) 'gone.csv' does not exist"):
+        read("gone.csv", {}, "the batch file (FILE=)")
 
 
 @pytest.mark.parametrize("argv", [[], ["--file", ""]], ids=["none", "empty"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 from collections.abc import Callable
 from datetime import date
@@ -41,6 +42,17 @@ def iso_date(text: str) -> str:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date such as 2026-06-30") from None
     return text
+
+
+def positive_days(text: str) -> float:
+    """An argparse type: a number of days above zero (a window's length, an age limit)."""
+    try:
+        days = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of days") from None
+    if not (days > 0 and math.isfinite(days)):
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number of days above 0, e.g. 1, 0.5")
+    return days
 
 
 def run(step: Callable[[], int]) -> int:

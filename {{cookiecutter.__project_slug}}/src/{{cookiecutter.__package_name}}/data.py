@@ -78,20 +78,35 @@ def load_source(data: dict[str, Any], task: str, database_url: str | None) -> pd
         )
     if source == "sql":
         return _read_sql(data.get("query"), database_url)
-    suffix = Path(source.split("?")[0]).suffix.lower()
-    if suffix not in (".csv", ".parquet", ".pq"):
+    if _suffix(source) not in FILE_SUFFIXES:
         raise PipelineError(
             f"params.yaml data.source '{source}' is not supported: "
             "use 'sample', 'sql', or a path or URL ending in .csv or .parquet"
         )
+    return read_file(source, data.get("features") or {}, "data source")
+
+
+FILE_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def _suffix(source: str) -> str:
+    """A path's or URL's file suffix, lowered, without a URL's query."""
+    return Path(source.split("?")[0]).suffix.lower()
+
+
+def read_file(source: str, features: dict[str, str], what: str) -> pd.DataFrame:
+    """A CSV (read as read_csv does) or Parquet file or URL; `what` names it in messages."""
+    suffix = _suffix(source)
+    if suffix not in FILE_SUFFIXES:
+        raise PipelineError(f"{what} '{source}' is no path or URL ending in .csv or .parquet")
     try:
         if suffix == ".csv":
-            return read_csv(source, data.get("features") or {})
+            return read_csv(source, features)
         return pd.read_parquet(source)
     except FileNotFoundError as err:
-        raise PipelineError(f"data source {source} does not exist") from err
+        raise PipelineError(f"{what} '{source}' does not exist") from err
     except (OSError, ValueError) as err:
-        raise PipelineError(f"data source {source} could not be read: {err}") from err
+        raise PipelineError(f"{what} '{source}' could not be read: {err}") from err
 
 
 # How a CSV spells booleans (True, true, TRUE, ...), lowered.
