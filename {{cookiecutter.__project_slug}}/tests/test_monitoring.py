@@ -572,20 +572,26 @@ def test_a_feature_sent_only_as_nulls_shows_no_distribution_numbers(engine, cham
     assert row[6].endswith(" → 100.0%") and row[7] == "0"
 
 
-def test_monitor_reads_no_missing_rate_drift_into_another_versions_absent_key(engine, champion):
-    """Records of an older version without a feature's key are not nulls of the champion's."""
-    log_frame(engine, champion, batch(champion, 41, rows=1000))
-    older = log_frame(engine, champion, batch(champion, 42, rows=1000), version="0")
+def log_beside_an_older_version(engine, champion: dict, seed: int, change) -> None:
+    """1000 records of the champion and 1000 of an older version "0", whose logged features
+    `change` edits in place (as that version logged them)."""
+    log_frame(engine, champion, batch(champion, seed, rows=1000))
+    older = log_frame(engine, champion, batch(champion, seed + 1, rows=1000), version="0")
     log = prediction_log.c
     with engine.begin() as conn:
         query = sa.select(log.request_id, log.features).where(log.request_id.in_(older))
         for request_id, features in conn.execute(query).all():
-            features.pop("age")
+            change(features)
             conn.execute(
                 prediction_log.update()
                 .where(log.request_id == request_id)
                 .values(features=features)
             )
+
+
+def test_monitor_reads_no_missing_rate_drift_into_another_versions_absent_key(engine, champion):
+    """Records of an older version without a feature's key are not nulls of the champion's."""
+    log_beside_an_older_version(engine, champion, 41, lambda features: features.pop("age"))
     report = run(engine, champion)
     assert "age" not in report["drifted"]
     assert report["features"]["age"]["verdict"]["missing_p_value"] is None
@@ -598,18 +604,11 @@ def test_monitor_does_not_compare_a_feature_another_version_logged_as_another_ki
 ):
     """A type change between versions (v0 took contract as a number, the champion takes it as
     a category) leaves both kinds of value in the window: named, not read as drift."""
-    log_frame(engine, champion, batch(champion, 43, rows=1000))
-    older = log_frame(engine, champion, batch(champion, 44, rows=1000), version="0")
-    log = prediction_log.c
-    with engine.begin() as conn:
-        query = sa.select(log.request_id, log.features).where(log.request_id.in_(older))
-        for request_id, features in conn.execute(query).all():
-            features["contract"] = float(len(features["contract"] or ""))  # a numeric code
-            conn.execute(
-                prediction_log.update()
-                .where(log.request_id == request_id)
-                .values(features=features)
-            )
+
+    def numeric_code(features: dict) -> None:
+        features["contract"] = float(len(features["contract"] or ""))
+
+    log_beside_an_older_version(engine, champion, 43, numeric_code)
     assert "contract" in run(engine, champion)["drifted"], "the premise: 1.0 is no category"
     kinds = {name: f["kind"] for name, f in champion["profile"]["features"].items()}
     older_kinds = {**kinds, "contract": "numeric"}
