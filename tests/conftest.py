@@ -110,6 +110,26 @@ def registry_state(project: Path) -> dict:
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+GIT = ["git", "-c", "user.name=template tests", "-c", "user.email=tests@example.com"]
+
+
+def git(project: Path, *args: str) -> str:
+    """Run git in a working copy, as a user with a name; its output, failing with git's."""
+    result = subprocess.run([*GIT, *args], cwd=project, capture_output=True, text=True)
+    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
+    return result.stdout.strip()
+
+
+def linked_copy(project: Path, destination: Path, *ignored: str) -> Path:
+    """A copy of a baked repo at `destination` sharing its environment (.venv linked), without
+    the `ignored` patterns, for tests that change its files or its state."""
+    shutil.copytree(
+        project, destination, symlinks=True, ignore=shutil.ignore_patterns(".venv", *ignored)
+    )
+    (destination / ".venv").symlink_to(project / ".venv")
+    return destination
+
+
 def run_tool(project: Path, *command: str) -> subprocess.CompletedProcess:
     """Run a linter or checker in a baked repo; the completed process, pass or fail."""
     return subprocess.run(command, cwd=project, capture_output=True, text=True, check=False)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,13 +31,12 @@ from act_runner import (
     local_repositories,
     uv_cache_dir,
 )
-from conftest import make, project_env, registry_state
+from conftest import git, make, project_env, registry_state
 from docker_engine import base_image
 from services import free_port, http_status, running_process, wait_until
 from test_image import dockerfile_base
 
 WORKFLOWS = ("ci", "retrain", "monitor", "deploy", "rollback")
-GIT = ["git", "-c", "user.name=act tier", "-c", "user.email=act@example.com"]
 # What the workflows' `make check-env` steps demand, set to the embedded defaults. The AWS keys
 # are required by the workflows' production checklist; the local backends never use them.
 SECRETS = {
@@ -55,13 +53,6 @@ WORSE_HYPERPARAMETERS = {"max_iter: 200": "max_iter: 10", "max_leaf_nodes: 31": 
 PR_CHANGE = ("learning_rate: 0.1", "learning_rate: 0.05")
 PR_NUMBER = 7
 PR_MARKER = "<!-- candidate-evaluation -->"
-
-
-def git(project: Path, *args: str) -> str:
-    """Run git in the working copy; its output."""
-    result = subprocess.run([*GIT, *args], cwd=project, capture_output=True, text=True)
-    assert result.returncode == 0, f"git {' '.join(args)}: {result.stderr}"
-    return result.stdout.strip()
 
 
 def pushed_copy(baked: Path, destination: Path) -> Path:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -20,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, make, project_env, run_make, run_tool
+from conftest import CONFIGS, git, linked_copy, make, project_env, run_make, run_tool
 from docker_engine import Engine, EngineUnavailable, base_image, image_registry
 from services import free_port, wait_until
 
@@ -130,9 +129,7 @@ def repo_with_champion(set_up, tmp_path_factory: pytest.TempPathFactory) -> Path
     project = set_up("baseline")
     if (project / "reports/promotion.json").is_file():
         return project
-    copy = tmp_path_factory.mktemp("image-repo") / project.name
-    shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
-    (copy / ".venv").symlink_to(project / ".venv")
+    copy = linked_copy(project, tmp_path_factory.mktemp("image-repo") / project.name)
     make(copy, "pipeline")
     return copy
 
@@ -185,12 +182,9 @@ def registry(engine, tmp_path_factory):
 def committed_copy(project: Path, destination: Path) -> Path:
     """A copy of `project` (its .venv linked) with everything committed, as a runner checks out:
     make push and smoke-test tag images with the commit."""
-    copy = destination / project.name
-    shutil.copytree(project, copy, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
-    (copy / ".venv").symlink_to(project / ".venv")
-    git = ["git", "-c", "user.name=deploy", "-c", "user.email=deploy@example.com"]
-    subprocess.run([*git, "add", "--all"], cwd=copy, check=True)
-    subprocess.run([*git, "commit", "--quiet", "-m", "Deploy"], cwd=copy, check=True)
+    copy = linked_copy(project, destination / project.name)
+    git(copy, "add", "--all")
+    git(copy, "commit", "--quiet", "-m", "Deploy")
     return copy
 
 
@@ -335,10 +329,7 @@ def test_deploy_steps_push_to_a_registry_that_needs_a_login_and_smoke_test_the_p
 
     make(project, "registry-login", f"IMAGE={name}", env=env)
     make(project, "push", *run, env=env)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short=12", "HEAD"], cwd=project, capture_output=True, text=True
-    ).stdout.strip()
-    pushed = f"{version}-{commit}"
+    pushed = f"{version}-{git(project, 'rev-parse', '--short=12', 'HEAD')}"
     assert registry.tags(repository) == sorted([version, pushed])
 
     engine.docker("rmi", f"{name}:latest", f"{name}:{version}", f"{name}:{pushed}")

@@ -9,13 +9,12 @@ import re
 import shutil
 import signal
 import sqlite3
-import subprocess
 import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import make, project_env, registry_state, run_make
+from conftest import git, linked_copy, make, project_env, registry_state, run_make
 from services import free_port, http_status, running_process, wait_until
 
 pytestmark = pytest.mark.lifecycle
@@ -36,15 +35,8 @@ DESIGN_TARGETS = [
 
 
 def clone(project: Path, destination: Path) -> Path:
-    """A copy of a baked repo sharing its environment, for tests that change its files."""
-    shutil.copytree(
-        project,
-        destination,
-        symlinks=True,
-        ignore=shutil.ignore_patterns(".venv", "mlflow.db", "mlartifacts", "reports"),
-    )
-    (destination / ".venv").symlink_to(project / ".venv")
-    return destination
+    """A copy of a baked repo sharing its environment, without its registry and reports."""
+    return linked_copy(project, destination, "mlflow.db", "mlartifacts", "reports")
 
 
 @each_lifecycle
@@ -88,13 +80,12 @@ def test_make_training_changed_reads_the_last_commit_and_counts_a_first_push_as_
     """What ci.yml asks before training a pull request's candidate."""
     project = clone(set_up("baseline"), tmp_path / "repo")
     shutil.rmtree(project / ".git")
-    git = ["git", "-c", "user.name=t", "-c", "user.email=t@example.com"]
-    subprocess.run([*git, "init", "--quiet", "-b", "main"], cwd=project, check=True)
+    git(project, "init", "--quiet", "-b", "main")
 
     def commit(path: str, text: str) -> str:
         (project / path).write_text((project / path).read_text() + text)
-        for command in (["add", "--all"], ["commit", "--quiet", "-m", f"change {path}"]):
-            subprocess.run([*git, *command], cwd=project, check=True, capture_output=True)
+        git(project, "add", "--all")
+        git(project, "commit", "--quiet", "-m", f"change {path}")
         return run_make(project, "--silent", "training-changed").stdout.strip()
 
     # The first push has no parent commit to compare with: its training counts as changed.

@@ -22,11 +22,10 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from {{ cookiecutter.__package_name }}.cli import at_least_one
+from {{ cookiecutter.__package_name }}.cli import at_least_one, is_http_url
 
 log = logging.getLogger("load_test")
 
@@ -113,8 +112,7 @@ def run_time(text: str) -> str:
 
 def service_url(text: str) -> str:
     """Empty (serve build/model), or an http(s) URL with a host."""
-    parsed = urllib.parse.urlparse(text)
-    if text and (parsed.scheme not in ("http", "https") or not parsed.netloc):
+    if text and not is_http_url(text):
         raise argparse.ArgumentTypeError(f"{text!r} is not a URL such as http://127.0.0.1:8000")
     return text
 

@@ -65,9 +65,8 @@ def end_of_this_hour() -> datetime:
     return hour if hour == now else hour + timedelta(hours=1)
 
 
-def champion_info(backends: Backends, name: str) -> dict:
+def champion_info(client, name: str) -> dict:
     """The champion's version, task, classes and training profile, from the registry."""
-    client = registry.connect(backends)
     current = registry.champion(client, name)
     if current is None:
         raise PipelineError(f"model {name} has no champion: run `make pipeline` first")
@@ -80,10 +79,9 @@ def champion_info(backends: Backends, name: str) -> dict:
     }
 
 
-def feature_kinds(backends: Backends, name: str):
+def feature_kinds(client, name: str):
     """kinds_of(version): the feature kinds a registered version was trained on, from its
     training profile; None when the registry cannot say (the monitor then compares as usual)."""
-    client = registry.connect(backends)
 
     def kinds_of(version: str) -> dict[str, str] | None:
         try:
@@ -124,10 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         gate = Gate.from_params(params["promote"], params["model"]["task"])
         scheduled = float(thresholds.get("window_days", 1))
         start, end = window(args.end, args.days or scheduled)
-        champion = champion_info(backends, params["model"]["name"])
+        client, name = registry.connect(backends), params["model"]["name"]
+        champion = champion_info(client, name)
         engine = prediction_log_engine(backends.monitoring_database_url)
         metadata.create_all(engine)
-        kinds_of = feature_kinds(backends, params["model"]["name"])
+        kinds_of = feature_kinds(client, name)
         report = monitor(engine, champion, start, end, thresholds, args.exact, gate, kinds_of)
         report["exit_code"] = EXIT_DRIFT if report["drift"] else 0
         if args.days in (None, scheduled):

@@ -13,7 +13,6 @@ import argparse
 import json
 import logging
 import urllib.error
-import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from {{ cookiecutter.__package_name }} import data as datalib
-from {{ cookiecutter.__package_name }}.cli import run
+from {{ cookiecutter.__package_name }}.cli import is_http_url, run
 from {{ cookiecutter.__package_name }}.config import section
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 
@@ -215,8 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--batch-size must be at least 1")
     if not args.file.strip():
         parser.error("--file is empty: name the CSV or Parquet file to send (FILE= for make)")
-    address = urllib.parse.urlsplit(args.url)
-    if address.scheme not in ("http", "https") or not address.netloc:
+    if not is_http_url(args.url):
         parser.error(f"--url {args.url!r} is not an http(s) URL, e.g. http://127.0.0.1:8000")
 
     def step() -> int:

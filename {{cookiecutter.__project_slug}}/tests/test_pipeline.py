@@ -167,7 +167,7 @@ def test_the_monitor_reads_a_versions_feature_kinds_from_the_registry(
     params, backends, good_data, workdir
 ):
     first = cycle(params, backends, good_data, workdir / "r1")
-    kinds_of = load_script("monitor").feature_kinds(backends, "test-model")
+    kinds_of = load_script("monitor").feature_kinds(registry.connect(backends), "test-model")
     assert kinds_of(first["candidate"]["version"]) == params["data"]["features"]
     assert kinds_of("999") is None, "an unknown version: the monitor compares as usual"
 

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import sys
+import urllib.parse
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
@@ -26,6 +27,12 @@ def version_number(text: str) -> str:
 
 
 PATH_ERRORS = (FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def is_http_url(text: str) -> bool:
+    """Whether text is an http(s) URL with a host, such as http://127.0.0.1:8000."""
+    address = urllib.parse.urlsplit(text)
+    return address.scheme in ("http", "https") and bool(address.netloc)
 
 
 def at_least_one(text: str) -> int:
