@@ -254,7 +254,9 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
     port = free_port()
     command = ["make", "serve", "HOST=127.0.0.1", f"PORT={port}"]
     log = tmp_path / "serve.log"
-    with running_process(command, log, env=project_env(project), cwd=project) as server:
+    # make serve serves the champion it exported, wherever MODEL_BUNDLE_DIR points.
+    env = {**project_env(project), "MODEL_BUNDLE_DIR": str(tmp_path / "no-bundle-here")}
+    with running_process(command, log, env=env, cwd=project) as server:
         base = f"http://127.0.0.1:{port}"
         wait_until(lambda: http_status(f"{base}/ready", server) == 200, 120, "make serve /ready")
         meta = json.loads((project / "build/model/bundle.json").read_text())

@@ -62,6 +62,7 @@ def serve_scratch(workers: int) -> tuple[subprocess.Popen, str]:
     SCRATCH.mkdir(parents=True)
     env = {
         **os.environ,
+        "MODEL_BUNDLE_DIR": "build/model",
         "MONITORING_DATABASE_URL": f"sqlite:///{SCRATCH / 'monitoring.db'}",
         "PREDICTION_LOG_SPOOL_DIR": str(SCRATCH / "spool"),
     }
