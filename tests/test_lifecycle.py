@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import re
 import shutil
 import signal
 import sqlite3
+import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -210,6 +212,39 @@ def test_make_pipeline_unchanged_reruns_nothing(set_up, config_id):
     params.write_text(good)
     assert "Stage 'train' didn't change, skipping" in make(project, "pipeline").stdout
     assert list(registry_state(project)["versions"]) == ["1"]
+
+
+def test_readme_command_fetches_the_rows_a_data_version_names(set_up, tmp_path):
+    """The README's way from a version's data.dvc_md5 tag to its rows, after later data."""
+    project = clone(set_up("baseline"), tmp_path / "repo")
+    shutil.rmtree(project / ".git")
+    git(project, "init", "--quiet", "-b", "main")
+    block = re.search(r"\nmd5=<.*?>\n(.*?)\n```", (project / "README.md").read_text(), re.DOTALL)
+    command = block.group(1)
+
+    def new_data(rows: int) -> str:
+        params = yaml.safe_load((project / "params.yaml").read_text())
+        params["data"]["sample_rows"] = rows
+        (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+        make(project, "data")
+        git(project, "add", "--all")
+        git(project, "commit", "--quiet", "-m", f"{rows} rows")
+        return yaml.safe_load((project / "dvc.lock").read_text())["stages"]["data"]["outs"][0]
+
+    first = new_data(900)
+    assert new_data(1200)["md5"] != first["md5"]
+    fetched = subprocess.run(
+        ["bash", "-c", f"md5={first['md5']}\n{command}"],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+    )
+    assert fetched.returncode == 0, fetched.stderr
+    assert (
+        hashlib.md5((project / "rows.parquet").read_bytes(), usedforsecurity=False).hexdigest()
+        == first["md5"]
+    )
 
 
 @each_lifecycle

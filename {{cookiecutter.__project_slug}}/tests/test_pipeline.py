@@ -114,6 +114,30 @@ def test_git_dirty_ignores_the_data_versions_the_pipeline_rewrites(tmp_path, mon
     assert lineage.git_state()["git.dirty"] == "true"
 
 
+def test_git_training_files_change_with_the_training_code_only(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src").mkdir()
+    for name in ("dvc.lock", "README.md", "params.yaml", "src/model.py"):
+        (tmp_path / name).write_text("first\n")
+    identity = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+
+    def commit(*changed: str) -> dict[str, str]:
+        for name in changed:
+            (tmp_path / name).write_text(f"{name} changed\n")
+        subprocess.run(["git", "add", "-A"], check=True)
+        subprocess.run(["git", *identity, "commit", "-qm", "change"], check=True)
+        return lineage.git_state()
+
+    assert lineage.git_state()["git.training_files"] == "none", "before any commit"
+    subprocess.run(["git", "init", "-q"], check=True)
+    first = commit()
+    later = commit("dvc.lock", "README.md")
+    assert later["git.commit"] != first["git.commit"]
+    assert later["git.training_files"] == first["git.training_files"] != "none"
+    for name in ("params.yaml", "src/model.py"):
+        assert commit(name)["git.training_files"] != later["git.training_files"], name
+
+
 def _unchanged(frame):
     """A module-level function in a model: skops saves it, but loads it only once trusted."""
     return frame
@@ -137,6 +161,25 @@ def test_a_model_skops_would_not_load_back_is_refused_before_anything_is_logged(
             training.train(good_data, params, backends)
     assert mlflow.search_runs(search_all_experiments=True).empty, "no run was started"
     assert not MlflowClient().search_registered_models(), "nothing was registered"
+
+
+def test_a_classifier_without_probabilities_is_refused_before_the_fit(
+    params, backends, good_data, monkeypatch
+):
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.linear_model import RidgeClassifier
+
+    with pytest.raises(PipelineError, match=r"has no predict_proba.*CalibratedClassifierCV"):
+        training._refuse_without_probabilities(RidgeClassifier(), "classification")
+    calibrated = CalibratedClassifierCV(RidgeClassifier())
+    training._refuse_without_probabilities(calibrated, "classification")
+    training._refuse_without_probabilities(RidgeClassifier(), "regression")
+    if params["model"]["task"] == "classification":
+        # Text categories would fail RidgeClassifier's fit: the refusal comes first.
+        monkeypatch.setattr(training, "build_model", lambda *args: RidgeClassifier())
+        with pytest.raises(PipelineError, match="has no predict_proba"):
+            training.train(good_data, params, backends)
+        assert mlflow.search_runs(search_all_experiments=True).empty, "no run was started"
 
 
 def test_train_same_inputs_same_metrics(params, backends, good_data):
@@ -234,14 +277,15 @@ def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
 def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     params, backends, good_data, workdir, monkeypatch
 ):
-    clean = {"git.commit": "c0ffee", "git.dirty": "false"}
+    clean = {"git.commit": "c0ffee", "git.dirty": "false", "git.training_files": "code-1"}
     monkeypatch.setattr(lineage, "git_state", lambda: dict(clean))
     cycle(params, backends, good_data, workdir / "r1")
     # A fresh checkout (a CI runner) trains the champion's training again: nothing to promote.
     twin = cycle(params, backends, good_data, workdir / "twin")
     assert twin["decision"] == "rejected"
-    assert "repeats the training of champion v1 (same data hash and commit)" in twin["reason"]
-    clean["git.commit"] = "decaf"  # a new commit: another training
+    assert f"repeats the training of champion v1 ({promotion.SAME})" in twin["reason"]
+    clean["git.commit"] = "decaf"  # a new commit of the training files: another training
+    clean["git.training_files"] = "code-2"
     trained = training.train(good_data, params, backends)
     report = evaluation.evaluate(good_data, trained, params, backends, workdir / "r2")
     gate = Gate.from_params(params["promote"], params["model"]["task"])
@@ -254,10 +298,12 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     assert again["decision"] == "rejected" and "was rolled back on" in again["reason"]
     demoted = MlflowClient().get_model_version("test-model", trained["version"]).tags
     assert demoted["gate.decision"] == "promoted", "the decision that promoted it stands"
-    # The scheduled retrain on the same data and commit trains the same model again.
+    # The scheduled retrain on the same data and code trains the same model again, also after
+    # a commit that changed other files (the dvc.lock of the last run).
+    clean["git.commit"] = "dvc-lock-committed"
     repeat = cycle(params, backends, good_data, workdir / "r3")
     assert repeat["decision"] == "rejected"
-    assert f"repeats version {trained['version']} (same data hash and commit)" in repeat["reason"]
+    assert f"repeats version {trained['version']} ({promotion.SAME})" in repeat["reason"]
     assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
     # Restored on purpose, it is in service again.
     promotion.rollback(good_data, params, gate, backends, trained["version"], "fixed", False)

@@ -234,6 +234,20 @@ def test_bundle_without_its_metadata_is_not_ready(serve, exported_model, tmp_pat
     assert bundles.META_FILE in ready.json()["reason"]
 
 
+def test_bundle_loads_with_the_types_its_version_was_trained_to_trust(
+    exported_model, tmp_path, monkeypatch
+):
+    """A rollback to a version of another estimator than model.py builds today is served."""
+    folder = Path(shutil.copytree(exported_model.path, tmp_path / "bundle"))
+    meta = json.loads((folder / bundles.META_FILE).read_text())
+    assert meta["trusted_types"], "the version's trusted types are in bundle.json"
+    monkeypatch.setattr(bundles, "TRUSTED_TYPES", [])  # model.py trusts other types now
+    assert bundles.load(folder).meta["version"] == meta["version"]
+    (folder / bundles.META_FILE).write_text(json.dumps({**meta, "trusted_types": []}))
+    with pytest.raises(PipelineError, match=r"add them to TRUSTED_TYPES in model\.py"):
+        bundles.load(folder)
+
+
 def test_version_names_the_model_and_its_lineage(live, exported_model):
     tags = exported_model.tags
     response = live.get("/version")

@@ -31,13 +31,30 @@ DATA_VERSION_FILES = (
 )
 
 
+# What shapes a trained model besides its rows: the code, params.yaml and the locked packages.
+# Two clean versions trained on the same rows with these files the same are the same training,
+# whatever else their commits changed (a dvc.lock committed after a run, the README).
+TRAINING_FILES = (
+    "src",
+    "scripts/get_data.py",
+    "scripts/train.py",
+    "params.yaml",
+    "dvc.yaml",
+    "pyproject.toml",
+    "uv.lock",
+)
+
+
 def git_state() -> dict[str, str]:
-    """The commit checked out (or 'none' before the first commit) and whether the tree differs
-    from it, data version files aside."""
+    """The commit checked out (or 'none' before the first commit), whether the tree differs
+    from it, data version files aside, and a hash of the commit's TRAINING_FILES."""
     commit = _git("rev-parse", "HEAD") or "none"
     status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *DATA_VERSION_FILES)
     dirty = "unknown" if status is None else str(bool(status) or commit == "none").lower()
-    return {"git.commit": commit, "git.dirty": dirty}
+    # ls-tree names each file or folder with the hash of its content: one line each.
+    listing = _git("ls-tree", commit, "--", *TRAINING_FILES) if commit != "none" else None
+    tree = hashlib.sha256(listing.encode()).hexdigest() if listing else "none"
+    return {"git.commit": commit, "git.dirty": dirty, "git.training_files": tree}
 
 
 def file_md5(path: Path) -> str:

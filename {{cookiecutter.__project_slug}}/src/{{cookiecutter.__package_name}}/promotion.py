@@ -142,8 +142,8 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
 
 def repeated_training(client, name: str, candidate, champion) -> str | None:
     """Why the gate must not promote `candidate` whatever its metrics, or None: it is a version a
-    rollback took out of service, or the same training (same data hash, same clean commit) as
-    such a version or as the champion.
+    rollback took out of service, or the same training (same_training) as such a version or as
+    the champion.
 
     Without this, the next scheduled retrain on unchanged data would quietly undo a rollback, and
     each fresh checkout (a CI runner) would promote its identical copy of the champion."""
@@ -156,19 +156,15 @@ def repeated_training(client, name: str, candidate, champion) -> str | None:
         )
     if tags.get("git.dirty") != "false":
         return None  # uncommitted changes: not provably the same training
-
-    def same_training(other) -> bool:
-        return all(other.tags.get(t) == tags.get(t) for t in SAME_TRAINING)
-
-    if champion is not None and same_training(champion):
+    if champion is not None and same_training(champion.tags, tags):
         return (
-            f"it repeats the training of champion v{champion.version} (same data hash and "
-            "commit): promoting it would change nothing"
+            f"it repeats the training of champion v{champion.version} ({SAME}): promoting it "
+            "would change nothing"
         )
     for other in client.search_model_versions(f"name='{name}'"):
-        if DEMOTED_AT in other.tags and same_training(other):
+        if DEMOTED_AT in other.tags and same_training(other.tags, tags):
             return (
-                f"it repeats version {other.version} (same data hash and commit), which was "
+                f"it repeats version {other.version} ({SAME}), which was "
                 f"rolled back on {other.tags[DEMOTED_AT]} ({other.tags.get(DEMOTED_REASON)}): "
                 "change the data, code or params.yaml, or restore that version on purpose "
                 f"with `make rollback VERSION={other.version}`"
@@ -176,8 +172,18 @@ def repeated_training(client, name: str, candidate, champion) -> str | None:
     return None
 
 
-# Tags that together pin a training run down: the same rows, the same committed code and params.
-SAME_TRAINING = ("data.content_hash", "git.commit", "git.dirty")
+SAME = "same data hash, same committed code and params.yaml"
+
+
+def same_training(one: dict, other: dict) -> bool:
+    """Whether two versions' tags pin down the same training: the same rows, both trained from a
+    clean checkout, and the same lineage.TRAINING_FILES in their commits (versions without that
+    tag: the same commit)."""
+    if not one.get("git.dirty") == other.get("git.dirty") == "false":
+        return False
+    both = "git.training_files" in one and "git.training_files" in other
+    key = "git.training_files" if both else "git.commit"
+    return all(one.get(t) == other.get(t) for t in ("data.content_hash", key))
 
 
 def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:

@@ -62,6 +62,18 @@ def _refuse_undeclared(model, hyperparameters: dict[str, Any]) -> None:
             )
 
 
+def _refuse_without_probabilities(model, task: str) -> None:
+    """Refuse, before the fit, a classifier with no predict_proba (LinearSVC, RidgeClassifier):
+    evaluation, the gate's metrics, serving and monitoring all read its class probabilities."""
+    if task == "classification" and not hasattr(model, "predict_proba"):
+        raise PipelineError(
+            f"build_model() returned a {type(model).__name__} that has no predict_proba: a "
+            "classifier here must give class probabilities (evaluation, serving and monitoring "
+            "read them). Wrap the estimator in sklearn.calibration.CalibratedClassifierCV, or "
+            "choose one that has predict_proba (for SVC: probability=True)"
+        )
+
+
 def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
     """Fit the model on the training rows; return it, the training and validation features,
     and the validation metrics."""
@@ -87,6 +99,7 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
             f"build_model() in {build_model.__module__}: {err}"
         ) from err
     _refuse_undeclared(model, hyperparameters)
+    _refuse_without_probabilities(model, schema.task)
     try:
         model.fit(x_train, y_train)
     except InvalidParameterError as err:  # a known name with a bad value, checked at fit

@@ -96,6 +96,9 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
             # The training profile: the prediction log's rollups bin live traffic on its edges.
             "profile": profile,
             "model_file": flavor["pickled_model"],
+            # What model.py trusted when this version was trained: a rollback serves a version
+            # whose types today's model.py may no longer list (another estimator since).
+            "trusted_types": flavor.get("skops_trusted_types") or [],
             "sha256": sha256(local / flavor["pickled_model"]),
             "lineage": {tag: chosen.tags.get(tag) for tag in LINEAGE_TAGS},
         }
@@ -143,7 +146,8 @@ class Bundle:
 
 
 def load(bundle_dir: Path) -> Bundle:
-    """Verify the bundle's checksum, then load its model allowing only the types in model.py."""
+    """Verify the bundle's checksum, then load its model allowing only the types model.py
+    trusts, now or when the version was trained (bundle.json's trusted_types)."""
     bundle_dir = Path(bundle_dir)
     try:
         meta = json.loads((bundle_dir / META_FILE).read_text())
@@ -157,10 +161,15 @@ def load(bundle_dir: Path) -> Bundle:
             f"model file {model_file} does not match the sha256 in {META_FILE}: "
             "refusing to load a file that changed after export"
         )
+    # The types model.py trusts now and those it trusted when the version was trained.
+    trusted = sorted({*TRUSTED_TYPES, *meta.get("trusted_types", [])})
     try:
-        model = skops.io.load(model_file, trusted=TRUSTED_TYPES)
+        model = skops.io.load(model_file, trusted=trusted)
     except Exception as err:
-        raise PipelineError(f"model file {model_file} failed to load safely: {err}") from err
+        raise PipelineError(
+            f"model file {model_file} failed to load safely: {err}; review the types it names "
+            "and add them to TRUSTED_TYPES in model.py"
+        ) from err
     # Bundles exported before missing values became None in the example.
     meta["example"] = {name: _none_if_nan(value) for name, value in meta["example"].items()}
     log.info("loaded %s v%s from %s", meta["model_name"], meta["version"], bundle_dir)
