@@ -84,7 +84,7 @@ def pr_comment(evaluation: dict, gate: Gate | None, links: Links) -> str:
         f"## Candidate from this pull request: {evaluation['model_name']}",
         "",
         f"Trained on the current data and scored with the champion on the same holdout, "
-        f"{holdout_words(holdout)} (data hash `{holdout['data_hash'][:12]}`).",
+        f"{holdout_words(holdout)} (the holdout rows' hash `{holdout['data_hash'][:12]}`).",
         "",
         *metric_table(evaluation, gate.metric.name if gate else None),
         "",

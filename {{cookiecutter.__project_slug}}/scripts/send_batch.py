@@ -38,8 +38,9 @@ class Refused(PipelineError):
         self.status, self.records = status, records
 
 
-def post(url: str, records: list[dict]) -> dict:
-    """POST one batch of records; the service's answer."""
+def post(url: str, records: list[dict], file_rows: list[int] | None = None) -> dict:
+    """POST one batch of records (the file's rows `file_rows`, when given); the service's
+    answer."""
     body = json.dumps({"records": records}).encode()
     request = urllib.request.Request(
         f"{url.rstrip('/')}/predict", body, {"Content-Type": "application/json"}
@@ -49,7 +50,7 @@ def post(url: str, records: list[dict]) -> dict:
             return json.loads(response.read())
     except urllib.error.HTTPError as err:
         body = err.read()
-        said = f"{url} answered {err.code}: {_detail(body)}"
+        said = f"{url} answered {err.code}: {_detail(body, file_rows)}"
         not_ready = _not_ready(url) if err.code == 503 else ""
         raise Refused(said + not_ready, err.code, _named_records(body)) from err
     except urllib.error.URLError as err:
@@ -82,8 +83,9 @@ def _named_records(body: bytes) -> frozenset:
         return frozenset()
 
 
-def _detail(body: bytes) -> str:
-    """The service's error detail; validation errors one per line, as "record i field: why"."""
+def _detail(body: bytes, file_rows: list[int] | None = None) -> str:
+    """The service's error detail; validation errors one per line, as "file row n field: why"
+    (or "record i field: why", i the position in the request, without `file_rows`)."""
     try:
         detail = json.loads(body)["detail"]
     except (ValueError, KeyError, TypeError):
@@ -93,9 +95,16 @@ def _detail(body: bytes) -> str:
     lines = []
     for error in detail:
         where = [str(part) for part in error.get("loc", [])[1:]]  # ["records", i, field]
-        parts = [f"record {where[0]}", *where[1:]] if where else ["the body"]
+        parts = [_record(where[0], file_rows), *where[1:]] if where else ["the body"]
         lines.append(f"{' '.join(parts)}: {error.get('msg')}")
     return "\n  " + "\n  ".join(lines)
+
+
+def _record(position: str, file_rows: list[int] | None) -> str:
+    """A record of a request by its file row, where known."""
+    if file_rows and position.isdigit() and int(position) < len(file_rows):
+        return f"file row {file_rows[int(position)]}"
+    return f"record {position}"
 
 
 def records(frame: pd.DataFrame, features: dict[str, str]) -> tuple[list, dict[int, str]]:
@@ -150,7 +159,7 @@ def send(
             continue
         sent, answer = batch, None
         try:
-            answer = post(url, [rows[i] for i in sent])
+            answer = post(url, [rows[i] for i in sent], sent)
         except Refused as err:
             _stop_unless_invalid(err, batch, len(answered), len(rows))
             # Records are numbered within the batch; none named: the whole batch was refused.
@@ -159,7 +168,7 @@ def send(
             left_out.append(f"file rows {_spans(named)} of the batch from file row {first}: {err}")
             if sent:
                 try:
-                    answer = post(url, [rows[i] for i in sent])
+                    answer = post(url, [rows[i] for i in sent], sent)
                 except Refused as again:
                     _stop_unless_invalid(again, sent, len(answered), len(rows))
                     left_out.append(f"file rows {_spans(sent)}: {again}")

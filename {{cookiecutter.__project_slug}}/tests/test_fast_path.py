@@ -115,6 +115,18 @@ def test_scaled_linear_model_gets_the_fast_path_without_tree_walk(loaded, export
     assert_exactly_like_the_model(fast, model, loaded.meta, exported_model.records)
 
 
+def test_one_hot_with_no_imputer_encodes_missing_as_its_own_category(loaded, exported_model):
+    frame = exported_model.frame
+    categorical = [n for n, kind in loaded.meta["features"].items() if kind == "categorical"]
+    assert frame[categorical].isna().any().any(), "the sample rows lack missing categories"
+    encoder = OneHotEncoder(handle_unknown="ignore", sparse_output=False)
+    model = variant(loaded, frame, SimpleImputer(), encoder, LINEAR)
+    assert any(np.nan in list(c) for c in model[0].named_transformers_["categorical"].categories_)
+    fast = compile_model(model, loaded.meta)
+    assert fast is not None
+    assert_exactly_like_the_model(fast, model, loaded.meta, exported_model.records)
+
+
 def test_trees_on_raw_numbers_walk_missing_values_like_the_model(loaded, exported_model):
     model = variant(loaded, exported_model.frame, "passthrough", one_hot(), HGB)
     fast = compile_model(model, loaded.meta)
@@ -126,10 +138,11 @@ def test_trees_on_raw_numbers_walk_missing_values_like_the_model(loaded, exporte
     ("numeric_steps", "categorical_steps", "reason"),
     [
         (FunctionTransformer(np.abs), one_hot(), "FunctionTransformer in the preprocessing"),
-        (SimpleImputer(), one_hot(handle_unknown="error"), "OneHotEncoder other than dense"),
+        (SimpleImputer(), one_hot(handle_unknown="error"), "OneHotEncoder other than handle_"),
+        (SimpleImputer(), one_hot(min_frequency=0.3), "OneHotEncoder grouping infrequent"),
         (SimpleImputer(add_indicator=True), one_hot(), "SimpleImputer with an indicator"),
     ],
-    ids=["custom step", "one-hot refusing unknowns", "missing indicator"],
+    ids=["custom step", "one-hot refusing unknowns", "infrequent categories", "missing indicator"],
 )
 def test_other_parts_are_served_through_the_pipeline(
     loaded, exported_model, numeric_steps, categorical_steps, reason, caplog

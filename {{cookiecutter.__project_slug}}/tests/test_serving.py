@@ -780,11 +780,11 @@ def test_fuzzed_requests_never_get_a_5xx(live):
 
 
 def fake_service(answered: list, refuse):
-    """A stand-in for post(): refuses a batch as refuse(records) says (an exception or None),
-    else predicts 1 for each record."""
+    """A stand-in for post(): refuses a batch as refuse(records, file_rows) says (an exception
+    or None), else predicts 1 for each record."""
 
-    def post(url, records):
-        refusal = refuse(records)
+    def post(url, records, file_rows=None):
+        refusal = refuse(records, file_rows)
         if refusal:
             raise refusal
         predictions = [{"prediction": 1}] * len(records)
@@ -797,14 +797,13 @@ def test_send_batch_leaves_out_only_the_rows_a_service_refused_as_invalid(monkey
     send_batch = load_script("send_batch")
     answered: list[dict] = []
 
-    def refuse(records):
+    def refuse(records, file_rows):
         bad = [k for k, record in enumerate(records) if record["zip"] == "00123"]
         detail = [{"loc": ["records", k, "zip"], "msg": "Input should be one of ..."} for k in bad]
         body = json.dumps({"detail": detail}).encode()
         if bad:
-            return send_batch.Refused(
-                f"answered 422: {send_batch._detail(body)}", 422, send_batch._named_records(body)
-            )
+            said = send_batch._detail(body, file_rows)
+            return send_batch.Refused(f"answered 422: {said}", 422, send_batch._named_records(body))
         return None
 
     monkeypatch.setattr(send_batch, "post", fake_service(answered, refuse))
@@ -816,7 +815,9 @@ def test_send_batch_leaves_out_only_the_rows_a_service_refused_as_invalid(monkey
     message = str(failed.value)
     assert message.startswith("4 of 400 file rows were refused and left out; the other 396 were")
     assert "file rows 250-252, 260 of the batch from file row 200" in message
-    assert "record 50 zip: Input should be one of" in message
+    # The service names records by their place in the request; the message by file row.
+    assert "file row 250 zip: Input should be one of" in message
+    assert "file row 260 zip: Input should be one of" in message
     assert [a["row"] for a in answered] == [r for r in range(400) if r not in (250, 251, 252, 260)]
     # The batch sent again without them: record indices count within that request.
     assert answered[200] == {"row": 200, "request_id": "r200", "record_index": 0, "prediction": 1}
@@ -836,7 +837,7 @@ def test_send_batch_leaves_out_rows_whose_numbers_are_text_and_sends_the_rest(mo
         {"distance": 7.0, "carrier": None},
     ]
     answered: list[dict] = []
-    monkeypatch.setattr(send_batch, "post", fake_service(answered, lambda records: None))
+    monkeypatch.setattr(send_batch, "post", fake_service(answered, lambda *batch: None))
     with pytest.raises(PipelineError) as failed:
         send_batch.send("http://service", rows, 2, answered, unreadable)
     assert str(failed.value).startswith("1 of 4 file rows were refused and left out; the other 3")
@@ -852,7 +853,7 @@ def test_send_batch_leaves_out_a_whole_batch_refused_without_naming_records(monk
     send_batch = load_script("send_batch")
     answered: list[dict] = []
 
-    def refuse(records):
+    def refuse(records, _file_rows):
         if any(record["zip"] == "00123" for record in records):
             return send_batch.Refused("answered 422: the model cannot score these records", 422)
         return None
@@ -870,7 +871,7 @@ def test_send_batch_stops_at_a_refusal_other_than_invalid_input(monkeypatch):
     send_batch = load_script("send_batch")
     answered: list[dict] = []
 
-    def refuse(records):
+    def refuse(_records, _file_rows):
         if len(answered) >= 200:
             return send_batch.Refused("answered 503: overloaded", 503)
         return None

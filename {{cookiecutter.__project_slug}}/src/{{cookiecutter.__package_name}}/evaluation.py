@@ -247,7 +247,7 @@ def markdown(report: dict) -> str:
         f"## Evaluation of {report['model_name']} v{report['candidate']['version']}",
         "",
         f"Holdout: {holdout_words(report['holdout'])} "
-        f"(data hash `{report['holdout']['data_hash'][:12]}`).",
+        f"(the holdout rows' hash `{report['holdout']['data_hash'][:12]}`).",
         "",
         f"| metric | candidate v{report['candidate']['version']} | champion {head} | delta | |",
         "|---|---:|---:|---:|---|",
