@@ -31,7 +31,11 @@ from {{ cookiecutter.__package_name }}.serving import bundle as bundles
 from {{ cookiecutter.__package_name }}.serving.main import create_app
 from {{ cookiecutter.__package_name }}.serving.routers import predict
 from {{ cookiecutter.__package_name }}.serving.routers.predict import new_request_id
-from {{ cookiecutter.__package_name }}.serving.schema import SCALAR_LABELS, request_model
+from {{ cookiecutter.__package_name }}.serving.schema import (
+    SCALAR_LABELS,
+    SCALAR_VALUES,
+    request_model,
+)
 
 CANARY = "zq-canary-7431"  # sent as a value; an error body must never echo it back
 MODEL_CALL = {"classification": "predict_proba", "regression": "predict"}  # what the service calls
@@ -493,8 +497,11 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
     assert [r["flag"] for r in trained[:2]] == ["True", "False"]
     assert [r["grade"] for r in trained[:2]] == ["2", "-3"]
     for bad in ({"grade": 2.5}, {"grade": 7}, {"flag": 1}, {"flag": "yes"}, {"region": 1}):
-        with pytest.raises(ValueError, match="literal_error"):
+        with pytest.raises(ValidationError, match="literal_error") as refused:
             record(json.dumps({"records": [{**meta["example"], **bad}]}))
+        # The message says which JSON values such a column takes, and only for those columns.
+        (error,) = refused.value.errors(include_url=False)
+        assert (SCALAR_VALUES in predict._message(error)) is ("region" not in bad), bad
     # The schema at /docs says so, for those columns only.
     fields = request_model(meta, 10).model_json_schema()["$defs"]["Record"]["properties"]
     assert fields["flag"]["description"] == fields["grade"]["description"] == SCALAR_LABELS

@@ -10,9 +10,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, crea
 from ..data import BOOLEAN_TEXT, category_label
 
 Number = Annotated[float, Strict()]
+SCALAR_VALUES = (
+    'true/false (also as text in any case) for "True"/"False", a whole number such as 3 or 3.0 '
+    'for "3"'
+)
 SCALAR_LABELS = (
-    "One of the categories listed, or the JSON value it was made from: true/false (also as "
-    'text in any case) for "True"/"False", a whole number such as 3 or 3.0 for "3".'
+    f"One of the categories listed, or the JSON value it was made from: {SCALAR_VALUES}."
 )
 Text = Annotated[str, Strict()]
 # A category no data has: the service's load-time probe of whether the model takes unseen ones.
@@ -33,7 +36,7 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         known = meta["categories"].get(name) or []
         # A column of true/false or whole numbers in the data: the JSON true or 3 a client
         # sends means the category training wrote as "True" or "3".
-        scalar = any(map(_scalar_label, known))
+        scalar = any(map(scalar_label, known))
         notes = [SCALAR_LABELS] if scalar else []
         if known and not open_categories:
             choices = Literal[tuple(known)]
@@ -61,7 +64,7 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
     return create_model("Record", __config__=config, **fields)
 
 
-def _scalar_label(label: str) -> bool:
+def scalar_label(label: str) -> bool:
     """Whether training made this category's text from a boolean or a whole number."""
     return label in BOOLEANS or label.removeprefix("-").isdigit()
 

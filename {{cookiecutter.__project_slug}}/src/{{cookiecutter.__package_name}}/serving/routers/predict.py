@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import time
 from datetime import UTC, datetime
 
@@ -14,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from ..schema import PredictResponse
+from ..schema import SCALAR_VALUES, PredictResponse, scalar_label
 from ..service import Service, ServiceDep
 
 log = logging.getLogger(__name__)
@@ -99,12 +100,18 @@ MAX_MESSAGE = 300
 
 
 def _message(error: dict) -> str:
-    """The error's message, without a category list too long to read."""
-    if error["type"] == "literal_error" and len(error["msg"]) > MAX_MESSAGE:
+    """The error's message, without a category list too long to read, and saying which JSON
+    values a true/false or whole-number column takes besides its labels."""
+    if error["type"] != "literal_error":
+        return error["msg"]
+    if len(error["msg"]) > MAX_MESSAGE:
         return (
             "Input should be one of the categories in the training data, too many to list "
             "here: see the schema at /docs"
         )
+    labels = re.findall(r"'([^']*)'", error["msg"])
+    if labels and all(map(scalar_label, labels)):
+        return f"{error['msg']}, or the JSON value it was made from: {SCALAR_VALUES}"
     return error["msg"]
 
 
