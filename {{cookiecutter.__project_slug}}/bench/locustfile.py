@@ -53,7 +53,7 @@ class Recorder:
         return (
             f"load-test: {count / seconds:.0f} req/s, p50 {pct(0.50):.2f} ms, "
             f"p99 {pct(0.99):.2f} ms, {self.failures} failed of {count + self.failures} "
-            f"requests in {seconds:.1f} s"
+            f"requests in {seconds:.1f} s after the ramp (Locust's table counts the ramp too)"
         )
 
 
