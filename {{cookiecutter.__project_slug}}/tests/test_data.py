@@ -93,6 +93,9 @@ def test_time_column_with_offsets_is_compared_in_utc_and_unzoned_dates_among_the
     dated = frame.assign(event_date=np.resize([summer, winter], len(frame)))
     clean = datalib.validate(dated, schema)
     assert clean["event_date"].tolist()[:2] == ["2025-06-01T08:00:00", "2025-12-01T09:00:00"]
+    # Summer time only so far: UTC too, so winter's first row leaves the older rows as they were.
+    summer_only = datalib.validate(frame.assign(event_date=summer), schema)
+    assert set(summer_only["event_date"]) == {"2025-06-01T08:00:00"}
     with pytest.raises(PipelineError) as caught:
         datalib.validate(
             frame.assign(event_date=np.resize([summer, "2025-06-02"], len(frame))), schema

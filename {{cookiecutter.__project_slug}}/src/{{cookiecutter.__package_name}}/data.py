@@ -290,7 +290,7 @@ def feature_frame(records: list[dict], features: dict[str, str]) -> pd.DataFrame
 
 def _as_dates(column: pd.Series, name: str) -> pd.Series:
     """Convert the time column to ISO dates, refusing gaps and unparseable values; dates with
-    differing UTC offsets (summer and winter time) become UTC."""
+    UTC offsets (one, or summer and winter time) become UTC."""
     try:
         dates = pd.to_datetime(column, errors="coerce", format="mixed")
     except ValueError:  # pandas refuses to mix offsets, or zoned and unzoned dates
@@ -299,6 +299,8 @@ def _as_dates(column: pd.Series, name: str) -> pd.Series:
     if bad or dates.isna().any():
         raise PipelineError(f"time column '{name}' has missing or unparseable dates, e.g. {bad}")
     _warn_if_day_or_month_first(column, name)
+    if dates.dt.tz is not None:  # one offset for all: UTC as well, so a second one changes none
+        dates = dates.dt.tz_convert("UTC")
     return dates.dt.strftime("%Y-%m-%dT%H:%M:%S")
 
 
