@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from {{ cookiecutter.__package_name }} import lineage
 from {{ cookiecutter.__package_name }}.cli import read_json, run, write_json
 from {{ cookiecutter.__package_name }}.config import Backends, load_params
+from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.evaluation import evaluate
 from {{ cookiecutter.__package_name }}.promotion import Gate, promote
 
@@ -21,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     def step() -> int:
+        refuse_data_not_locked(args.data)
         params, backends = load_params(), Backends.from_env()
         gate = Gate.from_params(params["promote"], params["model"]["task"])
         evaluation = read_json(args.evaluation, "make evaluate")
@@ -33,6 +36,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     return run(step)
+
+
+def refuse_data_not_locked(data: Path) -> None:
+    """Refuse to judge a candidate on data other than dvc.lock names, as after a git pull that
+    brought another data version: the gate would re-score it on out-of-date rows."""
+    locked = lineage.locked_md5(data)
+    if locked and data.is_file() and (held := lineage.file_md5(data)) != locked:
+        raise PipelineError(
+            f"{data} (md5 {held[:8]}) is not the data dvc.lock names (md5 {locked[:8]}), as "
+            "after a git pull or checkout: run `make pipeline`, which brings the data and the "
+            "candidate up to date before the gate"
+        )
 
 
 if __name__ == "__main__":

@@ -136,6 +136,31 @@ def test_git_training_files_change_with_the_training_code_only(tmp_path, monkeyp
     assert later["git.training_files"] == first["git.training_files"] != "none"
     for name in ("params.yaml", "src/model.py"):
         assert commit(name)["git.training_files"] != later["git.training_files"], name
+    # A commit no remote branch holds yet is one only this machine has.
+    head = lineage.git_state()["git.commit"]
+    assert not lineage.unpushed(head), "no remote: nothing to push to"
+    subprocess.run(["git", "init", "-q", "--bare", str(tmp_path / "origin.git")], check=True)
+    subprocess.run(["git", "remote", "add", "origin", str(tmp_path / "origin.git")], check=True)
+    assert lineage.unpushed(head)
+    subprocess.run(["git", "push", "-q", "origin", "HEAD:refs/heads/main"], check=True)
+    assert not lineage.unpushed(head)
+
+
+def test_promote_refuses_data_other_than_dvc_lock_names(tmp_path, monkeypatch, caplog):
+    """As after a git pull that brought a teammate's data version and no `make pipeline`."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    data = tmp_path / "data/dataset.parquet"
+    data.write_bytes(b"the rows of the last run here")
+    outs = [{"path": "data/dataset.parquet", "hash": "md5", "md5": lineage.file_md5(data)}]
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"data": {"outs": outs}}}))
+    assert lineage.locked_md5(Path("data/dataset.parquet")) == lineage.file_md5(data)
+    load_script("promote").refuse_data_not_locked(Path("data/dataset.parquet"))
+    outs[0]["md5"] = "0" * 32  # the pulled dvc.lock names other rows
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"stages": {"data": {"outs": outs}}}))
+    assert load_script("promote").main([]) == EXIT_ERROR
+    said = caplog.records[-1].getMessage()
+    assert "is not the data dvc.lock names (md5 00000000)" in said and "make pipeline" in said
 
 
 def _unchanged(frame):
@@ -280,10 +305,12 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     clean = {"git.commit": "c0ffee", "git.dirty": "false", "git.training_files": "code-1"}
     monkeypatch.setattr(lineage, "git_state", lambda: dict(clean))
     cycle(params, backends, good_data, workdir / "r1")
-    # A fresh checkout (a CI runner) trains the champion's training again: nothing to promote.
+    # A fresh checkout (a CI runner, a teammate's clone) runs the champion's training again:
+    # train finds it in the registry, registers nothing, and the champion stays.
     twin = cycle(params, backends, good_data, workdir / "twin")
-    assert twin["decision"] == "rejected"
-    assert f"repeats the training of champion v1 ({promotion.SAME})" in twin["reason"]
+    assert twin["decision"] == "unchanged", twin["reason"]
+    registered = MlflowClient().search_model_versions("name='test-model'")
+    assert [str(v.version) for v in registered] == ["1"], "the same training is not registered"
     clean["git.commit"] = "decaf"  # a new commit of the training files: another training
     clean["git.training_files"] = "code-2"
     trained = training.train(good_data, params, backends)
@@ -298,10 +325,16 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     assert again["decision"] == "rejected" and "was rolled back on" in again["reason"]
     demoted = MlflowClient().get_model_version("test-model", trained["version"]).tags
     assert demoted["gate.decision"] == "promoted", "the decision that promoted it stands"
-    # The scheduled retrain on the same data and code trains the same model again, also after
-    # a commit that changed other files (the dvc.lock of the last run).
+    # The scheduled retrain on the same data and code, also after a commit that changed other
+    # files (the dvc.lock of the last run), finds the rolled-back version: not promoted again.
     clean["git.commit"] = "dvc-lock-committed"
     repeat = cycle(params, backends, good_data, workdir / "r3")
+    assert repeat["decision"] == "rejected" and "was rolled back on" in repeat["reason"]
+    # Trained again where a package differs (not the same version then), the gate still sees
+    # a repeat of the rolled-back training.
+    versions = lineage.library_versions()
+    monkeypatch.setattr(lineage, "library_versions", lambda *a: {**versions, "lib.numpy": "0"})
+    repeat = cycle(params, backends, good_data, workdir / "r4")
     assert repeat["decision"] == "rejected"
     assert f"repeats version {trained['version']} ({promotion.SAME})" in repeat["reason"]
     assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
@@ -314,7 +347,7 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
 def test_a_champion_trained_from_uncommitted_changes_says_so(
     params, backends, good_data, workdir, monkeypatch
 ):
-    state = {"git.commit": "c0ffee", "git.dirty": "false"}
+    state = {"git.commit": "c0ffee", "git.dirty": "false", "git.training_files": "code-1"}
     monkeypatch.setattr(lineage, "git_state", lambda: dict(state))
     first = cycle(params, backends, good_data, workdir / "r1")
     assert first["decision"] == "promoted" and "uncommitted" not in first["reason"]
@@ -430,6 +463,25 @@ def test_a_backend_that_refuses_is_one_line_naming_what_to_check_and_a_bug_a_tra
     assert "Traceback" not in caplog.text
     with pytest.raises(KeyError):
         cli.run(lambda: {}["bug"])
+
+
+def test_an_artifact_store_that_refuses_is_named_when_a_profile_is_read(
+    backends, caplog, monkeypatch
+):
+    client = registry.connect(backends, create=True)
+    experiment = client.create_experiment("on-s3", artifact_location="s3://no-bucket/artifacts")
+    run_id = client.create_run(experiment).info.run_id
+    for name, value in {
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # nothing listens there
+        "MLFLOW_S3_ENDPOINT_URL": "http://127.0.0.1:9",
+        "AWS_ACCESS_KEY_ID": "id",
+        "AWS_SECRET_ACCESS_KEY": "secret",
+        "AWS_MAX_ATTEMPTS": "1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    assert cli.run(lambda: registry.load_profile(client, run_id)) == EXIT_ERROR
+    said = caplog.records[-1].getMessage()
+    assert "EndpointConnectionError" in said and "Check the S3 settings" in said, said
 
 
 def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_data, workdir):

@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+import yaml
+
 LIBRARIES = ("scikit-learn", "pandas", "numpy", "mlflow", "dvc")
 
 
@@ -55,6 +57,24 @@ def git_state() -> dict[str, str]:
     listing = _git("ls-tree", commit, "--", *TRAINING_FILES) if commit != "none" else None
     tree = hashlib.sha256(listing.encode()).hexdigest() if listing else "none"
     return {"git.commit": commit, "git.dirty": dirty, "git.training_files": tree}
+
+
+def unpushed(commit: str) -> bool:
+    """Whether the repository has a remote and no remote branch holds `commit` (as far as the
+    last fetch knows): a version naming it points at a commit only this machine has."""
+    if not _git("remote"):
+        return False
+    return _git("branch", "--remotes", "--contains", commit) == ""
+
+
+def locked_md5(path: Path, lock: Path = Path("dvc.lock")) -> str | None:
+    """The md5 dvc.lock records for `path` as an output of a stage, or None."""
+    try:
+        stages = yaml.safe_load(lock.read_text())["stages"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return None
+    outs = [out for stage in stages.values() for out in stage.get("outs") or []]
+    return next((out.get("md5") for out in outs if out.get("path") == str(path)), None)
 
 
 def file_md5(path: Path) -> str:

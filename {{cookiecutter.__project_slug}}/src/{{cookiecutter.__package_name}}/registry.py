@@ -246,9 +246,14 @@ def load_model(name: str, number: str | int):
 
 
 def load_profile(client: MlflowClient, run_id: str) -> dict[str, Any]:
-    """Read back the training profile logged with a run."""
+    """Read back the training profile logged with a run.
+
+    From the run's artifact location itself: through a runs:/ URI MLflow swallows the store's
+    error (an S3 that refuses, missing credentials), tries the model's artifacts as well, then
+    says only that the path may be wrong."""
+    location = f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{PROFILE_FILE}"
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(run_id, PROFILE_FILE, tmp)
+        path = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=tmp)
         return json.loads(Path(path).read_text())
 
 

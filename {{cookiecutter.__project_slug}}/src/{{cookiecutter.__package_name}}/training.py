@@ -179,20 +179,69 @@ def run_record(
 
 
 def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, Any]:
-    """Train, log one run and register a version; return what reports/train.json records."""
+    """Train, log one run and register a version; return what reports/train.json records.
+
+    A version already trained on the same rows from the same committed code, params.yaml and
+    packages (a teammate's, or the one a fresh checkout's pipeline would repeat) is returned
+    instead, and nothing is trained or registered."""
     schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
     frame = datalib.validate(pd.read_parquet(data_path), schema)
     client = registry.connect(backends, create=True)
+    name = params["model"]["name"]
+    same = same_training(client, name, datalib.content_hash(frame))
+    if same is not None:
+        log.info(
+            "%s version %s was trained on the same data from the same committed code, "
+            "params.yaml and packages (commit %s): using it, nothing trained or registered",
+            name,
+            same.version,
+            same.tags.get("git.commit"),
+        )
+        metrics = client.get_run(same.run_id).data.metrics
+        validation = {k.removeprefix("validation."): v for k, v in metrics.items()}
+        return _report(name, same, same.tags["data.content_hash"], validation)
     model, x_train, x_valid, metrics = fit(frame, schema, params)
     md5 = lineage.file_md5(data_path)
     record = run_record(model, x_train, x_valid, metrics, frame, schema, params, md5)
-    name = params["model"]["name"]
     created = registry.log_and_register(client, name, backends.artifact_root, model, record)
     log.info("registered %s version %s (validation %s)", name, created.version, metrics)
+    commit = record["tags"]["git.commit"]
+    if commit != "none" and lineage.unpushed(commit):
+        log.warning(
+            "commit %s, which version %s names, is on no remote branch yet: push it, or the "
+            "version's lineage points at a commit only this machine has",
+            commit,
+            created.version,
+        )
+    return _report(name, created, record["tags"]["data.content_hash"], metrics)
+
+
+def same_training(client, name: str, data_hash: str):
+    """The first version trained on rows of `data_hash` from a clean checkout whose
+    lineage.TRAINING_FILES and library versions are those here, or None."""
+    state = lineage.git_state()
+    if state["git.dirty"] != "false":
+        return None  # uncommitted changes: not provably the same training
+    wanted = {
+        "data.content_hash": data_hash,
+        "git.dirty": "false",
+        "git.training_files": state["git.training_files"],
+        **lineage.library_versions(REQUIREMENTS),
+    }
+    found = [
+        version
+        for version in client.search_model_versions(f"name='{name}'")
+        if all(version.tags.get(tag) == value for tag, value in wanted.items())
+    ]
+    return min(found, key=lambda version: int(version.version), default=None)
+
+
+def _report(name: str, version, data_hash: str, metrics: dict) -> dict[str, Any]:
+    """What reports/train.json records of the version trained (or found)."""
     return {
         "model_name": name,
-        "version": str(created.version),
-        "run_id": created.run_id,
-        "data_hash": record["tags"]["data.content_hash"],
+        "version": str(version.version),
+        "run_id": version.run_id,
+        "data_hash": data_hash,
         "validation_metrics": metrics,
     }
