@@ -59,6 +59,17 @@ def git_state() -> dict[str, str]:
     return {"git.commit": commit, "git.dirty": dirty, "git.training_files": tree}
 
 
+def same_training(one: dict, other: dict) -> bool:
+    """Whether two versions' tags pin down the same training: the same rows, both trained from a
+    clean checkout, and the same TRAINING_FILES in their commits (versions without that tag:
+    the same commit)."""
+    if not one.get("git.dirty") == other.get("git.dirty") == "false":
+        return False
+    both = "git.training_files" in one and "git.training_files" in other
+    key = "git.training_files" if both else "git.commit"
+    return all(one.get(t) == other.get(t) for t in ("data.content_hash", key))
+
+
 def unpushed(commit: str) -> bool:
     """Whether the repository has a remote and no remote branch holds `commit` (as far as the
     last fetch knows): a version naming it points at a commit only this machine has."""

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import registry
+from . import lineage, registry
 from .config import Backends
 from .errors import PipelineError
 from .evaluation import OtherSchema, Unloadable, holdout, score_version
@@ -142,8 +142,8 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
 
 def repeated_training(client, name: str, candidate, champion) -> str | None:
     """Why the gate must not promote `candidate` whatever its metrics, or None: it is a version a
-    rollback took out of service, or the same training (same_training) as such a version or as
-    the champion.
+    rollback took out of service, or the same training (lineage.same_training) as such a
+    version or as the champion.
 
     Without this, the next scheduled retrain on unchanged data would quietly undo a rollback, and
     each fresh checkout (a CI runner) would promote its identical copy of the champion."""
@@ -156,13 +156,13 @@ def repeated_training(client, name: str, candidate, champion) -> str | None:
         )
     if tags.get("git.dirty") != "false":
         return None  # uncommitted changes: not provably the same training
-    if champion is not None and same_training(champion.tags, tags):
+    if champion is not None and lineage.same_training(champion.tags, tags):
         return (
             f"it repeats the training of champion v{champion.version} ({SAME}): promoting it "
             "would change nothing"
         )
     for other in client.search_model_versions(f"name='{name}'"):
-        if DEMOTED_AT in other.tags and same_training(other.tags, tags):
+        if DEMOTED_AT in other.tags and lineage.same_training(other.tags, tags):
             return (
                 f"it repeats version {other.version} ({SAME}), which was "
                 f"rolled back on {other.tags[DEMOTED_AT]} ({other.tags.get(DEMOTED_REASON)}): "
@@ -173,17 +173,6 @@ def repeated_training(client, name: str, candidate, champion) -> str | None:
 
 
 SAME = "same data hash, same committed code and params.yaml"
-
-
-def same_training(one: dict, other: dict) -> bool:
-    """Whether two versions' tags pin down the same training: the same rows, both trained from a
-    clean checkout, and the same lineage.TRAINING_FILES in their commits (versions without that
-    tag: the same commit)."""
-    if not one.get("git.dirty") == other.get("git.dirty") == "false":
-        return False
-    both = "git.training_files" in one and "git.training_files" in other
-    key = "git.training_files" if both else "git.commit"
-    return all(one.get(t) == other.get(t) for t in ("data.content_hash", key))
 
 
 def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:

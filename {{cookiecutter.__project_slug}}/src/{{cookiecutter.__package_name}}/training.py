@@ -188,7 +188,7 @@ def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, An
     frame = datalib.validate(pd.read_parquet(data_path), schema)
     client = registry.connect(backends, create=True)
     name = params["model"]["name"]
-    same = same_training(client, name, datalib.content_hash(frame))
+    same = trained_before(client, name, datalib.content_hash(frame))
     if same is not None:
         log.info(
             "%s version %s was trained on the same data from the same committed code, "
@@ -216,22 +216,16 @@ def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, An
     return _report(name, created, record["tags"]["data.content_hash"], metrics)
 
 
-def same_training(client, name: str, data_hash: str):
-    """The first version trained on rows of `data_hash` from a clean checkout whose
-    lineage.TRAINING_FILES and library versions are those here, or None."""
-    state = lineage.git_state()
-    if state["git.dirty"] != "false":
-        return None  # uncommitted changes: not provably the same training
-    wanted = {
-        "data.content_hash": data_hash,
-        "git.dirty": "false",
-        "git.training_files": state["git.training_files"],
-        **lineage.library_versions(REQUIREMENTS),
-    }
+def trained_before(client, name: str, data_hash: str):
+    """The first version of the same training as here (lineage.same_training) on rows of
+    `data_hash`, with the same library versions too, or None."""
+    libraries = lineage.library_versions(REQUIREMENTS)
+    here = {"data.content_hash": data_hash, **lineage.git_state(), **libraries}
     found = [
         version
         for version in client.search_model_versions(f"name='{name}'")
-        if all(version.tags.get(tag) == value for tag, value in wanted.items())
+        if lineage.same_training(version.tags, here)
+        and all(version.tags.get(tag) == value for tag, value in libraries.items())
     ]
     return min(found, key=lambda version: int(version.version), default=None)
 
