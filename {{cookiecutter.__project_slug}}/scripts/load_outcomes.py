@@ -27,9 +27,11 @@ import sqlalchemy as sa
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.cli import run
 from {{ cookiecutter.__package_name }}.config import Backends, load_params
-from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.monitoring.outcomes import EXAMPLES, load
-from {{ cookiecutter.__package_name }}.monitoring.prediction_log import prediction_log_engine
+from {{ cookiecutter.__package_name }}.monitoring.prediction_log import (
+    database_refused,
+    monitoring_database,
+)
 
 log = logging.getLogger("load_outcomes")
 
@@ -64,11 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         task = params["model"]["task"]  # a regression's actuals must be numbers
         classes = params["data"].get("target_classes")  # a classifier's must be its labels
         frame = read(args.file, args.query, backends)
-        engine = prediction_log_engine(backends.monitoring_database_url)
+        engine = monitoring_database(backends.monitoring_database_url)
         try:
             loaded = load(engine, frame, task, classes)
         except sa.exc.OperationalError as err:
-            raise PipelineError(f"monitoring database unreachable: {err.orig}") from err
+            raise database_refused(engine, err) from err
         log.info(
             "loaded %s outcomes (%s new, %s replacing one stored before); %s match a logged "
             "prediction",

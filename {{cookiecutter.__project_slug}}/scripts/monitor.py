@@ -27,8 +27,7 @@ from {{ cookiecutter.__package_name }}.config import Backends, load_params
 from {{ cookiecutter.__package_name }}.errors import EXIT_DRIFT, PipelineError
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor, store_daily_stats
-from {{ cookiecutter.__package_name }}.monitoring.prediction_log import prediction_log_engine
-from {{ cookiecutter.__package_name }}.monitoring.tables import metadata
+from {{ cookiecutter.__package_name }}.monitoring.prediction_log import monitoring_database
 from {{ cookiecutter.__package_name }}.promotion import Gate
 
 log = logging.getLogger("monitor")
@@ -124,8 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         start, end = window(args.end, args.days or scheduled)
         client, name = registry.connect(backends), params["model"]["name"]
         champion = champion_info(client, name)
-        engine = prediction_log_engine(backends.monitoring_database_url)
-        metadata.create_all(engine)
+        engine = monitoring_database(backends.monitoring_database_url)
         kinds_of = feature_kinds(client, name)
         report = monitor(engine, champion, start, end, thresholds, args.exact, gate, kinds_of)
         report["exit_code"] = EXIT_DRIFT if report["drift"] else 0

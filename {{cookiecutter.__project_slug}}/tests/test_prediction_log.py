@@ -424,6 +424,18 @@ def test_prediction_log_refuses_a_url_it_cannot_use_naming_the_fix(url, said, tm
     assert not {"s3cret", "ss", "rd"} & set(re.split(r"\W+", str(refused.value)))
 
 
+def test_a_monitoring_database_that_refuses_is_named_once_without_its_password(tmp_path):
+    """What `make monitor` and `make outcomes` say when MONITORING_DATABASE_URL is wrong."""
+    with pytest.raises(PipelineError) as refused:
+        writer_module.monitoring_database("postgresql://mlops:s3cret@127.0.0.1:9/log")
+    said = str(refused.value)
+    assert said.startswith("the monitoring database postgresql+psycopg://mlops:***@127.0.0.1:9/log")
+    assert "OperationalError: connection failed" in said and "s3cret" not in said
+    assert said.endswith("check MONITORING_DATABASE_URL and that the database is up")
+    engine = writer_module.monitoring_database(f"sqlite:///{tmp_path / 'monitoring.db'}")
+    assert set(tables.metadata.tables) <= set(sa.inspect(engine).get_table_names())
+
+
 def test_redact_hides_whole_passwords_even_unencoded():
     line = "postgresql+psycopg://mlops:p@ss:w/rd@127.0.0.1:5432/db is down; s3://bucket/key stays"
     assert redact(line) == "postgresql+psycopg://mlops:***@127.0.0.1:5432/db is down; " + (

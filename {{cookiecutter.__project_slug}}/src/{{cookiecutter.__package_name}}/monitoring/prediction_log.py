@@ -50,6 +50,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from ..config import database_url
+from ..errors import PipelineError
 from .bulk import Bulk
 from .rollups import Rollup
 from .tables import RECORD_INDEX, REQUEST_ID, metadata, prediction_log
@@ -240,6 +241,28 @@ def prediction_log_engine(url_text: str) -> Engine:
     if backend == "sqlite":
         event.listen(engine, "connect", _tune_sqlite)
     return engine
+
+
+def monitoring_database(url_text: str) -> Engine:
+    """The monitoring database for a script, its tables made; one that refuses or does not
+    answer is a PipelineError naming it."""
+    engine = prediction_log_engine(url_text)
+    try:
+        metadata.create_all(engine)
+    except DBAPIError as err:
+        raise database_refused(engine, err) from err
+    return engine
+
+
+def database_refused(engine: Engine, err: DBAPIError) -> PipelineError:
+    """One line: which monitoring database failed (password hidden), how, and what to check."""
+    cause = err.orig or err
+    said = next(iter(str(cause).strip().splitlines()), "")
+    return PipelineError(
+        f"the monitoring database {engine.url.render_as_string(hide_password=True)} refused or "
+        f"did not answer ({type(cause).__name__}: {said}): check MONITORING_DATABASE_URL and "
+        "that the database is up"
+    )
 
 
 def _tune_sqlite(dbapi_connection, _record) -> None:
