@@ -599,6 +599,27 @@ def test_monitor_reads_no_missing_rate_drift_into_another_versions_absent_key(en
     assert f"(records v0: 1000, v{champion['version']}: 1000)" in said
 
 
+def test_monitor_checks_missing_rates_in_a_window_of_versions_that_all_log_them(
+    engine, champion
+):
+    """A feed that starts sending nulls just after a promotion is still named: both versions in
+    the window log the feature, so its absence is no key another version lacks."""
+    log_frame(engine, champion, batch(champion, 44, rows=1000, age=null_most))
+    log_frame(engine, champion, batch(champion, 45, rows=1000), version="0")
+    kinds = {name: f["kind"] for name, f in champion["profile"]["features"].items()}
+    report = monitor(
+        engine, champion, END - timedelta(days=1), END, THRESHOLDS, kinds_of=lambda _: kinds
+    )
+    assert "age" in report["drifted"]
+    assert "missing rate" in report["features"]["age"]["verdict"]["reasons"]
+    [said] = [m for m in report["messages"] if "mixes model versions" in m]
+    assert said.endswith("all of which log every feature compared")
+    unknown = run(engine, champion)  # v0's features unknown: its records may lack the key
+    assert unknown["features"]["age"]["verdict"]["missing_p_value"] is None
+    [said] = [m for m in unknown["messages"] if "mixes model versions" in m]
+    assert "'age'" in said and "not checked" in said
+
+
 def test_monitor_does_not_compare_a_feature_another_version_logged_as_another_kind(
     engine, champion
 ):

@@ -381,29 +381,52 @@ def _features(source, report: dict, profiles: dict, thresholds: dict, kinds_of=N
                 "window (logged by another model version?): not compared"
             )
     # Another version's records may lack a feature's key, which reads as missing: compare
-    # missing rates only in a window of one version.
-    one_version = len(report["records_by_version"]) == 1
-    if not one_version:
+    # missing rates only of features every version in the window logs.
+    logged_by_all = set(checked)
+    if len(report["records_by_version"]) > 1:
         versions = sorted(  # numbers in order; any other version name after them
             report["records_by_version"].items(),
             key=lambda item: (not str(item[0]).isdigit(), str(item[0]).zfill(20)),
         )
         mix = ", ".join(f"v{v}: {n}" for v, n in versions)
+        logged_by_all = _logged_by_all(report, checked, kinds_of)
+        unsure = [name for name in checked if name not in logged_by_all]
         report["messages"].append(
-            f"the window mixes model versions (records {mix}): a feature one version does not "
-            "log is missing in all of its records, so missing rates are reported, not checked "
-            "for drift"
+            f"the window mixes model versions (records {mix})"
+            + (
+                f": {_names(unsure)} may be missing from all of another version's records (not "
+                "logged by it, or its features unknown), so their missing rates are reported, "
+                "not checked for drift"
+                if unsure
+                else ", all of which log every feature compared"
+            )
         )
         checked = _kind_changes(report, checked, profiles, kinds_of) if kinds_of else checked
     for name in checked:
         report["features"][name] = section = feature_section(
-            source, name, profiles[name], thresholds, len(checked), one_version
+            source, name, profiles[name], thresholds, len(checked), name in logged_by_all
         )
         # The summary table shows the distribution test; say in words when nulls drifted.
         note = drift.missing_note(section["verdict"])
         report["messages"] += [note] if note else []
         if source.name == sources.ROLLUPS:
             report["messages"] += _overflowed(name, section["summary"])
+
+
+def _logged_by_all(report: dict, names: list[str], kinds_of) -> set[str]:
+    """The `names` (the champion's features) every other version in the window was trained on,
+    so logs; none when another version's features are unknown."""
+    found = set(names)
+    for version in report["records_by_version"]:
+        if version != report["champion_version"]:
+            found &= set((kinds_of(version) if kinds_of else None) or ())
+    return found
+
+
+def _names(names: list[str], shown: int = 5) -> str:
+    """Some names, quoted, and how many more."""
+    text = ", ".join(f"'{name}'" for name in names[:shown])
+    return text + (f" and {len(names) - shown} more" if len(names) > shown else "")
 
 
 def _kind_changes(report: dict, checked: list[str], profiles: dict, kinds_of) -> list[str]:
