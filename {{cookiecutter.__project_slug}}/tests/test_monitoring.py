@@ -24,6 +24,7 @@ from {{ cookiecutter.__package_name }}.metrics import score_all
 from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, drift, rollups
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import (
+    OUTPUT,
     SHOWN_CATEGORIES,
     category_shares,
     live_quality,
@@ -221,7 +222,7 @@ def test_monitor_names_a_prediction_distribution_change(engine, champion):
                 .values(prediction_value=prediction_log.c.prediction_value + 40)
             )
     report = run(engine, champion)
-    assert report["drifted"] == ["prediction"]
+    assert report["drifted"] == [OUTPUT]
 
 
 def test_monitor_empty_window_gives_no_verdict_and_no_drift(engine, champion):
@@ -403,7 +404,7 @@ def test_rollups_and_raw_rows_give_the_same_statistics_and_verdicts(
     expected = {"clean": [], "shifted": ["monthly_charges", "contract"], "prediction": []}
     assert set(expected[case]) <= set(rolled["drifted"])
     if case == "prediction":
-        assert rolled["drifted"] == ["prediction"]
+        assert rolled["drifted"] == [OUTPUT]
     if case == "clean":
         assert rolled["drift"] is False
     assert store_daily_stats(engine, rolled) > 20

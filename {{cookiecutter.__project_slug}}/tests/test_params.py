@@ -19,7 +19,13 @@ from sklearn.utils.multiclass import type_of_target
 
 from {{ cookiecutter.__package_name }} import cli, config, training
 from {{ cookiecutter.__package_name }} import data as datalib
-from {{ cookiecutter.__package_name }}.config import PARAMS, load_params, params_problems, section
+from {{ cookiecutter.__package_name }}.config import (
+    PARAMS,
+    RESERVED_NAMES,
+    load_params,
+    params_problems,
+    section,
+)
 from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, PipelineError
 
 
@@ -115,7 +121,7 @@ def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
         ("data.sample_rows", 0, "an integer >= 1"),
         ("data.target_classes", [False, True], "a list of distinct labels or null (quote"),
         ("data.target_classes", [0, 1, 1], "a list of distinct labels or null"),
-        ("data.features", {}, "a mapping of column name (text without double quotes) to one of"),
+        ("data.features", {}, "a mapping of column name (text without double quotes, none of"),
         ("data.target", None, "a non-empty string"),
         ("data.target_classes", "0,1", "a list of distinct labels or null"),
         ("model.task", "classifcation", "classification or regression"),
@@ -177,14 +183,24 @@ def test_metric_of_the_other_task_or_an_unreachable_threshold_is_refused(
     assert expected in refusal(tmp_path, params)
 
 
-@pytest.mark.parametrize(("name", "kind"), [("f_9", "numerc"), ('size "XL"', "numeric")])
+@pytest.mark.parametrize(
+    ("name", "kind"),
+    [("f_9", "numerc"), ('size "XL"', "numeric"), ("model output", "categorical")],
+)
 def test_a_bad_feature_is_named_not_the_whole_mapping(tmp_path, repo_params, name, kind):
     params = copy.deepcopy(repo_params)
     params["data"]["features"] |= {name: kind}
     message = refusal(tmp_path, params)
     assert f"data.features has {name}: {kind!r}: it must be a mapping of column name" in message
-    assert "without double quotes" in message
+    assert "without double quotes, none of ('model output', '_prediction'" in message
     assert "tenure_months" not in message
+
+
+def test_the_reserved_names_are_the_ones_monitoring_gives_its_own_columns():
+    from {{ cookiecutter.__package_name }}.monitoring import monitor, rollups
+
+    own = {monitor.OUTPUT, rollups.PREDICTION, rollups.PREDICTION_VALUE, rollups.PROBABILITY}
+    assert own | {rollups.LATENCY} == set(RESERVED_NAMES)
 
 
 def test_section_that_is_not_a_mapping_is_refused(tmp_path, repo_params):

@@ -113,11 +113,17 @@ def _features(value: Any) -> bool:
     return isinstance(value, dict) and bool(value) and _bad_feature(value) is None
 
 
+# The names monitoring gives the model's outputs and latency beside the features (the report,
+# the hourly rollups): no feature may take them.
+RESERVED_NAMES = ("model output", "_prediction", "_prediction_value", "_probability", "_latency_ms")
+
+
 def _bad_feature(value: Any) -> str | None:
     """The first entry of a features mapping that is not `name: type`, as text."""
     if isinstance(value, dict):
         for name, kind in value.items():
-            if not isinstance(name, str) or '"' in name or kind not in FEATURE_TYPES:
+            text = isinstance(name, str) and '"' not in name and name not in RESERVED_NAMES
+            if not text or kind not in FEATURE_TYPES:
                 return f"{name}: {kind!r}"
     return None
 
@@ -159,7 +165,8 @@ PARAMS: dict[str, dict[str, Rule]] = {
         "features": Rule(
             True,
             # Monitoring's SQL finds a feature by a JSON path, which cannot hold a double quote.
-            f"a mapping of column name (text without double quotes) to one of {FEATURE_TYPES}",
+            f"a mapping of column name (text without double quotes, none of {RESERVED_NAMES}) "
+            f"to one of {FEATURE_TYPES}",
             _features,
             _bad_feature,
         ),

@@ -27,6 +27,9 @@ from .tables import prediction_log as log_table
 
 log = logging.getLogger(__name__)
 
+# What the report calls the model's own outputs, among the features (none may take the name).
+OUTPUT = "model output"
+
 
 def feature_section(
     source, name: str, profile: dict, thresholds: dict, tests: int, check_missing: bool = True
@@ -106,7 +109,7 @@ def prediction_section(source, profile: dict, version: str, thresholds: dict) ->
         counts = source.probability_counts(
             profile["positive_class"], reference["bin_edges"], version
         )
-        verdict = drift.numeric_verdict("prediction", reference, counts, thresholds, 1)
+        verdict = drift.numeric_verdict(OUTPUT, reference, counts, thresholds, 1)
         shares = {
             "labels": _bin_labels(reference["bin_edges"]),
             "reference": reference["bin_fractions"],
@@ -114,7 +117,7 @@ def prediction_section(source, profile: dict, version: str, thresholds: dict) ->
         }
     elif profile["kind"] == "numeric":
         counts = source.value_counts(profile["bin_edges"], version)
-        verdict = drift.numeric_verdict("prediction", profile, counts, thresholds, 1)
+        verdict = drift.numeric_verdict(OUTPUT, profile, counts, thresholds, 1)
         shares = {
             "labels": _bin_labels(profile["bin_edges"]),
             "reference": profile["bin_fractions"],
@@ -122,7 +125,7 @@ def prediction_section(source, profile: dict, version: str, thresholds: dict) ->
         }
     else:
         counts = source.label_counts(version)
-        verdict = drift.categorical_verdict("prediction", profile, counts, thresholds, 1)
+        verdict = drift.categorical_verdict(OUTPUT, profile, counts, thresholds, 1)
         shares = category_shares(profile["frequencies"], counts)
     return {"kind": "prediction", "verdict": verdict.as_dict(), "distributions": shares}
 
@@ -317,7 +320,7 @@ def monitor(
     report["messages"] += [source.note] if source.note else []
     drifted = [name for name, f in report["features"].items() if f["verdict"]["drifted"]]
     if report["prediction"] and report["prediction"]["verdict"]["drifted"]:
-        drifted.append("prediction")
+        drifted.append(OUTPUT)
     if gate:
         report["live_quality"], note = live_quality(
             report["live_metrics"], gate, thresholds["min_records"]

@@ -60,7 +60,8 @@ def strict(value, path: str = "report"):
 def sections(report: dict) -> list[tuple[str, dict]]:
     """Every compared distribution: the features, then the predictions."""
     found = list(report["features"].items())
-    return found + ([("prediction", report["prediction"])] if report.get("prediction") else [])
+    output = report.get("prediction")
+    return found + ([(output["verdict"]["name"], output)] if output else [])
 
 
 def headline(report: dict) -> str:
