@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         lacking = sorted(set(data["features"]) - set(frame.columns))
         if lacking:
             raise PipelineError(
-                f"the demo schema lacks your features {lacking[:10]}: a sample of it would be "
+                f"the demo schema lacks {len(lacking)} of your features {lacking[:10]}"
+                f"{' ...' if len(lacking) > 10 else ''}: a sample of it would be "
                 "refused by your model. Send a file of your own data (FILE=) instead"
             )
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -129,8 +129,58 @@ def test_a_date_read_month_first_among_others_is_named(frame, schema, caplog, da
 def test_validate_missing_target_values_refused(frame, schema):
     broken = frame.copy()
     broken[schema.target] = broken[schema.target].astype(object).where(broken.index != 5, None)
-    with pytest.raises(PipelineError, match=f"target column '{schema.target}' has 1 missing"):
+    with pytest.raises(PipelineError) as caught:
         datalib.validate(broken, schema)
+    assert str(caught.value).startswith(
+        f"target column '{schema.target}' has 1 missing values (data rows [5], counted from 0): "
+        "rows without a label cannot be trained or scored on"
+    )
+
+
+def test_validate_names_the_rows_of_missing_dates(frame, schema):
+    dated = frame.assign(event_date=frame["event_date"].where(~frame.index.isin([2, 7])))
+    with pytest.raises(PipelineError) as caught:
+        datalib.validate(dated, schema)
+    assert str(caught.value) == (
+        "time column 'event_date' has 2 missing or unparseable dates (data rows [2, 7], "
+        "counted from 0)"
+    )
+    with pytest.raises(PipelineError, match=r"dates \(data rows \[0\], .*, e\.g\. \['soon'\]$"):
+        datalib.validate(
+            frame.assign(event_date=frame["event_date"].where(frame.index > 0, "soon")), schema
+        )
+
+
+def test_a_feature_with_no_values_is_refused_and_one_with_a_single_value_named(
+    frame, schema, caplog
+):
+    with pytest.raises(PipelineError) as caught:
+        datalib.validate(frame.assign(age=np.nan), schema)
+    assert str(caught.value).startswith(
+        f"column 'age' has no values in any of its {len(frame)} rows: the model cannot learn"
+    )
+    datalib.validate(frame.assign(region="north"), schema)
+    assert "column 'region' holds 'north' in every row: the model learns nothing" in caplog.text
+    caplog.clear()
+    datalib.validate(frame.assign(region=frame["region"].where(frame.index > 0)), schema)
+    assert "in every row" not in caplog.text
+
+
+def test_validate_counts_rows_repeated_in_every_column(frame, schema, caplog):
+    datalib.validate(frame, schema)
+    assert "repeat another row" not in caplog.text
+    datalib.validate(pd.concat([frame, frame.iloc[:3]]), schema)
+    assert f"3 of the {len(frame) + 3} rows repeat another row in every column" in caplog.text
+
+
+def test_a_csv_in_another_encoding_is_named_with_the_conversion(frame, params, tmp_path):
+    path = tmp_path / "latin.csv"
+    frame.assign(region="région").to_csv(path, index=False, encoding="latin-1")
+    with pytest.raises(PipelineError) as caught:
+        datalib.read_file(str(path), {"region": "categorical"}, "data.source")
+    said = str(caught.value)
+    assert said.startswith(f"data.source '{path}' is not UTF-8 text (invalid continuation byte")
+    assert "read_csv(path, encoding='latin-1')" in said
 
 
 def test_validate_undeclared_label_or_text_target_refused(frame, schema):

@@ -600,9 +600,7 @@ def test_monitor_reads_no_missing_rate_drift_into_another_versions_absent_key(en
     assert f"(records v0: 1000, v{champion['version']}: 1000)" in said
 
 
-def test_monitor_checks_missing_rates_in_a_window_of_versions_that_all_log_them(
-    engine, champion
-):
+def test_monitor_checks_missing_rates_in_a_window_of_versions_that_all_log_them(engine, champion):
     """A feed that starts sending nulls just after a promotion is still named: both versions in
     the window log the feature, so its absence is no key another version lacks."""
     log_frame(engine, champion, batch(champion, 44, rows=1000, age=null_most))
@@ -830,6 +828,9 @@ def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine
         outcome_rows(bad, "regression")
     with pytest.raises(PipelineError, match="record_index -1"):
         outcome_rows(pd.DataFrame({"request_id": ["a"], "record_index": [-1], "actual": [1]}))
+    unknown = pd.DataFrame({"request_id": ["a", "b", "c"], "actual": [1.0, None, None]})
+    with pytest.raises(PipelineError, match=r"^2 outcome rows have no actual \(rows \[2, 3\]"):
+        outcome_rows(unknown, "regression")
 
 
 def test_load_counts_outcomes_matching_a_logged_prediction(engine, champion):

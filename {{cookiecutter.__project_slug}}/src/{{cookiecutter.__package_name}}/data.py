@@ -105,6 +105,12 @@ def read_file(source: str, features: dict[str, str], what: str) -> pd.DataFrame:
         return pd.read_parquet(source)
     except FileNotFoundError as err:
         raise PipelineError(f"{what} '{source}' does not exist") from err
+    except UnicodeDecodeError as err:
+        raise PipelineError(
+            f"{what} '{source}' is not UTF-8 text ({err.reason}, byte {err.object[err.start]:#x} "
+            f"at {err.start}): save it as UTF-8, e.g. from Latin-1 with pandas: "
+            "read_csv(path, encoding='latin-1').to_csv(new_path, index=False)"
+        ) from err
     except (OSError, ValueError) as err:
         raise PipelineError(f"{what} '{source}' could not be read: {err}") from err
 
@@ -197,10 +203,37 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         clean[schema.time_column] = _as_dates(frame[schema.time_column], schema.time_column)
     for name, kind in schema.features.items():
         clean[name] = _CONVERT[kind](frame[name], name)
+        _check_informative(clean[name], name)
         if kind == "categorical":
             _warn_if_mostly_distinct(clean[name], name)
     clean[schema.target] = _as_target(frame[schema.target], schema)
-    return pd.DataFrame(clean, index=frame.index).reset_index(drop=True)
+    valid = pd.DataFrame(clean, index=frame.index).reset_index(drop=True)
+    copies = int(valid.duplicated().sum())
+    if copies:
+        log.warning(
+            "%d of the %d rows repeat another row in every column: copies of one row on both "
+            "sides of the split flatter the holdout metrics; if the export repeated them, drop "
+            "them in the source",
+            copies,
+            len(valid),
+        )
+    return valid
+
+
+def _check_informative(column: pd.Series, name: str) -> None:
+    """Refuse a feature with no values at all; say when it holds one value in every row."""
+    if column.isna().all():
+        raise PipelineError(
+            f"column '{name}' has no values in any of its {len(column)} rows: the model cannot "
+            "learn from it; leave it out of params.yaml data.features, or fix the source"
+        )
+    if column.notna().all() and column.nunique() == 1:
+        log.warning(
+            "column '%s' holds %r in every row: the model learns nothing from it; leave it out "
+            "of params.yaml data.features unless other values are to come",
+            name,
+            column.iloc[0],
+        )
 
 
 def _warn_if_mostly_distinct(column: pd.Series, name: str) -> None:
@@ -295,9 +328,13 @@ def _as_dates(column: pd.Series, name: str) -> pd.Series:
         dates = pd.to_datetime(column, errors="coerce", format="mixed")
     except ValueError:  # pandas refuses to mix offsets, or zoned and unzoned dates
         dates = _in_utc(column, name)
-    bad = _bad_values(column, dates)
-    if bad or dates.isna().any():
-        raise PipelineError(f"time column '{name}' has missing or unparseable dates, e.g. {bad}")
+    if dates.isna().any():
+        bad = _bad_values(column, dates)
+        rows = np.flatnonzero(dates.isna())
+        raise PipelineError(
+            f"time column '{name}' has {len(rows)} missing or unparseable dates (data rows "
+            f"{rows[:5].tolist()}, counted from 0){f', e.g. {bad}' if bad else ''}"
+        )
     _warn_if_day_or_month_first(column, name)
     if dates.dt.tz is not None:  # one offset for all: UTC as well, so a second one changes none
         dates = dates.dt.tz_convert("UTC")
@@ -343,7 +380,12 @@ def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
     """Check the target: no gaps; declared labels (classification) or finite numbers."""
     name = schema.target
     if column.isna().any():
-        raise PipelineError(f"target column '{name}' has {int(column.isna().sum())} missing values")
+        rows = np.flatnonzero(column.isna())
+        raise PipelineError(
+            f"target column '{name}' has {len(rows)} missing values (data rows "
+            f"{rows[:5].tolist()}, counted from 0): rows without a label cannot be trained or "
+            "scored on; leave them out of the source (its query, or the file)"
+        )
     if schema.task == "regression":
         return _as_numeric(column, name)
     if schema.target_classes:

@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
@@ -38,8 +39,13 @@ def outcome_rows(
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise PipelineError(f"outcomes need columns {COLUMNS}; missing {missing}")
-    if frame["request_id"].isna().any() or frame["actual"].isna().any():
-        raise PipelineError("outcomes have empty request_id or actual values")
+    for column in REQUIRED:
+        empty = (np.flatnonzero(frame[column].isna()) + 1).tolist()
+        if empty:
+            raise PipelineError(
+                f"{len(empty)} outcome rows have no {column} (rows {empty[:EXAMPLES]}, counted "
+                "from 1): leave out the rows whose outcome is not known yet"
+            )
     index = frame["record_index"] if "record_index" in frame.columns else pd.Series(0, frame.index)
     keys = [
         (str(r), _record_index(i, position, r))
