@@ -1,8 +1,11 @@
 """Alert when the last completed retraining is older than --max-days.
 
 A retraining is complete once the promotion gate has decided on its version (the version
-carries a `gate.decision` tag, promoted or rejected); its age is that version's `trained_at`.
-Versions the gate never saw, such as a pull request's candidates, do not count. This catches
+carries a `gate.decision` tag, promoted or rejected); its age is the time since the gate last
+decided on it (`gate.decided_at`: a retrain on unchanged data reuses the version it trained
+before, and the gate finds it unchanged), or since it was trained (`trained_at`) for a version
+decided on before that tag was kept. Versions the gate never saw, such as a pull request's
+candidates, do not count. This catches
 what a schedule cannot report by itself: GitHub skipping scheduled runs, or disabling the
 schedule of a repository without activity for 60 days.
 
@@ -26,11 +29,12 @@ log = logging.getLogger("retrain_age")
 
 
 def last_retraining(versions) -> tuple[str, datetime] | None:
-    """The newest version the gate decided on, and when it was trained; None without one."""
+    """The version the gate decided on last, and when; None without one."""
     decided = [
-        (str(v.version), datetime.fromisoformat(v.tags["trained_at"]))
+        (str(v.version), datetime.fromisoformat(when))
         for v in versions
-        if v.tags.get("gate.decision") and v.tags.get("trained_at")
+        if v.tags.get("gate.decision")
+        and (when := v.tags.get("gate.decided_at") or v.tags.get("trained_at"))
     ]
     return max(decided, key=lambda found: found[1], default=None)
 
@@ -44,11 +48,11 @@ def verdict(name: str, last, now: datetime, max_days: float) -> dict:
             "retrain workflow (Actions > retrain > Run workflow) or `make pipeline`"
         )
         return {**found, "stale": True, "message": message}
-    version, trained_at = last
-    age = (now - trained_at.astimezone(UTC)).total_seconds() / 86400
+    version, decided_at = last
+    age = (now - decided_at.astimezone(UTC)).total_seconds() / 86400
     message = (
-        f"the last completed retraining of {name} (version {version}, trained "
-        f"{trained_at:%Y-%m-%d %H:%M} UTC) is {age:.1f} days old; the limit is {max_days:g} days"
+        f"the last completed retraining of {name} (the gate's decision on version {version}, "
+        f"{decided_at:%Y-%m-%d %H:%M} UTC) is {age:.1f} days old; the limit is {max_days:g} days"
     )
     if age > max_days:
         message += (
@@ -59,7 +63,7 @@ def verdict(name: str, last, now: datetime, max_days: float) -> dict:
         **found,
         "stale": age > max_days,
         "version": version,
-        "trained_at": trained_at.isoformat(),
+        "decided_at": decided_at.isoformat(),
         "age_days": round(age, 2),
         "message": message,
     }

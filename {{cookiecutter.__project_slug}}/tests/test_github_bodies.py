@@ -307,6 +307,11 @@ def test_retrain_age_counts_only_versions_the_gate_decided(reports):
     undecided = SimpleNamespace(version="9", tags={"trained_at": "2099-01-01T00:00:00+00:00"})
     assert retrain_age.last_retraining([*reports["versions"], undecided])[0] == "3"
     assert retrain_age.last_retraining([undecided]) is None
+    # Decided on before gate.decided_at was kept: counted from its training.
+    older = SimpleNamespace(
+        version="8", tags={"gate.decision": "rejected", "trained_at": "2099-01-01T00:00:00+00:00"}
+    )
+    assert retrain_age.last_retraining([*reports["versions"], older])[0] == "8"
     fresh = retrain_age.verdict("m", (version, trained_at), trained_at + timedelta(days=2), 15)
     assert fresh["stale"] is False and fresh["age_days"] == 2.0
     stale = retrain_age.verdict("m", (version, trained_at), trained_at + timedelta(days=16), 15)

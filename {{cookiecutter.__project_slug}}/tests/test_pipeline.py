@@ -307,10 +307,16 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     cycle(params, backends, good_data, workdir / "r1")
     # A fresh checkout (a CI runner, a teammate's clone) runs the champion's training again:
     # train finds it in the registry, registers nothing, and the champion stays.
-    twin = cycle(params, backends, good_data, workdir / "twin")
+    later = "2099-01-01T00:00:00+00:00"
+    with monkeypatch.context() as clock:
+        clock.setattr(registry, "now", lambda: later)
+        twin = cycle(params, backends, good_data, workdir / "twin")
     assert twin["decision"] == "unchanged", twin["reason"]
     registered = MlflowClient().search_model_versions("name='test-model'")
     assert [str(v.version) for v in registered] == ["1"], "the same training is not registered"
+    # The gate looked again: the retrain-age alert counts from then, not from the training.
+    assert registered[0].tags["gate.decided_at"] == later
+    assert load_script("retrain_age").last_retraining(registered)[1].isoformat() == later
     clean["git.commit"] = "decaf"  # a new commit of the training files: another training
     clean["git.training_files"] = "code-2"
     trained = training.train(good_data, params, backends)

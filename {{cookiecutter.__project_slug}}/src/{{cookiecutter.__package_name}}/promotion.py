@@ -103,7 +103,10 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     name, candidate = evaluation["model_name"], evaluation["candidate"]["version"]
     registered = registry.version(client, name, candidate)
     current = registry.champion(client, name)
+    # When the gate last decided on a version, whatever it decided: retrain_age.py's clock.
+    decided_at = registry.now()
     if current and str(current.version) == candidate:
+        client.set_model_version_tag(name, candidate, "gate.decided_at", decided_at)
         return _outcome(
             "unchanged", f"version {candidate} is already the champion", evaluation, gate
         )
@@ -128,14 +131,16 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
             candidate,
             {
                 **decision,
-                "promoted_at": registry.now(),
+                "gate.decided_at": decided_at,
+                "promoted_at": decided_at,
                 "promotion_reason": reason,
                 "previous_champion": str(current.version) if current else "none",
             },
         )
-    elif registered.tags.get("gate.decision") != "promoted":
+    else:
         # A former champion keeps the decision that promoted it; the report says why not now.
-        for key, tag in decision.items():
+        kept = registered.tags.get("gate.decision") == "promoted"
+        for key, tag in {**({} if kept else decision), "gate.decided_at": decided_at}.items():
             client.set_model_version_tag(name, candidate, key, tag)
     return _outcome("promoted" if accepted else "rejected", reason, evaluation, gate)
 
