@@ -293,7 +293,7 @@ def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
         promotion.rollback(good_data, params, gate, backends, None, "again", force=False)
     strict = Gate(gate.metric, 0.999 if gate.metric.higher_is_better else 0.001, 0.0)
     refused = promotion.rollback(good_data, params, strict, backends, "2", "test", force=False)
-    assert not refused["moved"]
+    assert not refused["moved"] and refused["worse_than_champion"] is None, "not compared"
     assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
     forced = promotion.rollback(good_data, params, strict, backends, "2", "test", force=True)
     assert forced["moved"] and str(registry.champion(MlflowClient(), "test-model").version) == "2"
@@ -579,7 +579,7 @@ def test_a_version_this_code_cannot_load_is_not_compared_and_rollbacks_name_why(
     unloadable = {"2"}  # now the champion is the one that no longer loads
     back = promotion.rollback(newer, params, gate, backends, None, "test", force=False)
     assert back["moved"] and back["to_version"] == "1"
-    assert back["champion_value_today"] is None and back["worse_than_champion"] is False
+    assert back["champion_value_today"] is None and back["worse_than_champion"] is None
 
 
 def test_renamed_labels_judge_the_candidate_alone_and_refuse_a_rollback_across(

@@ -277,7 +277,8 @@ def rollback(
     # The champion it replaces, on the same rows, when it is replaced: a rollback to a worse model
     # may be the intent (the champion misbehaves where the holdout cannot see), but it is said.
     before = _score_or_none(name, str(current.version), rows, schema, gate) if moves else None
-    worse = None not in (value, before) and gate.metric.better_by(value, before) < 0
+    # None when there was nothing to compare (a refusal, an undefined metric), not "not worse".
+    worse = None if None in (value, before) else gate.metric.better_by(value, before) < 0
     report = {
         "model_name": name,
         "from_version": str(current.version),

@@ -478,8 +478,10 @@ def _predictions(source, report: dict, champion: dict, thresholds: dict) -> None
         )
     if champion["version"] not in report["records_by_version"]:
         report["messages"].append(
-            f"no records from champion v{champion['version']} in this window: "
-            "prediction drift not computed"
+            f"no records from champion v{champion['version']} in this window: prediction "
+            "drift not computed. Does the service still serve the version before? Its /version "
+            "says which it serves; a new champion is served after `make bundle` and a restart, "
+            "or the deploy workflow"
         )
         return
     report["prediction"] = prediction_section(

@@ -112,20 +112,22 @@ HEADER += ["missing, training → window", "values present"]
 
 def markdown(report: dict) -> str:
     """The report as Markdown (for a GitHub issue or job summary)."""
-    window = report["window"]
-    lines = [
-        f"## {headline(report)}",
-        "",
-        f"Window {window['start']} to {window['end']}; {report.get('records', 0)} records; "
-        f"statistics from {SOURCES.get(report.get('source'), 'the prediction log')}.",
-        "",
-    ]
+    lines = [f"## {headline(report)}", "", window_line(report), ""]
     lines += [f"- {message}" for message in report["messages"]]
     if report["status"] == "checked":
         lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
         lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
         lines += ["", *service_lines(report)]
     return "\n".join(lines) + "\n"
+
+
+def window_line(report: dict) -> str:
+    """The window, its record count and where the statistics came from, a sentence."""
+    window = report["window"]
+    return (
+        f"Window {window['start']} to {window['end']}; {report.get('records', 0)} records; "
+        f"statistics from {SOURCES.get(report.get('source'), 'the prediction log')}."
+    )
 
 
 def service_lines(report: dict) -> list[str]:
@@ -209,8 +211,7 @@ def page(report: dict) -> str:
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
         "table{border-collapse:collapse}tr.drift{background:#fde2e1;font-weight:bold}</style>"
         "</head><body>"
-        f"<h1>{esc(headline(report))}</h1><p>Window {esc(report['window']['start'])} to "
-        f"{esc(report['window']['end'])}; {report.get('records', 0)} records.</p>"
+        f"<h1>{esc(headline(report))}</h1><p>{esc(window_line(report))}</p>"
         f"<ul>{messages}</ul>"
         f"<table><tr>{head}</tr>{rows}</table>{service}{plots}</body></html>\n"
     )
