@@ -71,8 +71,10 @@ def plot_names(evaluation: dict) -> str:
 
 
 def gate_preview(evaluation: dict, gate: Gate) -> str:
-    """What the gate would decide on these numbers, in the gate's own words."""
-    accepted, reason = decide(evaluation, gate)
+    """What the gate would decide on these numbers, in the gate's own words: never to promote a
+    repeat of the champion's training or of a rolled-back one (evaluation's `repeats`)."""
+    repeat = evaluation.get("repeats")
+    accepted, reason = (False, repeat) if repeat else decide(evaluation, gate)
     return f"**Gate preview: {'would promote' if accepted else 'would not promote'}**: {reason}."
 
 

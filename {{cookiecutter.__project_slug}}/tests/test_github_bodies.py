@@ -156,6 +156,10 @@ def test_pr_comment_has_marker_table_deltas_gate_preview_and_plot_links(reports)
     assert row["delta"] != 0, "v2 was trained with fewer rounds and rows"
     assert f"| {row['delta']:+.4f} |" in text and f"**{gate.metric.name}** (gate)" in text
     assert "Gate preview: would" in text and "No alias moved" in text
+    repeat = {**evaluation_report, "repeats": "it repeats version 1 (...), which was rolled back"}
+    assert "**Gate preview: would not promote**: it repeats version 1" in bodies.pr_comment(
+        repeat, gate, links
+    )
     for plot in evaluation_report["plots"]:
         assert f"`{Path(plot).name}`" in text
     assert f"]({ARTIFACT_URL})" in text and f"]({RUN_URL})" in text

@@ -325,7 +325,7 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     assert promotion.promote(report, gate, backends, lambda: report)["decision"] == "promoted"
     promotion.rollback(good_data, params, gate, backends, None, "bad in production", False)
     tags = MlflowClient().get_model_version("test-model", trained["version"]).tags
-    assert tags[promotion.DEMOTED_REASON] == "bad in production"
+    assert tags[lineage.DEMOTED_REASON] == "bad in production"
     # `make pipeline` right after: nothing re-ran, promote reads the same evaluation.
     again = promotion.promote(report, gate, backends, lambda: report)
     assert again["decision"] == "rejected" and "was rolled back on" in again["reason"]
@@ -342,12 +342,17 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     monkeypatch.setattr(lineage, "library_versions", lambda *a: {**versions, "lib.numpy": "0"})
     repeat = cycle(params, backends, good_data, workdir / "r4")
     assert repeat["decision"] == "rejected"
-    assert f"repeats version {trained['version']} ({promotion.SAME})" in repeat["reason"]
+    assert f"repeats version {trained['version']} ({lineage.SAME})" in repeat["reason"]
+    # The evaluation says so beforehand (the PR comment's gate preview reads it).
+    evaluated = json.loads((workdir / "r4" / "evaluation.json").read_text())
+    assert evaluated["repeats"] and repeat["reason"].startswith(evaluated["repeats"])
+    said = (workdir / "r4" / "evaluation.md").read_text()
+    assert f"the gate will not promote it: {evaluated['repeats']}." in said
     assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
     # Restored on purpose, it is in service again.
     promotion.rollback(good_data, params, gate, backends, trained["version"], "fixed", False)
     restored = MlflowClient().get_model_version("test-model", trained["version"]).tags
-    assert promotion.DEMOTED_AT not in restored
+    assert lineage.DEMOTED_AT not in restored
 
 
 def test_a_champion_trained_from_uncommitted_changes_says_so(

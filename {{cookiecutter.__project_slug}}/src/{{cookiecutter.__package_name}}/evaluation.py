@@ -14,7 +14,7 @@ import pandas as pd
 from mlflow import MlflowClient
 
 from . import data as datalib
-from . import plots, registry
+from . import lineage, plots, registry
 from .config import Backends
 from .errors import PipelineError
 from .metrics import METRICS, positive_class, score_all
@@ -179,7 +179,7 @@ def evaluate(
     """Score candidate and champion, write evaluation.json, evaluation.md and the plots."""
     client = registry.connect(backends)
     name, number = train_report["model_name"], train_report["version"]
-    registry.version(client, name, number)
+    registered = registry.version(client, name, number)
     rest, rows, schema = _split(data_path, params)
     candidate = score_version(name, number, rows, schema)
     target = schema.target
@@ -208,6 +208,9 @@ def evaluate(
         "champion": summary,
         "baseline": {"metrics": baseline},
         "comparison": compare(candidate, champion),
+        # Why the gate will refuse it whatever its metrics (a repeat of the champion's training
+        # or of a rolled-back one), or None.
+        "repeats": lineage.repeated_training(client, name, registered, current),
         "plots": images,
     }
     (out_dir / "evaluation.json").write_text(json.dumps(report, indent=2, allow_nan=False))
@@ -271,6 +274,8 @@ def markdown(report: dict) -> str:
             + ", ".join(f"{metric} {_fmt(value)}" for metric, value in baseline.items())
             + ". The gate promotes only a candidate that beats it.",
         ]
+    if report.get("repeats"):
+        lines += ["", f"Whatever its metrics, the gate will not promote it: {report['repeats']}."]
     lines += ["", *[f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]], ""]
     return "\n".join(lines)
 

@@ -112,3 +112,42 @@ def library_versions(model_requirements: Sequence[str] = ()) -> dict[str, str]:
         except PackageNotFoundError:
             versions[f"lib.{name}"] = "not installed"
     return versions
+
+
+# Tags of a version a rollback took out of service.
+DEMOTED_AT, DEMOTED_REASON = "demoted_at", "demoted_reason"
+
+
+def repeated_training(client, name: str, candidate, champion) -> str | None:
+    """Why the gate must not promote `candidate` whatever its metrics, or None: it is a version a
+    rollback took out of service, or the same training (same_training) as such a
+    version or as the champion.
+
+    Without this, the next scheduled retrain on unchanged data would quietly undo a rollback, and
+    each fresh checkout (a CI runner) would promote its identical copy of the champion."""
+    tags = candidate.tags
+    if DEMOTED_AT in tags:
+        return (
+            f"version {candidate.version} was rolled back on {tags[DEMOTED_AT]} "
+            f"({tags.get(DEMOTED_REASON)}); the gate does not promote it again: "
+            f"`make rollback VERSION={candidate.version}` restores it on purpose"
+        )
+    if tags.get("git.dirty") != "false":
+        return None  # uncommitted changes: not provably the same training
+    if champion is not None and same_training(champion.tags, tags):
+        return (
+            f"it repeats the training of champion v{champion.version} ({SAME}): promoting it "
+            "would change nothing"
+        )
+    for other in client.search_model_versions(f"name='{name}'"):
+        if DEMOTED_AT in other.tags and same_training(other.tags, tags):
+            return (
+                f"it repeats version {other.version} ({SAME}), which was "
+                f"rolled back on {other.tags[DEMOTED_AT]} ({other.tags.get(DEMOTED_REASON)}): "
+                "change the data, code or params.yaml, or restore that version on purpose "
+                f"with `make rollback VERSION={other.version}`"
+            )
+    return None
+
+
+SAME = "same data hash, same committed code and params.yaml"

@@ -7,10 +7,11 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from . import lineage, registry
+from . import registry
 from .config import Backends
 from .errors import PipelineError
 from .evaluation import OtherSchema, Unloadable, holdout, score_version
+from .lineage import DEMOTED_AT, DEMOTED_REASON, repeated_training
 from .metrics import Metric, get_metric
 
 log = logging.getLogger(__name__)
@@ -145,41 +146,6 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     return _outcome("promoted" if accepted else "rejected", reason, evaluation, gate)
 
 
-def repeated_training(client, name: str, candidate, champion) -> str | None:
-    """Why the gate must not promote `candidate` whatever its metrics, or None: it is a version a
-    rollback took out of service, or the same training (lineage.same_training) as such a
-    version or as the champion.
-
-    Without this, the next scheduled retrain on unchanged data would quietly undo a rollback, and
-    each fresh checkout (a CI runner) would promote its identical copy of the champion."""
-    tags = candidate.tags
-    if DEMOTED_AT in tags:
-        return (
-            f"version {candidate.version} was rolled back on {tags[DEMOTED_AT]} "
-            f"({tags.get(DEMOTED_REASON)}); the gate does not promote it again: "
-            f"`make rollback VERSION={candidate.version}` restores it on purpose"
-        )
-    if tags.get("git.dirty") != "false":
-        return None  # uncommitted changes: not provably the same training
-    if champion is not None and lineage.same_training(champion.tags, tags):
-        return (
-            f"it repeats the training of champion v{champion.version} ({SAME}): promoting it "
-            "would change nothing"
-        )
-    for other in client.search_model_versions(f"name='{name}'"):
-        if DEMOTED_AT in other.tags and lineage.same_training(other.tags, tags):
-            return (
-                f"it repeats version {other.version} ({SAME}), which was "
-                f"rolled back on {other.tags[DEMOTED_AT]} ({other.tags.get(DEMOTED_REASON)}): "
-                "change the data, code or params.yaml, or restore that version on purpose "
-                f"with `make rollback VERSION={other.version}`"
-            )
-    return None
-
-
-SAME = "same data hash, same committed code and params.yaml"
-
-
 def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:
     """The gate's decision on an evaluation report (evaluation.json)."""
     name, champion = gate.metric.name, evaluation.get("champion") or {}
@@ -220,10 +186,6 @@ def _outcome(decision: str, reason: str, evaluation: dict, gate: Gate) -> dict[s
             "higher_is_better": gate.metric.higher_is_better,
         },
     }
-
-
-# Tags of a version a rollback took out of service.
-DEMOTED_AT, DEMOTED_REASON = "demoted_at", "demoted_reason"
 
 
 def rollback_target(client, name: str, requested: str | None):

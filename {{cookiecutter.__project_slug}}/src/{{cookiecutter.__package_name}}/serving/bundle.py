@@ -114,7 +114,7 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
 
 def _unfit(tags: dict[str, str]) -> str | None:
     """Why a version asked for by number is not one the gate would serve, or None."""
-    from ..promotion import DEMOTED_AT, DEMOTED_REASON
+    from ..lineage import DEMOTED_AT, DEMOTED_REASON
 
     if tags.get("gate.decision") != "promoted":
         return f"was not promoted by the gate ({tags.get('gate.reason', 'never evaluated')})"
