@@ -4,7 +4,8 @@ One working copy of the baseline bake, committed and given a GitHub remote as a 
 repo would be, goes through, in this file's order: retrain.yml twice (the first candidate is
 promoted, a deliberately worse second one is not); ci.yml on a pull request that changes
 training (lint and tests, a candidate, its comment); monitor.yml on drifted and on clean
-traffic that the repo's own service logged; and rollback.yml three times (to the version the
+traffic that the repo's own service logged, and on a log with nothing in the window; and
+rollback.yml three times (to the version the
 gate rejected, refused, then forced, then back to the champion it replaced). The embedded
 backends (SQLite registry, local mlartifacts and DVC remote, SQLite prediction logs) live in
 the bind-mounted working tree, so each run sees what the runs before it left. Stand-ins for
@@ -149,6 +150,14 @@ def drifted_monitor(act, first_retrain) -> Run:
 def clean_monitor(act, first_retrain) -> Run:
     """monitor.yml on a batch from the training distribution served by the champion."""
     return monitor(act, "clean", "sample", "data/batches/sample.csv")
+
+
+@pytest.fixture(scope="module")
+def quiet_monitor(act, first_retrain) -> Run:
+    """monitor.yml on a prediction log that holds nothing: a service down, or logging elsewhere."""
+    (act.workdir / "build").mkdir(exist_ok=True)
+    secrets = {**SECRETS, "MONITORING_DATABASE_URL": "sqlite:///build/traffic-none.db"}
+    return act.run("monitor.yml", "monitor-quiet", secrets=secrets, variables=VARIABLES)
 
 
 @pytest.fixture(scope="module")
@@ -309,6 +318,21 @@ def test_monitor_on_clean_traffic_neither_opens_an_issue_nor_dispatches(act, cle
     assert (report["records"], report["drift"]) == (1000, False), report.get("drifted")
     assert (clean_monitor.records("github-script"), clean_monitor.records("gh")) == ([], [])
     assert set(clean_monitor.artifacts()) == {"monitoring-report"}
+
+
+@pytest.mark.container
+@pytest.mark.act
+def test_monitor_without_records_to_judge_fails_the_run_and_says_why(act, quiet_monitor):
+    jobs = {"monitor": "failure", "retrain-age": "success"}
+    assert (quiet_monitor.returncode != 0, quiet_monitor.jobs) == (True, jobs), quiet_monitor.log()
+    assert quiet_monitor.outputs("monitor") == {"drift": "false", "checked": "false"}
+    steps = quiet_monitor.steps("monitor")
+    assert (steps["make monitor"], steps["Job summary"]) == ("success", "success"), steps
+    assert steps["Fail without a verdict"] == "failure", steps
+    assert "too few predictions logged in the window" in quiet_monitor.log()
+    report = json.loads((act.workdir / "reports/monitoring.json").read_text())
+    assert (report["records"], report["status"]) == (0, "empty"), report
+    assert (quiet_monitor.records("github-script"), quiet_monitor.records("gh")) == ([], [])
 
 
 @pytest.mark.container

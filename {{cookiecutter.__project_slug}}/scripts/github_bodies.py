@@ -180,10 +180,12 @@ def rollback_summary(rollback: dict | None, links: Links) -> str:
 
 
 def outputs(step: str, report: dict) -> str:
-    """key=value lines for $GITHUB_OUTPUT: the decision and version, or the drift flag."""
+    """key=value lines for $GITHUB_OUTPUT: the decision and version, or the drift flag and
+    whether there was a verdict at all (enough records in the window)."""
     if step == "promote":
         return f"decision={report['decision']}\nversion={report['candidate']['version']}\n"
-    return f"drift={'true' if report['drift'] else 'false'}\n"
+    checked = report["status"] == "checked"
+    return f"drift={'true' if report['drift'] else 'false'}\nchecked={str(checked).lower()}\n"
 
 
 # What each step writes, and the command that writes it.

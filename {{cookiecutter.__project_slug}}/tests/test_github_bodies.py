@@ -143,6 +143,9 @@ def reports(repo_params, tmp_path_factory) -> dict:
         found["versions"] = client.search_model_versions(f"name = '{params['model']['name']}'")
     found["clean"] = monitoring_report(folder, champion, drift=False)
     found["drifted"] = monitoring_report(folder, champion, drift=True)
+    quiet = sa.create_engine(f"sqlite:///{folder / 'monitoring-quiet.db'}")  # nothing logged
+    metadata.create_all(quiet)
+    found["quiet"] = monitor(quiet, champion, END - timedelta(days=1), END, THRESHOLDS)
     return {**found, "gate": gate, "folder": folder, "params": params}
 
 
@@ -227,11 +230,12 @@ def test_rollback_summary_moved_and_refused(reports):
     assert f"{reports['refused']['value_today']:.4f}" in refused
 
 
-def test_outputs_give_decision_version_and_drift_flag(reports):
+def test_outputs_give_decision_version_drift_flag_and_whether_there_was_a_verdict(reports):
     assert bodies.outputs("promote", reports["promoted"]) == "decision=promoted\nversion=3\n"
     assert bodies.outputs("promote", reports["rejected"]) == "decision=rejected\nversion=2\n"
-    assert bodies.outputs("monitor", reports["drifted"]) == "drift=true\n"
-    assert bodies.outputs("monitor", reports["clean"]) == "drift=false\n"
+    assert bodies.outputs("monitor", reports["drifted"]) == "drift=true\nchecked=true\n"
+    assert bodies.outputs("monitor", reports["clean"]) == "drift=false\nchecked=true\n"
+    assert bodies.outputs("monitor", reports["quiet"]) == "drift=false\nchecked=false\n"
 
 
 def test_main_reads_the_reports_folder_and_writes_the_comment(reports, tmp_path):
