@@ -288,6 +288,9 @@ def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
     assert back["moved"] and back["to_version"] == "1"
     tags = MlflowClient().get_model_version("test-model", "1").tags
     assert (tags["rollback_reason"], tags["rolled_back_from"]) == ("test", "2")
+    restored = bundle.export(MlflowClient(), "test-model", None, workdir / "restored")
+    assert restored["lineage"]["rollback_reason"] == "test", "the service's /version says so"
+    assert restored["lineage"]["rolled_back_at"] == tags["rolled_back_at"]
     # v1 had no predecessor when it was promoted: a second rollback does not undo the first.
     with pytest.raises(PipelineError, match="no previous champion"):
         promotion.rollback(good_data, params, gate, backends, None, "again", force=False)

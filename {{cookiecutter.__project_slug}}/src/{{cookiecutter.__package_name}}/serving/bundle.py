@@ -24,7 +24,10 @@ from ..model import TRUSTED_TYPES
 
 log = logging.getLogger(__name__)
 META_FILE = "bundle.json"
-LINEAGE_TAGS = ("data.content_hash", "git.commit", "trained_at", "promoted_at", "run_id")
+LINEAGE_TAGS = (
+    *("data.content_hash", "git.commit", "trained_at", "promoted_at", "run_id"),
+    *("rolled_back_at", "rollback_reason"),  # a champion a rollback restored
+)
 
 
 def sha256(path: Path) -> str:

@@ -35,7 +35,8 @@ for _path, _endpoint in (("/health", health), ("/ready", ready)):
 
 @router.get("/version", responses={503: {"description": "model not loaded"}})
 async def version(service: ServiceDep) -> JSONResponse:
-    """Which model answers: name, version, data hash, git commit, trained and promoted dates."""
+    """Which model answers: name, version, data hash, git commit, trained and promoted dates,
+    and when and why a rollback restored it (null if none did)."""
     if service.bundle is None:
         return JSONResponse({"detail": "model not loaded"}, status_code=503)
     meta = service.bundle.meta
@@ -49,6 +50,8 @@ async def version(service: ServiceDep) -> JSONResponse:
             "git_commit": lineage.get("git.commit"),
             "trained_at": lineage.get("trained_at"),
             "promoted_at": lineage.get("promoted_at"),
+            "rolled_back_at": lineage.get("rolled_back_at"),
+            "rollback_reason": lineage.get("rollback_reason"),
             "run_id": lineage.get("run_id"),
         }
     )
