@@ -532,6 +532,29 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
     assert said.startswith("Categories of the training data: north; any other text")
 
 
+@pytest.mark.parametrize("open_categories", [False, True])
+def test_a_whole_number_names_the_code_training_wrote_with_leading_zeros(open_categories):
+    """A JSON number cannot keep a code's leading zeros: 2134 is "02134" when no other code
+    reads as 2134; otherwise it stays "2134" (a category, or unknown)."""
+    meta = {
+        "features": {"zip": "categorical"},
+        "categories": {"zip": ["02134", "10001", "0042", "042", "7", "07"]},
+        "example": {"zip": "02134"},
+    }
+    model = request_model(meta, 10, open_categories)
+
+    def validated(value):
+        return model.model_validate_json(json.dumps({"records": [{"zip": value}]})).records[0].zip
+
+    assert [validated(v) for v in (2134, 2134.0, 10001, 7)] == ["02134", "02134", "10001", "7"]
+    for value in (42, "2134"):  # 42 reads as "0042" and "042"; text is taken as written
+        if open_categories:
+            assert validated(value) == str(value)
+        else:
+            with pytest.raises(ValidationError, match="literal_error"):
+                validated(value)
+
+
 def test_unknown_category_among_thousands_gets_a_short_message():
     codes = [f"{n:05d}" for n in range(2000)]
     meta = {

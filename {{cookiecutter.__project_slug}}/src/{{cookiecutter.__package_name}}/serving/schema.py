@@ -12,7 +12,7 @@ from ..data import BOOLEAN_TEXT, category_label
 Number = Annotated[float, Strict()]
 SCALAR_VALUES = (
     'true/false (also as text in any case) for "True"/"False", a whole number such as 3 or 3.0 '
-    'for "3"'
+    'for "3" (or for "03", a code training wrote with leading zeros)'
 )
 SCALAR_LABELS = (
     f"One of the categories listed, or the JSON value it was made from: {SCALAR_VALUES}."
@@ -51,7 +51,9 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
                     "as a category the model has not seen."
                 )
         # An empty text is missing, as in the CSV training read, unless it is a category.
-        convert = partial(_as_label, scalar=scalar, blank="" not in known)
+        convert = partial(
+            _as_label, scalar=scalar, blank="" not in known, padded=_zero_padded(known)
+        )
         annotation = Annotated[choices | None, BeforeValidator(convert)]
         description = " ".join(notes) or None
         fields[name] = (annotation, Field(..., examples=[example], description=description))
@@ -69,10 +71,23 @@ def scalar_label(label: str) -> bool:
     return label in BOOLEANS or label.removeprefix("-").isdigit()
 
 
-def _as_label(value: Any, scalar: bool, blank: bool) -> Any:
+def _zero_padded(known: list[str]) -> dict[str, str]:
+    """The codes training wrote with leading zeros ("02134"), by the text of the whole number
+    a JSON client sends for one (2134: a JSON number cannot keep the zeros). A number that is a
+    category itself, or that more than one code reads as, maps to none."""
+    found: dict[str, list[str]] = {}
+    for label in known:
+        if len(label) > 1 and label.startswith("0") and label.isdigit():
+            found.setdefault(str(int(label)), []).append(label)
+    labels = set(known)
+    return {n: codes[0] for n, codes in found.items() if len(codes) == 1 and n not in labels}
+
+
+def _as_label(value: Any, scalar: bool, blank: bool, padded: dict[str, str]) -> Any:
     """An empty text as missing (`blank`); for a `scalar` column, a JSON boolean or whole number,
     or true/false as text in any case (as a CSV's are read for training), as the category text
-    training gave it; anything else is left for validation to accept or refuse."""
+    training gave it (a number as its `padded` code); anything else is left for validation to
+    accept or refuse."""
     if blank and value == "":
         return None
     if not scalar:
@@ -80,7 +95,8 @@ def _as_label(value: Any, scalar: bool, blank: bool) -> Any:
     if isinstance(value, str) and value.lower() in BOOLEAN_TEXT:
         return category_label(BOOLEAN_TEXT[value.lower()])
     if isinstance(value, bool | int) or (isinstance(value, float) and value.is_integer()):
-        return category_label(value)
+        label = category_label(value)
+        return padded.get(label, label)
     return value
 
 
