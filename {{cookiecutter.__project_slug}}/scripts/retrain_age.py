@@ -5,9 +5,8 @@ carries a `gate.decision` tag, promoted or rejected); its age is the time since 
 decided on it (`gate.decided_at`: a retrain on unchanged data reuses the version it trained
 before, and the gate finds it unchanged), or since it was trained (`trained_at`) for a version
 decided on before that tag was kept. Versions the gate never saw, such as a pull request's
-candidates, do not count. This catches
-what a schedule cannot report by itself: GitHub skipping scheduled runs, or disabling the
-schedule of a repository without activity for 60 days.
+candidates, do not count. This catches what a schedule cannot report by itself: GitHub skipping
+scheduled runs, or disabling the schedule of a repository without activity for 60 days.
 
 Exit codes: 0 recent enough, 1 too old, no completed retraining, or a failed step.
 The finding lands in reports/retrain_age.json either way, unless the registry is unreachable.

@@ -116,6 +116,7 @@ def library_versions(model_requirements: Sequence[str] = ()) -> dict[str, str]:
 
 # Tags of a version a rollback took out of service.
 DEMOTED_AT, DEMOTED_REASON = "demoted_at", "demoted_reason"
+SAME = "same data hash, same committed code and params.yaml"
 
 
 def repeated_training(client, name: str, candidate, champion) -> str | None:
@@ -148,6 +149,3 @@ def repeated_training(client, name: str, candidate, champion) -> str | None:
                 f"with `make rollback VERSION={other.version}`"
             )
     return None
-
-
-SAME = "same data hash, same committed code and params.yaml"
