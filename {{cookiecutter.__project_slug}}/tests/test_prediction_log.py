@@ -7,11 +7,14 @@ reason, where they are not installed.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import pwd
+import random
 import re
 import shutil
 import socket
+import string
 import subprocess
 import tempfile
 import time
@@ -554,3 +557,43 @@ def test_prediction_log_postgres_outage_spools_then_replays(
     assert spool_files(spool) == []
     # The repeated request stored nothing, so it is not counted as logged.
     assert plog.counts == {"logged": 45, "spooled": 30, "dropped": 0, "queued": 0, "spool_bytes": 0}
+
+
+# A serving model's training profile, enough for the writer's rollups.
+PROFILE = {
+    "features": {
+        "tenure": {"kind": "numeric", "bin_edges": [0.0, 10.0, 20.0, 30.0]},
+        "plan": {"kind": "categorical"},
+    },
+    "prediction": {"kind": "categorical"},
+}
+
+
+def test_records_the_database_refuses_are_set_aside_alone(
+    postgres: Postgres, tmp_path: Path, caplog
+) -> None:
+    """PostgreSQL refuses a NUL in text and a category too long for its rollup index (an error
+    psycopg raises as an OperationalError, as for an outage): the batch goes in by halves down
+    to those two records, and every other record of it is logged, none retried for ever."""
+    spool = tmp_path / "spool"
+    plog = PredictionLog(postgres.url, spool, model_version="7", profile=PROFILE, **QUICK)
+    plog.start()
+    records = requests(0, 100)
+    noise = "".join(random.Random(5).choices(string.ascii_letters, k=8000))  # incompressible
+    for position, plan in ((10, "ba\x00sic"), (200, noise)):
+        records[position]["features"] = {**records[position]["features"], "plan": plan}
+    plog.log(records)
+    wait_for(lambda: sum(plog.counts[n] for n in ("logged", "dropped")) == 300, "all 300 in")
+    plog.close()
+
+    assert (plog.counts["logged"], plog.counts["dropped"]) == (298, 2)
+    assert len(stored(postgres.url)) == 298
+    rejected = [
+        json.loads(line)
+        for path in spool_files(spool, "*.rejected")
+        for line in path.read_text().splitlines()
+    ]
+    refused = sorted((record["request_id"], record["record_index"]) for record in rejected)
+    assert refused == [("req-0003", 1), ("req-0066", 2)]
+    assert spool_files(spool) == [], "nothing waits for replay: the database never went away"
+    assert "unavailable" not in caplog.text

@@ -425,6 +425,42 @@ def test_invalid_record_is_422_naming_the_field(live, exported_model, case):
     assert [(e["loc"], e["type"]) for e in body["detail"]] == [(["records", 0, field], kind)]
 
 
+def test_an_unknown_field_name_is_not_repeated_whole(live, exported_model):
+    name = "x" * 900_000
+    answer = live.predict(spoiled(exported_model, lambda r: r.update({name: 1})))
+    [error] = assert_clean_error(answer, 422)["detail"]
+    assert error["loc"] == ["records", 0, "x" * 100 + "..."] and len(answer.content) < 1000
+
+
+def test_a_trailing_slash_is_not_redirected_to_where_the_host_header_says(live):
+    answer = live.run(live.client.post("/predict/", headers={"host": "elsewhere.example"}))
+    assert answer.status_code == 404 and "location" not in answer.headers
+
+
+@pytest.mark.parametrize("open_categories", [False, True])
+def test_text_postgresql_cannot_keep_is_refused_in_any_category_column(open_categories):
+    """A NUL, and text longer than any category (the rollups' key, which PostgreSQL's index
+    caps), are refused whether or not the model takes unseen categories."""
+    meta = {
+        "features": {"city": "categorical"},
+        "categories": {"city": ["north", "x" * 250]},
+        "example": {"city": "north"},
+    }
+    model = request_model(meta, 10, open_categories)
+
+    def validated(value):
+        return model.model_validate_json(json.dumps({"records": [{"city": value}]})).records[0]
+
+    assert validated("x" * 250).city == "x" * 250, "training's own longest category"
+    for bad, said in (("no\x00rth", "NUL"), ("y" * 251, "at most 250 characters")):
+        with pytest.raises(ValidationError) as refused:
+            validated(bad)
+        if open_categories:
+            assert said in str(refused.value)
+    if open_categories:
+        assert validated("y" * 200).city == "y" * 200
+
+
 def test_unseen_category_is_predicted_if_the_model_takes_it_and_422_if_not(live, exported_model):
     answer = live.predict(spoiled(exported_model, lambda r: r.update(region=CANARY)))
     if live.service.open_categories:

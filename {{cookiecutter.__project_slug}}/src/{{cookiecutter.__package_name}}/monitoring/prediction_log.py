@@ -14,9 +14,11 @@ its oldest records to the spool, at least a batch at a time, so a request never 
 database; `close()`, which the service calls on SIGTERM, writes out whatever is still queued.
 
 Records are dropped only when the spool would grow past `spool_cap_bytes` (default
-SPOOL_CAP_BYTES, 256 MiB), when a record lacks a field, or when a spool file cannot be
-replayed (unreadable, or its data refused by the database): that file is kept as `.rejected`,
-still counted against the cap; rename it back to `.jsonl` to replay it after fixing the cause.
+SPOOL_CAP_BYTES, 256 MiB), when a record lacks a field, when the database refuses a record's
+data itself (the batch is inserted in halves down to that record, which is written to a
+`.rejected` file of its own), or when a spool file cannot be read: that file is kept as
+`.rejected`. Rejected files still count against the cap; rename one to `.jsonl` to replay it
+after fixing the cause.
 
 Given the serving model's version and training profile, the writer also keeps the rollups
 (rollups.py) in the transaction of each insert, adding only the rows that insert actually
@@ -273,9 +275,17 @@ def _tune_sqlite(dbapi_connection, _record) -> None:
     cursor.close()
 
 
+# SQLSTATE classes of a refusal of the rows themselves: data exception, integrity constraint
+# violation, program limit exceeded (a value too long for an index, which psycopg raises as an
+# OperationalError, as it does an outage).
+DATA_SQLSTATES = ("22", "23", "54")
+
+
 def _refuses_data(err: Exception) -> bool:
     """Whether the database refused the rows themselves, so retrying cannot help."""
     if isinstance(err, IntegrityError | DataError):
+        return True
+    if (getattr(getattr(err, "orig", None), "sqlstate", None) or "")[:2] in DATA_SQLSTATES:
         return True
     # A StatementError that is no DBAPIError failed before reaching the database.
     return isinstance(err, StatementError) and not isinstance(err, DBAPIError)
@@ -347,8 +357,9 @@ class Spool:
                     total += path.stat().st_size
         return total
 
-    def write(self, records: list[dict[str, Any]]) -> int:
-        """Write records as one durable file, as many as fit under the cap; return how many."""
+    def write(self, records: list[dict[str, Any]], suffix: str = SPOOL_SUFFIX) -> int:
+        """Write records as one durable file, as many as fit under the cap; return how many.
+        REJECTED_SUFFIX writes records set aside instead, which are not replayed."""
         lines = [encode_record(record) for record in records]
         with self._lock:
             if self.bytes + sum(map(len, lines)) > self.cap_bytes:
@@ -360,7 +371,7 @@ class Spool:
             size = sum(map(len, lines))
             self.bytes += size
             # Time first: file names sort oldest first.
-            name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}{SPOOL_SUFFIX}"
+            name = f"{time.time_ns():020d}-{os.getpid()}-{next(self._sequence):06d}{suffix}"
         if not lines:
             return 0
         try:
@@ -370,7 +381,8 @@ class Spool:
             with self._lock:
                 self.bytes -= size
             return 0
-        self.waiting.set()
+        if suffix == SPOOL_SUFFIX:
+            self.waiting.set()
         return len(lines)
 
     def files(self) -> list[Path]:
@@ -554,7 +566,7 @@ class PredictionLog:
             self._spool(rows)
             return
         try:
-            stored = self._insert_rows(rows)
+            stored = self._insert_isolating(rows)
         except Exception as err:
             self._went_down(err)
             self._spool(rows)
@@ -574,12 +586,9 @@ class PredictionLog:
             return
         rows, malformed = prediction_rows(records)
         try:
-            stored = self._insert_rows(rows)
+            stored = self._insert_isolating(rows)
         except Exception as err:
-            if _refuses_data(err):
-                self._reject(files[0], len(records), err)
-            else:
-                self._went_down(err)
+            self._went_down(err)
             return
         self.spool.remove(files[0])
         self._came_up()
@@ -608,6 +617,36 @@ class PredictionLog:
         """
         rows, _malformed = prediction_rows(records)
         return self._insert_rows(rows)
+
+    def _insert_isolating(self, rows: list[tuple]) -> int:
+        """Insert rows as _insert_rows does; when the database refuses the data itself (a text
+        PostgreSQL cannot store, a category too long for its index), insert halves instead, down
+        to the single rows it refuses, which are set aside: one bad record costs no other its
+        place in the log. Returns how many rows were new; raises when the database fails."""
+        try:
+            return self._insert_rows(rows)
+        except Exception as err:
+            if not _refuses_data(err):
+                raise
+            if len(rows) == 1:
+                self._set_aside(rows, err)
+                return 0
+        middle = len(rows) // 2
+        return self._insert_isolating(rows[:middle]) + self._insert_isolating(rows[middle:])
+
+    def _set_aside(self, rows: list[tuple], err: Exception) -> None:
+        """Keep rows the database refuses in a file of their own in the spool folder, never
+        replayed, and count them as dropped."""
+        self.spool.write(rows, REJECTED_SUFFIX)
+        self._count(dropped=len(rows))
+        log.error(
+            "prediction log: the database refuses record %s #%s (%s); set aside in a %s file of %s",
+            rows[0][REQUEST_ID],
+            rows[0][RECORD_INDEX],
+            str(err).splitlines()[0],
+            REJECTED_SUFFIX,
+            self.spool.directory,
+        )
 
     def _insert_rows(self, rows: list[tuple]) -> int:
         """Insert rows and their rollups in one transaction; rows already logged are skipped."""

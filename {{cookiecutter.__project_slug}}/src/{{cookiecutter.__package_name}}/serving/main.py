@@ -40,6 +40,9 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     app = FastAPI(
         title="Prediction service",
         lifespan=lifespan,
+        # No redirect of /predict/ to /predict: its Location would be built from the client's
+        # Host header.
+        redirect_slashes=False,
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.service = service

@@ -5,7 +5,16 @@ from __future__ import annotations
 from functools import partial
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    StringConstraints,
+    create_model,
+)
 
 from ..data import BOOLEAN_TEXT, category_label
 
@@ -17,10 +26,12 @@ SCALAR_VALUES = (
 SCALAR_LABELS = (
     f"One of the categories listed, or the JSON value it was made from: {SCALAR_VALUES}."
 )
-Text = Annotated[str, Strict()]
 # A category no data has: the service's load-time probe of whether the model takes unseen ones.
 UNSEEN_PROBE = "\x00unseen-category-probe"
 LISTED = 20  # known categories an open column's description lists
+# The longest text a column open to unseen categories takes, unless training has a longer one:
+# each category is a key of the prediction log's rollups, which PostgreSQL's index caps.
+MAX_TEXT = 200
 BOOLEANS = ("False", "True")  # the labels training gives a true/false column (data.category_label)
 
 
@@ -43,7 +54,10 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         elif known and set(known) <= set(BOOLEANS):  # a true/false column has no third value
             choices = Literal[BOOLEANS]
         else:
-            choices = Text
+            longest = max([MAX_TEXT, *map(len, known)])
+            choices = Annotated[
+                str, Strict(), StringConstraints(max_length=longest), AfterValidator(_no_nul)
+            ]
             if known:
                 listed = ", ".join(known[:LISTED]) + (", ..." if len(known) > LISTED else "")
                 notes.append(
@@ -64,6 +78,13 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         json_schema_extra={"examples": [meta["example"]]},
     )
     return create_model("Record", __config__=config, **fields)
+
+
+def _no_nul(text: str) -> str:
+    """Refuse a NUL character, which PostgreSQL cannot store in text."""
+    if "\x00" in text:
+        raise ValueError("text holding a NUL character (\\u0000) is not taken")
+    return text
 
 
 def scalar_label(label: str) -> bool:

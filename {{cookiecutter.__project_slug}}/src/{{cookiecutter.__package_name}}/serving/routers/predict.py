@@ -89,7 +89,7 @@ def parse(service: Service, body: bytes) -> list[dict]:
             ) from None
         raise Refusal(
             422,
-            [{"loc": list(e["loc"]), "msg": _message(e), "type": e["type"]} for e in errors[:20]],
+            [{"loc": _location(e), "msg": _message(e), "type": e["type"]} for e in errors[:20]],
         ) from None
     return [record.__dict__ for record in payload.records]
 
@@ -97,6 +97,13 @@ def parse(service: Service, body: bytes) -> list[dict]:
 # Pydantic lists every allowed category; a feature with hundreds (postal codes) would make
 # each refused field kilobytes long.
 MAX_MESSAGE = 300
+MAX_NAME = 100  # characters of a field name an error's location repeats
+
+
+def _location(error: dict) -> list:
+    """Where the error is, with a field name the client made up (an extra field) cut short:
+    an answer never repeats a large input."""
+    return [f"{part[:MAX_NAME]}..." if len(str(part)) > MAX_NAME else part for part in error["loc"]]
 
 
 def _message(error: dict) -> str:
