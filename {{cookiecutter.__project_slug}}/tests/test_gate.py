@@ -52,6 +52,13 @@ def test_gate_decide_in_the_metrics_direction(metric, threshold, candidate, cham
     assert metric in reason
 
 
+def test_an_improvement_of_exactly_the_minimum_passes_despite_floating_point():
+    accepted, reason = gate("log_loss", 1.0, margin=0.1).decide(0.2, 0.3, None, 1.19)
+    assert accepted, reason  # 0.3 - 0.2 == 0.09999999999999998
+    worse, said = gate("log_loss", 1.0, margin=0.005).decide(0.31, 0.3)
+    assert not worse and said.startswith("log_loss 0.3100 is worse than champion 0.3000 by 0.0100")
+
+
 def test_a_tie_passes_a_zero_margin_and_says_it_ties():
     accepted, reason = gate("rmse", 20.0, margin=0.0).decide(12.0, 12.0)
     assert accepted and "ties champion 12.0000" in reason and "beats" not in reason
@@ -127,6 +134,17 @@ def test_binary_f1_scores_the_last_declared_class_as_positive():
     assert fraud["f1"] == pytest.approx(0.8)  # precision 2/3, recall 1
     legit = score_all("classification", actual, predicted, proba, classes)
     assert legit["f1"] == pytest.approx(14 / 15)  # the majority class: a flattering number
+
+
+def test_macro_f1_averages_over_the_classes_the_actual_labels_hold():
+    """A class absent from the rows weighs on no model, whether it predicts it or not."""
+    classes = ["bronze", "gold", "platinum", "silver"]
+    actual = np.array(["bronze", "gold", "silver", "bronze", "silver", "gold"])
+    once = np.array(["bronze", "gold", "silver", "platinum", "silver", "gold"])
+    never = np.array(["bronze", "gold", "silver", "silver", "silver", "gold"])
+    proba = np.full((len(actual), len(classes)), 0.25)
+    scores = [score_all("classification", actual, p, proba, classes)["f1"] for p in (once, never)]
+    assert scores == pytest.approx([(2 / 3 + 1 + 1) / 3, (2 / 3 + 1 + 0.8) / 3])
 
 
 @pytest.mark.parametrize(

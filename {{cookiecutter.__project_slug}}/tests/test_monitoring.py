@@ -329,8 +329,11 @@ def test_live_metric_wholly_below_the_threshold_is_drift_and_noise_is_not(engine
     assert reports.markdown(bad).rstrip().endswith(": FAILING it")
 
     gate = Gate.from_params({"metric": name, "threshold": far}, champion["task"])
-    few = {"records_with_outcome": 199, name: value, "interval": [value, value]}
+    few = {"records_scored": 199, name: value, "interval": [value, value]}
     assert live_quality(few, gate, minimum=200) == (None, None), "too few outcomes to judge"
+    # Outcomes whose actual the model does not know are not scored, so they do not count.
+    unknown = {**few, "records_with_outcome": 2000}
+    assert live_quality(unknown, gate, minimum=200) == (None, None), "199 scored of 2000"
 
 
 def test_monitor_report_html_embeds_plots_of_drifted_features(engine, champion, tmp_path):

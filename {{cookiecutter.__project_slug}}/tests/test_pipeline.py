@@ -302,6 +302,43 @@ def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
     assert forced["moved"] and str(registry.champion(MlflowClient(), "test-model").version) == "2"
 
 
+def test_a_new_class_is_left_out_of_scores_until_trained_on_then_the_champion_not_compared(
+    params, backends, good_data, workdir
+):
+    """A class new in the data, first only in the newest rows (the holdout): no model here was
+    trained on it, so its rows are left out of every score, and named. Once older rows hold it
+    too, the candidate learns it and the champion, which never did, is not compared."""
+    if params["model"]["task"] != "classification":
+        pytest.skip("classes are classification's")
+    first = cycle(params, backends, good_data, workdir / "r1")
+    assert first["decision"] == "promoted", first["reason"]
+    target = params["data"]["target"]
+    params["data"]["target_classes"] = [*params["data"]["target_classes"], 2]
+    frame = pd.read_parquet(good_data).sort_values("event_date", ignore_index=True)
+    frame.loc[len(frame) - 40 :, target] = 2  # in the holdout only
+    newest = workdir / "newest.parquet"
+    frame.to_parquet(newest, index=False)
+    trained = training.train(newest, params, backends)
+    report = evaluation.evaluate(newest, trained, params, backends, workdir / "r2")
+    assert report["holdout"]["left_out"] == {"2": 40}
+    assert report["champion"]["metrics"], "both scored on the rows of classes they know"
+    said = (workdir / "r2" / "evaluation.md").read_text()
+    assert "Left out of every score: the holdout's rows of classes the candidate was not" in said
+    frame.loc[: len(frame) // 2 : 5, target] = 2  # older rows too: learnt
+    frame.to_parquet(newest, index=False)
+    trained = training.train(newest, params, backends)
+    report = evaluation.evaluate(newest, trained, params, backends, workdir / "r3")
+    assert report["holdout"]["left_out"] == {}
+    unscored = report["champion"]["unscored"]
+    assert unscored.startswith(f"champion version {first['candidate']['version']} was not")
+    assert "which 40 holdout rows hold" in unscored
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    decided = promotion.promote(report, gate, backends, lambda: report)
+    assert decided["decision"] == "promoted", decided["reason"]
+    back = promotion.rollback(newest, params, gate, backends, None, "test", force=True)
+    assert back["moved"] and back["left_out"] == {"2": 40}, "v1 never learnt it"
+
+
 def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     params, backends, good_data, workdir, monkeypatch
 ):

@@ -71,8 +71,16 @@ class Unloadable(PipelineError):
     """A registered version this code cannot load: a class it holds was renamed or removed."""
 
 
-def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Schema) -> dict:
-    """Load one registered version and score it on the rows."""
+def score_version(
+    name: str,
+    number: str,
+    rows: pd.DataFrame,
+    schema: datalib.Schema,
+    leave_out_unknown: bool = False,
+) -> dict:
+    """Load one registered version and score it on the rows: `rows` in the result are those
+    scored. Rows of a class the version was not trained on (new in the data) are refused as
+    OtherSchema, or with `leave_out_unknown` left out and counted by label (`left_out`)."""
     try:
         model = registry.load_model(name, number)
     except (AttributeError, ImportError) as err:
@@ -95,9 +103,21 @@ def score_version(name: str, number: str, rows: pd.DataFrame, schema: datalib.Sc
             f"version {number} was trained on the labels {classes}, and the data now holds "
             f"{sorted(map(str, y.unique()))[:5]}: the target's labels were renamed"
         )
+    unknown = ~y.map(str).isin({str(c) for c in classes}) if classes is not None else None
+    left_out = {}
+    if unknown is not None and unknown.any():
+        left_out = {str(k): int(v) for k, v in y[unknown].map(str).value_counts().items()}
+        if not leave_out_unknown:
+            raise OtherSchema(
+                f"version {number} was not trained on the class(es) {sorted(left_out)[:5]}, "
+                f"which {int(unknown.sum())} holdout rows hold"
+            )
+        rows, x, y = rows[~unknown], x[~unknown], y[~unknown]
     prediction, proba = predict(model, x, schema.task)
     return {
         "version": str(number),
+        "rows": rows,
+        "left_out": left_out,
         "metrics": score_all(
             schema.task,
             y,
@@ -181,7 +201,15 @@ def evaluate(
     name, number = train_report["model_name"], train_report["version"]
     registered = registry.version(client, name, number)
     rest, rows, schema = _split(data_path, params)
-    candidate = score_version(name, number, rows, schema)
+    candidate = score_version(name, number, rows, schema, leave_out_unknown=True)
+    rows = candidate["rows"]  # without the rows of a class too new to be in its training rows
+    if candidate["left_out"]:
+        log.warning(
+            "left out of every score: the holdout rows of classes candidate v%s was not trained "
+            "on (%s)",
+            number,
+            candidate["left_out"],
+        )
     target = schema.target
     baseline = baseline_metrics(rest[target], rows[target], schema, candidate["classes"])
     current = registry.champion(client, name)
@@ -203,6 +231,7 @@ def evaluate(
             "rows": len(rows),
             "data_hash": datalib.content_hash(rows),
             "newest_by": schema.time_column,  # None: chosen by a seeded hash of each row
+            "left_out": candidate["left_out"],  # rows per class the candidate never learnt
         },
         "candidate": {"version": candidate["version"], "metrics": candidate["metrics"]},
         "champion": summary,
@@ -257,6 +286,13 @@ def markdown(report: dict) -> str:
     ]
     if champion and champion.get("unscored"):
         lines[2:2] = [f"Not compared: the {champion['unscored']}.", ""]
+    if left_out := report["holdout"].get("left_out"):
+        rows = ", ".join(f"{n} of class '{label}'" for label, n in left_out.items())
+        lines[2:2] = [
+            f"Left out of every score: the holdout's rows of classes the candidate was not "
+            f"trained on ({rows}): none are old enough to be among its training rows yet.",
+            "",
+        ]
     for metric, row in report["comparison"].items():
         arrow = "higher is better" if row["higher_is_better"] else "lower is better"
         verdict = comparison_word(row)

@@ -105,9 +105,15 @@ def _scorers(task: str, classes: list[Any] | None, positive: Any = None) -> dict
         }
     binary = len(classes) == 2
     f1 = {"average": "binary", "pos_label": classes[-1] if positive is None else positive}
+
+    def macro_f1(y, p, _q=None):
+        # Over the classes the actual labels hold: the same for every model scored on these
+        # rows (scikit-learn's default also takes the classes each model predicts).
+        return skm.f1_score(y, p, average="macro", labels=np.unique(np.asarray(y)))
+
     return {
         "accuracy": lambda y, p, _q: skm.accuracy_score(y, p),
-        "f1": lambda y, p, _q: skm.f1_score(y, p, **(f1 if binary else {"average": "macro"})),
+        "f1": (lambda y, p, _q: skm.f1_score(y, p, **f1)) if binary else macro_f1,
         "log_loss": lambda y, _p, q: skm.log_loss(y, q, labels=classes),
         "roc_auc": lambda y, _p, q: _roc_auc(y, q, classes),
     }

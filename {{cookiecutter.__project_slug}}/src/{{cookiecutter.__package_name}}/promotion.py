@@ -79,7 +79,13 @@ class Gate:
                 f"{name} {candidate:.4f} passes the threshold ({direction} {self.threshold}); "
                 + (f"the {unscored}, so it is not compared" if unscored else "no champion yet"),
             )
-        gain = self.metric.better_by(candidate, champion)
+        # Rounded: 0.3 - 0.2 is 0.09999999999999998 in floating point, no miss of a minimum 0.1.
+        gain = round(self.metric.better_by(candidate, champion), 12)
+        if gain < 0:
+            return False, (
+                f"{name} {candidate:.4f} is worse than champion {champion:.4f} by {-gain:.4f} "
+                f"(minimum improvement {self.min_improvement})"
+            )
         if gain < self.min_improvement:
             return False, (
                 f"{name} {candidate:.4f} vs champion {champion:.4f}: improvement {gain:+.4f} "
@@ -220,8 +226,18 @@ def rollback(
     name = params["model"]["name"]
     current, target = rollback_target(client, name, requested)
     rows, schema = holdout(data_path, params)
+    left_out: dict[str, int] = {}
     try:
-        value, unusable = _score(name, str(target.version), rows, schema, gate), None
+        # Rows of a class newer than the target are left out, for the champion too.
+        scored = score_version(name, str(target.version), rows, schema, leave_out_unknown=True)
+        value, unusable, rows = scored["metrics"][gate.metric.name], None, scored["rows"]
+        if left_out := scored["left_out"]:
+            log.warning(
+                "left out of both scores: the holdout rows of classes version %s was not "
+                "trained on (%s)",
+                target.version,
+                left_out,
+            )
     except Unloadable as err:
         value, unusable = None, str(err)
     except OtherSchema as err:  # it could not answer today's requests: FORCE cannot help
@@ -247,6 +263,7 @@ def rollback(
         "to_version": str(target.version),
         "metric": gate.metric.name,
         "value_today": value,
+        "left_out": left_out,  # holdout rows per class the target was not trained on
         "champion_value_today": before,
         "worse_than_champion": worse,
         "threshold": gate.threshold,
@@ -277,15 +294,10 @@ def rollback(
     return {**report, "moved": True}
 
 
-def _score(name: str, version: str, rows, schema, gate: Gate) -> float | None:
-    """A version's gate metric on the holdout rows."""
-    return score_version(name, version, rows, schema)["metrics"][gate.metric.name]
-
-
 def _score_or_none(name: str, version: str, rows, schema, gate: Gate) -> float | None:
     """A version's gate metric on the holdout rows; None when it cannot score them."""
     try:
-        return _score(name, version, rows, schema, gate)
+        return score_version(name, version, rows, schema)["metrics"][gate.metric.name]
     except (OtherSchema, Unloadable) as err:
         log.warning("the champion is not compared: %s", err)
         return None

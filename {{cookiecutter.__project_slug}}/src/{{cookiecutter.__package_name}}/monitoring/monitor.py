@@ -340,7 +340,8 @@ def live_quality(live: dict, gate, minimum: int) -> tuple[dict | None, str | Non
     `minimum` outcomes: a value below it within the noise of few outcomes is only a warning,
     or a champion promoted just past the bar would raise an alert and a retrain every other day.
     """
-    name, outcomes = gate.metric.name, live.get("records_with_outcome", 0)
+    # Outcomes scored: those whose actual the model knows (records_with_outcome counts all).
+    name, outcomes = gate.metric.name, live.get("records_scored", 0)
     value, interval = live.get(name), live.pop("interval", None)
     if value is None or outcomes < minimum:
         return None, None
