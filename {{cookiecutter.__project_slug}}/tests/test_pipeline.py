@@ -324,6 +324,10 @@ def test_a_new_class_is_left_out_of_scores_until_trained_on_then_the_champion_no
     assert report["champion"]["metrics"], "both scored on the rows of classes they know"
     said = (workdir / "r2" / "evaluation.md").read_text()
     assert "Left out of every score: the holdout's rows of classes the candidate was not" in said
+    assert report["candidate"]["undefined"] == {} and "undefined" not in said
+    why = {"roc_auc": "class(es) ['1'] absent from the 40 actual labels"}
+    said = evaluation.markdown({**report, "candidate": {**report["candidate"], "undefined": why}})
+    assert f"roc_auc is undefined on this holdout: {why['roc_auc']}." in said
     frame.loc[: len(frame) // 2 : 5, target] = 2  # older rows too: learnt
     frame.to_parquet(newest, index=False)
     trained = training.train(newest, params, backends)

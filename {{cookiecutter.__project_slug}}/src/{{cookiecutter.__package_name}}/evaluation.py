@@ -114,6 +114,7 @@ def score_version(
             )
         rows, x, y = rows[~unknown], x[~unknown], y[~unknown]
     prediction, proba = predict(model, x, schema.task)
+    undefined: dict[str, str] = {}
     return {
         "version": str(number),
         "rows": rows,
@@ -124,8 +125,10 @@ def score_version(
             prediction,
             proba,
             classes,
+            undefined,
             positive=positive_class(classes, schema.target_classes),
         ),
+        "undefined": undefined,  # why a metric is None on these rows
         "prediction": prediction,
         "proba": proba,
         "classes": classes,
@@ -233,7 +236,11 @@ def evaluate(
             "newest_by": schema.time_column,  # None: chosen by a seeded hash of each row
             "left_out": candidate["left_out"],  # rows per class the candidate never learnt
         },
-        "candidate": {"version": candidate["version"], "metrics": candidate["metrics"]},
+        "candidate": {
+            "version": candidate["version"],
+            "metrics": candidate["metrics"],
+            "undefined": candidate["undefined"],
+        },
         "champion": summary,
         "baseline": {"metrics": baseline},
         "comparison": compare(candidate, champion),
@@ -309,6 +316,11 @@ def markdown(report: dict) -> str:
             + "): "
             + ", ".join(f"{metric} {_fmt(value)}" for metric, value in baseline.items())
             + ". The gate promotes only a candidate that beats it.",
+        ]
+    if undefined := report["candidate"].get("undefined"):
+        lines += [
+            "",
+            *(f"{m} is undefined on this holdout: {why}." for m, why in undefined.items()),
         ]
     if report.get("repeats"):
         lines += ["", f"Whatever its metrics, the gate will not promote it: {report['repeats']}."]
