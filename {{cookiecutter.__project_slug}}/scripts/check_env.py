@@ -80,8 +80,9 @@ def message(name: str) -> str:
     """One line naming a missing variable, where to set it and what it is for."""
     hint = HINTS.get(name, "a secret or variable")
     return (
-        f"{name} is not set: {hint}. Add it in Settings > Secrets and variables > Actions, or to "
-        "the job's environment in Settings > Environments (README: GitHub Actions)."
+        f"{name} is not set: {hint}. Add it to the job's environment (production, or "
+        "pull-request) in Settings > Environments: deploy, a called workflow, sees environment "
+        "secrets, not repository ones (README: GitHub Actions, Setup checklist)."
     )
 
 

@@ -465,7 +465,8 @@ def _overflowed(name: str, summary: dict) -> list[str]:
     extreme = high if abs(high) >= abs(low) else low
     return [
         f"the hourly rollups' sums of {name} overflowed (a value of {extreme:g}): its mean and "
-        "std are null; `python scripts/monitor.py --exact` computes them from the raw rows"
+        "std are null; `.venv/bin/python scripts/monitor.py --exact` computes them from the raw "
+        "rows"
     ]
 
 
