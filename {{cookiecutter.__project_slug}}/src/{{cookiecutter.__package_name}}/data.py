@@ -330,15 +330,21 @@ def _as_dates(column: pd.Series, name: str) -> pd.Series:
         dates = _in_utc(column, name)
     if dates.isna().any():
         bad = _bad_values(column, dates)
-        rows = np.flatnonzero(dates.isna())
         raise PipelineError(
-            f"time column '{name}' has {len(rows)} missing or unparseable dates (data rows "
-            f"{rows[:5].tolist()}, counted from 0){f', e.g. {bad}' if bad else ''}"
+            f"time column '{name}' has {_counted(dates.isna(), 'missing or unparseable dates')}"
+            f"{f', e.g. {bad}' if bad else ''}"
         )
     _warn_if_day_or_month_first(column, name)
     if dates.dt.tz is not None:  # one offset for all: UTC as well, so a second one changes none
         dates = dates.dt.tz_convert("UTC")
     return dates.dt.strftime("%Y-%m-%dT%H:%M:%S")
+
+
+def _counted(flags: pd.Series, what: str) -> str:
+    """How many rows are flagged, and the first few: "2 `what` (data rows [2, 7], counted from
+    0)"."""
+    rows = np.flatnonzero(flags)
+    return f"{len(rows)} {what} (data rows {rows[:5].tolist()}, counted from 0)"
 
 
 def _warn_if_day_or_month_first(column: pd.Series, name: str) -> None:
@@ -380,11 +386,10 @@ def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
     """Check the target: no gaps; declared labels (classification) or finite numbers."""
     name = schema.target
     if column.isna().any():
-        rows = np.flatnonzero(column.isna())
         raise PipelineError(
-            f"target column '{name}' has {len(rows)} missing values (data rows "
-            f"{rows[:5].tolist()}, counted from 0): rows without a label cannot be trained or "
-            "scored on; leave them out of the source (its query, or the file)"
+            f"target column '{name}' has {_counted(column.isna(), 'missing values')}: rows "
+            "without a label cannot be trained or scored on; leave them out of the source (its "
+            "query, or the file)"
         )
     if schema.task == "regression":
         return _as_numeric(column, name)

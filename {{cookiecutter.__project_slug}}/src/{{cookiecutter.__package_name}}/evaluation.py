@@ -112,6 +112,12 @@ def score_version(
                 f"version {number} was not trained on the class(es) {sorted(left_out)[:5]}, "
                 f"which {int(unknown.sum())} holdout rows hold"
             )
+        log.warning(
+            "left out of the scores: the holdout rows of classes version %s was not trained on "
+            "(%s)",
+            number,
+            left_out,
+        )
         rows, x, y = rows[~unknown], x[~unknown], y[~unknown]
     prediction, proba = predict(model, x, schema.task)
     undefined: dict[str, str] = {}
@@ -206,13 +212,6 @@ def evaluate(
     rest, rows, schema = _split(data_path, params)
     candidate = score_version(name, number, rows, schema, leave_out_unknown=True)
     rows = candidate["rows"]  # without the rows of a class too new to be in its training rows
-    if candidate["left_out"]:
-        log.warning(
-            "left out of every score: the holdout rows of classes candidate v%s was not trained "
-            "on (%s)",
-            number,
-            candidate["left_out"],
-        )
     target = schema.target
     baseline = baseline_metrics(rest[target], rows[target], schema, candidate["classes"])
     current = registry.champion(client, name)

@@ -145,9 +145,11 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
             },
         )
     else:
-        # A former champion keeps the decision that promoted it; the report says why not now.
-        kept = registered.tags.get("gate.decision") == "promoted"
-        for key, tag in {**({} if kept else decision), "gate.decided_at": decided_at}.items():
+        tags = {"gate.decided_at": decided_at}
+        if registered.tags.get("gate.decision") != "promoted":
+            # A former champion keeps the decision that promoted it; the report says why not now.
+            tags = {**decision, **tags}
+        for key, tag in tags.items():
             client.set_model_version_tag(name, candidate, key, tag)
     return _outcome("promoted" if accepted else "rejected", reason, evaluation, gate)
 
@@ -231,13 +233,7 @@ def rollback(
         # Rows of a class newer than the target are left out, for the champion too.
         scored = score_version(name, str(target.version), rows, schema, leave_out_unknown=True)
         value, unusable, rows = scored["metrics"][gate.metric.name], None, scored["rows"]
-        if left_out := scored["left_out"]:
-            log.warning(
-                "left out of both scores: the holdout rows of classes version %s was not "
-                "trained on (%s)",
-                target.version,
-                left_out,
-            )
+        left_out = scored["left_out"]
     except Unloadable as err:
         value, unusable = None, str(err)
     except OtherSchema as err:  # it could not answer today's requests: FORCE cannot help
