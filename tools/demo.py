@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,10 +29,20 @@ STEPS = [
         "the first commit: every model version records the commit it was trained from",
     ),
     ("make pipeline", "data -> train -> evaluate -> promote: the first model becomes champion"),
-    ("make pipeline", "again, unchanged: nothing re-runs, no new version"),
+    ("make pipeline", "again, unchanged: only the data step re-reads the source; no new version"),
     ("make drifted-sample", "write a drifted batch of the same schema"),
 ]
-PORT = 8765
+
+
+class DemoError(Exception):
+    """A step that did not do what the demo needs, with what to check."""
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def user_env() -> dict[str, str]:
@@ -50,11 +61,15 @@ def user_env() -> dict[str, str]:
     return env
 
 
-def run_steps(project: Path) -> None:
-    """Run each lifecycle step, stopping at the first failure."""
+def run_steps(project: Path) -> dict:
+    """Run each lifecycle step, stopping at the first failure; the first pipeline's promotion."""
+    first = None
     for command, purpose in STEPS:
         print(f"\n==> {command}  ({purpose})", flush=True)
         subprocess.run(command, shell=True, cwd=project, env=user_env(), check=True)
+        if command == "make pipeline" and first is None:
+            first = json.loads((project / "reports" / "promotion.json").read_text())
+    return first
 
 
 def wait_ready(url: str, server: subprocess.Popen, timeout: float = 120) -> None:
@@ -66,15 +81,16 @@ def wait_ready(url: str, server: subprocess.Popen, timeout: float = 120) -> None
                 return
         except OSError:
             time.sleep(0.5)
-    raise RuntimeError(f"the service at {url} did not become ready")
+    raise DemoError(f"the service at {url} did not become ready (its log is above)")
 
 
 def serve_drifted_traffic(project: Path) -> None:
     """Serve the champion, send it the drifted batch (every record is logged), stop it."""
-    url = f"http://127.0.0.1:{PORT}"
-    print(f"\n==> make serve PORT={PORT}  (in the background)", flush=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    print(f"\n==> make serve PORT={port}  (in the background)", flush=True)
     server = subprocess.Popen(
-        ["make", "serve", f"PORT={PORT}"], cwd=project, env=user_env(), start_new_session=True
+        ["make", "serve", f"PORT={port}"], cwd=project, env=user_env(), start_new_session=True
     )
     try:
         wait_ready(url, server)
@@ -91,20 +107,30 @@ def serve_drifted_traffic(project: Path) -> None:
 
 
 def monitor(project: Path) -> None:
-    """Run the drift check; on this traffic it is expected to find drift (a non-zero exit)."""
+    """Run the drift check; on this traffic it finds drift, which fails the make target."""
     print("\n==> make monitor  (expected to find drift in the batch just served)", flush=True)
     subprocess.run(["make", "monitor"], cwd=project, env=user_env(), check=False)
+    report = project / "reports" / "monitoring.json"
+    verdict = json.loads(report.read_text()) if report.exists() else {}
+    if not verdict.get("drift"):
+        raise DemoError(f"make monitor found no drift in the drifted batch: see {report}")
+    print(
+        f"\nmake monitor exited {verdict['exit_code']} (make says Error {verdict['exit_code']}):"
+        " drift found, as expected on this batch",
+        flush=True,
+    )
 
 
-def summary(project: Path) -> str:
-    """Where to look once the lifecycle has run."""
-    promotion = json.loads((project / "reports" / "promotion.json").read_text())
+def summary(project: Path, promotion: dict) -> str:
+    """Where to look once the lifecycle has run; the first pipeline's promotion."""
+    reports = project / "reports"
     return "\n".join(
         [
             f"\nDone. The generated repository is {project}",
             f"  promotion: {promotion['decision']} - {promotion['reason']}",
-            f"  read:      {project / 'reports' / 'evaluation.md'} (and the PNG plots beside it)",
-            f"  decision:  {project / 'reports' / 'promotion.json'}",
+            f"  read:      {reports / 'evaluation.md'} (and the PNG plots beside it)",
+            f"  decision:  {reports / 'promotion.json'} (the second pipeline's: unchanged)",
+            f"  drift:     {reports / 'monitoring.html'} (and monitoring.md, monitoring.json)",
             f"  registry:  cd {project} && .venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db",
             f"  next:      cd {project} && make help",
         ]
@@ -116,10 +142,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=Path("build/demo"))
     args = parser.parse_args(argv)
+    if shutil.which("git") is None:
+        print(
+            "make demo needs git (each model version records the commit it was trained from,"
+            " and DVC versions data in the repository): install git and run it again",
+            file=sys.stderr,
+        )
+        return 1
     shutil.rmtree(args.out, ignore_errors=True)
     project = Path(cookiecutter(str(ROOT), no_input=True, output_dir=str(args.out)))
     try:
-        run_steps(project)
+        promotion = run_steps(project)
         serve_drifted_traffic(project)
         monitor(project)
     except subprocess.CalledProcessError as err:
@@ -129,7 +162,10 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 1
-    print(summary(project))
+    except DemoError as err:
+        print(f"\n{err}", file=sys.stderr)
+        return 1
+    print(summary(project, promotion))
     return 0
 
 
