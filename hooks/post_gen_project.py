@@ -9,6 +9,15 @@ from pathlib import Path
 # The only template substitution in this file. It is parsed inside main(), so the
 # unrendered file still imports for tests.
 ANSWERS_JSON = r"""{{ cookiecutter | jsonify }}"""
+# Where this machine baked from and into: meaningless to a teammate, so not committed.
+LOCAL_PATHS = ("_output_dir", "_repo_dir", "_checkout")
+
+
+def drop_local_paths(answers_file: Path) -> None:
+    """Rewrite the recorded answers without this machine's paths."""
+    answers = json.loads(answers_file.read_text())
+    kept = {key: value for key, value in answers.items() if key not in LOCAL_PATHS}
+    answers_file.write_text(json.dumps(kept, indent=4, sort_keys=True) + "\n")
 
 
 def init_git(project_dir: Path) -> bool:
@@ -40,6 +49,7 @@ def print_next_steps(answers: dict) -> None:
 def main() -> int:
     """Initialise git in the baked project and print the next steps."""
     answers = json.loads(ANSWERS_JSON)
+    drop_local_paths(Path.cwd() / ".cookiecutter.json")
     init_git(Path.cwd())  # cookiecutter runs this hook inside the baked project
     print_next_steps(answers)
     return 0

@@ -148,12 +148,24 @@ def check_one_line(answers: dict) -> list[str]:
     ]
 
 
+def follows_a_refused_answer(answers: dict, key: str) -> bool:
+    """Whether an answer is still the default derived from project_name and github_owner while
+    one of those is refused: its own message would name a value the user never gave."""
+    if key != "image_name":
+        return False
+    owner = text(answers, "github_owner")
+    slug = text(answers, "__project_slug")  # '_' stands for a name that slugifies to nothing
+    derived = f"ghcr.io/{owner.lower()}/{'' if slug == '_' else slug}"
+    owner_refused = not PATTERN_RULES["github_owner"][0].fullmatch(owner)
+    return text(answers, key) == derived and bool(owner_refused or check_project_name(answers))
+
+
 def check_patterns(answers: dict) -> list[str]:
     """Check the answers that must match a pattern, stating the rule of each miss."""
     return [
         f"{key}={answers[key]!r} is not valid: {rule}"
         for key, (pattern, rule) in PATTERN_RULES.items()
-        if not pattern.fullmatch(text(answers, key))
+        if not pattern.fullmatch(text(answers, key)) and not follows_a_refused_answer(answers, key)
     ]
 
 

@@ -331,6 +331,21 @@ def test_validate_reports_every_problem_together() -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("overrides", "key"),
+    [({"project_name": ""}, "project_name"), ({"github_owner": "-bad-"}, "github_owner")],
+)
+def test_validate_names_the_refused_answer_not_the_image_name_derived_from_it(
+    overrides: dict, key: str
+) -> None:
+    flagged = [message.split("=", 1)[0] for message in pre_gen.validate(render_answers(overrides))]
+    assert flagged == [key]
+    # an image name the user gave is still checked
+    given = render_answers({**overrides, "image_name": "GHCR.io/Team"})
+    flagged = [message.split("=", 1)[0] for message in pre_gen.validate(given)]
+    assert sorted(flagged) == sorted([key, "image_name"])
+
+
 def test_pre_gen_main_invalid_prints_errors_and_returns_1(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -440,8 +455,13 @@ def test_post_gen_main_initialises_git_in_working_directory(
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    monkeypatch.setattr(post_gen, "ANSWERS_JSON", json.dumps(render_answers()))
+    answers = render_answers()
+    monkeypatch.setattr(post_gen, "ANSWERS_JSON", json.dumps(answers))
+    recorded = {**answers, "_output_dir": "/home/me/bakes", "_repo_dir": "/home/me/template"}
+    (tmp_path / ".cookiecutter.json").write_text(json.dumps(recorded))
     monkeypatch.chdir(tmp_path)
     assert post_gen.main() == 0
     assert (tmp_path / ".git").is_dir()
     assert "cd churn-model" in capsys.readouterr().out
+    # the answers are kept for the team; where this machine baked from and into is not
+    assert json.loads((tmp_path / ".cookiecutter.json").read_text()) == answers
