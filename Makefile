@@ -26,8 +26,8 @@ test: $(BIN)/.synced ## Run the template's tests (bakes every configuration, run
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: $(BIN)/.synced ## ruff on the template's own code
-	$(BIN)/ruff check hooks tests tools
-	$(BIN)/ruff format --check hooks tests tools
+	$(BIN)/ruff check hooks tests tools bench
+	$(BIN)/ruff format --check hooks tests tools bench
 
 relock: $(BIN)/.synced ## Refresh the generated repo's uv.lock after its dependencies change
 	$(BIN)/python tools/relock.py

@@ -458,9 +458,10 @@ def report_logging_cpu(results: dict, concurrency: list[int]) -> None:
         ours = by_concurrency(results, "ours").get(c, {}).get("cpu_us")
         nolog = by_concurrency(results, "nolog").get(c, {}).get("cpu_us")
         if ours and nolog:
+            more = "more" if ours >= nolog else "less (within the noise)"
             print(
-                f"c{c}: logging takes {ours - nolog:.0f} us more of the server's CPU per request "
-                f"({(ours - nolog) / nolog * 100:.0f} % of nolog's {nolog:.0f} us)"
+                f"c{c}: logging takes {abs(ours - nolog):.0f} us {more} of the server's CPU per"
+                f" request ({abs(ours - nolog) / nolog * 100:.0f} % of nolog's {nolog:.0f} us)"
             )
 
 

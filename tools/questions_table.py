@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import argparse
 import json
 import re
 from pathlib import Path
@@ -41,6 +42,10 @@ def render(readme: str, context: dict) -> str:
 
 
 if __name__ == "__main__":
+    argparse.ArgumentParser(description=__doc__).parse_args()
     context = json.loads((ROOT / "cookiecutter.json").read_text())
-    README.write_text(render(README.read_text(), context))
-    print(f"updated the questions table in {README.name}")
+    old = README.read_text()
+    new = render(old, context)
+    README.write_text(new)
+    done = "updated" if new != old else "no change to"
+    print(f"{done} the questions table in {README.name}")
