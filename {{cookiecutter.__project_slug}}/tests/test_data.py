@@ -292,6 +292,34 @@ def test_csv_categorical_keeps_na_spellings_as_text_as_the_service_does(tmp_path
     assert "column 'city' holds ['N/A', 'None'] in 2 rows" in caplog.text
 
 
+@pytest.mark.parametrize(
+    "flags",
+    [
+        pd.array([True, False, None] * 2, dtype="boolean"),  # a Parquet boolean
+        pd.Series([True, None, False] * 2, dtype=object),  # a database's BOOLEAN with NULLs
+    ],
+)
+def test_validate_refuses_true_false_in_a_numeric_column(frame, schema, flags):
+    name = next(n for n, kind in schema.features.items() if kind == "numeric")
+    frame = frame.head(len(flags)).assign(**{name: flags})
+    with pytest.raises(PipelineError, match=rf"'{name}' is declared numeric but holds true/false"):
+        datalib.validate(frame, schema)
+
+
+def test_validate_refuses_a_true_false_regression_target(frame, schema):
+    frame = frame.head(4).assign(**{schema.target: [True, False, True, False]})
+    regression = replace(schema, task="regression", target_classes=None)
+    with pytest.raises(PipelineError, match="holds true/false values, a classification target"):
+        datalib.validate(frame, regression)
+
+
+def test_validate_refuses_a_column_named_twice(frame, schema):
+    name = next(iter(schema.features))
+    doubled = pd.concat([frame, frame[[name]]], axis=1)  # as a query selecting it twice gives
+    with pytest.raises(PipelineError, match=rf"column '{name}' appears more than once"):
+        datalib.validate(doubled, schema)
+
+
 def test_validate_wide_frame_without_fragmentation_warnings(frame, schema):
     wide = {f"x{i:03d}": "numeric" for i in range(150)}
     extra = pd.DataFrame(np.ones((len(frame), 150)), columns=list(wide))
@@ -312,3 +340,33 @@ def test_load_source_sql_reads_a_query(frame, params, tmp_path):
     assert len(loaded) == len(frame)
     with pytest.raises(PipelineError, match="runs against SOURCE_DATABASE_URL: set it"):
         datalib.load_source(query, params["model"]["task"], None)
+
+
+@pytest.mark.parametrize(
+    ("sql", "said"),
+    [
+        ("selct * from customers", 'OperationalError: near "selct": syntax error'),
+        ("select * from clients", "OperationalError: no such table: clients"),
+    ],
+)
+def test_load_source_sql_names_a_failed_query_in_one_line(frame, params, tmp_path, sql, said):
+    import sqlalchemy
+
+    url = f"sqlite:///{tmp_path / 'source.db'}"
+    frame.to_sql("customers", sqlalchemy.create_engine(url), index=False)
+    query = {**params["data"], "source": "sql", "query": sql}
+    with pytest.raises(PipelineError) as failed:
+        datalib.load_source(query, params["model"]["task"], url)
+    message = str(failed.value)
+    assert message.startswith(f"the SQL query failed ({said}): fix the query"), message
+    assert "\n" not in message
+
+
+def test_load_source_sql_names_the_database_that_does_not_answer(params, tmp_path):
+    url = f"sqlite:///{tmp_path / 'no-such-folder' / 'source.db'}"
+    query = {**params["data"], "source": "sql", "query": "select 1"}
+    with pytest.raises(PipelineError) as failed:
+        datalib.load_source(query, params["model"]["task"], url)
+    message = str(failed.value)
+    assert "refused or did not answer (OperationalError: unable to open database file)" in message
+    assert "check SOURCE_DATABASE_URL" in message and "\n" not in message

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .errors import PipelineError
+from .errors import PipelineError, driver_said
 from .sample import make_sample
 
 log = logging.getLogger(__name__)
@@ -179,12 +179,23 @@ def _read_sql(query: str | None, database_url: str | None) -> pd.DataFrame:
             "a SQL query runs against SOURCE_DATABASE_URL: set it to the database's URL"
         )
     url = parsed_url(database_url, "SOURCE_DATABASE_URL", shipped_only=False)
+    engine = sqlalchemy.create_engine(url)
     try:
-        engine = sqlalchemy.create_engine(url)
-        with engine.connect() as connection:
-            return pd.read_sql(sqlalchemy.text(query), connection)
+        connection = engine.connect()
     except sqlalchemy.exc.SQLAlchemyError as err:
-        raise PipelineError(f"SQL data source failed: {err.__class__.__name__}: {err}") from err
+        raise PipelineError(
+            f"the source database {engine.url.render_as_string(hide_password=True)} refused or "
+            f"did not answer ({driver_said(err)}): check SOURCE_DATABASE_URL and that the "
+            "database is up"
+        ) from err
+    with connection:
+        try:
+            return pd.read_sql(sqlalchemy.text(query), connection)
+        except (sqlalchemy.exc.SQLAlchemyError, pd.errors.DatabaseError) as err:
+            raise PipelineError(
+                f"the SQL query failed ({driver_said(err)}): fix the query, and check that its "
+                "tables and columns exist in the database SOURCE_DATABASE_URL names"
+            ) from err
 
 
 # A categorical column with more distinct values than this, and than half its rows, is free text.
@@ -275,6 +286,12 @@ def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
             f"column '{extra[0]}' is not declared in params.yaml data.features: "
             f"declare it or drop it from the source (undeclared: {extra})"
         )
+    twice = list(dict.fromkeys(str(c) for c in frame.columns[frame.columns.duplicated()]))
+    if twice:
+        raise PipelineError(
+            f"column '{twice[0]}' appears more than once in the data (named twice: {twice}): "
+            "keep one, or give the others names of their own (AS in a query)"
+        )
 
 
 def _bad_values(original: pd.Series, converted: pd.Series) -> list:
@@ -283,7 +300,13 @@ def _bad_values(original: pd.Series, converted: pd.Series) -> list:
 
 
 def _as_numeric(column: pd.Series, name: str) -> pd.Series:
-    """Convert to float, refusing text and infinities."""
+    """Convert to float, refusing text, true/false and infinities."""
+    if _holds_booleans(column):
+        raise PipelineError(
+            f"column '{name}' is declared numeric but holds true/false values: declare it "
+            "categorical (the service then takes JSON true and false), or turn it into 0/1 in "
+            "the source"
+        )
     values = pd.to_numeric(column.astype(object).where(column.notna(), None), errors="coerce")
     bad = _bad_values(column, values)
     if bad:
@@ -292,6 +315,14 @@ def _as_numeric(column: pd.Series, name: str) -> pd.Series:
     if np.isinf(values).any():
         raise PipelineError(f"column '{name}' holds infinite values")
     return values
+
+
+def _holds_booleans(column: pd.Series) -> bool:
+    """Whether a column holds true/false values (a boolean dtype, or Python booleans in an
+    object column, as a database's boolean column with NULLs reads)."""
+    if pd.api.types.is_bool_dtype(column):
+        return True
+    return column.dtype == object and column.dropna().map(type).isin([bool, np.bool_]).any()
 
 
 def _as_categorical(column: pd.Series, name: str) -> pd.Series:
@@ -382,6 +413,17 @@ def _in_utc(column: pd.Series, name: str) -> pd.Series:
     return pd.to_datetime(column, errors="coerce", format="mixed", utc=True)
 
 
+def _as_regression_target(column: pd.Series, name: str) -> pd.Series:
+    """Numbers, refusing true/false (a classification target)."""
+    if _holds_booleans(column):
+        raise PipelineError(
+            f"target column '{name}' holds true/false values, a classification target, but "
+            "this repository was baked for regression: turn them into numbers in the source, "
+            "or bake the template with task=classification"
+        )
+    return _as_numeric(column, name)
+
+
 def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
     """Check the target: no gaps; declared labels (classification) or finite numbers."""
     name = schema.target
@@ -392,7 +434,7 @@ def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
             "query, or the file)"
         )
     if schema.task == "regression":
-        return _as_numeric(column, name)
+        return _as_regression_target(column, name)
     if schema.target_classes:
         allowed = {label_text(c) for c in schema.target_classes}
         bad = sorted({label_text(v) for v in column.unique()} - allowed)

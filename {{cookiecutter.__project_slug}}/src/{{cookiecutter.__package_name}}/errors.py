@@ -9,3 +9,15 @@ EXIT_REFUSED = 4  # a guarded action (rollback) refused because its check failed
 
 class PipelineError(Exception):
     """An expected failure: bad input, bad configuration or an unreachable backend."""
+
+
+def driver_said(err: BaseException) -> str:
+    """The database driver's own error, type and first line, under SQLAlchemy's and pandas'
+    wrappers (their text adds the statement and a link over several lines)."""
+    while True:
+        inner = getattr(err, "orig", None) or err.__cause__
+        if inner is None or inner is err:
+            break
+        err = inner
+    said = next(iter(str(err).strip().splitlines()), "")
+    return f"{type(err).__name__}: {said}"

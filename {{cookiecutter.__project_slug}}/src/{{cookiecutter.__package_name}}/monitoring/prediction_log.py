@@ -52,7 +52,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, DBAPIError, IntegrityError, StatementError
 
 from ..config import database_url
-from ..errors import PipelineError
+from ..errors import PipelineError, driver_said
 from .bulk import Bulk
 from .rollups import Rollup
 from .tables import RECORD_INDEX, REQUEST_ID, metadata, prediction_log
@@ -258,12 +258,10 @@ def monitoring_database(url_text: str) -> Engine:
 
 def database_refused(engine: Engine, err: DBAPIError) -> PipelineError:
     """One line: which monitoring database failed (password hidden), how, and what to check."""
-    cause = err.orig or err
-    said = next(iter(str(cause).strip().splitlines()), "")
     return PipelineError(
         f"the monitoring database {engine.url.render_as_string(hide_password=True)} refused or "
-        f"did not answer ({type(cause).__name__}: {said}): check MONITORING_DATABASE_URL and "
-        "that the database is up"
+        f"did not answer ({driver_said(err)}): check MONITORING_DATABASE_URL and that the "
+        "database is up"
     )
 
 
