@@ -144,11 +144,11 @@ def send(
     """Send rows in batches, appending one answer per row (file row, request id, record index,
     prediction) to `answered`.
 
-    A batch refused as invalid (422) is sent again without the records the errors name, so only
-    those rows are left out (all of the batch when none is named, or when the rest is refused
-    too); the run goes on and fails at the end, naming them, with the `unreadable` rows (None in
-    `rows`, never sent). Any other refusal (overloaded, not ready, too large) stops the run,
-    naming the file rows of the batch.
+    A batch refused as invalid (422) is sent again without the records the errors name, until
+    the rest is answered, so only those rows are left out (the rest of the batch when a refusal
+    names none of it); the run goes on and fails at the end, naming them, with the `unreadable`
+    rows (None in `rows`, never sent). Any other refusal (overloaded, not ready, too large)
+    stops the run, naming the file rows of the batch.
     """
     left_out = [
         f"file row {row}: {reason} (not sent)" for row, reason in (unreadable or {}).items()
@@ -158,20 +158,17 @@ def send(
         if not batch:
             continue
         sent, answer = batch, None
-        try:
-            answer = post(url, [rows[i] for i in sent], sent)
-        except Refused as err:
-            _stop_unless_invalid(err, batch, len(answered), len(rows))
-            # Records are numbered within the batch; none named: the whole batch was refused.
-            named = [i for position, i in enumerate(batch) if position in err.records] or batch
-            sent = sorted(set(batch) - set(named))
-            left_out.append(f"file rows {_spans(named)} of the batch from file row {first}: {err}")
-            if sent:
-                try:
-                    answer = post(url, [rows[i] for i in sent], sent)
-                except Refused as again:
-                    _stop_unless_invalid(again, sent, len(answered), len(rows))
-                    left_out.append(f"file rows {_spans(sent)}: {again}")
+        while sent and answer is None:
+            try:
+                answer = post(url, [rows[i] for i in sent], sent)
+            except Refused as err:
+                _stop_unless_invalid(err, sent, len(answered), len(rows))
+                # Records are numbered within what was sent; none named: all of it was refused.
+                # A 422 names at most 20 errors, so a batch may take several rounds.
+                named = [i for position, i in enumerate(sent) if position in err.records] or sent
+                sent = [i for i in sent if i not in set(named)]
+                where = f"file rows {_spans(named)} of the batch from file row {first}"
+                left_out.append(f"{where}: {err}")
         if answer is not None:
             answered.extend(
                 {

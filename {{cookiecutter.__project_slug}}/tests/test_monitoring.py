@@ -576,10 +576,14 @@ def test_a_feature_sent_only_as_nulls_shows_no_distribution_numbers(engine, cham
     assert row[6].endswith(" → 100.0%") and row[7] == "0"
 
 
-def log_beside_an_older_version(engine, champion: dict, seed: int, change) -> None:
-    """1000 records of the champion and 1000 of an older version "0", whose logged features
-    `change` edits in place (as that version logged them)."""
-    log_frame(engine, champion, batch(champion, seed, rows=1000))
+def log_beside_an_older_version(
+    engine, champion: dict, seed: int, change, champion_logged: bool = True
+) -> None:
+    """1000 records of the champion (unless not `champion_logged`: right after a promotion) and
+    1000 of an older version "0", whose logged features `change` edits in place (as that
+    version logged them)."""
+    if champion_logged:
+        log_frame(engine, champion, batch(champion, seed, rows=1000))
     older = log_frame(engine, champion, batch(champion, seed + 1, rows=1000), version="0")
     log = prediction_log.c
     with engine.begin() as conn:
@@ -622,16 +626,18 @@ def test_monitor_checks_missing_rates_in_a_window_of_versions_that_all_log_them(
     assert "'age'" in said and "not checked" in said
 
 
+@pytest.mark.parametrize("champion_logged", [True, False], ids=["mixed", "older-version-only"])
 def test_monitor_does_not_compare_a_feature_another_version_logged_as_another_kind(
-    engine, champion
+    engine, champion, champion_logged
 ):
     """A type change between versions (v0 took contract as a number, the champion takes it as
-    a category) leaves both kinds of value in the window: named, not read as drift."""
+    a category) leaves the other kind of value in the window, beside the champion's records or,
+    right after the promotion, alone: named, not read as drift."""
 
     def numeric_code(features: dict) -> None:
         features["contract"] = float(len(features["contract"] or ""))
 
-    log_beside_an_older_version(engine, champion, 43, numeric_code)
+    log_beside_an_older_version(engine, champion, 43, numeric_code, champion_logged)
     assert "contract" in run(engine, champion)["drifted"], "the premise: 1.0 is no category"
     kinds = {name: f["kind"] for name, f in champion["profile"]["features"].items()}
     older_kinds = {**kinds, "contract": "numeric"}

@@ -892,6 +892,34 @@ def test_send_batch_leaves_out_only_the_rows_a_service_refused_as_invalid(monkey
     assert answered[250] == {"row": 253, "request_id": "r200", "record_index": 50, "prediction": 1}
 
 
+def test_send_batch_sends_again_until_a_batch_with_more_refusals_than_a_422_lists_is_answered(
+    monkeypatch,
+):
+    from {{ cookiecutter.__package_name }}.serving.routers.predict import MAX_ERRORS
+
+    send_batch = load_script("send_batch")
+    answered: list[dict] = []
+
+    def refuse(records, file_rows):  # as the service: at most MAX_ERRORS errors listed
+        bad = [k for k, record in enumerate(records) if record["zip"] == "00123"][:MAX_ERRORS]
+        detail = [{"loc": ["records", k, "zip"], "msg": "Input should be one of ..."} for k in bad]
+        body = json.dumps({"detail": detail}).encode()
+        if bad:
+            said = send_batch._detail(body, file_rows)
+            return send_batch.Refused(f"answered 422: {said}", 422, send_batch._named_records(body))
+        return None
+
+    monkeypatch.setattr(send_batch, "post", fake_service(answered, refuse))
+    rows = [{"zip": "02134"} for _ in range(100)]
+    invalid = range(10, 55)  # 45 rows of one batch, more than two refusals list
+    for row in invalid:
+        rows[row]["zip"] = "00123"
+    with pytest.raises(PipelineError) as failed:
+        send_batch.send("http://service", rows, 100, answered)
+    assert str(failed.value).startswith("45 of 100 file rows were refused and left out; the other")
+    assert [a["row"] for a in answered] == [r for r in range(100) if r not in invalid]
+
+
 def test_send_batch_leaves_out_rows_whose_numbers_are_text_and_sends_the_rest(monkeypatch):
     send_batch = load_script("send_batch")
     features = {"distance": "numeric", "carrier": "categorical"}

@@ -387,24 +387,27 @@ def _features(source, report: dict, profiles: dict, thresholds: dict, kinds_of=N
     # Another version's records may lack a feature's key, which reads as missing: compare
     # missing rates only of features every version in the window logs.
     logged_by_all = set(checked)
-    if len(report["records_by_version"]) > 1:
-        versions = sorted(  # numbers in order; any other version name after them
-            report["records_by_version"].items(),
-            key=lambda item: (not str(item[0]).isdigit(), str(item[0]).zfill(20)),
-        )
-        mix = ", ".join(f"v{v}: {n}" for v, n in versions)
+    others = [v for v in report["records_by_version"] if v != report["champion_version"]]
+    if others:  # records of another version than the champion, with it or alone
         logged_by_all = _logged_by_all(report, checked, kinds_of)
         unsure = [name for name in checked if name not in logged_by_all]
-        report["messages"].append(
-            f"the window mixes model versions (records {mix})"
-            + (
-                f": {_names(unsure)} may be missing from all of another version's records (not "
-                "logged by it, or its features unknown), so their missing rates are reported, "
-                "not checked for drift"
-                if unsure
-                else ", all of which log every feature compared"
-            )
+        unsure_note = (
+            f"{_names(unsure)} may be missing from all of another version's records (not logged "
+            "by it, or its features unknown), so their missing rates are reported, not checked "
+            "for drift"
         )
+        if len(report["records_by_version"]) > 1:
+            versions = sorted(  # numbers in order; any other version name after them
+                report["records_by_version"].items(),
+                key=lambda item: (not str(item[0]).isdigit(), str(item[0]).zfill(20)),
+            )
+            mix = ", ".join(f"v{v}: {n}" for v, n in versions)
+            report["messages"].append(
+                f"the window mixes model versions (records {mix})"
+                + (f": {unsure_note}" if unsure else ", all of which log every feature compared")
+            )
+        elif unsure:
+            report["messages"].append(unsure_note[0].upper() + unsure_note[1:])
         checked = _kind_changes(report, checked, profiles, kinds_of) if kinds_of else checked
     for name in checked:
         report["features"][name] = section = feature_section(

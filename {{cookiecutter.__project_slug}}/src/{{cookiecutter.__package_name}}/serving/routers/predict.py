@@ -89,7 +89,10 @@ def parse(service: Service, body: bytes) -> list[dict]:
             ) from None
         raise Refusal(
             422,
-            [{"loc": _location(e), "msg": _message(e), "type": e["type"]} for e in errors[:20]],
+            [
+                {"loc": _location(e), "msg": _message(e), "type": e["type"]}
+                for e in errors[:MAX_ERRORS]
+            ],
         ) from None
     return [record.__dict__ for record in payload.records]
 
@@ -98,6 +101,7 @@ def parse(service: Service, body: bytes) -> list[dict]:
 # each refused field kilobytes long.
 MAX_MESSAGE = 300
 MAX_NAME = 100  # characters of a field name an error's location repeats
+MAX_ERRORS = 20  # errors a 422 lists: a client sends the rest again to learn of more
 
 
 def _location(error: dict) -> list:
