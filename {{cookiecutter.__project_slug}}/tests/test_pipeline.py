@@ -188,6 +188,18 @@ def test_a_model_skops_would_not_load_back_is_refused_before_anything_is_logged(
     assert not MlflowClient().search_registered_models(), "nothing was registered"
 
 
+def test_a_model_of_a_library_requirements_leave_out_is_refused_before_anything_is_logged(
+    params, backends, good_data, monkeypatch
+):
+    """Its library would be missing from the logged model's environment and lib. tags."""
+    unlisted = [name for name in registry.REQUIREMENTS if name != "scikit-learn"]
+    monkeypatch.setattr(registry, "REQUIREMENTS", unlisted)
+    said = r"types of scikit-learn \(sklearn\..*add \['scikit-learn'\] there"
+    with pytest.raises(PipelineError, match=said):
+        training.train(good_data, params, backends)
+    assert mlflow.search_runs(search_all_experiments=True).empty, "no run was started"
+
+
 def test_a_classifier_without_probabilities_is_refused_before_the_fit(
     params, backends, good_data, monkeypatch
 ):
@@ -601,12 +613,13 @@ def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across
     assert "the service takes the features it was trained on" in caplog.text
 
 
-def test_a_version_this_code_cannot_load_is_not_compared_and_rollbacks_name_why(
+def test_a_version_this_code_cannot_load_stops_the_gate_and_rollbacks_name_why(
     params, backends, good_data, workdir, monkeypatch
 ):
     """A class of model.py renamed after a version was registered: that version no longer loads
-    (its classes are stored by import path). Evaluation judges the candidate alone, a rollback to
-    it is refused saying so, and a rollback away from it still works."""
+    (its classes are stored by import path). The gate refuses a candidate it cannot compare with
+    such a champion (a renaming alone would let a worse model through), a rollback to it is
+    refused saying so, and a rollback away from it still works."""
     cycle(params, backends, good_data, workdir / "r1")
     load, unloadable = registry.load_model, {"1"}
 
@@ -619,9 +632,15 @@ def test_a_version_this_code_cannot_load_is_not_compared_and_rollbacks_name_why(
     newer = workdir / "newer.parquet"
     pd.read_parquet(good_data).iloc[5:].to_parquet(newer, index=False)  # other data: no repeat
     second = cycle(params, backends, newer, workdir / "r2")
-    assert second["decision"] == "promoted", second["reason"]
+    assert second["decision"] == "rejected", second["reason"]
     assert "version 1 cannot be loaded by this code (AttributeError" in second["reason"]
+    assert "keep the old name importable there (OldName = NewName)" in second["reason"]
+    assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
     gate = Gate.from_params(params["promote"], params["model"]["task"])
+    unloadable = set()  # the old name importable again: version 2 served by a forced rollback
+    forced = promotion.rollback(newer, params, gate, backends, "2", "test", force=True)
+    assert forced["moved"], forced
+    unloadable = {"1"}
     refused = promotion.rollback(newer, params, gate, backends, "1", "test", force=True)
     assert not refused["moved"] and not refused["forceable"]
     assert "keep the old name importable there (OldName = NewName)" in refused["refusal"]

@@ -252,6 +252,36 @@ def test_bundle_loads_with_the_types_its_version_was_trained_to_trust(
         bundles.load(folder)
 
 
+def test_bundle_holding_a_class_renamed_since_names_the_fix(exported_model, tmp_path, monkeypatch):
+    """A model whose class model.py no longer has by that name: not a trust problem."""
+    import importlib
+    import sys
+
+    import skops.io
+
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = tmp_path / "custom_steps.py"
+    module.write_text("class RatioFeatures:\n    pass\n")
+    importlib.invalidate_caches()
+    steps = importlib.import_module("custom_steps")
+    folder = Path(shutil.copytree(exported_model.path, tmp_path / "bundle"))
+    meta = json.loads((folder / bundles.META_FILE).read_text())
+    model_file = folder / "model" / meta["model_file"]
+    skops.io.dump(steps.RatioFeatures(), model_file)
+    meta.update(sha256=bundles.sha256(model_file), trusted_types=["custom_steps.RatioFeatures"])
+    (folder / bundles.META_FILE).write_text(json.dumps(meta))
+    module.write_text("class RatioTransformer:\n    pass\n")  # renamed, no alias kept
+    monkeypatch.delitem(sys.modules, "custom_steps")
+    importlib.invalidate_caches()
+    with pytest.raises(PipelineError) as failed:
+        bundles.load(folder)
+    said = str(failed.value)
+    assert "holds a class this code cannot import (AttributeError" in said
+    assert "keep the old name importable there (OldName = NewName)" in said
+    assert "TRUSTED_TYPES" not in said
+
+
 def test_version_names_the_model_and_its_lineage(live, exported_model):
     tags = exported_model.tags
     response = live.get("/version")

@@ -11,6 +11,14 @@ class PipelineError(Exception):
     """An expected failure: bad input, bad configuration or an unreachable backend."""
 
 
+# Why a registered version may not load, and the fix; evaluation, rollback and serving say it.
+RENAMED_CLASS = (
+    "a model's classes are stored by their import path, so if a class of model.py was renamed or "
+    "removed since, keep the old name importable there (OldName = NewName) to score or serve "
+    "the versions that hold it"
+)
+
+
 def driver_said(err: BaseException) -> str:
     """The database driver's own error, type and first line, under SQLAlchemy's and pandas'
     wrappers (their text adds the statement and a link over several lines)."""

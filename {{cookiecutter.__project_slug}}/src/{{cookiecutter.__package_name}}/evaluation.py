@@ -16,7 +16,7 @@ from mlflow import MlflowClient
 from . import data as datalib
 from . import lineage, plots, registry
 from .config import Backends
-from .errors import PipelineError
+from .errors import RENAMED_CLASS, PipelineError
 from .metrics import METRICS, positive_class, score_all
 from .training import classes_of, predict
 
@@ -86,9 +86,7 @@ def score_version(
     except (AttributeError, ImportError) as err:
         raise Unloadable(
             f"version {number} cannot be loaded by this code ({type(err).__name__}: {err}): "
-            "a model's classes are stored by their import path, so if a class of model.py was "
-            "renamed or removed since, keep the old name importable there (OldName = NewName) "
-            "to score or serve the versions that hold it"
+            + RENAMED_CLASS
         ) from err
     kinds = _trained_kinds(name, number)
     # The profile names the features of every version; feature_names_in_ only some models.
@@ -221,9 +219,12 @@ def evaluate(
         try:
             champion = score_version(name, str(current.version), rows, schema)
             summary["metrics"] = champion["metrics"]
-        except (OtherSchema, Unloadable) as err:  # nothing to compare against
+        except OtherSchema as err:  # it cannot score today's data: nothing to compare against
             summary["unscored"] = f"champion {err}"
             log.warning("%s: the gate judges the candidate by the threshold alone", err)
+        except Unloadable as err:  # a renamed class: the gate refuses until it loads again
+            summary.update(unscored=f"champion {err}", unloadable=True)
+            log.warning("%s: the gate promotes no candidate it cannot compare with it", err)
     out_dir.mkdir(parents=True, exist_ok=True)
     images = plots.evaluation_plots(schema, rows[schema.target], candidate, champion, out_dir)
     report = {

@@ -159,6 +159,11 @@ def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:
     name, champion = gate.metric.name, evaluation.get("champion") or {}
     value = (champion.get("metrics") or {}).get(name)
     unscored = champion.get("unscored")
+    if champion.get("unloadable"):  # only this code changed: a worse candidate would pass
+        return False, (
+            f"the {unscored}; the gate promotes no candidate it cannot compare with the "
+            "champion it would replace"
+        )
     if champion.get("metrics") and value is None:
         unscored = f"champion's {name} is undefined on this holdout"
     baseline = ((evaluation.get("baseline") or {}).get("metrics") or {}).get(name)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
+import re
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime
@@ -189,6 +192,33 @@ def check_serializable(model) -> None:
             f"the model holds types skops does not load unless trusted: {missing}. Review them "
             "and add them to TRUSTED_TYPES in model.py"
         )
+    if unlisted := _unlisted_libraries(untrusted):
+        named = ", ".join(f"{dist} ({kind})" for dist, kind in unlisted.items())
+        raise PipelineError(
+            f"the model holds types of {named}, which REQUIREMENTS in model.py does not list: "
+            f"add {sorted(unlisted)} there, so the logged model's environment pins them and "
+            "the version records their lib. tags"
+        )
+
+
+def _unlisted_libraries(types: list[str]) -> dict[str, str]:
+    """The installed distributions providing `types` that model.REQUIREMENTS leaves out, each
+    with one of its types; the standard library and this package need no listing."""
+
+    def key(name: str) -> str:
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    listed = {key(name) for name in REQUIREMENTS}
+    owners = importlib.metadata.packages_distributions()
+    unlisted: dict[str, str] = {}
+    for kind in types:
+        top = kind.split(".")[0]
+        if top in sys.stdlib_module_names or top == __name__.split(".")[0]:
+            continue
+        for dist in owners.get(top, []):
+            if key(dist) not in listed:
+                unlisted.setdefault(dist, kind)
+    return unlisted
 
 
 def _log_profile(profile: dict[str, Any]) -> None:

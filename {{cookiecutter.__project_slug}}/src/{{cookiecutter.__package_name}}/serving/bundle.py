@@ -19,7 +19,7 @@ from typing import Any
 import skops.io
 import yaml
 
-from ..errors import PipelineError
+from ..errors import RENAMED_CLASS, PipelineError
 from ..model import TRUSTED_TYPES
 
 log = logging.getLogger(__name__)
@@ -110,6 +110,11 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
         shutil.copytree(local, staging / "model")
         _readable(staging)
         (staging / META_FILE).write_text(json.dumps(meta, indent=2, allow_nan=False))
+    try:  # as the service will: a bundle it could not load would leave it never ready
+        load(staging)
+    except PipelineError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise PipelineError(f"{name} v{chosen.version} was not bundled: {err}") from err
     shutil.rmtree(out_dir, ignore_errors=True)
     staging.rename(out_dir)
     return meta
@@ -168,6 +173,11 @@ def load(bundle_dir: Path) -> Bundle:
     trusted = sorted({*TRUSTED_TYPES, *meta.get("trusted_types", [])})
     try:
         model = skops.io.load(model_file, trusted=trusted)
+    except (AttributeError, ImportError) as err:
+        raise PipelineError(
+            f"model file {model_file} holds a class this code cannot import "
+            f"({type(err).__name__}: {err}): {RENAMED_CLASS}"
+        ) from err
     except Exception as err:
         raise PipelineError(
             f"model file {model_file} failed to load safely: {err}; review the types it names "
