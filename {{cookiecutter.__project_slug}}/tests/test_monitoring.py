@@ -262,6 +262,12 @@ def test_monitor_stores_daily_stats_and_live_metric(engine, champion, tmp_path):
     with engine.connect() as conn:
         count = conn.execute(sa.select(sa.func.count()).select_from(daily_stats)).scalar_one()
     assert count == stored > 20
+    # A later run over an empty window of the same start date keeps the day's statistics.
+    empty = {**report, "records": 0, "features": {}}
+    assert store_daily_stats(engine, empty) == 0
+    with engine.connect() as conn:
+        kept = conn.execute(sa.select(sa.func.count()).select_from(daily_stats)).scalar_one()
+    assert kept == count
     paths = reports.write(report, tmp_path / "reports")
     assert json.loads(paths["json"].read_text())["records"] == len(ids)
     assert "| monthly_charges | numeric | ok |" in paths["md"].read_text()
@@ -702,6 +708,29 @@ def test_drift_p_values_are_calibrated_against_a_small_reference_sample():
     assert low["categorical"] <= 0.03 * runs and low["numeric"] <= 0.03 * runs, low
 
 
+def test_drift_of_a_feature_of_thousands_of_categories_is_judged_on_pooled_rare_ones():
+    """Merchant ids: 2000 categories, a 16000-row training profile (some ids never in it),
+    small clean windows hold rare and unseen ids by chance, which must not read as drift; a
+    window of mostly new ids must."""
+    rng = np.random.default_rng(7)
+    ids = np.array([f"M{i:04d}" for i in range(2000)])
+    shares = rng.lognormal(0, 1.5, 2000)  # a long tail of rare ids
+    shares /= shares.sum()
+    kind = profiles.categorical_profile(pd.Series(rng.choice(ids, 16000, p=shares)))
+    assert len(kind["frequencies"]) < 2000, "the premise: some ids are unseen in training"
+    thresholds, features = {**THRESHOLDS}, 73  # the Bonferroni cut of a wide model
+    flagged = 0
+    for rows in (200, 300, 600) * 40:
+        counts = pd.Series(rng.choice(ids, rows, p=shares)).value_counts().to_dict()
+        flagged += drift.categorical_verdict("m", kind, counts, thresholds, features).drifted
+    assert flagged <= 1, f"{flagged} of 120 clean windows read as drift"
+    new = [f"NEW{i}" for i in range(500)]
+    window = np.concatenate([rng.choice(ids, 240, p=shares), rng.choice(new, 360)])
+    counts = pd.Series(window).value_counts().to_dict()
+    shifted = drift.categorical_verdict("m", kind, counts, thresholds, features)
+    assert shifted.drifted and shifted.psi > 1, shifted
+
+
 def test_drift_missing_rate_check_uses_the_present_values_and_the_training_row_count():
     profile = {"count": 1000, "missing_rate": 0.1, "frequencies": {"x": 0.5, "y": 0.5}}
     same = drift.categorical_verdict("c", profile, {"x": 450, "y": 450}, THRESHOLDS, 1, 100)
@@ -877,6 +906,16 @@ def test_a_feature_with_thousands_of_categories_shows_those_that_moved_most():
     assert shares["labels"][-1] == f"other ({2001 - SHOWN_CATEGORIES + 1} categories)"
     assert sum(shares["reference"]) == pytest.approx(1.0)
     assert sum(shares["current"]) == pytest.approx(1.0)
+    new_ids = dict.fromkeys((f"N{n}" for n in range(600)), 2)  # many new ids, each rare
+    flood = category_shares(reference, dict.fromkeys(codes, 1) | new_ids)
+    assert len(flood["labels"]) == SHOWN_CATEGORIES
+    shown_new = [label for label in flood["labels"] if label.startswith("N")]
+    assert flood["labels"][-1] == f"unseen in training ({600 - len(shown_new)} categories)"
+    assert flood["labels"][-2] == "other (2000 categories)"
+    current = dict(zip(flood["labels"], flood["current"], strict=True))
+    new_share = sum(share for label, share in current.items() if label in new_ids)
+    assert flood["reference"][-1] == 0.0
+    assert new_share + flood["current"][-1] == pytest.approx(1200 / 3200)
     few = category_shares({"a": 0.5, "b": 0.5}, {"a": 3, "c": 1})
     assert few["labels"] == ["a", "b", "c"]
     assert (few["reference"], few["current"]) == ([0.5, 0.5, 0.0], [0.75, 0.0, 0.25])

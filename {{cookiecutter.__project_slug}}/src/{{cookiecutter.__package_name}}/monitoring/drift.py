@@ -21,6 +21,10 @@ import numpy as np
 from scipy import stats
 
 EPSILON = 1e-4  # stands in for an empty bin, so PSI stays finite
+# Cochran's rule: a chi-squared cell expecting fewer counts than this is pooled with the others
+# like it (rare categories and the unseen ones), so thousands of sparse cells (merchant ids)
+# neither break the test's approximation nor inflate PSI on a small window.
+MIN_EXPECTED = 5
 
 DISTRIBUTION = "distribution"
 MISSING = "missing rate"
@@ -135,18 +139,40 @@ def categorical_verdict(
 
     The profile holds frequencies among present values and a row count, so the training counts
     are frequency x present rows. Categories never seen in training form one extra bin whose
-    training count is 0, so a new category drifts strongly, as it should. `missing` (the
-    window's records without a value) adds the missing-rate check.
+    training count is 0, so a new category drifts strongly, as it should. Sparse cells are
+    pooled first (pool_sparse): a rare category in a small window is no evidence of drift.
+    `missing` (the window's records without a value) adds the missing-rate check.
     """
     known = list(profile["frequencies"])
     unseen = sum(n for category, n in counts.items() if category not in profile["frequencies"])
     current = np.asarray([counts.get(c, 0) for c in known] + [unseen], dtype=float)
     shares = np.asarray([profile["frequencies"][c] for c in known] + [0.0])
     n_ref, n_cur = reference_present(profile), int(current.sum())
+    shares, current = pool_sparse(shares, current, n_ref)
     statistic, p_value = chi_squared(np.round(shares * n_ref), current)
     value = psi(shares, current / max(n_cur, 1))
     test = (value, "chi2", statistic, p_value)
     return _verdict(name, "categorical", profile, test, (n_ref, n_cur), thresholds, tests, missing)
+
+
+def pool_sparse(
+    shares: np.ndarray, current: np.ndarray, n_ref: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The reference shares and current counts with the cells that expect fewer than
+    MIN_EXPECTED counts on either side, under no drift, merged into one last cell.
+
+    A cell's expected count is its share of both samples together times the smaller sample.
+    Nothing merges when fewer than two cells are sparse.
+    """
+    n_cur = current.sum()
+    together = (shares * n_ref + current) / max(n_ref + n_cur, 1)
+    sparse = together * min(n_ref, n_cur) < MIN_EXPECTED
+    if sparse.sum() < 2:
+        return shares, current
+    return (
+        np.append(shares[~sparse], shares[sparse].sum()),
+        np.append(current[~sparse], current[sparse].sum()),
+    )
 
 
 def missing_check(profile: dict, present: int, missing: int) -> tuple[float, float, float, float]:

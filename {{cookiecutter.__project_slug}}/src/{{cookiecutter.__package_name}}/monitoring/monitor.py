@@ -76,13 +76,20 @@ def category_shares(reference: dict[str, float], counts: dict[str, int]) -> dict
     current = dict(zip(labels, _shares([counts.get(c, 0) for c in labels]), strict=True))
     if len(labels) > SHOWN_CATEGORIES:
         moved = sorted(labels, key=lambda c: -abs(current[c] - reference.get(c, 0.0)))
-        shown = set(moved[: SHOWN_CATEGORIES - 1])
-        rest = [c for c in labels if c not in shown]
+        # The categories training never saw, summed apart: a flood of new ids is then in sight.
+        unseen = any(c not in reference for c in moved[SHOWN_CATEGORIES - 1 :])
+        shown = set(moved[: SHOWN_CATEGORIES - 1 - unseen])
+        groups = {
+            "other": [c for c in labels if c not in shown and c in reference],
+            "unseen in training": [c for c in labels if c not in shown and c not in reference],
+        }
         labels = sorted(shown)
-        other = f"other ({len(rest)} categories)"
-        reference = {**reference, other: sum(reference.get(c, 0.0) for c in rest)}
-        current[other] = sum(current[c] for c in rest)
-        labels.append(other)
+        for group, rest in groups.items():
+            if rest:
+                bar = f"{group} ({len(rest)} categories)"
+                reference = {**reference, bar: sum(reference.get(c, 0.0) for c in rest)}
+                current[bar] = sum(current[c] for c in rest)
+                labels.append(bar)
     return {
         "labels": labels,
         "reference": [reference.get(c, 0.0) for c in labels],
@@ -495,8 +502,13 @@ def _predictions(source, report: dict, champion: dict, thresholds: dict) -> None
 
 
 def store_daily_stats(engine: sa.Engine, report: dict) -> int:
-    """Replace the window's rows in daily_stats with this report's statistics; return the count."""
+    """Replace the window's rows in daily_stats with this report's statistics; return the count.
+    A window without records stores nothing: it keeps what an earlier run stored for that day
+    (`make monitor END=...` an hour earlier would have wiped a day of statistics)."""
     day = datetime.fromisoformat(report["window"]["start"]).date()
+    if not report["records"]:
+        log.info("no records in this window: daily_stats keeps what it holds for %s", day)
+        return 0
     version = report["champion_version"]
     rows = [
         {
