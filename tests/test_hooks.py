@@ -183,7 +183,8 @@ INVALID_ANSWERS = [
     invalid(
         "primary_metric",
         "rmse",
-        "does not fit task='classification': choose one of roc_auc, accuracy, f1, log_loss",
+        "does not fit task='classification': choose one of roc_auc, accuracy, f1, log_loss, "
+        "average_precision",
         "metric-rmse-classification",
     ),
     invalid(

@@ -136,6 +136,32 @@ def test_binary_f1_scores_the_last_declared_class_as_positive():
     assert legit["f1"] == pytest.approx(14 / 15)  # the majority class: a flattering number
 
 
+def test_average_precision_scores_the_positive_class_and_tells_rare_positives_apart():
+    """Two models with the same ROC AUC: the one whose top-ranked cases are frauds has the
+    higher average precision; a constant scores the positive rate; no fraud: undefined."""
+    classes = ["fraud", "legit"]
+    actual = np.array(["fraud", "fraud"] + ["legit"] * 6)
+    top = np.array([0.9, 0.4, 0.8, 0.7, 0.6, 0.5, 0.3, 0.2])  # frauds ranked 1st and 6th
+    late = np.array([0.7, 0.6, 0.9, 0.8, 0.5, 0.4, 0.3, 0.2])  # frauds 3rd and 4th
+    scores = []
+    for fraud in (top, late):
+        proba = np.column_stack([fraud, 1 - fraud])
+        predicted = np.where(fraud > 0.5, "fraud", "legit")
+        scores.append(
+            score_all("classification", actual, predicted, proba, classes, positive="fraud")
+        )
+    assert scores[0]["roc_auc"] == scores[1]["roc_auc"] == pytest.approx(8 / 12)
+    assert scores[0]["average_precision"] == pytest.approx((1 + 2 / 6) / 2)
+    assert scores[1]["average_precision"] == pytest.approx((1 / 3 + 2 / 4) / 2)
+    flat = np.full((len(actual), 2), 0.5)
+    constant = score_all("classification", actual, actual, flat, classes, positive="fraud")
+    assert constant["average_precision"] == pytest.approx(2 / 8)
+    reasons: dict[str, str] = {}
+    legit = np.array(["legit"] * 8)
+    none = score_all("classification", legit, legit, flat, classes, reasons, positive="fraud")
+    assert none["average_precision"] is None and "absent" in reasons["average_precision"]
+
+
 def test_macro_f1_averages_over_the_classes_the_actual_labels_hold():
     """A class absent from the rows weighs on no model, whether it predicts it or not."""
     classes = ["bronze", "gold", "platinum", "silver"]

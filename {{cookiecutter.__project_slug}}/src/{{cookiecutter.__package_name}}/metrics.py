@@ -54,6 +54,7 @@ METRICS = {
         Metric("accuracy", "classification", True, high=1.0),
         Metric("f1", "classification", True, high=1.0),
         Metric("log_loss", "classification", False, needs_proba=True),
+        Metric("average_precision", "classification", True, needs_proba=True, high=1.0),
         Metric("rmse", "regression", False),
         Metric("mae", "regression", False),
         Metric("r2", "regression", True, low=None, high=1.0),
@@ -104,7 +105,8 @@ def _scorers(task: str, classes: list[Any] | None, positive: Any = None) -> dict
             "r2": lambda y, p, _q: skm.r2_score(y, p),
         }
     binary = len(classes) == 2
-    f1 = {"average": "binary", "pos_label": classes[-1] if positive is None else positive}
+    positive = classes[-1] if positive is None else positive
+    f1 = {"average": "binary", "pos_label": positive}
 
     def macro_f1(y, p, _q=None):
         # Over the classes the actual labels hold: the same for every model scored on these
@@ -116,6 +118,7 @@ def _scorers(task: str, classes: list[Any] | None, positive: Any = None) -> dict
         "f1": (lambda y, p, _q: skm.f1_score(y, p, **f1)) if binary else macro_f1,
         "log_loss": lambda y, _p, q: skm.log_loss(y, q, labels=classes),
         "roc_auc": lambda y, _p, q: _roc_auc(y, q, classes),
+        "average_precision": lambda y, _p, q: _average_precision(y, q, classes, positive),
     }
 
 
@@ -190,6 +193,27 @@ def _roc_auc(y_true, proba: np.ndarray, classes: list[Any]) -> float:
     if len(classes) == 2:
         return skm.roc_auc_score(y_true, proba[:, 1])
     return skm.roc_auc_score(y_true, proba, multi_class="ovr", labels=classes)
+
+
+def _average_precision(y_true, proba: np.ndarray, classes: list[Any], positive: Any) -> float:
+    """The area under the precision-recall curve (scikit-learn's average precision) of the
+    `positive` class, or one class against the rest macro-averaged when multi-class; Undefined
+    unless the actual labels hold every class scored. Unlike ROC AUC it weighs the rare class's
+    precision, so it tells apart models of rare positives (fraud) that ROC AUC ranks alike."""
+    actual = np.asarray([str(label) for label in y_true])
+    scored = [positive] if len(classes) == 2 else classes
+    absent = [str(c) for c in scored if str(c) not in set(actual)]
+    if absent:
+        raise Undefined(
+            f"class(es) {absent} absent from the {len(actual)} actual labels: average precision "
+            "needs examples of every class it scores"
+        )
+    columns = [classes.index(c) for c in scored]
+    values = [
+        skm.average_precision_score(actual == str(c), proba[:, k])
+        for c, k in zip(scored, columns, strict=True)
+    ]
+    return float(np.mean(values))
 
 
 def _defined(name: str, scorer, reasons: dict[str, str] | None) -> float | None:
