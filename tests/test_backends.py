@@ -290,6 +290,32 @@ def test_mlflow_server_as_tracking_uri_proxies_artifacts_to_s3(
     assert_model_files(bucket_keys(s3, "server-artifacts/"), found["1"])
 
 
+def test_an_artifact_root_in_a_bucket_the_store_lacks_is_refused_before_the_fit(
+    project: Path, prod_env: dict[str, str], postgres_url: str, first_run, tmp_path: Path
+) -> None:
+    """A first run on a misspelt bucket stops in seconds, and creates no experiment that would
+    keep the wrong root for good."""
+    env = {
+        **prod_env,
+        "MLFLOW_TRACKING_URI": services.create_database(postgres_url, "misspelt"),
+        "MODEL_ARTIFACT_ROOT": "s3://no-such-bucket/mlartifacts",
+    }
+    command = [".venv/bin/python", "scripts/train.py", "--report", str(tmp_path / "train.json")]
+    done = subprocess.run(
+        command, cwd=project, env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "names the bucket 'no-such-bucket', which the S3 store does not have" in done.stderr
+    assert "Traceback" not in done.stderr
+    experiments = project_json(
+        project,
+        env,
+        "from mlflow import MlflowClient; import json; "
+        "print(json.dumps([e.name for e in MlflowClient().search_experiments()]))",
+    )
+    assert params(project)["model"]["name"] not in experiments
+
+
 def test_champion_is_a_standard_mlflow_model_that_serves(
     project: Path, prod_env: dict[str, str], first_run, tmp_path: Path
 ) -> None:

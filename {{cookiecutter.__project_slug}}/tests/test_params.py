@@ -105,6 +105,7 @@ def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
         ("train.profile_bins", "10", "an integer >= 2"),
         ("train.seed", -1, "an integer >= 0"),
         ("train.hyperparameters", [0.1, 200], "a mapping"),
+        ("promote.min_improvement", -1.0, "a number >= 0"),
         ("monitor.psi", -1, "a number > 0"),
         ("monitor.psi", 0, "a number > 0"),
         ("monitor.psi", True, "a number > 0"),

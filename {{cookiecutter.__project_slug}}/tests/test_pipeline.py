@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import sqlalchemy
 import yaml
-from botocore.exceptions import NoCredentialsError
+from botocore.exceptions import NoCredentialsError, ReadTimeoutError
 from conftest import load_script
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
@@ -459,6 +459,38 @@ def test_alias_that_fails_to_move_leaves_no_promotion_record(
     assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
 
 
+def test_a_rollback_whose_confirmation_cannot_be_recorded_keeps_the_left_version_demoted(
+    params, backends, good_data, workdir, monkeypatch
+):
+    """The registry goes away just after the alias moved: the move stands, the version taken
+    out of service stays marked so (the gate must never promote it again), and the error says
+    which tag to record by hand."""
+    cycle(params, backends, good_data, workdir / "r1")
+    newer = workdir / "newer.parquet"
+    pd.read_parquet(good_data).iloc[5:].to_parquet(newer, index=False)
+    cycle(params, backends, newer, workdir / "r2")  # version 2, promoted or not
+    left = str(registry.champion(MlflowClient(), "test-model").version)
+    target = "1" if left == "2" else "2"
+    record = MlflowClient.set_model_version_tag
+
+    def gone_after_the_move(self, name, version, key, value):
+        if key == "rolled_back_at":
+            raise ConnectionError("registry went away")
+        return record(self, name, version, key, value)
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", gone_after_the_move)
+    monkeypatch.setattr(registry.time, "sleep", lambda seconds: None)
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    with pytest.raises(registry.Unconfirmed) as failed:
+        promotion.rollback(newer, params, gate, backends, target, "bad model", force=True)
+    said = str(failed.value)
+    assert said.startswith(f"alias champion of test-model now points at version {target}, but")
+    assert f"set_model_version_tag('test-model', '{target}', 'rolled_back_at'" in said
+    assert str(registry.champion(MlflowClient(), "test-model").version) == target
+    tags = MlflowClient().get_model_version("test-model", left).tags
+    assert tags["demoted_reason"] == "bad model", "still out of service"
+
+
 def test_an_experiment_made_under_another_artifact_root_is_named(backends, caplog):
     client = registry.connect(backends, create=True)
     made = registry.experiment_id(client, "test-model", backends.artifact_root)
@@ -528,6 +560,14 @@ def test_a_backend_that_refuses_is_one_line_naming_what_to_check_and_a_bug_a_tra
         "(MODEL_ARTIFACT_ROOT, AWS_ACCESS_KEY_ID"
     )
     assert "Traceback" not in caplog.text
+
+    def s3_never_answers() -> int:  # botocore's read timeout is an OSError as well
+        raise ReadTimeoutError(endpoint_url="http://127.0.0.1:9/bucket")
+
+    assert cli.run(s3_never_answers) == EXIT_ERROR
+    said = caplog.records[-1].getMessage()
+    assert said.startswith("ReadTimeoutError: Read timeout on endpoint URL")
+    assert "Check the S3 settings" in said
     with pytest.raises(KeyError):
         cli.run(lambda: {}["bug"])
 

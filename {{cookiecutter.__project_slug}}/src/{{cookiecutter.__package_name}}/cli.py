@@ -77,8 +77,11 @@ def run(step: Callable[[], int]) -> int:
     except OSError as err:
         # A path the step was given or made that cannot be used (missing, a file where a folder
         # should be, read-only): the environment's problem, told in one line. Some libraries
-        # (pyarrow) raise these with the path as the message and no filename.
-        if err.filename:
+        # (pyarrow) raise these with the path as the message and no filename. A backend's own
+        # errors may be OSErrors too (botocore's read timeout is one): those name the backend.
+        if check := BACKENDS.get(_library(err)):
+            log.error("%s", redact(backend_message(err, check)))
+        elif err.filename:
             log.error("cannot use %s: %s", err.filename, err.strerror or err)
         elif isinstance(err, PATH_ERRORS):
             log.error("cannot use %s (%s)", err, type(err).__name__)

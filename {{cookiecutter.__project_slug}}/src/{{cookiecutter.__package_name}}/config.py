@@ -190,7 +190,7 @@ PARAMS: dict[str, dict[str, Rule]] = {
     "promote": {
         "metric": _text(),
         "threshold": _number(),
-        "min_improvement": _number(required=False),
+        "min_improvement": Rule(False, "a number >= 0", lambda v: _is_number(v) and v >= 0),
     },
     "monitor": {
         "window_days": _number(above=0, required=False),

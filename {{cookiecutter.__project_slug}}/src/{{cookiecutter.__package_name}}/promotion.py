@@ -325,15 +325,23 @@ def _refusal(target, gate: Gate, value: float | None, passes: bool) -> str | Non
 @contextmanager
 def _demoting(client, name: str, left, target, tags: dict[str, str]):
     """Mark the version a rollback takes out of service before the alias moves, so the gate
-    never promotes it (or its twin) again; undo that if the move fails. A target that was
-    itself taken out of service before is in service again once the move succeeds."""
+    never promotes it (or its twin) again; undo that if the alias does not move. A target that
+    was itself taken out of service before is in service again once the alias has moved."""
     for key, value in tags.items():
         client.set_model_version_tag(name, str(left.version), key, value)
     try:
         yield
+    except registry.Unconfirmed:  # the alias moved: `left` is out of service all the same
+        _back_in_service(client, name, target, tags)
+        raise
     except Exception:
         for key in tags:
             registry.quietly(client.delete_model_version_tag, name, str(left.version), key)
         raise
+    _back_in_service(client, name, target, tags)
+
+
+def _back_in_service(client, name: str, target, tags: dict[str, str]) -> None:
+    """Drop the out-of-service marks a former rollback left on the version now champion."""
     for key in set(tags) & set(target.tags):
         registry.quietly(client.delete_model_version_tag, name, str(target.version), key)

@@ -22,7 +22,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from .config import Backends, database_url
-from .errors import PipelineError
+from .errors import PipelineError, driver_said
 from .lineage import pinned
 from .model import REQUIREMENTS, TRUSTED_TYPES
 
@@ -113,6 +113,7 @@ def experiment_id(client: MlflowClient, name: str, artifact_root: str | None) ->
     location = f"{artifact_root.rstrip('/')}/{name}" if artifact_root else None
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
+        _refuse_a_missing_bucket(artifact_root)  # else the experiment keeps it for good
         return client.create_experiment(name, artifact_location=location)
     kept = experiment.artifact_location.rstrip("/")
     if location and kept != location:
@@ -129,16 +130,37 @@ def experiment_id(client: MlflowClient, name: str, artifact_root: str | None) ->
     return experiment.experiment_id
 
 
-def log_and_register(
-    client: MlflowClient, name: str, artifact_root: str | None, model, run: dict[str, Any]
-):
-    """Log one training run and register its model as a new version carrying the lineage tags.
+def _refuse_a_missing_bucket(artifact_root: str | None) -> None:
+    """Refuse an s3:// root whose bucket the S3 store does not have; other refusals (a wrong
+    key, an endpoint away) reach the caller as botocore's errors, which name the S3 settings."""
+    if not (artifact_root or "").startswith("s3://"):
+        return
+    import boto3
+    from botocore.exceptions import ClientError
+
+    bucket = urlparse(artifact_root).netloc
+    endpoint = os.environ.get("MLFLOW_S3_ENDPOINT_URL") or None  # as MLflow's uploads use
+    try:
+        boto3.client("s3", endpoint_url=endpoint).head_bucket(Bucket=bucket)
+    except ClientError as err:
+        if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+            raise
+        raise PipelineError(
+            f"MODEL_ARTIFACT_ROOT {artifact_root} names the bucket '{bucket}', which the S3 "
+            "store does not have: create it or correct MODEL_ARTIFACT_ROOT (the model's MLflow "
+            "experiment keeps the root of its first run)"
+        ) from err
+
+
+def log_and_register(client: MlflowClient, experiment: str, name: str, model, run: dict[str, Any]):
+    """Log one training run into `experiment` (experiment_id) and register its model as a new
+    version of `name` carrying the lineage tags.
 
     The version is created with all its tags in one call, after everything else is logged,
     so a failure anywhere leaves no version, or a version with its full lineage.
     """
     check_serializable(model)
-    mlflow.set_experiment(experiment_id=experiment_id(client, name, artifact_root))
+    mlflow.set_experiment(experiment_id=experiment)
     with mlflow.start_run() as active:
         mlflow.log_params(run["params"])
         mlflow.set_tags(run["tags"])
@@ -310,7 +332,33 @@ def move_champion(client: MlflowClient, name: str, number: str, tags: dict[str, 
     log.info("alias %s of %s now points at version %s", CHAMPION, name, number)
     for key in CONFIRMING:
         if key in tags:
-            client.set_model_version_tag(name, number, key, tags[key])
+            _confirm(client, name, number, key, tags[key])
+
+
+class Unconfirmed(PipelineError):
+    """The alias moved, but a tag confirming the move could not be recorded: the move stands."""
+
+
+CONFIRM_ATTEMPTS = 4  # about 15 s of a registry briefly away (1, 2, 4 and 8 s apart)
+
+
+def _confirm(client: MlflowClient, name: str, number: str, key: str, value: str) -> None:
+    """Record a CONFIRMING tag once the alias has moved, retrying a registry briefly away; an
+    Unconfirmed error names the tag to record by hand if it stays away."""
+    for attempt in range(CONFIRM_ATTEMPTS):
+        try:
+            client.set_model_version_tag(name, number, key, value)
+            return
+        except Exception as err:
+            failure = err
+            log.warning("recording %s on %s v%s failed (%s); retrying", key, name, number, err)
+            time.sleep(2**attempt)
+    raise Unconfirmed(
+        f"alias {CHAMPION} of {name} now points at version {number}, but recording {key}="
+        f"{value} on it failed ({driver_said(failure)}): the move stands. When the registry "
+        'answers again, record it: .venv/bin/python -c "from mlflow import MlflowClient; '
+        f"MlflowClient().set_model_version_tag('{name}', '{number}', '{key}', '{value}')\""
+    ) from failure
 
 
 def quietly(call, *args) -> None:

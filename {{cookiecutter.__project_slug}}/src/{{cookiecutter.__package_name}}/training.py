@@ -200,10 +200,12 @@ def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, An
         metrics = client.get_run(same.run_id).data.metrics
         validation = {k.removeprefix("validation."): v for k, v in metrics.items()}
         return _report(name, same, same.tags["data.content_hash"], validation)
+    # Before the fit: an artifact root the models could not reach is refused in seconds.
+    experiment = registry.experiment_id(client, name, backends.artifact_root)
     model, x_train, x_valid, metrics = fit(frame, schema, params)
     md5 = lineage.file_md5(data_path)
     record = run_record(model, x_train, x_valid, metrics, frame, schema, params, md5)
-    created = registry.log_and_register(client, name, backends.artifact_root, model, record)
+    created = registry.log_and_register(client, experiment, name, model, record)
     log.info("registered %s version %s (validation %s)", name, created.version, metrics)
     commit = record["tags"]["git.commit"]
     if commit != "none" and lineage.unpushed(commit):
