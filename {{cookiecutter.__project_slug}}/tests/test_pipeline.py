@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import logging
 import subprocess
 import time
 from pathlib import Path
@@ -543,6 +544,23 @@ def test_a_backend_that_refuses_is_one_line_naming_what_to_check_and_a_bug_a_tra
 
     assert cli.run(unreachable_database) == EXIT_ERROR
     assert "OperationalError: " in caplog.text and "MONITORING_DATABASE_URL" in caplog.text
+
+    def mlflow_store_logs_a_database_error() -> int:  # as MLflow's SQL store does, then raises
+        try:
+            raise RuntimeError("connection failed\n[SQL: SELECT ...]\n(Background on ...)")
+        except RuntimeError as err:
+            store = logging.getLogger("mlflow.store.db.utils")
+            store.exception(
+                "SQLAlchemy database error. The following exception is caught.\n%s", err
+            )
+        return 0
+
+    cli.run(mlflow_store_logs_a_database_error)
+    [logged] = [r for r in caplog.records if r.name == "mlflow.store.db.utils"]
+    assert logged.getMessage() == (
+        "SQLAlchemy database error. The following exception is caught. connection failed"
+    )
+    assert logged.exc_info is None
     assert cli.run(unsupported_registry) == EXIT_ERROR
     assert "postgres://" in caplog.text and "MLFLOW_TRACKING_URI" in caplog.text
 

@@ -69,6 +69,9 @@ def run(step: Callable[[], int]) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # MLflow logs each database error with its traceback and statement before raising it; the
+    # one line this function ends with says what to check. Two lines of it stay.
+    logging.getLogger("mlflow.store.db.utils").addFilter(_brief)
     try:
         return step()
     except PipelineError as err:
@@ -95,6 +98,14 @@ def run(step: Callable[[], int]) -> int:
         log.debug("backend failure", exc_info=True)
         log.error("%s", redact(backend_message(err, check)))
         return EXIT_ERROR
+
+
+def _brief(record: logging.LogRecord) -> bool:
+    """A logging filter that keeps a record's first two lines, without its traceback."""
+    lines = record.getMessage().strip().splitlines()
+    record.msg, record.args = " ".join(lines[:2])[:500], ()
+    record.exc_info, record.exc_text = None, None
+    return True
 
 
 S3_SETTINGS = (
