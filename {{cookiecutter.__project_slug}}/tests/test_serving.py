@@ -891,12 +891,12 @@ def fake_service(answered: list, refuse):
     return post
 
 
-def test_send_batch_leaves_out_only_the_rows_a_service_refused_as_invalid(monkeypatch):
-    send_batch = load_script("send_batch")
-    answered: list[dict] = []
+def refusing(send_batch, bad_zip: str, listed: int | None = None):
+    """A refuse() for fake_service: a 422 naming the records whose zip is `bad_zip`, at most
+    `listed` of them (all when None)."""
 
     def refuse(records, file_rows):
-        bad = [k for k, record in enumerate(records) if record["zip"] == "00123"]
+        bad = [k for k, record in enumerate(records) if record["zip"] == bad_zip][:listed]
         detail = [{"loc": ["records", k, "zip"], "msg": "Input should be one of ..."} for k in bad]
         body = json.dumps({"detail": detail}).encode()
         if bad:
@@ -904,7 +904,13 @@ def test_send_batch_leaves_out_only_the_rows_a_service_refused_as_invalid(monkey
             return send_batch.Refused(f"answered 422: {said}", 422, send_batch._named_records(body))
         return None
 
-    monkeypatch.setattr(send_batch, "post", fake_service(answered, refuse))
+    return refuse
+
+
+def test_send_batch_leaves_out_only_the_rows_a_service_refused_as_invalid(monkeypatch):
+    send_batch = load_script("send_batch")
+    answered: list[dict] = []
+    monkeypatch.setattr(send_batch, "post", fake_service(answered, refusing(send_batch, "00123")))
     rows = [{"zip": "02134"} for _ in range(400)]
     for row in (250, 251, 252, 260):
         rows[row]["zip"] = "00123"
@@ -929,16 +935,7 @@ def test_send_batch_sends_again_until_a_batch_with_more_refusals_than_a_422_list
 
     send_batch = load_script("send_batch")
     answered: list[dict] = []
-
-    def refuse(records, file_rows):  # as the service: at most MAX_ERRORS errors listed
-        bad = [k for k, record in enumerate(records) if record["zip"] == "00123"][:MAX_ERRORS]
-        detail = [{"loc": ["records", k, "zip"], "msg": "Input should be one of ..."} for k in bad]
-        body = json.dumps({"detail": detail}).encode()
-        if bad:
-            said = send_batch._detail(body, file_rows)
-            return send_batch.Refused(f"answered 422: {said}", 422, send_batch._named_records(body))
-        return None
-
+    refuse = refusing(send_batch, "00123", listed=MAX_ERRORS)  # as the service lists them
     monkeypatch.setattr(send_batch, "post", fake_service(answered, refuse))
     rows = [{"zip": "02134"} for _ in range(100)]
     invalid = range(10, 55)  # 45 rows of one batch, more than two refusals list
