@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import copy
 import argparse
+import copy
 import json
 import re
 from pathlib import Path
