@@ -298,8 +298,9 @@ def test_image_installs_the_system_libraries_named_in_apt_packages(engine, image
 def test_deploy_steps_push_to_a_registry_that_needs_a_login_and_smoke_test_the_pulled_image(
     engine, image, registry, tmp_path
 ):
-    """deploy.yml's make steps in its order: image, smoke-test of :latest, registry-login, push,
-    then smoke-test PULL=1 of the pushed tag, with no local copy left to fall back on."""
+    """deploy.yml's make steps in its order: image, smoke-test of the image as built,
+    registry-login, push, then smoke-test PULL=1 of the pushed tag, with no local copy left to
+    fall back on."""
     project = committed_copy(image.project, tmp_path)
     repository = f"{answers(project)['github_owner']}/{project.name}".lower()
     name = f"{registry.host}/{repository}"
@@ -315,9 +316,9 @@ def test_deploy_steps_push_to_a_registry_that_needs_a_login_and_smoke_test_the_p
     network = f"DOCKER_RUN_ARGS=--network {engine.network}"
     run = [f"IMAGE={name}", f"SMOKE_PORT={free_port()}", network]
     version = image.meta["version"]
-    built = make(project, "smoke-test", *run, "IMAGE_TAG=latest", env=env)
+    built = make(project, "smoke-test", *run, env=env)  # the image as built, as deploy.yml runs it
     assert f'"model_version": "{version}"' in built.stdout, built.stdout
-    assert f"smoke test passed: {name}:latest" in built.stdout
+    assert f"smoke test passed: {name}:{version}" in built.stdout
 
     refused = run_make(project, "push", *run, env=env)
     assert refused.returncode != 0, "the registry took a push before any login"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import shutil
 import time
 import uuid
@@ -227,6 +228,25 @@ def test_a_spool_folder_that_cannot_be_made_or_written_leaves_the_service_not_re
     assert f"spool folder {folder} cannot be used" in ready.json()["reason"]
     assert "PREDICTION_LOG_SPOOL_DIR" in ready.json()["reason"]
     assert live.get("/health").status_code == 200
+
+
+def test_a_worker_restarted_after_the_bundle_changed_serves_nothing(
+    serve, exported_model, monkeypatch
+):
+    """The supervisor pins the bundle it started with; a worker it restarts after `make bundle`
+    rewrote the folder must not serve another version beside the other workers."""
+    from {{ cookiecutter.__package_name }}.serving import server
+
+    monkeypatch.setenv("MODEL_BUNDLE_DIR", str(exported_model.path))
+    monkeypatch.delenv(server.PINNED_SHA256, raising=False)
+    server.pin_bundle()
+    meta = json.loads((exported_model.path / bundles.META_FILE).read_text())
+    assert os.environ[server.PINNED_SHA256] == meta["sha256"]
+    assert serve(exported_model.path).get("/ready").status_code == 200
+    monkeypatch.setenv(server.PINNED_SHA256, "0" * 64)  # the folder now holds another model
+    ready = serve(exported_model.path).get("/ready")
+    assert ready.status_code == 503
+    assert "changed since the service started (it now holds v1)" in ready.json()["reason"]
 
 
 def test_bundle_without_its_metadata_is_not_ready(serve, exported_model, tmp_path):

@@ -9,13 +9,16 @@ them on one worker, leaving the others idle.)
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import json
 import logging
 import multiprocessing
 import os
 import signal
 import socket
 import threading
+from pathlib import Path
 
 import uvicorn
 
@@ -129,6 +132,7 @@ class Workers:
             raise SystemExit(1) from None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
+        pin_bundle()
         workers = [self._start() for _ in range(self.count)]
         log.info("serving on http://%s:%d with %d workers", self.host, self.port, self.count)
         while not self._stop.wait(RESTART_DELAY_SECONDS):
@@ -145,6 +149,19 @@ class Workers:
         worker = self._context.Process(target=serve_worker, args=arguments)
         worker.start()
         return worker
+
+
+# The sha256 of the model file the service started with: a worker restarted after `make bundle`
+# rewrote the folder would otherwise serve another version beside the others.
+PINNED_SHA256 = "SERVE_PINNED_SHA256"
+
+
+def pin_bundle() -> None:
+    """Pass the bundle's model checksum, as it is now, to every worker started from here on."""
+    bundle_dir = Path(os.environ.get("MODEL_BUNDLE_DIR") or "build/model")
+    # No readable bundle: nothing to pin, and each worker says why it is not ready.
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        os.environ[PINNED_SHA256] = json.loads((bundle_dir / "bundle.json").read_text())["sha256"]
 
 
 def _stop(workers: list) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import threading
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from . import bundle as bundles
 from .batcher import MicroBatcher
 from .compiled import FastPath, compile_model
 from .schema import UNSEEN_PROBE, request_model
+from .server import PINNED_SHA256
 from .telemetry import Telemetry
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class Service:
         """Load and verify the bundle; on failure stay up but not ready, and say why."""
         try:
             loaded = bundles.load(self.settings.bundle_dir)
+            _refuse_a_bundle_changed_since_start(loaded, self.settings.bundle_dir)
             self.predict_rows([loaded.meta["example"]], loaded)
             fast_path = None
             if self.settings.fast_path:
@@ -167,6 +170,18 @@ class Service:
             {"prediction": label, "probabilities": dict(zip(names, map(float, row), strict=True))}
             for label, row in zip(labels.tolist(), output, strict=True)
         ]
+
+
+def _refuse_a_bundle_changed_since_start(loaded: bundles.Bundle, bundle_dir) -> None:
+    """A worker the supervisor restarted serves the model the service started with, or none:
+    never another version beside the other workers'."""
+    pinned = os.environ.get(PINNED_SHA256)
+    if pinned and loaded.meta["sha256"] != pinned:
+        raise PipelineError(
+            f"the bundle in {bundle_dir} changed since the service started (it now holds "
+            f"v{loaded.meta['version']}): this restarted worker serves nothing rather than "
+            "another version than the others; restart the service to serve the new bundle"
+        )
 
 
 def _reader(prediction_log: PredictionLog, name: str):
