@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import redact
-from .errors import EXIT_ERROR, PipelineError
+from .errors import EXIT_ERROR, PipelineError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -129,20 +129,14 @@ def _library(err: BaseException) -> str:
     return type(err).__module__.partition(".")[0]
 
 
-def _first_line(err: BaseException) -> str:
-    """The exception's class and the first line of its text."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"
-
-
 def backend_message(err: Exception, check: str) -> str:
     """One line: the exception's class and first line of text, the backend error underneath it
     when a library wrapped one (MLflow wraps S3's), and what to check."""
-    said, cause = _first_line(err), err
+    said, cause = first_line(err), err
     while cause.__cause__ or cause.__context__:
         cause = cause.__cause__ or cause.__context__
     if cause is not err and _library(cause) in BACKENDS:
-        said += f" (from {_first_line(cause)})"
+        said += f" (from {first_line(cause)})"
         check = BACKENDS[_library(cause)]
     return f"{said}. Check {check}, and that the service is up"
 

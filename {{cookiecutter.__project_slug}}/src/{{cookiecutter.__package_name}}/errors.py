@@ -27,5 +27,10 @@ def driver_said(err: BaseException) -> str:
         if inner is None or inner is err:
             break
         err = inner
-    said = next(iter(str(err).strip().splitlines()), "")
-    return f"{type(err).__name__}: {said}"
+    return first_line(err)
+
+
+def first_line(err: BaseException) -> str:
+    """The exception's class and the first line of its text."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0][:300] if lines else ''}"

@@ -18,7 +18,6 @@ import os
 import signal
 import socket
 import threading
-from pathlib import Path
 
 import uvicorn
 
@@ -158,10 +157,13 @@ PINNED_SHA256 = "SERVE_PINNED_SHA256"
 
 def pin_bundle() -> None:
     """Pass the bundle's model checksum, as it is now, to every worker started from here on."""
-    bundle_dir = Path(os.environ.get("MODEL_BUNDLE_DIR") or "build/model")
+    from ..config import ServeSettings
+    from .bundle import META_FILE
+
+    meta = ServeSettings.from_env().bundle_dir / META_FILE
     # No readable bundle: nothing to pin, and each worker says why it is not ready.
     with contextlib.suppress(OSError, ValueError, KeyError):
-        os.environ[PINNED_SHA256] = json.loads((bundle_dir / "bundle.json").read_text())["sha256"]
+        os.environ[PINNED_SHA256] = json.loads(meta.read_text())["sha256"]
 
 
 def _stop(workers: list) -> None:
