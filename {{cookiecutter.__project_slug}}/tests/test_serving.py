@@ -30,7 +30,7 @@ from {{ cookiecutter.__package_name }}.data import feature_frame
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
 from {{ cookiecutter.__package_name }}.serving.main import create_app
-from {{ cookiecutter.__package_name }}.serving.routers import predict
+from {{ cookiecutter.__package_name }}.serving.routers import health, predict
 from {{ cookiecutter.__package_name }}.serving.routers.predict import new_request_id
 from {{ cookiecutter.__package_name }}.serving.schema import (
     SCALAR_LABELS,
@@ -210,7 +210,8 @@ def test_tampered_model_file_leaves_the_service_up_but_not_ready(
     assert "does not match the sha256" in ready.json()["reason"]
     assert "NOT READY" in caplog.text and "sha256" in caplog.text
     assert live.get("/health").status_code == 200
-    assert live.get("/version").status_code == 503
+    version = assert_clean_error(live.get("/version"), 503)["detail"]
+    assert version.startswith("no model served: ") and "sha256" in version
     refused = live.predict({"records": exported_model.records[:1]})
     assert assert_clean_error(refused, 503)["detail"] == "model not ready"
 
@@ -352,6 +353,35 @@ def test_docs_and_openapi_show_the_predict_schema_with_an_example(live, exported
     assert list(record["properties"]) == exported_model.features
     assert sorted(record["required"]) == sorted(exported_model.features)
     assert record["additionalProperties"] is False
+    errors = document["paths"]["/predict"]["post"]["responses"]
+    assert {"408", "413", "415", "422", "500", "503", "504"} <= set(errors)
+    error_body = {"$ref": "#/components/schemas/ErrorResponse"}
+    assert all(
+        errors[status]["content"]["application/json"]["schema"] == error_body
+        for status in errors
+        if status.startswith(("4", "5"))
+    )
+    assert set(schemas["ErrorResponse"]["required"]) == {"detail", "request_id"}
+
+
+def test_every_error_has_one_shape_with_a_request_id(live, monkeypatch):
+    """Also a path or method that does not exist, and a failure no route catches."""
+    assert assert_clean_error(live.get("/nowhere"), 404)["detail"] == "Not Found"
+    wrong_method = live.get("/predict")
+    assert assert_clean_error(wrong_method, 405)["detail"] == "Method Not Allowed"
+    assert wrong_method.headers["allow"] == "POST"
+
+    class Broken:
+        def is_set(self):
+            raise RuntimeError("a bug")
+
+    monkeypatch.setattr(live.service, "bundle", None)  # /ready then asks DRAINING
+    monkeypatch.setattr(health, "DRAINING", Broken())  # the traceback goes to the server's log
+    transport = httpx.ASGITransport(app=live.app, raise_app_exceptions=False)
+    client = httpx.AsyncClient(transport=transport, base_url="http://test")
+    failed = live.run(client.get("/ready"))
+    assert "a bug" not in failed.text
+    assert assert_clean_error(failed, 500)["detail"].startswith("internal error")
 
 
 def test_an_example_with_a_missing_value_shows_null_and_validates(serve, exported_model, tmp_path):

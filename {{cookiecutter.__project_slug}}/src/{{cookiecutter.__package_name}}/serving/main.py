@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from starlette.exceptions import HTTPException
 
 from ..config import ServeSettings
 from .routers import health, metrics, predict
+from .routers.predict import error_response
 from .service import Service, watch_for_shutdown
 
 SWITCH_INTERVAL_SECONDS = 0.001
@@ -50,8 +52,20 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     for router in (predict.router, health.router, metrics.router):
         app.include_router(router)
     app.add_middleware(RequestTelemetry, service=service)
+    # Every error answers one shape (schema.ErrorResponse) with a request id, also a path or
+    # method that does not exist and a failure no route caught (the traceback goes to the log).
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(Exception, _server_error)
     app.openapi = lambda: _openapi(app, service)
     return app
+
+
+async def _http_error(_request, exc: HTTPException):
+    return error_response(exc.status_code, exc.detail, headers=exc.headers)
+
+
+async def _server_error(_request, _exc: Exception):
+    return error_response(500, "internal error; the traceback is in the service log")
 
 
 class RequestTelemetry:

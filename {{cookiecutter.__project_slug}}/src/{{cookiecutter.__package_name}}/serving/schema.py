@@ -144,6 +144,22 @@ class Prediction(BaseModel):
     probabilities: dict[str, float] | None = None
 
 
+class FieldError(BaseModel):
+    """One invalid value of a refused request: where it is, what is wrong, the error type."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """What every error status answers: what went wrong (a sentence, or for invalid input one
+    entry per invalid value) and the request id, also sent as the X-Request-ID header."""
+
+    detail: str | list[FieldError]
+    request_id: str
+
+
 class PredictResponse(BaseModel):
     """What POST /predict answers."""
 

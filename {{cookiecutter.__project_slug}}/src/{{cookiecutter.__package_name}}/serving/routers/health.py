@@ -5,7 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
+from ..schema import ErrorResponse
 from ..service import DRAINING, ServiceDep
+from .predict import error_response
 
 router = APIRouter(tags=["health"])
 
@@ -33,12 +35,14 @@ for _path, _endpoint in (("/health", health), ("/ready", ready)):
     router.add_api_route(_path, _endpoint, methods=["HEAD"], include_in_schema=False)
 
 
-@router.get("/version", responses={503: {"description": "model not loaded"}})
+@router.get(
+    "/version", responses={503: {"model": ErrorResponse, "description": "no model served, and why"}}
+)
 async def version(service: ServiceDep) -> JSONResponse:
     """Which model answers: name, version, data hash, git commit, trained and promoted dates,
     and when and why a rollback restored it (null if none did)."""
     if service.bundle is None:
-        return JSONResponse({"detail": "model not loaded"}, status_code=503)
+        return error_response(503, f"no model served: {service.load_error or 'loading'}")
     meta = service.bundle.meta
     lineage = meta["lineage"]
     return JSONResponse(

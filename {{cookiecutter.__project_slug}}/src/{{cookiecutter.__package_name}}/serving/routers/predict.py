@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from ..schema import SCALAR_VALUES, PredictResponse, scalar_label
+from ..schema import SCALAR_VALUES, ErrorResponse, PredictResponse, scalar_label
 from ..service import Service, ServiceDep
 
 log = logging.getLogger(__name__)
@@ -149,27 +149,31 @@ async def predict_records(service: Service, rows: list[dict], request_id: str) -
     "/predict",
     response_model=PredictResponse,
     responses={
-        408: {"description": "body not received in time"},
-        413: {"description": "body or batch over the limit"},
-        415: {"description": "body not sent as application/json"},
-        422: {"description": "invalid input"},
-        503: {"description": "not ready or overloaded"},
-        504: {"description": "prediction timed out"},
+        status: {"model": ErrorResponse, "description": description}
+        for status, description in (
+            (408, "body not received in time"),
+            (413, "body or batch over the limit"),
+            (415, "body not sent as application/json"),
+            (422, "invalid input, one entry per invalid value"),
+            (500, "prediction failed"),
+            (503, "not ready or overloaded"),
+            (504, "prediction timed out"),
+        )
     },
 )
 async def predict(request: Request, service: ServiceDep) -> Response:
     """Predict one or more records: `{"records": [{feature: value, ...}, ...]}`."""
     request_id = new_request_id()
     if not service.ready:
-        return _error(503, "model not ready", request_id, {"Retry-After": "1"})
+        return error_response(503, "model not ready", request_id, {"Retry-After": "1"})
     started = time.perf_counter()
     settings = service.settings
     try:  # a request takes an in-flight slot only once its body is in
         body = await read_body(request, settings.max_body_bytes, settings.read_timeout)
     except Refusal as refusal:
-        return _error(refusal.status, refusal.detail, request_id, refusal.headers)
+        return error_response(refusal.status, refusal.detail, request_id, refusal.headers)
     if service.in_flight >= settings.max_in_flight:
-        return _error(
+        return error_response(
             503, "overloaded: too many requests in flight", request_id, {"Retry-After": "1"}
         )
     service.in_flight += 1
@@ -177,7 +181,7 @@ async def predict(request: Request, service: ServiceDep) -> Response:
         rows = parse(service, body)
         results = await predict_records(service, rows, request_id)
     except Refusal as refusal:
-        return _error(refusal.status, refusal.detail, request_id, refusal.headers)
+        return error_response(refusal.status, refusal.detail, request_id, refusal.headers)
     finally:
         service.in_flight -= 1
     service.telemetry.predictions([r["prediction"] for r in results])
@@ -221,8 +225,12 @@ def log_predictions(
     )
 
 
-def _error(status: int, detail, request_id: str, headers: dict | None = None) -> JSONResponse:
-    """An error body: what went wrong and the request id, never the input or a traceback."""
+def error_response(
+    status: int, detail, request_id: str | None = None, headers: dict | None = None
+) -> JSONResponse:
+    """An error body (ErrorResponse): what went wrong and the request id (a new one unless
+    given), never the input or a traceback."""
+    request_id = request_id or new_request_id()
     return JSONResponse(
         {"detail": detail, "request_id": request_id},
         status_code=status,
