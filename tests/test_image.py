@@ -267,6 +267,17 @@ def test_image_runtime_has_neither_uv_nor_a_compiler(engine, served):
 
 
 @container
+def test_image_holds_the_services_dependencies_not_the_pipelines(engine, served):
+    probe = (
+        "import importlib.util as u; "
+        "print([m for m in ('fastapi', 'sklearn', 'skops', 'psycopg', 'mlflow', 'dvc', 'boto3', "
+        "'matplotlib', 'pyarrow', 'pytest') if u.find_spec(m)])"
+    )
+    found = engine.docker("exec", served.container, "python", "-c", probe).stdout.strip()
+    assert found == "['fastapi', 'sklearn', 'skops', 'psycopg']"
+
+
+@container
 def test_image_logs_predictions_as_its_non_root_user(image, served):
     fetch(f"{served.url}/predict", {"records": [image.meta["example"]]})
     logged = "prediction_log_logged_total"
