@@ -91,6 +91,20 @@ def backends(workdir: Path) -> Backends:
     return Backends.from_env()
 
 
+class Payload:
+    """What a tampered model artifact could hold: loading it runs code (writes `marker`), as
+    skops and pickle both call __setstate__ of the class a file names."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __setstate__(self, state: dict) -> None:
+        Path(state["marker"]).write_text("code ran on load")
+
+
+PAYLOAD_TYPE = f"{Payload.__module__}.{Payload.__qualname__}"
+
+
 # --- Serving: one model trained, promoted and exported per session ---------------------------
 # test_serving.py and test_server_process.py share it: training once keeps them fast.
 

@@ -5,18 +5,21 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import pickle
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+import skops.io
 import sqlalchemy
 import yaml
 from botocore.exceptions import NoCredentialsError, ReadTimeoutError
-from conftest import load_script
+from conftest import PAYLOAD_TYPE, Payload, load_script
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -31,8 +34,9 @@ from {{ cookiecutter.__package_name }} import (
 )
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.config import Backends
-from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, PipelineError
+from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, RENAMED_CLASS, PipelineError
 from {{ cookiecutter.__package_name }}.model import REQUIREMENTS
+from {{ cookiecutter.__package_name }}.modelfile import Unloadable
 from {{ cookiecutter.__package_name }}.promotion import Gate
 from {{ cookiecutter.__package_name }}.serving import bundle
 
@@ -682,8 +686,11 @@ def test_a_version_this_code_cannot_load_stops_the_gate_and_rollbacks_name_why(
     load, unloadable = registry.load_model, {"1"}
 
     def renamed(name, number):
-        if str(number) in unloadable:
-            raise AttributeError("module 'model' has no attribute 'RatioFeatures'")
+        if str(number) in unloadable:  # as modelfile.load says
+            raise Unloadable(
+                f"version {number} cannot be loaded by this code (AttributeError: module 'model' "
+                f"has no attribute 'RatioFeatures'): {RENAMED_CLASS}"
+            )
         return load(name, number)
 
     monkeypatch.setattr(registry, "load_model", renamed)
@@ -706,6 +713,40 @@ def test_a_version_this_code_cannot_load_stops_the_gate_and_rollbacks_name_why(
     back = promotion.rollback(newer, params, gate, backends, None, "test", force=False)
     assert back["moved"] and back["to_version"] == "1"
     assert back["champion_value_today"] is None and back["worse_than_champion"] is None
+
+
+@pytest.mark.parametrize("tampering", ["trusts its own payload", "is a pickle"])
+def test_a_tampered_version_runs_no_code_where_it_is_loaded(
+    params, backends, good_data, workdir, tampering
+):
+    """Whoever can write the registry's artifact store can rewrite a version's files and its
+    MLmodel: a pickle format, or a skops file listing its own type as trusted. MLflow's loader
+    runs either; evaluation, the gate, rollbacks and `make bundle` refuse both, naming why."""
+    cycle(params, backends, good_data, workdir / "r1")
+    client = MlflowClient()
+    folder = Path(urlparse(client.get_model_version_download_uri("test-model", "1")).path)
+    mlmodel = yaml.safe_load((folder / "MLmodel").read_text())
+    flavor = mlmodel["flavors"]["sklearn"]
+    model_file, marker = folder / flavor["pickled_model"], workdir / "ran"
+    if tampering == "is a pickle":
+        flavor["serialization_format"] = "cloudpickle"
+        model_file.write_bytes(pickle.dumps(Payload(marker)))
+        refusal = "is not saved as a skops file"
+    else:
+        flavor["skops_trusted_types"] = [*flavor.get("skops_trusted_types", []), PAYLOAD_TYPE]
+        skops.io.dump(Payload(marker), model_file)
+        refusal = f"does not list: ['{PAYLOAD_TYPE}']"
+    (folder / "MLmodel").write_text(yaml.safe_dump(mlmodel))
+    mlflow.sklearn.load_model("models:/test-model/1")
+    assert marker.exists(), "the payload is live: MLflow's own loader runs it"
+    marker.unlink()
+    with pytest.raises(Unloadable) as loading:
+        registry.load_model("test-model", "1")
+    with pytest.raises(PipelineError) as bundling:
+        bundle.export(client, "test-model", None, workdir / "build" / "model")
+    assert refusal in str(loading.value) and refusal in str(bundling.value)
+    assert not marker.exists(), "the tampered version ran code"
+    assert not (workdir / "build" / "model").exists()
 
 
 def test_renamed_labels_judge_the_candidate_alone_and_refuse_a_rollback_across(

@@ -20,11 +20,13 @@ from pathlib import Path
 import httpx
 import pandas as pd
 import pytest
-from conftest import load_script
+import skops.io
+from conftest import PAYLOAD_TYPE, Payload, load_script
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from {{ cookiecutter.__package_name }} import modelfile
 from {{ cookiecutter.__package_name }}.config import ServeSettings
 from {{ cookiecutter.__package_name }}.data import feature_frame
 from {{ cookiecutter.__package_name }}.errors import PipelineError
@@ -259,26 +261,29 @@ def test_bundle_without_its_metadata_is_not_ready(serve, exported_model, tmp_pat
     assert bundles.META_FILE in ready.json()["reason"]
 
 
-def test_bundle_loads_with_the_types_its_version_was_trained_to_trust(
-    exported_model, tmp_path, monkeypatch
-):
-    """A rollback to a version of another estimator than model.py builds today is served."""
+def test_a_bundle_cannot_widen_the_types_model_py_trusts(serve, exported_model, tmp_path):
+    """Whoever can write a bundle can recompute its sha256 and list any type in bundle.json
+    (bundles before this one kept a trusted_types list there): the code alone says what loads."""
     folder = Path(shutil.copytree(exported_model.path, tmp_path / "bundle"))
     meta = json.loads((folder / bundles.META_FILE).read_text())
-    assert meta["trusted_types"], "the version's trusted types are in bundle.json"
-    monkeypatch.setattr(bundles, "TRUSTED_TYPES", [])  # model.py trusts other types now
-    assert bundles.load(folder).meta["version"] == meta["version"]
-    (folder / bundles.META_FILE).write_text(json.dumps({**meta, "trusted_types": []}))
-    with pytest.raises(PipelineError, match=r"add them to TRUSTED_TYPES in model\.py"):
+    model_file = folder / "model" / meta["model_file"]
+    marker = tmp_path / "ran"
+    skops.io.dump(Payload(marker), model_file)
+    meta.update(sha256=bundles.sha256(model_file), trusted_types=[PAYLOAD_TYPE])
+    (folder / bundles.META_FILE).write_text(json.dumps(meta))
+    with pytest.raises(modelfile.Unloadable, match=rf"does not list: \['{PAYLOAD_TYPE}'\]"):
         bundles.load(folder)
+    ready = serve(folder).get("/ready")
+    assert ready.status_code == 503 and PAYLOAD_TYPE in ready.json()["reason"]
+    assert not marker.exists(), "the tampered bundle ran code"
+    skops.io.load(model_file, trusted=[PAYLOAD_TYPE])
+    assert marker.exists(), "the payload is live: trusting its type runs it"
 
 
 def test_bundle_holding_a_class_renamed_since_names_the_fix(exported_model, tmp_path, monkeypatch):
     """A model whose class model.py no longer has by that name: not a trust problem."""
     import importlib
     import sys
-
-    import skops.io
 
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -290,15 +295,16 @@ def test_bundle_holding_a_class_renamed_since_names_the_fix(exported_model, tmp_
     meta = json.loads((folder / bundles.META_FILE).read_text())
     model_file = folder / "model" / meta["model_file"]
     skops.io.dump(steps.RatioFeatures(), model_file)
-    meta.update(sha256=bundles.sha256(model_file), trusted_types=["custom_steps.RatioFeatures"])
+    meta.update(sha256=bundles.sha256(model_file))
     (folder / bundles.META_FILE).write_text(json.dumps(meta))
+    monkeypatch.setattr(modelfile, "TRUSTED_TYPES", ["custom_steps.RatioFeatures"])
     module.write_text("class RatioTransformer:\n    pass\n")  # renamed, no alias kept
     monkeypatch.delitem(sys.modules, "custom_steps")
     importlib.invalidate_caches()
     with pytest.raises(PipelineError) as failed:
         bundles.load(folder)
     said = str(failed.value)
-    assert "holds a class this code cannot import (AttributeError" in said
+    assert "cannot be loaded by this code (AttributeError" in said
     assert "keep the old name importable there (OldName = NewName)" in said
     assert "TRUSTED_TYPES" not in said
 

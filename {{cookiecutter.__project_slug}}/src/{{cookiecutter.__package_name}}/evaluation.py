@@ -16,8 +16,9 @@ from mlflow import MlflowClient
 from . import data as datalib
 from . import lineage, plots, registry
 from .config import Backends
-from .errors import RENAMED_CLASS, PipelineError
+from .errors import PipelineError
 from .metrics import METRICS, positive_class, score_all
+from .modelfile import Unloadable
 from .training import classes_of, predict
 
 matplotlib.use("Agg")
@@ -67,10 +68,6 @@ class OtherSchema(PipelineError):
     than the data has."""
 
 
-class Unloadable(PipelineError):
-    """A registered version this code cannot load: a class it holds was renamed or removed."""
-
-
 def score_version(
     name: str,
     number: str,
@@ -81,13 +78,7 @@ def score_version(
     """Load one registered version and score it on the rows: `rows` in the result are those
     scored. Rows of a class the version was not trained on (new in the data) are refused as
     OtherSchema, or with `leave_out_unknown` left out and counted by label (`left_out`)."""
-    try:
-        model = registry.load_model(name, number)
-    except (AttributeError, ImportError) as err:
-        raise Unloadable(
-            f"version {number} cannot be loaded by this code ({type(err).__name__}: {err}): "
-            + RENAMED_CLASS
-        ) from err
+    model = registry.load_model(name, number)  # modelfile.Unloadable: the gate refuses
     kinds = _trained_kinds(name, number)
     # The profile names the features of every version; feature_names_in_ only some models.
     trained_on = [str(n) for n in getattr(model, "feature_names_in_", kinds)]
@@ -222,7 +213,7 @@ def evaluate(
         except OtherSchema as err:  # it cannot score today's data: nothing to compare against
             summary["unscored"] = f"champion {err}"
             log.warning("%s: the gate judges the candidate by the threshold alone", err)
-        except Unloadable as err:  # a renamed class: the gate refuses until it loads again
+        except Unloadable as err:  # a renamed class, an untrusted type: refused until it loads
             summary.update(unscored=f"champion {err}", unloadable=True)
             log.warning("%s: the gate promotes no candidate it cannot compare with it", err)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from . import modelfile
 from .config import Backends, database_url
 from .errors import PipelineError, driver_said
 from .lineage import pinned
@@ -295,8 +296,13 @@ def _numbers(client: MlflowClient, name: str) -> str:
 
 
 def load_model(name: str, number: str | int):
-    """Load a registered version's scikit-learn model."""
-    return mlflow.sklearn.load_model(f"models:/{name}/{number}")
+    """Load a registered version's model from its skops file, trusting model.py only
+    (modelfile.py): not through mlflow.sklearn.load_model, which does what the version's own
+    MLmodel file says (unpickle, or trust the types it lists)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(f"models:/{name}/{number}", dst_path=tmp)
+        what = f"version {number}"
+        return modelfile.load(modelfile.skops_file(Path(local), what), what)
 
 
 def load_profile(client: MlflowClient, run_id: str) -> dict[str, Any]:

@@ -16,11 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import skops.io
-import yaml
-
-from ..errors import RENAMED_CLASS, PipelineError
-from ..model import TRUSTED_TYPES
+from .. import modelfile
+from ..errors import PipelineError
 
 log = logging.getLogger(__name__)
 META_FILE = "bundle.json"
@@ -80,9 +77,7 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
         local = Path(
             mlflow.artifacts.download_artifacts(f"models:/{name}/{chosen.version}", dst_path=tmp)
         )
-        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["sklearn"]
-        if flavor.get("serialization_format") != "skops":
-            raise PipelineError(f"{name} v{chosen.version} is not saved in skops format")
+        model_file = modelfile.skops_file(local, f"{name} v{chosen.version}")
         features = {n: f["kind"] for n, f in profile["features"].items()}
         meta = {
             "model_name": name,
@@ -98,11 +93,8 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
             "prediction_buckets": profile["prediction"].get("bin_edges"),
             # The training profile: the prediction log's rollups bin live traffic on its edges.
             "profile": profile,
-            "model_file": flavor["pickled_model"],
-            # What model.py trusted when this version was trained: a rollback serves a version
-            # whose types today's model.py may no longer list (another estimator since).
-            "trusted_types": flavor.get("skops_trusted_types") or [],
-            "sha256": sha256(local / flavor["pickled_model"]),
+            "model_file": model_file.name,
+            "sha256": sha256(model_file),
             "lineage": {tag: chosen.tags.get(tag) for tag in LINEAGE_TAGS},
         }
         staging = Path(f"{out_dir}.partial")
@@ -155,7 +147,7 @@ class Bundle:
 
 def load(bundle_dir: Path) -> Bundle:
     """Verify the bundle's checksum, then load its model allowing only the types model.py
-    trusts, now or when the version was trained (bundle.json's trusted_types)."""
+    trusts (modelfile.load: never those the bundle lists)."""
     bundle_dir = Path(bundle_dir)
     try:
         meta = json.loads((bundle_dir / META_FILE).read_text())
@@ -169,19 +161,13 @@ def load(bundle_dir: Path) -> Bundle:
             f"model file {model_file} does not match the sha256 in {META_FILE}: "
             "refusing to load a file that changed after export"
         )
-    # The types model.py trusts now and those it trusted when the version was trained.
-    trusted = sorted({*TRUSTED_TYPES, *meta.get("trusted_types", [])})
     try:
-        model = skops.io.load(model_file, trusted=trusted)
-    except (AttributeError, ImportError) as err:
+        model = modelfile.load(model_file, f"model file {model_file}")
+    except modelfile.Unloadable:
+        raise
+    except Exception as err:  # not a skops file, or a damaged one
         raise PipelineError(
-            f"model file {model_file} holds a class this code cannot import "
-            f"({type(err).__name__}: {err}): {RENAMED_CLASS}"
-        ) from err
-    except Exception as err:
-        raise PipelineError(
-            f"model file {model_file} failed to load safely: {err}; review the types it names "
-            "and add them to TRUSTED_TYPES in model.py"
+            f"model file {model_file} could not be loaded ({type(err).__name__}: {err})"
         ) from err
     # Bundles exported before missing values became None in the example.
     meta["example"] = {name: _none_if_nan(value) for name, value in meta["example"].items()}
