@@ -84,6 +84,7 @@ PACKAGE_MODULES = {
     "lineage",
     "metrics",
     "model",
+    "modelfile",
     "plots",
     "profile",
     "promotion",
