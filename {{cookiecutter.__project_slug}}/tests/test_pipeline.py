@@ -71,6 +71,24 @@ def good_data(params, workdir) -> Path:
     return write_data(params, workdir / "good.parquet")
 
 
+def test_the_input_example_is_made_up_from_middle_and_frequent_values(params, good_data):
+    """The example /docs shows, logged with every version, is no training row (a real
+    customer's) and has no missing value (MLflow would write NaN, which is no JSON)."""
+    schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
+    x = pd.read_parquet(good_data)[list(schema.features)]
+    example = training.typical_record(x)
+    assert list(example.columns) == list(x.columns) and (example.dtypes == x.dtypes).all()
+    assert not example.isna().any(axis=None)
+    row = example.iloc[0]
+    assert not (x == row).all(axis=1).any(), "the example is a training row"
+    for name in schema.features:
+        values = x[name].dropna()
+        if schema.features[name] == "numeric":
+            assert (values < row[name]).sum() <= len(values) // 2 <= (values <= row[name]).sum()
+        else:
+            assert values.value_counts().iloc[0] == (values == row[name]).sum()
+
+
 def test_train_registers_version_with_full_lineage(params, backends, good_data):
     trained = training.train(good_data, params, backends)
     version = MlflowClient().get_model_version("test-model", trained["version"])

@@ -167,7 +167,7 @@ def run_record(
     flat_params.update(
         seed=params["train"]["seed"], **{f"split.{k}": v for k, v in params["split"].items()}
     )
-    example = x_train.head(5)
+    example = typical_record(x_train)
     return {
         "params": flat_params,
         "metrics": {f"validation.{k}": v for k, v in metrics.items()},
@@ -176,6 +176,23 @@ def run_record(
         "input_example": example,
         "signature": infer_signature(example, model.predict(example)),
     }
+
+
+def typical_record(x: pd.DataFrame) -> pd.DataFrame:
+    """One made-up record, the version's input example (the example /docs shows, that anyone
+    reaching the service or pulling the image can read): each feature's middle value (an
+    observed one) or most frequent value, so no training row, a real customer's, is published,
+    and no missing value, which MLflow would save as NaN."""
+    example = x.iloc[:1].copy().reset_index(drop=True)
+    for name, column in x.items():
+        values = column.dropna()
+        if values.empty:
+            continue
+        if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+            example.at[0, name] = values.sort_values().iloc[len(values) // 2]
+        else:
+            example.at[0, name] = values.value_counts().index[0]
+    return example
 
 
 def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, Any]:

@@ -33,8 +33,9 @@ def sha256(path: Path) -> str:
 
 
 def _example(model_dir: Path, features: list[str]) -> dict[str, Any]:
-    """The first training row MLflow saved as the input example, a missing value as None (MLflow
-    writes NaN, which is no JSON: /openapi.json could not be served, and a client copying the
+    """The record MLflow saved as the input example (training.typical_record), a missing value
+    as None: versions logged before that hold a training row, whose missing values MLflow wrote
+    as NaN, which is no JSON (/openapi.json could not be served, and a client copying the
     example would be refused)."""
     saved = json.loads((model_dir / "input_example.json").read_text())
     row = dict(zip(saved["columns"], saved["data"][0], strict=True))
