@@ -445,6 +445,10 @@ def test_redact_hides_whole_passwords_even_unencoded():
         "s3://bucket/key stays"
     )
     assert redact("sqlite:///monitoring.db") == "sqlite:///monitoring.db"
+    given = "postgresql://mon@127.0.0.1/db?sslmode=require&Password=s3cr3t&connect_timeout=3 down"
+    assert redact(given) == (
+        "postgresql://mon@127.0.0.1/db?sslmode=require&Password=***&connect_timeout=3 down"
+    )
 
 
 # --------------------------------------------------------------------------- PostgreSQL

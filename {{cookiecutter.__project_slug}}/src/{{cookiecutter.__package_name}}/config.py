@@ -279,14 +279,16 @@ def artifact_root(configured: str | None, tracking_uri: str) -> str | None:
 
 
 # The password of a URL (user:password@): everything up to the last @ of the word, so that one
-# holding an unencoded @, : or / is hidden whole.
+# holding an unencoded @, : or / is hidden whole; and one given as a query parameter
+# (?password=..., libpq's form) up to the next parameter.
 _PASSWORD = re.compile(r"(?<=://)([^:/@\s]*):\S*@")
+_PASSWORD_PARAMETER = re.compile(r"([?&]password=)[^&\s]*", re.IGNORECASE)
 SHIPPED_DATABASES = ("sqlite", "postgresql")
 
 
 def redact(text: str) -> str:
     """The text with the password of every URL in it replaced by ***."""
-    return _PASSWORD.sub(r"\1:***@", text)
+    return _PASSWORD_PARAMETER.sub(r"\1***", _PASSWORD.sub(r"\1:***@", text))
 
 
 def database_url(text: str, variable: str, shipped_only: bool = True):
