@@ -86,6 +86,21 @@ def test_categorical_column_of_mostly_distinct_values_is_named(frame, schema, ca
     assert "declared categorical" not in caplog.text
 
 
+def test_categories_spelled_apart_by_case_or_spaces_are_named(frame, schema, caplog):
+    name = next(n for n, kind in schema.features.items() if kind == "categorical")
+    first = str(frame[name].dropna().iloc[0])
+    variants = [first.upper(), f"{first} ", f" {first.title()}"]
+    spelled = frame[name].astype(object).copy()
+    spelled.iloc[: len(variants)] = variants
+    datalib.validate(frame.assign(**{name: spelled}), schema)
+    said = next(r.getMessage() for r in caplog.records if "surrounding spaces" in r.getMessage())
+    assert said.startswith(f"column '{name}' holds 4 categories that differ")
+    assert all(repr(v) in said for v in variants)
+    caplog.clear()
+    datalib.validate(frame, schema)
+    assert "surrounding spaces" not in caplog.text
+
+
 def test_time_column_with_offsets_is_compared_in_utc_and_unzoned_dates_among_them_refused(
     frame, schema
 ):

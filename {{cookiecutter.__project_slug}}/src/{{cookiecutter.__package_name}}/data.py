@@ -217,6 +217,7 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         _check_informative(clean[name], name)
         if kind == "categorical":
             _warn_if_mostly_distinct(clean[name], name)
+            _warn_of_spelling_variants(clean[name], name)
     clean[schema.target] = _as_target(frame[schema.target], schema)
     valid = pd.DataFrame(clean, index=frame.index).reset_index(drop=True)
     copies = int(valid.duplicated().sum())
@@ -260,6 +261,26 @@ def _warn_if_mostly_distinct(column: pd.Series, name: str) -> None:
             distinct,
             len(present),
         )
+
+
+def _warn_of_spelling_variants(column: pd.Series, name: str) -> None:
+    """Say when categories differ only in case or surrounding spaces ("Shoes", "shoes "): each
+    is a category of its own to the model, so one spelled another way is predicted as unseen."""
+    labels = pd.Series(column.dropna().unique()).astype(str)
+    keys = labels.str.strip().str.casefold()
+    variants = labels[keys.duplicated(keep=False)]
+    if variants.empty:
+        return
+    groups = variants.groupby(keys[variants.index], sort=False).agg(list)
+    log.warning(
+        "column '%s' holds %d categories that differ from another only in case or surrounding "
+        "spaces (e.g. %s): each is a category of its own to the model, the service and the "
+        "monitor, so a record spelled another way is predicted as a category training never "
+        "saw; write each one way in the source",
+        name,
+        len(variants),
+        "; ".join(" / ".join(map(repr, group[:4])) for group in groups.iloc[:3]),
+    )
 
 
 def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
