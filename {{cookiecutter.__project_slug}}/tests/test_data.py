@@ -121,19 +121,23 @@ def test_time_column_with_offsets_is_compared_in_utc_and_unzoned_dates_among_the
     )
 
 
-@pytest.mark.parametrize(
-    ("dates", "among"),
-    [
-        (["2025-01-31", "2025-02-01", "01/02/2025"], "dates in another form"),
-        (["31/01/2025", "01/02/2025", "13/02/2025"], "day-first dates"),
-    ],
-)
-def test_a_date_read_month_first_among_others_is_named(frame, schema, caplog, dates, among):
-    datalib.validate(frame.assign(event_date=np.resize(dates, len(frame))), schema)
-    assert (
-        "time column 'event_date' holds dates such as '01/02/2025', read month first "
-        f"(January 2), among {among}" in caplog.text
+def test_a_date_read_month_first_is_refused_among_day_first_ones_and_named_among_others(
+    frame, schema, caplog
+):
+    day_first = np.resize(["31/01/2025", "01/02/2025", "13/02/2025"], len(frame))
+    with pytest.raises(PipelineError) as caught:
+        datalib.validate(frame.assign(event_date=day_first), schema)
+    rows = int((day_first == "01/02/2025").sum())
+    assert str(caught.value).startswith(
+        f"time column 'event_date': {rows} rows hold dates such as '01/02/2025', read month "
+        "first (January 2), among day-first dates (e.g. '31/01/2025'): they would be dated wrong"
     )
+    among_iso = np.resize(["2025-01-31", "2025-02-01", "01/02/2025"], len(frame))
+    datalib.validate(frame.assign(event_date=among_iso), schema)
+    assert (
+        f"time column 'event_date': {int((among_iso == '01/02/2025').sum())} rows hold dates "
+        "such as '01/02/2025', read month first (January 2), among dates in another form"
+    ) in caplog.text
     caplog.clear()
     month_first = ["01/31/2025", "02/01/2025", "12/24/2025", "2025-02-01T00:00:00"]
     datalib.validate(frame.assign(event_date=np.resize(month_first[:3], len(frame))), schema)

@@ -386,7 +386,7 @@ def _as_dates(column: pd.Series, name: str) -> pd.Series:
             f"time column '{name}' has {_counted(dates.isna(), 'missing or unparseable dates')}"
             f"{f', e.g. {bad}' if bad else ''}"
         )
-    _warn_if_day_or_month_first(column, name)
+    _check_day_or_month_first(column, name)
     if dates.dt.tz is not None:  # one offset for all: UTC as well, so a second one changes none
         dates = dates.dt.tz_convert("UTC")
     return dates.dt.strftime("%Y-%m-%dT%H:%M:%S")
@@ -399,24 +399,35 @@ def _counted(flags: pd.Series, what: str) -> str:
     return f"{len(rows)} {what} (data rows {rows[:5].tolist()}, counted from 0)"
 
 
-def _warn_if_day_or_month_first(column: pd.Series, name: str) -> None:
-    """Say when dates such as 01/02/2025 may be read the wrong way round: pandas reads each
-    date by itself, month first unless the first number is above 12, so a day-first file (or
-    one such date among ISO dates) gets some dates swapped without a word."""
+def _check_day_or_month_first(column: pd.Series, name: str) -> None:
+    """Refuse or name dates such as 01/02/2025 that may be read the wrong way round: pandas
+    reads each date by itself, month first unless the first number is above 12. Among day-first
+    dates (13/02/2025) they are surely misread, and refused; among dates in another form (ISO)
+    they may be, and are named."""
     text = pd.Series(column.dropna().astype(str).unique())
     fields = text.str.extract(r"^\s*(\d{1,2})[/.-](\d{1,2})[/.-]\d{2,4}\b").dropna().astype(int)
     ambiguous = fields[(fields[0] <= 12) & (fields[1] <= 12) & (fields[0] != fields[1])]
-    if ambiguous.empty or not ((fields[0] > 12).any() or len(fields) < len(text)):
+    day_first = fields[fields[0] > 12]
+    if ambiguous.empty or (day_first.empty and len(fields) == len(text)):
         return  # month-first throughout, as pandas reads them, or no such dates
+    rows = int(column.astype(str).isin(set(text[ambiguous.index])).sum())
     month, day = ambiguous.iloc[0]
+    such = (
+        f"{rows} rows hold dates such as {text[ambiguous.index[0]]!r}, read month first "
+        f"({calendar.month_name[month]} {day})"
+    )
+    if not day_first.empty:
+        raise PipelineError(
+            f"time column '{name}': {such}, among day-first dates (e.g. "
+            f"{text[day_first.index[0]]!r}): they would be dated wrong, and rows would cross "
+            "the newest-first holdout split. Write dates as YYYY-MM-DD in the source (day-first "
+            "text converts with pandas: pd.to_datetime(column, dayfirst=True))"
+        )
     log.warning(
-        "time column '%s' holds dates such as %r, read month first (%s %d), among %s: write "
-        "dates as YYYY-MM-DD to be sure of them",
+        "time column '%s': %s, among dates in another form: write dates as YYYY-MM-DD to be "
+        "sure of them",
         name,
-        text[ambiguous.index[0]],
-        calendar.month_name[month],
-        day,
-        "day-first dates" if (fields[0] > 12).any() else "dates in another form",
+        such,
     )
 
 
