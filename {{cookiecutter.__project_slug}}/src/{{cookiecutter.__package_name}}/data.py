@@ -331,7 +331,11 @@ def _as_numeric(column: pd.Series, name: str) -> pd.Series:
     values = pd.to_numeric(column.astype(object).where(column.notna(), None), errors="coerce")
     bad = _bad_values(column, values)
     if bad:
-        raise PipelineError(f"column '{name}' is declared numeric but holds {bad}")
+        raise PipelineError(
+            f"column '{name}' is declared numeric but holds {bad}: write plain numbers in the "
+            "source (a dot for decimals; no currency symbols, units, % signs or thousands "
+            "separators), or declare the column categorical"
+        )
     values = values.astype("float64")
     if np.isinf(values).any():
         raise PipelineError(f"column '{name}' holds infinite values")
@@ -472,8 +476,9 @@ def _as_target(column: pd.Series, schema: Schema) -> pd.Series:
         bad = sorted({label_text(v) for v in column.unique()} - allowed)
         if bad:
             raise PipelineError(
-                f"target column '{name}' holds {bad[:5]}, "
-                f"allowed labels are {list(schema.target_classes)}"
+                f"target column '{name}' holds {bad[:5]}, allowed labels are "
+                f"{list(schema.target_classes)}: fix the labels in the source, or list every "
+                "class in params.yaml data.target_classes"
             )
         by_text = {label_text(c): c for c in schema.target_classes}
         column = column.map(lambda v: by_text[label_text(v)])
