@@ -729,6 +729,9 @@ def test_drift_of_a_feature_of_thousands_of_categories_is_judged_on_pooled_rare_
     counts = pd.Series(window).value_counts().to_dict()
     shifted = drift.categorical_verdict("m", kind, counts, thresholds, features)
     assert shifted.drifted and shifted.psi > 1, shifted
+    unseen = sum(n for c, n in counts.items() if c not in kind["frequencies"]) / 600
+    assert shifted.unseen_share == pytest.approx(unseen) and unseen >= 0.6
+    assert reports.drift_label(shifted.as_dict()) == f"DRIFT ({unseen:.0%} unseen in training)"
 
 
 def test_drift_missing_rate_check_uses_the_present_values_and_the_training_row_count():

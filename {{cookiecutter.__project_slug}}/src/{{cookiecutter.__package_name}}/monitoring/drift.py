@@ -15,7 +15,7 @@ look like training.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -38,6 +38,8 @@ class Verdict:
     `reference_count` and `current_count` are the present values each side compared. The
     `missing_*` fields compare the missing share (None where no missing check is made, as for
     the predictions). `reasons` says which of the two drifted: "distribution", "missing rate".
+    `unseen_share` (categorical features) is the share of the present values in categories
+    training never saw.
     """
 
     name: str
@@ -54,6 +56,7 @@ class Verdict:
     missing_psi: float | None = None
     missing_p_value: float | None = None
     reasons: tuple[str, ...] = ()
+    unseen_share: float | None = None
 
     def as_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -152,7 +155,9 @@ def categorical_verdict(
     statistic, p_value = chi_squared(np.round(shares * n_ref), current)
     value = psi(shares, current / max(n_cur, 1))
     test = (value, "chi2", statistic, p_value)
-    return _verdict(name, "categorical", profile, test, (n_ref, n_cur), thresholds, tests, missing)
+    sizes = (n_ref, n_cur)
+    verdict = _verdict(name, "categorical", profile, test, sizes, thresholds, tests, missing)
+    return replace(verdict, unseen_share=unseen / n_cur if n_cur else None)
 
 
 def pool_sparse(

@@ -85,7 +85,7 @@ def table_rows(report: dict) -> list[list[str]]:
         if not v["current_count"]:  # every value missing: no distribution to compare
             compared = ["-", "no values", "-"]
         counts = [_missing(section), str(v["current_count"])]
-        rows.append([name, section["kind"], _verdict(v), *compared, *counts])
+        rows.append([name, section["kind"], drift_label(v), *compared, *counts])
     return sorted(rows, key=lambda row: row[2] == "ok")  # stable: file order within each
 
 
@@ -97,12 +97,21 @@ def _missing(section: dict) -> str:
     return f"{section.get('reference_missing_rate', 0.0):.1%} → {current:.1%}"
 
 
-def _verdict(verdict: dict) -> str:
-    """ok, DRIFT, or DRIFT naming what drifted when it is not (only) the distribution."""
+# A drifted categorical feature whose window holds at least this share of categories training
+# never saw says so: new spellings or codes, not a shift among known ones, may be the cause.
+UNSEEN_NOTED = 0.01
+
+
+def drift_label(verdict: dict) -> str:
+    """ok, DRIFT, or DRIFT naming what drifted when it is not (only) the distribution, and the
+    share of categories training never saw."""
     if not verdict["drifted"]:
         return "ok"
     reasons = list(verdict.get("reasons") or [])
-    return "DRIFT" if reasons in ([], ["distribution"]) else f"DRIFT ({', '.join(reasons)})"
+    notes = [] if reasons in ([], ["distribution"]) else reasons
+    if (unseen := verdict.get("unseen_share") or 0) >= UNSEEN_NOTED:
+        notes.append(f"{unseen:.0%} unseen in training")
+    return f"DRIFT ({', '.join(notes)})" if notes else "DRIFT"
 
 
 SOURCES = {"rollups": "the hourly rollups", "prediction_log": "the raw log rows"}
