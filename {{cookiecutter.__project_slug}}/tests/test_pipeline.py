@@ -482,6 +482,38 @@ def test_alias_that_fails_to_move_leaves_no_promotion_record(
     assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
 
 
+def test_a_promotion_stops_when_the_champion_moves_while_it_decides(
+    params, backends, good_data, workdir, monkeypatch
+):
+    """A teammate's rollback (or another promote) moves the alias between this promote's
+    decision and its move: the promote must not undo it unseen."""
+    cycle(params, backends, good_data, workdir / "r1")
+    trained = training.train(good_data, params, backends)
+    report = evaluation.evaluate(good_data, trained, params, backends, workdir / "r2")
+    newer = workdir / "newer.parquet"
+    pd.read_parquet(good_data).iloc[5:].to_parquet(newer, index=False)
+    other = training.train(newer, params, backends)["version"]
+    record = MlflowClient.set_model_version_tag
+
+    def meanwhile(self, name, version, key, value):
+        if key == "gate.decision" and value == "promoted":
+            MlflowClient().set_registered_model_alias(name, registry.CHAMPION, other)
+        return record(self, name, version, key, value)
+
+    monkeypatch.setattr(MlflowClient, "set_model_version_tag", meanwhile)
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    monkeypatch.setattr(promotion, "decide", lambda evaluation, gate: (True, "passes"))
+    with pytest.raises(registry.ChampionMoved) as stopped:
+        promotion.promote(report, gate, backends, lambda: report)
+    assert str(stopped.value).startswith(
+        f"the champion of test-model became version {other} while this decision was taken "
+        "against version 1"
+    )
+    assert str(registry.champion(MlflowClient(), "test-model").version) == other
+    tags = MlflowClient().get_model_version("test-model", trained["version"]).tags
+    assert not {"gate.decision", "promoted_at", "previous_champion"} & set(tags), tags
+
+
 def test_a_rollback_whose_confirmation_cannot_be_recorded_keeps_the_left_version_demoted(
     params, backends, good_data, workdir, monkeypatch
 ):

@@ -143,6 +143,7 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
                 "promotion_reason": reason,
                 "previous_champion": str(current.version) if current else "none",
             },
+            judged=str(current.version) if current else None,
         )
     else:
         tags = {"gate.decided_at": decided_at}
@@ -291,6 +292,7 @@ def rollback(
                 "rolled_back_from": str(current.version),
                 f"rollback.{gate.metric.name}": "undefined" if value is None else f"{value:.6g}",
             },
+            judged=str(current.version),
         )
     return {**report, "moved": True}
 

@@ -323,15 +323,34 @@ def load_profile(client: MlflowClient, run_id: str) -> dict[str, Any]:
 CONFIRMING = ("promoted_at", "rolled_back_at")
 
 
-def move_champion(client: MlflowClient, name: str, number: str, tags: dict[str, str]) -> None:
+class ChampionMoved(PipelineError):
+    """Another promote or rollback moved the alias while this one decided: nothing moved."""
+
+
+def move_champion(
+    client: MlflowClient, name: str, number: str, tags: dict[str, str], judged: str | None
+) -> None:
     """Record why on the version, move the alias, then confirm it (CONFIRMING); undo the record
-    if the alias does not move."""
+    if the alias does not move.
+
+    `judged` is the champion the decision was taken against (None: there was none). The alias
+    moves only while it still points there: a promote and a rollback that run at once (a
+    scheduled retrain, a teammate's rollback) would otherwise undo each other unseen. MLflow
+    has no compare-and-set, so this reads the alias just before moving it."""
     written = []
     try:
         for key, value in tags.items():
             if key not in CONFIRMING:
                 client.set_model_version_tag(name, number, key, value)
                 written.append(key)
+        now = champion(client, name)
+        if (str(now.version) if now else None) != judged:
+            raise ChampionMoved(
+                f"the champion of {name} became version {now.version if now else 'none'} while "
+                f"this decision was taken against version {judged} (another promote or rollback "
+                "ran at the same time): nothing moved; run it again to decide against the new "
+                "champion"
+            )
         client.set_registered_model_alias(name, CHAMPION, number)
     except Exception:
         for key in written:
