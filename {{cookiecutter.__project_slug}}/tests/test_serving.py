@@ -10,6 +10,7 @@ import asyncio
 import gc
 import json
 import os
+import re
 import shutil
 import time
 import uuid
@@ -39,6 +40,7 @@ from {{ cookiecutter.__package_name }}.serving.schema import (
     SCALAR_VALUES,
     request_model,
 )
+from {{ cookiecutter.__package_name }}.serving.telemetry import Telemetry
 
 CANARY = "zq-canary-7431"  # sent as a value; an error body must never echo it back
 MODEL_CALL = {"classification": "predict_proba", "regression": "predict"}  # what the service calls
@@ -344,6 +346,40 @@ def test_metrics_count_requests_latency_predictions_and_model(live, exported_mod
     else:
         assert "prediction_value_count 4" in lines
         assert 'prediction_value_bucket{le="+Inf"} 4' in lines
+    assert_exposition_format(live.get("/metrics").text)
+
+
+def assert_exposition_format(text: str) -> None:
+    """Prometheus' text format, as `promtool check metrics` reads it: every family opens with
+    its HELP and TYPE lines, every sample belongs to the family above it (a histogram's
+    _bucket, _sum and _count), and label values are quoted and escaped."""
+    family, kinds = None, {}
+    lines = text.splitlines()
+    for previous, line in zip(["", *lines], lines, strict=False):
+        if line.startswith("# TYPE "):
+            family, kind = line.split()[2:4]
+            assert previous.startswith(f"# HELP {family} ") and len(previous.split()) > 3, line
+            kinds[family] = kind
+        elif not line.startswith("#"):
+            name = re.match(r"[a-zA-Z_:][a-zA-Z0-9_:]*", line).group()
+            suffixes = ("_bucket", "_sum", "_count") if kinds.get(family) == "histogram" else ()
+            assert name == family or name in {family + s for s in suffixes}, line
+            label = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+            labels = r"(\{" + label + "(," + label + r")*\})?"
+            assert re.fullmatch(name + labels + r" \S+", line), line
+    assert {"http_requests_total", "predict_latency_seconds", "model_info"} <= set(kinds)
+
+
+def test_metrics_escape_label_values_a_class_label_may_hold():
+    telemetry = Telemetry()
+    telemetry.model = {"name": "m", "version": "1"}
+    telemetry.predictions(['say "yes"', "back\\slash", "two\nlines"])
+    telemetry.extra = {"prediction_log_logged_total": ("Records stored", lambda: 3)}
+    text = telemetry.render()
+    assert_exposition_format(text)
+    assert 'predictions_total{class="say \\"yes\\""} 1' in text
+    assert 'predictions_total{class="back\\\\slash"} 1' in text
+    assert 'predictions_total{class="two\\nlines"} 1' in text
 
 
 def test_docs_and_openapi_show_the_predict_schema_with_an_example(live, exported_model):

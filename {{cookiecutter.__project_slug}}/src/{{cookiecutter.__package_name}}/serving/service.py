@@ -104,8 +104,8 @@ class Service:
         self.prediction_log = prediction_log
         self.prediction_log.start()
         self.telemetry.extra = {
-            f"prediction_log_{name}_total": _reader(self.prediction_log, name)
-            for name in ("logged", "spooled", "dropped")
+            f"prediction_log_{name}_total": (help_text, _reader(self.prediction_log, name))
+            for name, help_text in LOG_COUNTERS.items()
         }
 
     def _takes_unseen_categories(self, loaded: bundles.Bundle) -> bool:
@@ -182,6 +182,14 @@ def _refuse_a_bundle_changed_since_start(loaded: bundles.Bundle, bundle_dir) -> 
             f"v{loaded.meta['version']}): this restarted worker serves nothing rather than "
             "another version than the others; restart the service to serve the new bundle"
         )
+
+
+# The prediction log's counters on /metrics (PredictionLog.counts), each worker its own.
+LOG_COUNTERS = {
+    "logged": "Prediction-log records this worker stored in the database",
+    "spooled": "Prediction-log records this worker wrote to the spool (database away)",
+    "dropped": "Prediction-log records lost: past the spool cap, or refused as data",
+}
 
 
 def _reader(prediction_log: PredictionLog, name: str):

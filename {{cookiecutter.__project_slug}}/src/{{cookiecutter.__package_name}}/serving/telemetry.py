@@ -9,12 +9,23 @@ LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 
 
 def sample(name: str, value, /, **labels: str) -> str:
-    """One exposition line: name, labels in braces, value."""
+    """One exposition line: name, labels in braces (values escaped), value."""
     # Positional-only: model_info has a label called "name".
     if not labels:
         return f"{name} {value}"
-    pairs = ",".join(f'{key}="{label}"' for key, label in sorted(labels.items()))
+    pairs = ",".join(f'{key}="{_escaped(label)}"' for key, label in sorted(labels.items()))
     return name + "{" + pairs + "} " + str(value)
+
+
+def _escaped(label: str) -> str:
+    """A label value as the exposition format writes it: a class label may hold \\, " or a
+    line break."""
+    return label.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def family(name: str, kind: str, help_text: str) -> list[str]:
+    """The HELP and TYPE lines that open a metric family."""
+    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
 
 
 class Histogram:
@@ -51,7 +62,8 @@ class Telemetry:
         self.classes: Counter = Counter()
         self.values = Histogram(prediction_buckets) if prediction_buckets else None
         self.model: dict[str, str] = {}
-        self.extra: dict[str, callable] = {}
+        # More counters: name -> (help text, a callable reading the value).
+        self.extra: dict[str, tuple[str, callable]] = {}
 
     def request(self, path: str, status: int, seconds: float) -> None:
         """Count one request, and its latency for /predict."""
@@ -69,26 +81,32 @@ class Telemetry:
 
     def render(self) -> str:
         """The exposition text."""
-        lines = ["# TYPE http_requests_total counter"]
+        answered = "Requests answered, by path (other: unknown) and status"
+        lines = family("http_requests_total", "counter", answered)
         lines += [
             sample("http_requests_total", n, path=p, status=str(s))
             for (p, s), n in sorted(self.requests.items())
         ]
         lines += [
-            "# HELP predict_latency_seconds Time to answer POST /predict, refusals (4xx, 5xx) too",
-            "# TYPE predict_latency_seconds histogram",
+            *family(
+                "predict_latency_seconds",
+                "histogram",
+                "Time to answer POST /predict, refusals (4xx, 5xx) too",
+            ),
             *self.latency.lines("predict_latency_seconds"),
         ]
         if self.values is None:
-            lines += ["# TYPE predictions_total counter"]
+            lines += family("predictions_total", "counter", "Records predicted, by class")
             lines += [
                 sample("predictions_total", n, **{"class": c})
                 for c, n in sorted(self.classes.items())
             ]
         else:
-            lines += ["# TYPE prediction_value histogram", *self.values.lines("prediction_value")]
+            lines += family("prediction_value", "histogram", "Predicted values")
+            lines += self.values.lines("prediction_value")
         if self.model:
-            lines += ["# TYPE model_info gauge", sample("model_info", 1, **self.model)]
-        for name, read in sorted(self.extra.items()):
-            lines += [f"# TYPE {name} counter", f"{name} {read()}"]
+            lines += family("model_info", "gauge", "The model served, by name and version: 1")
+            lines.append(sample("model_info", 1, **self.model))
+        for name, (help_text, read) in sorted(self.extra.items()):
+            lines += [*family(name, "counter", help_text), f"{name} {read()}"]
         return "\n".join(lines) + "\n"
