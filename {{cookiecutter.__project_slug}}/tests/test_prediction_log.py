@@ -17,8 +17,10 @@ import socket
 import string
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -571,6 +573,21 @@ PROFILE = {
     },
     "prediction": {"kind": "categorical"},
 }
+
+
+def test_services_starting_at_once_on_an_empty_postgresql_all_create_the_tables(postgres):
+    """Each loser of the race to CREATE a table fails once the winner commits (a duplicate
+    type): that is no outage, the tables are there."""
+    engines = [sa.create_engine(postgres.url) for _ in range(6)]
+    start = threading.Barrier(len(engines))
+
+    def create(engine):
+        start.wait()
+        tables.create_tables(engine)
+
+    with ThreadPoolExecutor(len(engines)) as pool:
+        list(pool.map(create, engines))
+    assert set(tables.metadata.tables) <= set(sa.inspect(engines[0]).get_table_names())
 
 
 def test_records_the_database_refuses_are_set_aside_alone(

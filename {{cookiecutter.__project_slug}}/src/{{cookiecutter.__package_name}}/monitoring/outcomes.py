@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 from ..data import label_text
 from ..errors import PipelineError
-from .tables import metadata, outcomes
+from .tables import create_tables, outcomes
 from .tables import prediction_log as log_table
 
 REQUIRED = ("request_id", "actual")
@@ -153,7 +153,7 @@ def load(
     the service, waiting for the database), but only matched ones count in live metrics.
     """
     rows = outcome_rows(frame, task, classes)
-    metadata.create_all(engine)
+    create_tables(engine)
     dialect = engine.dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert

@@ -55,7 +55,7 @@ from ..config import database_url
 from ..errors import PipelineError, driver_said
 from .bulk import Bulk
 from .rollups import Rollup
-from .tables import RECORD_INDEX, REQUEST_ID, metadata, prediction_log
+from .tables import RECORD_INDEX, REQUEST_ID, create_tables, prediction_log
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ def monitoring_database(url_text: str) -> Engine:
     answer is a PipelineError naming it."""
     engine = prediction_log_engine(url_text)
     try:
-        metadata.create_all(engine)
+        create_tables(engine)
     except DBAPIError as err:
         raise database_refused(engine, err) from err
     return engine
@@ -656,7 +656,7 @@ class PredictionLog:
     def _ensure_tables(self) -> None:
         """Create the monitoring tables that are missing, once the database answers."""
         if not self._tables_ready:
-            metadata.create_all(self.engine, checkfirst=True)
+            create_tables(self.engine)
             self._tables_ready = True
 
     def _spool(self, rows: list[tuple]) -> None:

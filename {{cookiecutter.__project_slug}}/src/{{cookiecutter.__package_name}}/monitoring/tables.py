@@ -15,6 +15,7 @@ from sqlalchemy import (
     Table,
     Text,
 )
+from sqlalchemy.exc import IntegrityError, ProgrammingError
 
 metadata = MetaData()
 
@@ -128,3 +129,20 @@ rollup_categories = _rollup(
     Column("category", Text, primary_key=True),
     Column("n", BigInteger, nullable=False),
 )
+
+
+# Processes that start at once on an empty PostgreSQL database (workers, services, a monitor
+# run) race to create the tables: each CREATE of the losers fails once the winner commits.
+CREATE_ATTEMPTS = 3
+
+
+def create_tables(engine) -> None:
+    """Create the monitoring tables that are missing; a CREATE that lost the race to another
+    process (a duplicate table or type) is checked again, as the tables now exist."""
+    for attempt in range(CREATE_ATTEMPTS):
+        try:
+            metadata.create_all(engine, checkfirst=True)
+            return
+        except (IntegrityError, ProgrammingError):
+            if attempt == CREATE_ATTEMPTS - 1:
+                raise
