@@ -35,7 +35,7 @@ from {{ cookiecutter.__package_name }} import (
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.config import Backends
 from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, RENAMED_CLASS, PipelineError
-from {{ cookiecutter.__package_name }}.model import REQUIREMENTS
+from {{ cookiecutter.__package_name }}.model import REQUIREMENTS, build_model
 from {{ cookiecutter.__package_name }}.modelfile import Unloadable
 from {{ cookiecutter.__package_name }}.promotion import Gate
 from {{ cookiecutter.__package_name }}.serving import bundle
@@ -87,6 +87,31 @@ def test_the_input_example_is_made_up_from_middle_and_frequent_values(params, go
             assert (values < row[name]).sum() <= len(values) // 2 <= (values <= row[name]).sum()
         else:
             assert values.value_counts().iloc[0] == (values == row[name]).sum()
+
+
+def test_training_that_runs_out_of_memory_names_the_widest_categorical_features(
+    params, good_data, monkeypatch, caplog
+):
+    """The default model's dense one-hot columns of a feature of thousands of categories
+    (postal codes) ask for tens of GiB: say so, not numpy's traceback."""
+    schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
+    categorical = schema.of_kind("categorical")
+    if not categorical:
+        pytest.skip("the sample schema has no categorical feature")
+
+    def too_large(self, *args, **kwargs):
+        raise MemoryError("Unable to allocate 48.5 GiB for an array with shape (1280236, 5088)")
+
+    model = build_model(schema.task, schema.of_kind("numeric"), categorical, {}, 0)
+    monkeypatch.setattr(type(model), "fit", too_large)
+    caplog.set_level(logging.INFO)
+    with pytest.raises(PipelineError) as failed:
+        training.fit(pd.read_parquet(good_data), schema, params)
+    said = str(failed.value)
+    assert said.startswith("training ran out of memory on ") and "48.5 GiB" in said
+    assert "categories)" in said and "OneHotEncoder(min_frequency=...)" in said
+    assert all(name in said for name in categorical[:3])
+    assert "fitting " in caplog.text, "a long fit says it has started"
 
 
 def test_train_registers_version_with_full_lineage(params, backends, good_data):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -100,14 +101,24 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
         ) from err
     _refuse_undeclared(model, hyperparameters)
     _refuse_without_probabilities(model, schema.task)
+    log.info(
+        "fitting %s on %d rows of %d features (minutes on millions of rows)",
+        type(model).__name__,
+        len(x_train),
+        x_train.shape[1],
+    )
+    started = time.monotonic()
     try:
         model.fit(x_train, y_train)
     except InvalidParameterError as err:  # a known name with a bad value, checked at fit
         raise PipelineError(f"params.yaml train.hyperparameters: {err}") from err
+    except MemoryError as err:
+        raise PipelineError(_out_of_memory(err, x_train, schema)) from err
     except Exception as err:  # another library's own check (LightGBM's) naming a value we set
         if any(name in str(err) for name in hyperparameters):
             raise PipelineError(f"params.yaml train.hyperparameters: {err}") from err
         raise
+    log.info("fitted in %.0f s", time.monotonic() - started)
     x_valid, y_valid = datalib.features_and_target(valid_rows, schema)
     classes = classes_of(model, schema.task)
     metrics = score_all(
@@ -118,6 +129,24 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
         positive=positive_class(classes, schema.target_classes),
     )
     return model, x_train, x_valid, metrics
+
+
+def _out_of_memory(err: MemoryError, x_train: pd.DataFrame, schema: datalib.Schema) -> str:
+    """Why the fit ran out of memory, naming the categorical features with most categories:
+    the default model one-hot encodes every category into a dense column."""
+    widest = sorted(
+        ((int(x_train[name].nunique()), name) for name in schema.of_kind("categorical")),
+        reverse=True,
+    )[:3]
+    named = ", ".join(f"{name} ({n} categories)" for n, name in widest)
+    return (
+        f"training ran out of memory on {len(x_train)} rows ({err}). The default model in "
+        "model.py one-hot encodes every category into a column of its own"
+        + (f"; the categorical features with most: {named}" if widest else "")
+        + ". Group rare categories (OneHotEncoder(min_frequency=...)) or use an encoder that "
+        "does not grow with them (TargetEncoder) in model.py, leave such a feature out of "
+        "params.yaml data.features, or train on a machine with more memory"
+    )
 
 
 def run_record(
