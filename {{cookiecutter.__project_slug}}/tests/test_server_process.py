@@ -20,6 +20,7 @@ import pytest
 from conftest import load_script
 
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
+from {{ cookiecutter.__package_name }}.serving.telemetry import PUBLISH_SECONDS
 
 pytestmark = pytest.mark.server
 REPO = Path(__file__).resolve().parents[1]
@@ -140,10 +141,12 @@ def test_serves_then_drains_in_flight_request_on_sigterm(start_server, exported_
     assert time.monotonic() - stopped_at < 30
 
 
-def test_workers_share_the_connections_and_stop_together(start_server, exported_model):
+def test_workers_share_the_connections_and_stop_together(start_server, exported_model, tmp_path):
     """Each worker listens on its own SO_REUSEPORT socket: connections opened at once spread
-    over the workers instead of all landing on whichever woke first."""
-    server = start_server(exported_model.path, workers=2)
+    over the workers instead of all landing on whichever woke first. /metrics, whichever
+    worker answers it, counts them all."""
+    shared = tmp_path / "worker-counts"
+    server = start_server(exported_model.path, workers=2, SERVE_METRICS_DIR=str(shared))
     server.wait_answering()
     deadline = time.monotonic() + 120
     # Ten fresh connections in a row answered ready: both workers are.
@@ -164,14 +167,19 @@ def test_workers_share_the_connections_and_stop_together(start_server, exported_
         with connection, connection.makefile("rb") as answer:
             statuses.append(answer.readline().split()[1])
     assert statuses == [b"200"] * 32
-    # /predict answers counted by whichever worker answers /metrics (none: no line at all).
+    time.sleep(2 * PUBLISH_SECONDS)  # each worker's counts, as published for the others
+    answered = [
+        sum(n for path, status, n in json.loads(f.read_text())["requests"] if path == "/predict")
+        for f in sorted(shared.glob("*.json"))
+    ]
+    assert sum(answered) == 32 and len(answered) == 2, f"not two workers' counts: {answered}"
+    assert all(6 <= n <= 26 for n in answered), f"one worker took almost every one: {answered}"
     pattern = re.compile(r'^http_requests_total\{path="/predict",status="200"\} (\d+)$', re.M)
-    served = set()
-    for _ in range(20):
-        found = pattern.search(httpx.get(f"{server.url}/metrics", timeout=5).text)
-        served.add(int(found[1]) if found else 0)
-    assert sum(served) == 32 or served == {16}, f"not two workers' counts: {served}"
-    assert all(6 <= n <= 26 for n in served), f"one worker took almost every connection: {served}"
+    scraped = {
+        int(pattern.search(httpx.get(f"{server.url}/metrics", timeout=5).text)[1])
+        for _ in range(10)
+    }
+    assert scraped == {32}, f"/metrics counted one worker's answers only: {scraped}"
 
     for workers in ("2", "1"):  # refused at once, before loading the model
         second = subprocess.run(
@@ -183,6 +191,7 @@ def test_workers_share_the_connections_and_stop_together(start_server, exported_
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) == 0, server.log
     assert server.refuses_connections(seconds=1)
+    assert shared.is_dir(), "a folder it was given is kept"
 
 
 def test_workers_stop_when_their_supervisor_is_killed(start_server, exported_model):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import sys
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -15,6 +16,7 @@ from ..config import ServeSettings
 from .routers import health, metrics, predict
 from .routers.predict import error_response
 from .service import Service, watch_for_shutdown
+from .telemetry import publish_until_cancelled, shared_dir
 
 SWITCH_INTERVAL_SECONDS = 0.001
 
@@ -35,8 +37,16 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
         # The prediction-log writer is a thread: hand the GIL back to the event loop within
         # 1 ms (default 5 ms) of it asking, so a batch insert never holds a request up longer.
         sys.setswitchinterval(SWITCH_INTERVAL_SECONDS)
+        # Several workers: publish this one's counts for the others' /metrics.
+        publishing = None
+        if folder := shared_dir():
+            publishing = asyncio.create_task(publish_until_cancelled(service.telemetry, folder))
         yield
         await service.close()
+        if publishing:  # after close: its last counts hold the prediction log's final flush
+            publishing.cancel()
+            with suppress(asyncio.CancelledError):
+                await publishing
 
     # FastAPI's own OpenTelemetry hooks cost ~10 % of a request; /metrics covers what we need.
     app = FastAPI(

@@ -15,11 +15,16 @@ import json
 import logging
 import multiprocessing
 import os
+import shutil
 import signal
 import socket
+import tempfile
 import threading
+from pathlib import Path
 
 import uvicorn
+
+from .telemetry import SHARED_DIR
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +137,7 @@ class Workers:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
         pin_bundle()
+        temporary = _shared_dir()
         workers = [self._start() for _ in range(self.count)]
         log.info("serving on http://%s:%d with %d workers", self.host, self.port, self.count)
         while not self._stop.wait(RESTART_DELAY_SECONDS):
@@ -141,6 +147,8 @@ class Workers:
                     workers[i] = self._start()
         _stop(workers)
         held.close()
+        if temporary:
+            shutil.rmtree(temporary, ignore_errors=True)
 
     def _start(self):
         """A started worker process."""
@@ -148,6 +156,21 @@ class Workers:
         worker = self._context.Process(target=serve_worker, args=arguments)
         worker.start()
         return worker
+
+
+def _shared_dir() -> Path | None:
+    """The folder where the workers publish their counts, so /metrics sums them all
+    (telemetry.py): SERVE_METRICS_DIR emptied of a former run's counts, or else a temporary
+    folder, returned to be removed at the end."""
+    given = os.environ.get(SHARED_DIR)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.*"):
+            if stale.suffix in (".json", ".tmp"):
+                stale.unlink(missing_ok=True)
+        return None
+    os.environ[SHARED_DIR] = tempfile.mkdtemp(prefix="serve-metrics-")
+    return Path(os.environ[SHARED_DIR])
 
 
 # The sha256 of the model file the service started with: a worker restarted after `make bundle`

@@ -1,9 +1,23 @@
-"""Prometheus metrics in the text exposition format, from plain counters (no dependency)."""
+"""Prometheus metrics in the text exposition format, from plain counters (no dependency).
+
+With several workers (server.Workers), each publishes its counts to a file of a folder the
+supervisor shares (SHARED_DIR) every PUBLISH_SECONDS, and /metrics, whichever worker answers it,
+sums every worker's: its own as they are, the others' as last published. A worker that exited
+leaves its last file, so the sums never go down while the service runs.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 from bisect import bisect_left
 from collections import Counter
+from contextlib import suppress
+from pathlib import Path
+
+SHARED_DIR = "SERVE_METRICS_DIR"
+PUBLISH_SECONDS = 1.0
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
@@ -43,6 +57,16 @@ class Histogram:
         self.total += value
         self.count += 1
 
+    def state(self) -> dict:
+        """The counts, JSON-ready."""
+        return {"counts": self.counts, "total": self.total, "count": self.count}
+
+    def add(self, state: dict) -> None:
+        """Add another histogram's counts (the same buckets)."""
+        self.counts = [a + b for a, b in zip(self.counts, state["counts"], strict=True)]
+        self.total += state["total"]
+        self.count += state["count"]
+
     def lines(self, name: str) -> list[str]:
         """Exposition lines for this histogram."""
         out, running = [], 0
@@ -79,6 +103,49 @@ class Telemetry:
             for value in values:
                 self.values.observe(float(value))
 
+    def state(self) -> dict:
+        """Every count, JSON-ready: what a worker publishes for the others' /metrics."""
+        return {
+            "requests": [[path, status, n] for (path, status), n in self.requests.items()],
+            "latency": self.latency.state(),
+            "classes": dict(self.classes),
+            "values": self.values.state() if self.values else None,
+            "extra": {name: read() for name, (_, read) in self.extra.items()},
+        }
+
+    def publish(self, folder: Path) -> None:
+        """Write this worker's counts to its file of the shared folder, whole or not at all."""
+        path = Path(folder) / f"{os.getpid()}.json"
+        partial = path.with_suffix(".tmp")
+        partial.write_text(json.dumps(self.state()))
+        partial.replace(path)
+
+    def with_others(self, folder: Path) -> Telemetry:
+        """This worker's telemetry plus every other worker's last published counts."""
+        total = Telemetry(self.values.buckets if self.values else None)
+        total.model = self.model
+        extra = Counter({name: read() for name, (_, read) in self.extra.items()})
+        total.add(self.state())
+        for path in Path(folder).glob("*.json"):
+            if path.stem != str(os.getpid()):
+                with suppress(OSError, ValueError, KeyError, TypeError):  # being written
+                    other = json.loads(path.read_text())
+                    total.add(other)
+                    extra.update(other["extra"])
+        total.extra = {
+            name: (help_text, lambda n=extra[name]: n)
+            for name, (help_text, _) in self.extra.items()
+        }
+        return total
+
+    def add(self, state: dict) -> None:
+        """Add another worker's counts (Telemetry.state)."""
+        self.requests.update({(path, status): n for path, status, n in state["requests"]})
+        self.latency.add(state["latency"])
+        self.classes.update(state["classes"])
+        if self.values and state["values"]:
+            self.values.add(state["values"])
+
     def render(self) -> str:
         """The exposition text."""
         answered = "Requests answered, by path (other: unknown) and status"
@@ -110,3 +177,22 @@ class Telemetry:
         for name, (help_text, read) in sorted(self.extra.items()):
             lines += [*family(name, "counter", help_text), f"{name} {read()}"]
         return "\n".join(lines) + "\n"
+
+
+def shared_dir() -> Path | None:
+    """The folder where the workers publish their counts; None with one worker."""
+    folder = os.environ.get(SHARED_DIR)
+    return Path(folder) if folder else None
+
+
+async def publish_until_cancelled(telemetry: Telemetry, folder: Path) -> None:
+    """Publish this worker's counts every PUBLISH_SECONDS, and once more when cancelled (at
+    shutdown), so the sums keep its last requests."""
+    try:
+        while True:
+            with suppress(OSError):  # a full disk: the others' sums miss this worker's news
+                telemetry.publish(folder)
+            await asyncio.sleep(PUBLISH_SECONDS)
+    finally:
+        with suppress(OSError):
+            telemetry.publish(folder)
