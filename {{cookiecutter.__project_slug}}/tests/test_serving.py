@@ -404,6 +404,13 @@ def test_docs_and_openapi_show_the_predict_schema_with_an_example(live, exported
         if status.startswith(("4", "5"))
     )
     assert set(schemas["ErrorResponse"]["required"]) == {"detail", "request_id"}
+    answer = schemas["Prediction"]["properties"]
+    classes = live.service.bundle.classes
+    if classes is None:
+        assert answer["prediction"] == {"type": "number"}
+    else:
+        assert answer["prediction"] == {"enum": classes}
+        assert answer["probabilities"]["required"] == [str(c) for c in classes]
 
 
 def test_every_error_has_one_shape_with_a_request_id(live, monkeypatch):

@@ -115,6 +115,7 @@ def _openapi(app: FastAPI, service: Service) -> dict:
     components = document.setdefault("components", {}).setdefault("schemas", {})
     components.update(schema.pop("$defs", {}))
     components["PredictRequest"] = schema
+    components["Prediction"]["properties"].update(_prediction_schema(service.bundle.classes))
     document["paths"]["/predict"]["post"]["requestBody"] = {
         "required": True,
         "content": {
@@ -123,3 +124,20 @@ def _openapi(app: FastAPI, service: Service) -> dict:
     }
     app.openapi_schema = document
     return document
+
+
+def _prediction_schema(classes: list | None) -> dict:
+    """An answer's prediction and probabilities as the model gives them: one of its class
+    labels with a probability for each, or a number (regression)."""
+    if classes is None:
+        return {"prediction": {"type": "number"}, "probabilities": {"type": "null"}}
+    names = [str(c) for c in classes]
+    return {
+        "prediction": {"enum": classes},
+        "probabilities": {
+            "type": "object",
+            "properties": {name: {"type": "number"} for name in names},
+            "required": names,
+            "additionalProperties": False,
+        },
+    }
