@@ -131,18 +131,15 @@ rollup_categories = _rollup(
 )
 
 
-# Processes that start at once on an empty PostgreSQL database (workers, services, a monitor
-# run) race to create the tables: each CREATE of the losers fails once the winner commits.
-CREATE_ATTEMPTS = 3
-
-
-def create_tables(engine) -> None:
-    """Create the monitoring tables that are missing; a CREATE that lost the race to another
-    process (a duplicate table or type) is checked again, as the tables now exist."""
-    for attempt in range(CREATE_ATTEMPTS):
+def create_tables(engine, attempts: int = 3) -> None:
+    """Create the monitoring tables that are missing. Processes that start at once on an empty
+    PostgreSQL database (workers, services, a monitor run) race to create them, and each CREATE
+    of the losers fails (a duplicate table or type) once the winner commits: it is checked
+    again, as the tables now exist."""
+    for attempt in range(attempts):
         try:
             metadata.create_all(engine, checkfirst=True)
             return
         except (IntegrityError, ProgrammingError):
-            if attempt == CREATE_ATTEMPTS - 1:
+            if attempt == attempts - 1:
                 raise
