@@ -147,10 +147,11 @@ def own_data_and_model(project: Path) -> dict[Path, str]:
 
     estimator = RandomForestClassifier if task == "classification" else RandomForestRegressor"""
     model = originals[paths[1]]
-    assert shipped in model and 'TreePredictor",\n' in model, "model.py changed: update this"
+    trusted = 'TreePredictor",  # HistGradientBoosting\n'
+    assert shipped in model and trusted in model, "model.py changed: update this"
     model = model.replace(shipped, forest)
-    tree = 'TreePredictor",\n    "sklearn.tree._tree.Tree",\n'  # a type skops must trust
-    paths[1].write_text(model.replace('TreePredictor",\n', tree))
+    tree = f'{trusted}    "sklearn.tree._tree.Tree",\n'  # a type skops must trust
+    paths[1].write_text(model.replace(trusted, tree))
     return originals
 
 

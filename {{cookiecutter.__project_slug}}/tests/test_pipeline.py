@@ -239,9 +239,18 @@ def test_a_model_skops_would_not_load_back_is_refused_before_anything_is_logged(
 def test_a_model_of_a_library_requirements_leave_out_is_refused_before_anything_is_logged(
     params, backends, good_data, monkeypatch
 ):
-    """Its library would be missing from the logged model's environment and lib. tags."""
-    unlisted = [name for name in registry.REQUIREMENTS if name != "scikit-learn"]
-    monkeypatch.setattr(registry, "REQUIREMENTS", unlisted)
+    """Its library would be missing from the logged model's environment and lib. tags. (Any
+    model of model.py: which of its types need trusting, and so are checked, depends on it.)"""
+    monkeypatch.setattr(registry, "REQUIREMENTS", ["numpy"])
+    held = [
+        "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+        "numpy.dtype",  # listed
+        "collections.OrderedDict",  # the standard library
+        f"{registry.__name__.split('.')[0]}.model.RatioFeatures",  # this project's own
+    ]
+    assert registry._unlisted_libraries(held) == {"scikit-learn": held[0]}
+    unlisted = {"scikit-learn": held[0]}
+    monkeypatch.setattr(registry, "_unlisted_libraries", lambda types: unlisted)
     said = r"types of scikit-learn \(sklearn\..*add \['scikit-learn'\] there"
     with pytest.raises(PipelineError, match=said):
         training.train(good_data, params, backends)

@@ -17,9 +17,11 @@ from sklearn.preprocessing import OneHotEncoder
 
 # Types the model file may contain beyond skops' safe defaults. Loading refuses any other
 # type, so a tampered artifact cannot run code. Add a type here only after reviewing it.
+# Keep the types of every estimator whose versions may still be compared with, rolled back to
+# or served, also after build_model() changed.
 TRUSTED_TYPES = [
-    "numpy.dtype",
-    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "numpy.dtype",  # held by many models (HistGradientBoosting's, LightGBM's)
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # HistGradientBoosting
 ]
 
 # Packages the model needs at prediction time, pinned to the installed versions when logged.

@@ -49,8 +49,9 @@ def load(path: Path, what: str) -> Any:
         untrusted = sorted(set(skops.io.get_untrusted_types(file=path)) - set(TRUSTED_TYPES))
         raise Unloadable(
             f"{what} holds types TRUSTED_TYPES in model.py does not list: {untrusted}. Only the "
-            "code says what may load, never the artifact: if this version was trained with "
-            "another estimator, review its types and list them there again"
+            "code says what may load, never the artifact: review them and list them there (an "
+            "estimator model.py no longer builds keeps needing its types while its versions "
+            "may be compared with, rolled back to or served)"
         ) from err
     except (AttributeError, ImportError) as err:
         raise Unloadable(
