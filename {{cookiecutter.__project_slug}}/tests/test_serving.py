@@ -404,6 +404,10 @@ def test_docs_and_openapi_show_the_predict_schema_with_an_example(live, exported
         if status.startswith(("4", "5"))
     )
     assert set(schemas["ErrorResponse"]["required"]) == {"detail", "request_id"}
+    ready = document["paths"]["/ready"]["get"]["responses"]
+    for status, model in (("200", "Ready"), ("503", "NotReady")):
+        schema = ready[status]["content"]["application/json"]["schema"]
+        assert schema == {"$ref": f"#/components/schemas/{model}"}
     answer = schemas["Prediction"]["properties"]
     classes = live.service.bundle.classes
     if classes is None:

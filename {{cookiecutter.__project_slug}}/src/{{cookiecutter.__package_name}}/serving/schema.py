@@ -160,6 +160,21 @@ class ErrorResponse(BaseModel):
     request_id: str
 
 
+class Ready(BaseModel):
+    """GET /ready when the service takes predictions: the model it serves."""
+
+    status: Literal["ready"]
+    model_name: str
+    model_version: str
+
+
+class NotReady(BaseModel):
+    """GET /ready before the model is loaded, when loading failed, or once shutdown started."""
+
+    status: Literal["not ready"]
+    reason: str
+
+
 class PredictResponse(BaseModel):
     """What POST /predict answers."""
 

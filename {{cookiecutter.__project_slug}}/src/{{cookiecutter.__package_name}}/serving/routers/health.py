@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ..schema import ErrorResponse
+from ..schema import ErrorResponse, NotReady, Ready
 from ..service import DRAINING, ServiceDep
 from .predict import error_response
 
@@ -18,7 +18,13 @@ async def health() -> dict[str, str]:
     return {"status": "alive"}
 
 
-@router.get("/ready", responses={503: {"description": "model not loaded, or shutting down"}})
+@router.get(
+    "/ready",
+    responses={
+        200: {"model": Ready, "description": "the model it serves"},
+        503: {"model": NotReady, "description": "model not loaded, or shutting down, and why"},
+    },
+)
 async def ready(service: ServiceDep) -> JSONResponse:
     """The model is loaded and verified, and the service is not shutting down."""
     if service.ready:
