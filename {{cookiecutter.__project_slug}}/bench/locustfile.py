@@ -3,10 +3,11 @@
 Every simulated user POSTs one record to /predict and sends the next one as soon as the answer
 arrives (no think time), so USERS is the concurrency. The record is the example the service
 publishes in its OpenAPI document (each feature's middle or most frequent training value); set
-LOAD_TEST_BODY to a JSON file to send another body. Once every user is running (after the spawn ramp), each request's latency is
-recorded exactly, and at the end one line gives req/s, p50 and p99 in milliseconds and the
-failures: the figures the template's bench/serving.py prints. Locust's own table, printed too,
-also counts the ramp and rounds latencies to whole milliseconds.
+LOAD_TEST_BODY to a JSON file to send another body. Once every user is running (after the
+spawn ramp), each request's latency is recorded exactly, and at the end one line gives req/s,
+p50 and p99 in milliseconds and the failures: the figures the template's bench/serving.py
+prints. Locust's own table, printed too, also counts the ramp and rounds latencies to whole
+milliseconds.
 
 Locust runs in one process and is itself CPU-bound: above roughly 1,000-2,000 req/s it measures
 its own limit, so run it from another machine than the service for high loads.
