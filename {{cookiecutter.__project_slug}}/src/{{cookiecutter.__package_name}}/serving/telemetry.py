@@ -122,19 +122,19 @@ class Telemetry:
 
     def with_others(self, folder: Path) -> Telemetry:
         """This worker's telemetry plus every other worker's last published counts."""
-        total = Telemetry(self.values.buckets if self.values else None)
-        total.model = self.model
-        extra = Counter({name: read() for name, (_, read) in self.extra.items()})
-        total.add(self.state())
+        states = [self.state()]
         for path in Path(folder).glob("*.json"):
             if path.stem != str(os.getpid()):
-                with suppress(OSError, ValueError, KeyError, TypeError):  # being written
-                    other = json.loads(path.read_text())
-                    total.add(other)
-                    extra.update(other["extra"])
+                with suppress(OSError, ValueError):  # replaced (publish) as it was read
+                    states.append(json.loads(path.read_text()))
+        total = Telemetry(self.values.buckets if self.values else None)
+        total.model = self.model
+        sums = Counter()
+        for state in states:
+            total.add(state)
+            sums.update(state["extra"])
         total.extra = {
-            name: (help_text, lambda n=extra[name]: n)
-            for name, (help_text, _) in self.extra.items()
+            name: (help_text, lambda n=sums[name]: n) for name, (help_text, _) in self.extra.items()
         }
         return total
 
