@@ -349,6 +349,16 @@ def test_monitor_report_html_embeds_plots_of_drifted_features(engine, champion, 
     assert "Drift detected" in page and page.count("data:image/png;base64,") >= 1
 
 
+def test_a_plot_of_long_category_names_is_laid_out(recwarn):
+    # A shop's product titles: the axis shows each name's start, the summary table all of it.
+    labels = [f"product {n} " + "with a very long descriptive title " * 4 for n in range(29)]
+    labels.append("unseen in training (1234 categories)")
+    shares = [1 / len(labels)] * len(labels)
+    section = {"distributions": {"labels": labels, "reference": shares, "current": shares}}
+    assert reports._plot("product_title", section)
+    assert not [w for w in recwarn if "layout" in str(w.message)], [str(w.message) for w in recwarn]
+
+
 # --------------------------------------------------------------------------- rollups
 
 

@@ -175,14 +175,23 @@ def _pairs(figures: dict | None) -> str:
     )
 
 
+# Characters of a category a plot's axis shows; the summary table names it whole. A longer label
+# leaves no room for the bars (matplotlib then warns that it cannot lay the figure out).
+PLOT_LABEL = 40
+
+
 def _plot(name: str, section: dict) -> str:
     """Reference and current distributions side by side, as an inline PNG."""
     shares = section["distributions"]
     x = np.arange(len(shares["labels"]))
+    labels = [
+        label if len(label) <= PLOT_LABEL else f"{label[: PLOT_LABEL - 1]}\N{HORIZONTAL ELLIPSIS}"
+        for label in shares["labels"]
+    ]
     figure, axis = plt.subplots(figsize=(7, 3.2))
     axis.bar(x - 0.2, shares["reference"], 0.4, label="training (reference)")
     axis.bar(x + 0.2, shares["current"], 0.4, label="this window")
-    axis.set_xticks(x, shares["labels"], rotation=30, ha="right", fontsize=7)
+    axis.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
     axis.set(title=name, ylabel="share of records")
     axis.legend()
     figure.tight_layout()
