@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -141,6 +142,28 @@ def test_serves_then_drains_in_flight_request_on_sigterm(start_server, exported_
     assert time.monotonic() - stopped_at < 30
 
 
+def scrapes_under_load(url: str, body: bytes, pattern: re.Pattern, scrapes: int = 150) -> list:
+    """The count `pattern` reads from /metrics, scraped every 20 ms on a new connection while
+    four clients post `body` to /predict."""
+    loaded, counts = threading.Event(), []
+
+    def load() -> None:
+        with httpx.Client(base_url=url, timeout=30) as client:
+            while not loaded.is_set():
+                client.post("/predict", content=body, headers={"Content-Type": "application/json"})
+
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(4):
+            pool.submit(load)
+        try:
+            for _ in range(scrapes):
+                counts.append(int(pattern.search(httpx.get(f"{url}/metrics", timeout=5).text)[1]))
+                time.sleep(0.02)
+        finally:
+            loaded.set()
+    return counts
+
+
 def test_workers_share_the_connections_and_stop_together(start_server, exported_model, tmp_path):
     """Each worker listens on its own SO_REUSEPORT socket: connections opened at once spread
     over the workers instead of all landing on whichever woke first. /metrics, whichever
@@ -180,6 +203,11 @@ def test_workers_share_the_connections_and_stop_together(start_server, exported_
         for _ in range(10)
     }
     assert scraped == {32}, f"/metrics counted one worker's answers only: {scraped}"
+    # Under load, scrapes answered by one worker then the other never go down (Prometheus
+    # would read a reset): each answering worker publishes its own counts first.
+    counts = scrapes_under_load(server.url, body, pattern)
+    falls = [(a, b) for a, b in itertools.pairwise(counts) if b < a]
+    assert counts[-1] > counts[0] and not falls, f"/metrics went down: {falls[:5]}"
 
     for workers in ("2", "1"):  # refused at once, before loading the model
         second = subprocess.run(

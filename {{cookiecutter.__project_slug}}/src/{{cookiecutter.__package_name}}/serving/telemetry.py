@@ -2,8 +2,9 @@
 
 With several workers (server.Workers), each publishes its counts to a file of a folder the
 supervisor shares (SHARED_DIR) every PUBLISH_SECONDS, and /metrics, whichever worker answers it,
-sums every worker's: its own as they are, the others' as last published. A worker that exited
-leaves its last file, so the sums never go down while the service runs.
+sums every worker's: its own as they are, the others' as last published. The answering worker
+publishes its own first, so a later scrape answered by another worker counts at least as much,
+and a worker that exited leaves its last file: the sums never go down while the service runs.
 """
 
 from __future__ import annotations
@@ -113,16 +114,20 @@ class Telemetry:
             "extra": {name: read() for name, (_, read) in self.extra.items()},
         }
 
-    def publish(self, folder: Path) -> None:
-        """Write this worker's counts to its file of the shared folder, whole or not at all."""
+    def publish(self, folder: Path, state: dict | None = None) -> None:
+        """Write this worker's counts (`state`, default now) to its file of the shared folder,
+        whole or not at all."""
         path = Path(folder) / f"{os.getpid()}.json"
         partial = path.with_suffix(".tmp")
-        partial.write_text(json.dumps(self.state()))
+        partial.write_text(json.dumps(state or self.state()))
         partial.replace(path)
 
     def with_others(self, folder: Path) -> Telemetry:
-        """This worker's telemetry plus every other worker's last published counts."""
+        """This worker's telemetry, published first, plus every other worker's last published
+        counts."""
         states = [self.state()]
+        with suppress(OSError):  # a full disk: the next scrape may be answered with less
+            self.publish(folder, states[0])
         for path in Path(folder).glob("*.json"):
             if path.stem != str(os.getpid()):
                 with suppress(OSError, ValueError):  # replaced (publish) as it was read
