@@ -244,7 +244,8 @@ def test_tampered_bundle_keeps_the_process_up_but_not_ready(start_server, export
     assert "NOT READY" in server.log and "sha256" in server.log
     # The service's client says why it is not ready, not only "503: model not ready".
     send_batch = load_script("send_batch")
-    with pytest.raises(send_batch.Refused, match=r"answered 503: model not ready \(.*sha256"):
+    said = r"answered 503: model not ready: it failed to load.*\(.*sha256"
+    with pytest.raises(send_batch.Refused, match=said):
         send_batch.post(server.url, exported_model.records[:1])
     server.process.send_signal(signal.SIGTERM)
     assert server.process.wait(timeout=30) == 0, server.log

@@ -32,8 +32,9 @@ from {{ cookiecutter.__package_name }}.config import ServeSettings
 from {{ cookiecutter.__package_name }}.data import feature_frame
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
+from {{ cookiecutter.__package_name }}.serving import service as service_module
 from {{ cookiecutter.__package_name }}.serving.main import create_app
-from {{ cookiecutter.__package_name }}.serving.routers import health, predict
+from {{ cookiecutter.__package_name }}.serving.routers import predict
 from {{ cookiecutter.__package_name }}.serving.routers.predict import new_request_id
 from {{ cookiecutter.__package_name }}.serving.schema import (
     SCALAR_LABELS,
@@ -169,7 +170,7 @@ def assert_predictions_match_model(answer: dict, exported_model, rows) -> None:
 # --- Health, readiness, version, metrics, docs ------------------------------------------------
 
 
-def test_ready_only_once_the_model_is_loaded(serve, exported_model):
+def test_ready_only_once_the_model_is_loaded(serve, exported_model, monkeypatch):
     live = serve(load=False)
     health = live.get("/health")
     assert (health.status_code, health.json()) == (200, {"status": "alive"})
@@ -177,7 +178,8 @@ def test_ready_only_once_the_model_is_loaded(serve, exported_model):
     assert before.status_code == 503
     assert before.json() == {"status": "not ready", "reason": "loading"}
     refused = live.predict({"records": exported_model.records[:1]})
-    assert assert_clean_error(refused, 503)["detail"] == "model not ready"
+    assert assert_clean_error(refused, 503)["detail"] == "model not ready: loading"
+    assert refused.headers["Retry-After"] == "1"
     assert live.run(live.client.head("/ready")).status_code == 503
     live.start()
     after = live.get("/ready")
@@ -185,6 +187,13 @@ def test_ready_only_once_the_model_is_loaded(serve, exported_model):
     assert (after.status_code, after.json()) == (200, ready)
     # Load balancers' health checks may use HEAD.
     assert [live.run(live.client.head(p)).status_code for p in ("/health", "/ready")] == [200, 200]
+    # Told to stop: requests still arriving on open connections learn why.
+    draining = type(service_module.DRAINING)()
+    draining.set()
+    monkeypatch.setattr(service_module, "DRAINING", draining)
+    assert live.get("/ready").json() == {"status": "not ready", "reason": "shutting down"}
+    refused = live.predict({"records": exported_model.records[:1]})
+    assert assert_clean_error(refused, 503)["detail"] == "model not ready: shutting down"
 
 
 def test_startup_freezes_the_loaded_model_out_of_the_garbage_collector(serve):
@@ -217,7 +226,9 @@ def test_tampered_model_file_leaves_the_service_up_but_not_ready(
     version = assert_clean_error(live.get("/version"), 503)["detail"]
     assert version.startswith("no model served: ") and "sha256" in version
     refused = live.predict({"records": exported_model.records[:1]})
-    assert assert_clean_error(refused, 503)["detail"] == "model not ready"
+    said = assert_clean_error(refused, 503)["detail"]
+    assert said == "model not ready: it failed to load (GET /ready says why)"
+    assert "Retry-After" not in refused.headers, "a failed load is not retried"
 
 
 @pytest.mark.parametrize("where", ["under a file", "refusing new files"])
@@ -429,7 +440,7 @@ def test_every_error_has_one_shape_with_a_request_id(live, monkeypatch):
             raise RuntimeError("a bug")
 
     monkeypatch.setattr(live.service, "bundle", None)  # /ready then asks DRAINING
-    monkeypatch.setattr(health, "DRAINING", Broken())  # the traceback goes to the server's log
+    monkeypatch.setattr(service_module, "DRAINING", Broken())  # the traceback: the server's log
     transport = httpx.ASGITransport(app=live.app, raise_app_exceptions=False)
     client = httpx.AsyncClient(transport=transport, base_url="http://test")
     failed = live.run(client.get("/ready"))

@@ -70,6 +70,11 @@ class Service:
         """Loaded, verified, and not shutting down."""
         return self.bundle is not None and self.batcher is not None and not DRAINING.is_set()
 
+    @property
+    def unready(self) -> str:
+        """Why the service is not ready: shutting down, the load's error, or still loading."""
+        return "shutting down" if DRAINING.is_set() else (self.load_error or "loading")
+
     def load(self) -> None:
         """Load and verify the bundle; on failure stay up but not ready, and say why."""
         try:

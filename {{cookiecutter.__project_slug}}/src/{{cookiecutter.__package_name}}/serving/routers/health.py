@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from ..schema import ErrorResponse, NotReady, Ready
-from ..service import DRAINING, ServiceDep
+from ..service import ServiceDep
 from .predict import error_response
 
 router = APIRouter(tags=["health"])
@@ -32,8 +32,7 @@ async def ready(service: ServiceDep) -> JSONResponse:
         return JSONResponse(
             {"status": "ready", "model_name": meta["model_name"], "model_version": meta["version"]}
         )
-    reason = "shutting down" if DRAINING.is_set() else (service.load_error or "loading")
-    return JSONResponse({"status": "not ready", "reason": reason}, status_code=503)
+    return JSONResponse({"status": "not ready", "reason": service.unready}, status_code=503)
 
 
 # HEAD too, as some load balancers' health checks send it (kept out of the OpenAPI schema).

@@ -164,8 +164,12 @@ async def predict_records(service: Service, rows: list[dict], request_id: str) -
 async def predict(request: Request, service: ServiceDep) -> Response:
     """Predict one or more records: `{"records": [{feature: value, ...}, ...]}`."""
     request_id = new_request_id()
+    if service.load_error:  # it stays so: no Retry-After
+        failed = "model not ready: it failed to load (GET /ready says why)"
+        return error_response(503, failed, request_id)
     if not service.ready:
-        return error_response(503, "model not ready", request_id, {"Retry-After": "1"})
+        unready = f"model not ready: {service.unready}"
+        return error_response(503, unready, request_id, {"Retry-After": "1"})
     started = time.perf_counter()
     settings = service.settings
     try:  # a request takes an in-flight slot only once its body is in
