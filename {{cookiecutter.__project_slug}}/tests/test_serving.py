@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import gzip
 import json
 import os
 import re
@@ -653,6 +654,18 @@ def test_body_not_sent_as_json_is_415(live, exported_model, media):
     assert "application/json" in assert_clean_error(answer, 415)["detail"]
     charset = {"content-type": "application/json; charset=utf-8"}
     assert live.run(live.client.post("/predict", content=body, headers=charset)).is_success
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "br", "deflate"])
+def test_a_compressed_body_is_415_naming_its_encoding(live, exported_model, encoding):
+    plain = json.dumps({"records": exported_model.records[:1]}).encode()
+    body = gzip.compress(plain) if encoding == "gzip" else plain  # any encoding is refused
+    headers = {"content-type": "application/json", "content-encoding": encoding}
+    answer = live.run(live.client.post("/predict", content=body, headers=headers))
+    said = assert_clean_error(answer, 415)["detail"]
+    assert f"not {encoding!r}" in said and "uncompressed" in said, said
+    headers["content-encoding"] = "identity"
+    assert live.run(live.client.post("/predict", content=plain, headers=headers)).is_success
 
 
 def test_true_false_and_number_categories_accept_the_json_values_training_labelled():

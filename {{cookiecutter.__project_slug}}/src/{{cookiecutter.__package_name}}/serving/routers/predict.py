@@ -47,12 +47,18 @@ class Refusal(Exception):
 
 
 async def read_body(request: Request, limit: int, timeout: float) -> bytes:
-    """The JSON body, refusing another media type, one over `limit` bytes (declared or streamed
-    chunked) and one that has not all arrived within `timeout` seconds (a slow client)."""
+    """The JSON body, refusing another media type, a compressed body, one over `limit` bytes
+    (declared or streamed chunked) and one that has not all arrived within `timeout` seconds (a
+    slow client)."""
     media = request.headers.get("content-type", "").partition(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):
         raise Refusal(
             415, f"the body must be JSON sent as Content-Type: application/json, not {media!r}"
+        )
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("identity", ""):
+        raise Refusal(
+            415, f"the body must be sent uncompressed (no Content-Encoding), not {encoding!r}"
         )
     too_large = f"request body is over the limit of {limit} bytes (SERVE_MAX_BODY_BYTES)"
     declared = request.headers.get("content-length")
@@ -153,7 +159,7 @@ async def predict_records(service: Service, rows: list[dict], request_id: str) -
         for status, description in (
             (408, "body not received in time"),
             (413, "body or batch over the limit"),
-            (415, "body not sent as application/json"),
+            (415, "body not sent as uncompressed application/json"),
             (422, "invalid input, one entry per invalid value"),
             (500, "prediction failed"),
             (503, "not ready or overloaded"),
