@@ -15,7 +15,7 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from ..schema import SCALAR_VALUES, ErrorResponse, PredictResponse, scalar_label
+from ..schema import LISTED, SCALAR_VALUES, ErrorResponse, PredictResponse, scalar_label
 from ..service import Service, ServiceDep
 
 log = logging.getLogger(__name__)
@@ -93,10 +93,11 @@ def parse(service: Service, body: bytes) -> list[dict]:
                 f"a request holds at most {service.settings.max_records} records "
                 "(SERVE_MAX_RECORDS)",
             ) from None
+        features = list(service.bundle.meta["features"])
         raise Refusal(
             422,
             [
-                {"loc": _location(e), "msg": _message(e), "type": e["type"]}
+                {"loc": _location(e), "msg": _message(e, features), "type": e["type"]}
                 for e in errors[:MAX_ERRORS]
             ],
         ) from None
@@ -116,11 +117,21 @@ def _location(error: dict) -> list:
     return [f"{part[:MAX_NAME]}..." if len(str(part)) > MAX_NAME else part for part in error["loc"]]
 
 
-def _message(error: dict) -> str:
-    """The error's message, without a category list too long to read, and saying which JSON
-    values a true/false or whole-number column takes besides its labels."""
-    if error["type"] != "literal_error":
-        return error["msg"]
+def _message(error: dict, features: list[str] | None = None) -> str:
+    """The error's message, saying what is allowed: the features where a record has another
+    field, null for a value a record lacks or has of the wrong type, and for a category no list
+    too long to read and which JSON values a true/false or whole-number column takes besides its
+    labels."""
+    kind, in_record = error["type"], len(error["loc"]) == 3 and error["loc"][0] == "records"
+    if kind == "extra_forbidden":
+        if not in_record:
+            return f"{error['msg']}: the body holds only records"
+        listed = ", ".join((features or [])[:LISTED]) + (", ..." * (len(features or []) > LISTED))
+        return f"not a feature of this model, whose features are: {listed}"
+    if kind == "missing" and in_record:
+        return f"{error['msg']}: a record sends every feature, null where its value is unknown"
+    if kind != "literal_error":
+        return f"{error['msg']}, or null where it is unknown" if in_record else error["msg"]
     if len(error["msg"]) > MAX_MESSAGE:
         return (
             "Input should be one of the categories in the training data, too many to list "
