@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 import time
@@ -17,8 +18,8 @@ from conftest import predict_as_served, sample_params
 from test_prediction_log import postgres  # noqa: F401  (the throwaway PostgreSQL fixture)
 
 from {{ cookiecutter.__package_name }} import data as datalib
+from {{ cookiecutter.__package_name }} import plots, training
 from {{ cookiecutter.__package_name }} import profile as profiles
-from {{ cookiecutter.__package_name }} import training
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.metrics import score_all
 from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, drift, rollups
@@ -349,14 +350,19 @@ def test_monitor_report_html_embeds_plots_of_drifted_features(engine, champion, 
     assert "Drift detected" in page and page.count("data:image/png;base64,") >= 1
 
 
-def test_a_plot_of_long_category_names_is_laid_out(recwarn):
-    # A shop's product titles: the axis shows each name's start, the summary table all of it.
-    labels = [f"product {n} " + "with a very long descriptive title " * 4 for n in range(29)]
+def test_a_plot_of_any_category_text_draws_it_as_text(recwarn):
+    # A shop's product titles (the axis shows each one's start, the summary table all of it),
+    # prices with $ (no mathtext), text the font has no glyph for, a line break.
+    labels = [f"product {n} " + "with a very long descriptive title " * 4 for n in range(24)]
+    labels += ["$\\frac$", "$10-$20", "日本語", "😀😃", "😀😄", "new\nline"]
     labels.append("unseen in training (1234 categories)")
     shares = [1 / len(labels)] * len(labels)
     section = {"distributions": {"labels": labels, "reference": shares, "current": shares}}
-    assert reports._plot("product_title", section)
-    assert not [w for w in recwarn if "layout" in str(w.message)], [str(w.message) for w in recwarn]
+    assert base64.b64decode(reports._plot("$x^$", section)).startswith(b"\x89PNG")
+    assert not [str(w.message) for w in recwarn]  # no layout or missing-glyph warning
+    drawn = [plots.shown(label, reports.PLOT_LABEL) for label in labels]
+    assert len(set(drawn)) == len(labels) and drawn[-1] == labels[-1]
+    assert drawn[24:27] == ["$\\frac$", "$10-$20", "\\u65e5\\u672c\\u8a9e"]
 
 
 # --------------------------------------------------------------------------- rollups

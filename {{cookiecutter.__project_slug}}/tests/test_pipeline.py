@@ -9,6 +9,7 @@ import pickle
 import subprocess
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlparse
 
 import mlflow
@@ -867,6 +868,20 @@ def test_roc_curves_show_each_class_against_the_rest_or_the_positive_class():
     ((name, is_class, score),) = plots.roc_curves(rng.integers(0, 2, 300), [("candidate", binary)])
     assert name == "candidate v1" and np.array_equal(score, binary["proba"][:, 1])
     assert is_class.dtype == bool
+
+
+def test_evaluation_plots_draw_class_labels_as_text(tmp_path, recwarn):
+    """A "$" is a dollar, not mathtext (which stops on "$\\frac$"); text the font cannot draw
+    is shown escaped, not as empty boxes."""
+    rng = np.random.default_rng(0)
+    classes = ["$\\frac$", "$10-$20", "日本語"]
+    actual = rng.choice(classes, 300)
+    model = {"version": "1", "classes": classes, "proba": rng.dirichlet(np.ones(3), 300)}
+    model["prediction"] = rng.choice(classes, 300)
+    schema = SimpleNamespace(task="classification", target_classes=classes)
+    paths = plots.evaluation_plots(schema, actual, model, {**model, "version": "0"}, tmp_path)
+    assert [Path(p).read_bytes()[:4] for p in paths] == [b"\x89PNG"] * 2
+    assert not [str(w.message) for w in recwarn]
 
 
 @pytest.mark.parametrize("script", ["rollback", "bundle"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import matplotlib
@@ -10,7 +11,38 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib import font_manager
+from matplotlib.ft2font import FT2Font
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+
+# Labels are data (classes, categories, feature names): a "$" is a dollar sign, never the start
+# of matplotlib's mathtext, which stops the plot on text such as "$\frac$".
+matplotlib.rcParams["text.parse_math"] = False
+
+
+def shown(label, limit: int | None = None) -> str:
+    """A label as a plot can draw it: each character the font has no glyph for (CJK, emoji)
+    or that is no printable text (a line break) as its escape, so that two such labels stay
+    apart and matplotlib warns of no missing glyph; cut to `limit` characters."""
+    text = "".join(
+        c if c.isprintable() and _drawable(c) else c.encode("unicode_escape").decode()
+        for c in str(label)
+    )
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[: limit - 1]}\N{HORIZONTAL ELLIPSIS}"
+
+
+@cache
+def _font() -> FT2Font:
+    """The font plots are drawn in."""
+    return FT2Font(font_manager.findfont(font_manager.FontProperties()))
+
+
+@cache
+def _drawable(character: str) -> bool:
+    """Whether the plots' font has a glyph for the character."""
+    return _font().get_char_index(ord(character)) != 0
 
 
 def evaluation_plots(
@@ -57,7 +89,7 @@ def _roc(y_true, models, path: Path) -> str:
     figure, axis = plt.subplots(figsize=(5, 4.5))
     curves = roc_curves(y_true, models)
     for name, is_class, score in curves:
-        RocCurveDisplay.from_predictions(is_class, score, name=name, ax=axis)
+        RocCurveDisplay.from_predictions(is_class, score, name=shown(name), ax=axis)
     title = "ROC on the holdout" + (", one-vs-rest" if "vs rest" in curves[0][0] else "")
     axis.set(title=title, xlabel="false positive rate", ylabel="true positive rate")
     return _save(figure, path)
@@ -70,7 +102,12 @@ def _confusion(y_true, models, target_classes: list | None, path: Path) -> str:
     for axis, (label, result) in zip(axes[0], models, strict=True):
         classes = sorted(result["classes"], key=lambda c: rank.get(str(c), len(rank)))
         ConfusionMatrixDisplay.from_predictions(
-            y_true, result["prediction"], labels=classes, ax=axis, colorbar=False
+            y_true,
+            result["prediction"],
+            labels=classes,
+            display_labels=[shown(c, 20) for c in classes],
+            ax=axis,
+            colorbar=False,
         )
         axis.set_title(f"{label} v{result['version']}")
     return _save(figure, path)

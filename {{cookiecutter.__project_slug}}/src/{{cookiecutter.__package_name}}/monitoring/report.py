@@ -10,12 +10,9 @@ import logging
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
+
+from ..plots import plt, shown
 
 log = logging.getLogger(__name__)
 
@@ -184,15 +181,12 @@ def _plot(name: str, section: dict) -> str:
     """Reference and current distributions side by side, as an inline PNG."""
     shares = section["distributions"]
     x = np.arange(len(shares["labels"]))
-    labels = [
-        label if len(label) <= PLOT_LABEL else f"{label[: PLOT_LABEL - 1]}\N{HORIZONTAL ELLIPSIS}"
-        for label in shares["labels"]
-    ]
+    labels = [shown(label, PLOT_LABEL) for label in shares["labels"]]
     figure, axis = plt.subplots(figsize=(7, 3.2))
     axis.bar(x - 0.2, shares["reference"], 0.4, label="training (reference)")
     axis.bar(x + 0.2, shares["current"], 0.4, label="this window")
     axis.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
-    axis.set(title=name, ylabel="share of records")
+    axis.set(title=shown(name, 80), ylabel="share of records")
     axis.legend()
     figure.tight_layout()
     buffer = io.BytesIO()
