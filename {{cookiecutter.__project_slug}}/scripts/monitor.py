@@ -9,6 +9,8 @@ The statistics come from the rollups the prediction log keeps per hour when they
 window, else from the raw log rows (--exact forces the raw rows: exact percentiles, slower).
 Without --end the window ends at the end of the current hour (nothing is logged after now), so
 it covers whole hours, the rollup buckets, and still every record logged so far.
+The statistics of each UTC calendar day the window reaches into are stored in daily_stats: the
+whole day once it is over, and today so far when the window ends now.
 """
 
 from __future__ import annotations
@@ -26,11 +28,16 @@ from {{ cookiecutter.__package_name }}.cli import positive_days, run
 from {{ cookiecutter.__package_name }}.config import Backends, load_params
 from {{ cookiecutter.__package_name }}.errors import EXIT_DRIFT, PipelineError
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
-from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor, store_daily_stats
+from {{ cookiecutter.__package_name }}.monitoring.monitor import (
+    days_to_store,
+    monitor,
+    store_daily_stats,
+)
 from {{ cookiecutter.__package_name }}.monitoring.prediction_log import monitoring_database
 from {{ cookiecutter.__package_name }}.promotion import Gate
 
 log = logging.getLogger("monitor")
+HOUR = timedelta(hours=1)
 
 
 def window(end: str | None, days: float) -> tuple[datetime, datetime]:
@@ -127,15 +134,12 @@ def main(argv: list[str] | None = None) -> int:
         kinds_of = feature_kinds(client, name)
         report = monitor(engine, champion, start, end, thresholds, args.exact, gate, kinds_of)
         report["exit_code"] = EXIT_DRIFT if report["drift"] else 0
-        if args.days in (None, scheduled):
-            store_daily_stats(engine, report)
-        else:  # one row set per day, of the scheduled window: an ad-hoc one must not replace it
-            log.info(
-                "a %g-day window is not the scheduled one (params.yaml monitor.window_days %g): "
-                "its statistics are in the report, not stored in daily_stats",
-                args.days,
-                scheduled,
-            )
+        for day in days_to_store(start, end, ends_now=end >= end_of_this_hour() - HOUR):
+            of_day = report
+            if day != (start, end):
+                of_day = monitor(engine, champion, *day, thresholds, args.exact, kinds_of=kinds_of)
+            if store_daily_stats(engine, of_day):
+                log.info("daily_stats: %s, %d records", f"{day[0]:%Y-%m-%d}", of_day["records"])
         reports.write(report, args.out_dir)
         log.info("%s", reports.headline(report))
         return report["exit_code"]

@@ -27,7 +27,9 @@ from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import (
     OUTPUT,
     SHOWN_CATEGORIES,
+    STORED_DAYS,
     category_shares,
+    days_to_store,
     live_quality,
     monitor,
     store_daily_stats,
@@ -250,6 +252,20 @@ def test_monitor_older_version_and_missing_feature_are_explained(engine, champio
     assert any("no records from champion v1" in m for m in report["messages"])
 
 
+def test_daily_stats_hold_utc_calendar_days_never_cut_short():
+    hour = timedelta(hours=1)
+    midnight = datetime(2026, 7, 2, tzinfo=UTC)
+    yesterday = (midnight - timedelta(days=1), midnight)
+    # The scheduled run at 06:00 (a window ending 07:00): yesterday whole, today so far.
+    scheduled = days_to_store(midnight - 17 * hour, midnight + 7 * hour, ends_now=True)
+    assert scheduled == [(midnight, midnight + 7 * hour), yesterday]
+    # A window ending in the past stores only the days that are over by its end.
+    assert days_to_store(midnight - 17 * hour, midnight + 7 * hour, False) == [yesterday]
+    assert days_to_store(*yesterday, ends_now=False) == [yesterday]
+    year = days_to_store(midnight - timedelta(days=365), midnight, ends_now=False)
+    assert len(year) == STORED_DAYS and year[0] == yesterday
+
+
 def test_monitor_stores_daily_stats_and_live_metric(engine, champion, tmp_path):
     frame = batch(champion, 11)
     ids = log_frame(engine, champion, frame)
@@ -269,6 +285,16 @@ def test_monitor_stores_daily_stats_and_live_metric(engine, champion, tmp_path):
     with engine.connect() as conn:
         kept = conn.execute(sa.select(sa.func.count()).select_from(daily_stats)).scalar_one()
     assert kept == count
+    # The day's statistics after a promotion replace the day's row set whatever its version.
+    promoted = {**report, "champion_version": "2", "records_by_version": {"1": 40, "2": 60}}
+    promoted["records"] = 100
+    stored = store_daily_stats(engine, promoted)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(daily_stats)).all()
+    assert len(rows) == stored and {r.model_version for r in rows} == {"2"}
+    service = {r.statistic: r.value for r in rows if r.feature == "_service"}
+    assert service["records"] == 100 and service["records_by_version.1"] == 40
+    assert {r.day for r in rows} == {(END - timedelta(days=1)).date()}
     paths = reports.write(report, tmp_path / "reports")
     assert json.loads(paths["json"].read_text())["records"] == len(ids)
     assert "| monthly_charges | numeric | ok |" in paths["md"].read_text()

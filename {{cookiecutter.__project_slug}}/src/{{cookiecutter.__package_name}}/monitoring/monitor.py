@@ -501,15 +501,51 @@ def _predictions(source, report: dict, champion: dict, thresholds: dict) -> None
     )
 
 
+# Days a run stores at most, the newest: a long ad-hoc window (DAYS=365) is reported whole
+# but does not recompute a year of daily_stats.
+STORED_DAYS = 31
+
+
+def days_to_store(
+    start: datetime, end: datetime, ends_now: bool
+) -> list[tuple[datetime, datetime]]:
+    """The UTC calendar days the window [start, end) reaches into, newest first (at most
+    STORED_DAYS), each as the part of it daily_stats keeps: the whole day once it is over, and
+    the current day so far only when the window `ends_now` (a window ending earlier would
+    replace a day with its first hours)."""
+    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    days = []
+    while day < end:
+        over = day + timedelta(days=1)
+        if over <= end or ends_now:
+            days.append((day, min(over, end)))
+        day = over
+    return days[::-1][:STORED_DAYS]
+
+
 def store_daily_stats(engine: sa.Engine, report: dict) -> int:
-    """Replace the window's rows in daily_stats with this report's statistics; return the count.
-    A window without records stores nothing: it keeps what an earlier run stored for that day
-    (`make monitor END=...` an hour earlier would have wiped a day of statistics)."""
+    """Replace daily_stats' row set for the UTC day a report of that day (days_to_store)
+    starts on with its statistics, whichever versions served the day (model_version is the
+    champion they were compared with; `_service` `records_by_version.N` counts each version's
+    records); return the row count. A day without records stores nothing: it keeps what an
+    earlier run stored for it (the log's records of the day may have been deleted since)."""
     day = datetime.fromisoformat(report["window"]["start"]).date()
     if not report["records"]:
-        log.info("no records in this window: daily_stats keeps what it holds for %s", day)
+        log.info("no records on %s: daily_stats keeps what it holds for that day", day)
         return 0
     version = report["champion_version"]
+    service = {
+        "records": report["records"],
+        "records_by_version": report.get("records_by_version", {}),
+        "latency_ms": report.get("latency_ms", {}),
+        "live": report.get("live_metrics", {}),
+    }
+    statistics = [
+        (name, key, value)
+        for name, section in report["features"].items()
+        for key, value in _flat(section["summary"]).items()
+    ]
+    statistics += [("_service", key, value) for key, value in _flat(service).items()]
     rows = [
         {
             "day": day,
@@ -518,35 +554,12 @@ def store_daily_stats(engine: sa.Engine, report: dict) -> int:
             "statistic": key,
             "value": float(value),
         }
-        for name, section in report["features"].items()
-        for key, value in _flat(section["summary"]).items()
-        if value is not None
-    ]
-    rows += [
-        {
-            "day": day,
-            "model_version": version,
-            "feature": "_service",
-            "statistic": key,
-            "value": float(value),
-        }
-        for key, value in _flat(
-            {
-                "records": report["records"],
-                "latency_ms": report.get("latency_ms", {}),
-                "live": report.get("live_metrics", {}),
-            }
-        ).items()
+        for name, key, value in statistics
         if value is not None
     ]
     with engine.begin() as conn:
-        conn.execute(
-            daily_stats.delete().where(
-                sa.and_(daily_stats.c.day == day, daily_stats.c.model_version == version)
-            )
-        )
-        if rows:
-            conn.execute(daily_stats.insert(), rows)
+        conn.execute(daily_stats.delete().where(daily_stats.c.day == day))
+        conn.execute(daily_stats.insert(), rows)
     return len(rows)
 
 
