@@ -911,6 +911,11 @@ def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine
         outcome_rows(bad, "regression")
     with pytest.raises(PipelineError, match="record_index -1"):
         outcome_rows(pd.DataFrame({"request_id": ["a"], "record_index": [-1], "actual": [1]}))
+    misspelt = pd.DataFrame({"request_id": ["a"], "rec_index": [5], "actual": [1]})
+    with pytest.raises(PipelineError, match=r"only the columns .*; unknown \['rec_index'\]"):
+        outcome_rows(misspelt)
+    sent = pd.DataFrame({"row": [0], "request_id": ["a"], "record_index": [0], "prediction": [1]})
+    assert len(outcome_rows(sent.assign(actual=1))) == 1, "send-batch OUT= with an actual"
     unknown = pd.DataFrame({"request_id": ["a", "b", "c"], "actual": [1.0, None, None]})
     with pytest.raises(PipelineError, match=r"^2 outcome rows have no actual \(rows \[2, 3\]"):
         outcome_rows(unknown, "regression")

@@ -26,6 +26,8 @@ COLUMNS = (
     "request_id (the /predict response's request_id), record_index (the record's position in "
     "that request's list, from 0; optional, default 0: one-record requests) and actual"
 )
+# send-batch's OUT= file's other columns: with an actual column added, it is an outcomes file.
+PASSED_OVER = ("row", "prediction")
 EXAMPLES = 5  # ids or rows a message names, at most
 LOOKUP_CHUNK = 500  # request ids per IN (...) query: well under any database's parameter limit
 
@@ -33,12 +35,18 @@ LOOKUP_CHUNK = 500  # request ids per IN (...) query: well under any database's 
 def outcome_rows(
     frame: pd.DataFrame, task: str | None = None, classes: list | None = None
 ) -> list[dict]:
-    """Rows for the outcomes table, refusing a frame without the required columns, with empty
-    or repeated keys, with an actual that is not a number (task "regression") or not one of
-    `classes` (data.target_classes, when declared)."""
+    """Rows for the outcomes table, refusing a frame without the required columns or with
+    others, with empty or repeated keys, with an actual that is not a number (task
+    "regression") or not one of `classes` (data.target_classes, when declared)."""
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise PipelineError(f"outcomes need columns {COLUMNS}; missing {missing}")
+    unknown = [str(c) for c in frame.columns if c not in (*REQUIRED, "record_index", *PASSED_OVER)]
+    if unknown:  # a misspelt record_index would attach every outcome to record 0
+        raise PipelineError(
+            f"outcomes take only the columns {COLUMNS}, and send-batch OUT='s {PASSED_OVER}; "
+            f"unknown {unknown}: rename or leave them out (a column named twice reads as name.1)"
+        )
     for column in REQUIRED:
         empty = (np.flatnonzero(frame[column].isna()) + 1).tolist()
         if empty:
