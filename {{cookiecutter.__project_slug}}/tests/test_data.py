@@ -325,6 +325,15 @@ def test_validate_refuses_true_false_in_a_numeric_column(frame, schema, flags):
         datalib.validate(frame, schema)
 
 
+def test_validate_refuses_a_category_holding_a_nul(frame, schema):
+    """The service refuses a NUL (PostgreSQL cannot store it): training must not learn one."""
+    name = next(n for n, kind in schema.features.items() if kind == "categorical")
+    text = frame[name].astype(object).copy()
+    text.iloc[[3, 8]] = "a;b\x00;c"
+    with pytest.raises(PipelineError, match=rf"'{name}' has 2 values holding a NUL .*\[3, 8\]"):
+        datalib.validate(frame.assign(**{name: text}), schema)
+
+
 def test_validate_refuses_a_true_false_regression_target(frame, schema):
     frame = frame.head(4).assign(**{schema.target: [True, False, True, False]})
     regression = replace(schema, task="regression", target_classes=None)

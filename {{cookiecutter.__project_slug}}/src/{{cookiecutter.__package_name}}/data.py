@@ -216,6 +216,7 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
         clean[name] = _CONVERT[kind](frame[name], name)
         _check_informative(clean[name], name)
         if kind == "categorical":
+            _refuse_nul(clean[name], name)
             _warn_if_mostly_distinct(clean[name], name)
             _warn_of_spelling_variants(clean[name], name)
     clean[schema.target] = _as_target(frame[schema.target], schema)
@@ -246,6 +247,15 @@ def _check_informative(column: pd.Series, name: str) -> None:
             name,
             column.iloc[0],
         )
+
+
+def _refuse_nul(column: pd.Series, name: str) -> None:
+    """Refuse text holding a NUL character: PostgreSQL cannot store it, so the service refuses
+    it in a request and training would learn a category no request can send."""
+    flags = column.str.contains("\x00", regex=False, na=False)
+    if flags.any():
+        found = _counted(flags, "values holding a NUL character (\\x00)")
+        raise PipelineError(f"column '{name}' has {found}: remove it from the text in the source")
 
 
 def _warn_if_mostly_distinct(column: pd.Series, name: str) -> None:
