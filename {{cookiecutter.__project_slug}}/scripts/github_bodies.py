@@ -9,6 +9,7 @@ linked through the run's artifact instead of inlined.
 from __future__ import annotations
 
 import argparse
+import html
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -176,7 +177,8 @@ def rollback_summary(rollback: dict | None, links: Links) -> str:
             f" Worse today than version {rollback['from_version']}, which it replaced: "
             f"{number(rollback['champion_value_today'])}."
         )
-    return f"{head}\n\n{score}.{refused} Reason: {rollback['reason']}\n\n{links.line()}\n"
+    reason = html.escape(rollback["reason"], quote=False)  # text, not HTML the summary renders
+    return f"{head}\n\n{score}.{refused} Reason: {reason}\n\n{links.line()}\n"
 
 
 def outputs(step: str, report: dict) -> str:

@@ -227,6 +227,9 @@ def test_rollback_summary_moved_and_refused(reports):
         worse, bodies.Links()
     )
     assert "Worse today" not in moved, "v1 and v3 were trained on the same rows"
+    marked_up = {**reports["rolled_back"], "reason": "<!-- hides the rest"}
+    said = bodies.rollback_summary(marked_up, bodies.Links())
+    assert "Reason: &lt;!-- hides the rest" in said, "a reason is text, not HTML"
     refused = bodies.rollback_summary(reports["refused"], bodies.Links())
     assert refused.startswith("## Rollback of test-model to version 3 refused")
     assert f"{reports['refused']['value_today']:.4f}" in refused

@@ -376,6 +376,13 @@ def test_monitor_report_html_embeds_plots_of_drifted_features(engine, champion, 
     assert "Drift detected" in page and page.count("data:image/png;base64,") >= 1
 
 
+def test_a_feature_name_keeps_to_its_markdown_table_cell():
+    row = ["a|b <b>", "numeric", "ok", "0.01", "0.02", "0.9", "0.0% → 0.0%", "100"]
+    assert reports._cell(row[0]) == "a\\|b &lt;b&gt;"
+    line = "| " + " | ".join(map(reports._cell, row)) + " |"
+    assert len(line.replace("\\|", "").split("|")) == len(reports.HEADER) + 2
+
+
 def test_a_plot_of_any_category_text_draws_it_as_text(recwarn):
     # A shop's product titles (the axis shows each one's start, the summary table all of it),
     # prices with $ (no mathtext), text the font has no glyph for, a line break.

@@ -122,9 +122,15 @@ def markdown(report: dict) -> str:
     lines += [f"- {message}" for message in report["messages"]]
     if report["status"] == "checked":
         lines += ["", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
-        lines += ["| " + " | ".join(row) + " |" for row in table_rows(report)]
+        lines += ["| " + " | ".join(map(_cell, row)) + " |" for row in table_rows(report)]
         lines += ["", *service_lines(report)]
     return "\n".join(lines) + "\n"
+
+
+def _cell(text: str) -> str:
+    """Text as one cell of a Markdown table: a feature name's "|" no longer starts another
+    cell, nor does its "<" start HTML."""
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def window_line(report: dict) -> str:
