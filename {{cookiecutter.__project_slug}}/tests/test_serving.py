@@ -705,6 +705,7 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
         assert (SCALAR_VALUES in predict._message(error)) is ("region" not in bad), bad
     # The schema at /docs says so, for those columns only.
     fields = request_model(meta, 10).model_json_schema()["$defs"]["Record"]["properties"]
+    assert [field["title"] for field in fields.values()] == list(meta["features"])
     assert fields["flag"]["description"] == fields["grade"]["description"] == SCALAR_LABELS
     assert "description" not in fields["region"]
     # With a model that takes unseen categories, any text goes, and JSON values map the same;

@@ -38,11 +38,11 @@ BOOLEANS = ("False", "True")  # the labels training gives a true/false column (d
 def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[BaseModel]:
     """One record: every feature required (null allowed), typed; categories from training, or
     with `open_categories` (a model that predicts unseen ones) any text."""
-    fields: dict[str, Any] = {}
+    fields: dict[str, Any] = {}  # titled as named: pydantic's own titles read "Customer'S Plan"
     for name, kind in meta["features"].items():
         example = meta["example"].get(name)
         if kind == "numeric":
-            fields[name] = (Number | None, Field(..., examples=[example]))
+            fields[name] = (Number | None, Field(..., title=name, examples=[example]))
             continue
         known = meta["categories"].get(name) or []
         # A column of true/false or whole numbers in the data: the JSON true or 3 a client
@@ -70,7 +70,10 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         )
         annotation = Annotated[choices | None, BeforeValidator(convert)]
         description = " ".join(notes) or None
-        fields[name] = (annotation, Field(..., examples=[example], description=description))
+        fields[name] = (
+            annotation,
+            Field(..., title=name, examples=[example], description=description),
+        )
     config = ConfigDict(
         extra="forbid",
         strict=False,
