@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import warnings
 from dataclasses import replace
 
@@ -200,6 +201,16 @@ def test_a_csv_in_another_encoding_is_named_with_the_conversion(frame, params, t
     said = str(caught.value)
     assert said.startswith(f"data.source '{path}' is not UTF-8 text (invalid continuation byte")
     assert "read_csv(path, encoding='latin-1')" in said
+
+
+def test_a_column_named_alike_says_how_the_names_differ(frame, schema):
+    with pytest.raises(PipelineError, match=r"the header names 'region' more than once") as said:
+        datalib.validate(frame.assign(**{"region.1": frame["region"]}), schema)
+    assert "reads the repeat as 'region.1'): keep one" in str(said.value)
+    composed, decomposed = "Größe", unicodedata.normalize("NFD", "Größe")
+    assert composed != decomposed
+    hint = datalib._name_hint([decomposed], [decomposed], [composed])
+    assert f"is params.yaml's '{composed}' in another Unicode form" in hint
 
 
 def test_validate_undeclared_label_or_text_target_refused(frame, schema):

@@ -6,6 +6,7 @@ import calendar
 import hashlib
 import logging
 import math
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -307,6 +308,7 @@ def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
         undeclared = [c for c in read if c not in schema.columns]
         if undeclared and not hint:
             hint = f"; the data holds undeclared columns {undeclared[:10]} (one renamed?)"
+            hint += _name_hint(undeclared, read, schema.columns)
         raise PipelineError(
             f"column '{missing[0]}' is missing from the data "
             f"(declared in params.yaml data; missing: {missing}){hint}"
@@ -316,6 +318,7 @@ def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
         raise PipelineError(
             f"column '{extra[0]}' is not declared in params.yaml data.features: "
             f"declare it or drop it from the source (undeclared: {extra})"
+            f"{_name_hint(extra, [str(c) for c in frame.columns], schema.columns)}"
         )
     twice = list(dict.fromkeys(str(c) for c in frame.columns[frame.columns.duplicated()]))
     if twice:
@@ -323,6 +326,26 @@ def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
             f"column '{twice[0]}' appears more than once in the data (named twice: {twice}): "
             "keep one, or give the others names of their own (AS in a query)"
         )
+
+
+def _name_hint(undeclared: list[str], read: list[str], declared) -> str:
+    """Why an undeclared column may be a declared one: the same name in another Unicode form
+    (looking alike), or a CSV header naming a column twice (pandas reads the repeat as name.1)."""
+    forms = {unicodedata.normalize("NFC", name): name for name in declared}
+    for column in undeclared:
+        alike = forms.get(unicodedata.normalize("NFC", column))
+        if alike is not None:
+            return (
+                f"; '{column}' in the data is params.yaml's '{alike}' in another Unicode form "
+                "(composed or decomposed accents): write the name the same way in both (NFC)"
+            )
+        base, dot, digits = column.rpartition(".")
+        if dot and digits.isdigit() and base in read:
+            return (
+                f"; the header names '{base}' more than once (pandas reads the repeat as "
+                f"'{column}'): keep one"
+            )
+    return ""
 
 
 def _bad_values(original: pd.Series, converted: pd.Series) -> list:
