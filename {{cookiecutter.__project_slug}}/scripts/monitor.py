@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     try:
-        window(args.end, 1)
+        window(args.end, args.days or 1)
     except PipelineError as err:
         parser.error(str(err))  # a bad argument: exit 2, yesterday's reports left as they are
 
