@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import re
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -290,6 +293,12 @@ def test_monitor_end_is_utc_unless_it_gives_an_offset():
     assert window("2026-11-26T11:00Z", 0.5) == (utc - timedelta(hours=12), utc)
 
 
+def test_monitor_refuses_days_reaching_before_year_one_as_a_bad_argument(capsys):
+    with pytest.raises(SystemExit) as caught:
+        monitor_script().main(["--days", "1e9"])
+    assert caught.value.code == 2 and "starts before year 1" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(("end", "days"), [("0001-01-01", 1), (None, 1e8), ("2026-11-26", 1e10)])
 def test_monitor_window_before_year_one_is_refused_with_the_fix(end, days):
     with pytest.raises(PipelineError, match=r"starts before year 1: give fewer --days"):
@@ -370,6 +379,21 @@ def test_a_path_a_step_cannot_use_is_one_line_not_a_traceback(tmp_path, caplog):
 
     with pytest.raises(ConnectionResetError):
         cli.run(resets)
+
+
+def test_scripts_log_in_utc_whatever_the_machine_s_time_zone():
+    code = "import logging; from {{ cookiecutter.__package_name }} import cli; "
+    code += "cli.run(lambda: logging.getLogger('step').info('hello') or 0)"
+    before = datetime.now(UTC)
+    said = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "TZ": "Asia/Kolkata"},  # UTC+05:30
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stderr
+    stamp = datetime.strptime(said[:19], "%Y-%m-%d %H:%M:%S").replace(tzinfo=UTC)
+    assert " UTC INFO step: hello" in said and abs(stamp - before) < timedelta(minutes=5), said
 
 
 def test_retrain_age_refuses_a_limit_that_is_no_positive_number(capsys):

@@ -7,6 +7,7 @@ import json
 import logging
 import math
 import sys
+import time
 import urllib.parse
 from collections.abc import Callable
 from datetime import date
@@ -62,13 +63,21 @@ def positive_days(text: str) -> float:
     return days
 
 
-def run(step: Callable[[], int]) -> int:
-    """Run a script's body: log to stderr, and turn an expected failure into a clear exit code."""
+def _log_to_stderr() -> None:
+    """Log lines to stderr, timed in UTC as every report and registry tag is."""
     logging.basicConfig(
         level=logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format="%(asctime)s UTC %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        if handler.formatter is not None:
+            handler.formatter.converter = time.gmtime
+
+
+def run(step: Callable[[], int]) -> int:
+    """Run a script's body: log to stderr, and turn an expected failure into a clear exit code."""
+    _log_to_stderr()
     # MLflow logs each database error with its traceback and statement before raising it; the
     # one line this function ends with says what to check. Two lines of it stay.
     logging.getLogger("mlflow.store.db.utils").addFilter(_brief)
