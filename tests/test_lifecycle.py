@@ -327,6 +327,9 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
             )
     loaded = run_make(project, "outcomes", "FILE=build/outcomes.csv")
     assert loaded.returncode == 0 and f"{len(drifted)} match a logged prediction" in loaded.stderr
+    (project / "build/no-outcomes.csv").write_text("request_id,record_index,actual\n")
+    nothing = run_make(project, "outcomes", "FILE=build/no-outcomes.csv")
+    assert nothing.returncode == 0 and "holds no outcome rows" in nothing.stderr, nothing.stderr
     result = run_make(project, "monitor")
     report = json.loads((project / "reports/monitoring.json").read_text())
     assert report["records"] == 1001, "every predicted record reached the prediction log"

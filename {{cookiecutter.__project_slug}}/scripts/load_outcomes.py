@@ -66,6 +66,8 @@ def main(argv: list[str] | None = None) -> int:
         task = params["model"]["task"]  # a regression's actuals must be numbers
         classes = params["data"].get("target_classes")  # a classifier's must be its labels
         frame = read(args.file, args.query, backends)
+        if frame.empty:  # a scheduled load with nothing new is no failure, but say so
+            log.warning("%s holds no outcome rows: nothing loaded", args.file or "the query")
         engine = monitoring_database(backends.monitoring_database_url)
         try:
             loaded = load(engine, frame, task, classes)
