@@ -40,6 +40,7 @@ from {{ cookiecutter.__package_name }}.serving.routers.predict import new_reques
 from {{ cookiecutter.__package_name }}.serving.schema import (
     SCALAR_LABELS,
     SCALAR_VALUES,
+    Version,
     request_model,
 )
 from {{ cookiecutter.__package_name }}.serving.telemetry import Telemetry
@@ -416,10 +417,14 @@ def test_docs_and_openapi_show_the_predict_schema_with_an_example(live, exported
         if status.startswith(("4", "5"))
     )
     assert set(schemas["ErrorResponse"]["required"]) == {"detail", "request_id"}
+    assert all("X-Request-ID" in errors[status]["headers"] for status in errors)
     ready = document["paths"]["/ready"]["get"]["responses"]
     for status, model in (("200", "Ready"), ("503", "NotReady")):
         schema = ready[status]["content"]["application/json"]["schema"]
         assert schema == {"$ref": f"#/components/schemas/{model}"}
+    version = document["paths"]["/version"]["get"]["responses"]["200"]["content"]
+    assert version["application/json"]["schema"] == {"$ref": "#/components/schemas/Version"}
+    assert Version.model_validate(live.get("/version").json()).model_version == "1"
     answer = schemas["Prediction"]["properties"]
     classes = live.service.bundle.classes
     if classes is None:

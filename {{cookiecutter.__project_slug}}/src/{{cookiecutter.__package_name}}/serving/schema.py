@@ -178,6 +178,30 @@ class NotReady(BaseModel):
     reason: str
 
 
+class Version(BaseModel):
+    """GET /version: the model served and its lineage (null where the registry had none)."""
+
+    model_name: str
+    model_version: str
+    task: Literal["classification", "regression"]
+    data_hash: str | None
+    git_commit: str | None
+    trained_at: str | None
+    promoted_at: str | None
+    rolled_back_at: str | None
+    rollback_reason: str | None
+    run_id: str | None
+
+
+# The header every answer of /predict and /version carries (OpenAPI `headers`).
+REQUEST_ID_HEADER = {
+    "X-Request-ID": {
+        "description": "the answer's request id, as in its body",
+        "schema": {"type": "string"},
+    }
+}
+
+
 class PredictResponse(BaseModel):
     """What POST /predict answers."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
-from ..schema import ErrorResponse, NotReady, Ready
+from ..schema import REQUEST_ID_HEADER, ErrorResponse, NotReady, Ready, Version
 from ..service import ServiceDep
 from .predict import error_response
 
@@ -41,7 +41,15 @@ for _path, _endpoint in (("/health", health), ("/ready", ready)):
 
 
 @router.get(
-    "/version", responses={503: {"model": ErrorResponse, "description": "no model served, and why"}}
+    "/version",
+    responses={
+        200: {"model": Version, "description": "the model served"},
+        503: {
+            "model": ErrorResponse,
+            "description": "no model served, and why",
+            "headers": REQUEST_ID_HEADER,
+        },
+    },
 )
 async def version(service: ServiceDep) -> JSONResponse:
     """Which model answers: name, version, data hash, git commit, trained and promoted dates,

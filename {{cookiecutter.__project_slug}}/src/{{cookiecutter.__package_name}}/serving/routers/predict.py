@@ -15,7 +15,14 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
-from ..schema import LISTED, SCALAR_VALUES, ErrorResponse, PredictResponse, scalar_label
+from ..schema import (
+    LISTED,
+    REQUEST_ID_HEADER,
+    SCALAR_VALUES,
+    ErrorResponse,
+    PredictResponse,
+    scalar_label,
+)
 from ..service import Service, ServiceDep
 
 log = logging.getLogger(__name__)
@@ -166,16 +173,20 @@ async def predict_records(service: Service, rows: list[dict], request_id: str) -
     "/predict",
     response_model=PredictResponse,
     responses={
-        status: {"model": ErrorResponse, "description": description}
-        for status, description in (
-            (408, "body not received in time"),
-            (413, "body or batch over the limit"),
-            (415, "body not sent as uncompressed application/json"),
-            (422, "invalid input, one entry per invalid value"),
-            (500, "prediction failed"),
-            (503, "not ready or overloaded"),
-            (504, "prediction timed out"),
-        )
+        200: {"headers": REQUEST_ID_HEADER},
+        **{
+            status: {"model": ErrorResponse, "description": description}
+            | {"headers": REQUEST_ID_HEADER}
+            for status, description in (
+                (408, "body not received in time"),
+                (413, "body or batch over the limit"),
+                (415, "body not sent as uncompressed application/json"),
+                (422, f"invalid input, one entry per invalid value (the first {MAX_ERRORS})"),
+                (500, "prediction failed"),
+                (503, "not ready or overloaded"),
+                (504, "prediction timed out"),
+            )
+        },
     },
 )
 async def predict(request: Request, service: ServiceDep) -> Response:
