@@ -24,9 +24,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def step() -> int:
         refuse_data_not_locked(args.data)
+        evaluation = read_json(args.evaluation, "make evaluate")
+        refuse_evaluation_of_other_data(evaluation, args.data, args.evaluation)
         params, backends = load_params(), Backends.from_env()
         gate = Gate.from_params(params["promote"], params["model"]["task"])
-        evaluation = read_json(args.evaluation, "make evaluate")
 
         def reevaluate() -> dict:
             trained = read_json(args.train_report, "make train")
@@ -47,6 +48,19 @@ def refuse_data_not_locked(data: Path) -> None:
             f"{data} (md5 {held[:8]}) is not the data dvc.lock names (md5 {locked[:8]}), as "
             "after a git pull or checkout: run `make pipeline`, which brings the data and the "
             "candidate up to date before the gate"
+        )
+
+
+def refuse_evaluation_of_other_data(evaluation: dict, data: Path, path: Path) -> None:
+    """Refuse to judge an evaluation made on data other than the file holds now, as after a
+    `make train` interrupted once `make data` had brought new rows: its candidate and scores
+    are the previous data's."""
+    scored = evaluation.get("holdout", {}).get("data_md5")
+    if scored and data.is_file() and (held := lineage.file_md5(data)) != scored:
+        raise PipelineError(
+            f"{path} scored candidate v{evaluation['candidate']['version']} on other data (md5 "
+            f"{scored[:8]}) than {data} holds (md5 {held[:8]}), as after an interrupted "
+            "`make train`: run `make pipeline`, which trains and evaluates on this data first"
         )
 
 

@@ -212,6 +212,24 @@ def test_promote_refuses_data_other_than_dvc_lock_names(tmp_path, monkeypatch, c
     assert "is not the data dvc.lock names (md5 00000000)" in said and "make pipeline" in said
 
 
+def test_promote_refuses_an_evaluation_of_other_data(tmp_path, monkeypatch, caplog):
+    """As after `make data` brought new rows and `make train` was interrupted: evaluation.json
+    still holds the previous candidate's scores on the previous rows."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "reports").mkdir()
+    data = tmp_path / "data/dataset.parquet"
+    data.write_bytes(b"the previous rows")
+    evaluation = {"candidate": {"version": "2"}, "holdout": {"data_md5": lineage.file_md5(data)}}
+    (tmp_path / "reports/evaluation.json").write_text(json.dumps(evaluation))
+    promote = load_script("promote")
+    promote.refuse_evaluation_of_other_data(evaluation, Path("data/dataset.parquet"), Path("e"))
+    data.write_bytes(b"the new rows")
+    assert promote.main([]) == EXIT_ERROR
+    said = caplog.records[-1].getMessage()
+    assert "scored candidate v2 on other data (md5 " in said and "make pipeline" in said
+
+
 def _unchanged(frame):
     """A module-level function in a model: skops saves it, but loads it only once trusted."""
     return frame

@@ -224,6 +224,7 @@ def evaluate(
         "holdout": {
             "rows": len(rows),
             "data_hash": datalib.content_hash(rows),
+            "data_md5": lineage.file_md5(data_path),  # the file it came from, as dvc.lock says
             "newest_by": schema.time_column,  # None: chosen by a seeded hash of each row
             "left_out": candidate["left_out"],  # rows per class the candidate never learnt
         },
