@@ -8,6 +8,7 @@ import logging
 import pickle
 import subprocess
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlparse
@@ -514,25 +515,55 @@ def test_failed_evaluation_moves_no_alias(params, backends, good_data, workdir, 
     assert not (workdir / "r2" / "evaluation.json").exists()
 
 
+@pytest.mark.parametrize("stop", [ConnectionError, KeyboardInterrupt])
 def test_alias_that_fails_to_move_leaves_no_promotion_record(
-    params, backends, good_data, workdir, monkeypatch
+    params, backends, good_data, workdir, monkeypatch, stop
 ):
-    """The registry goes away between the tags and the alias: the candidate must not look like a
-    former champion, which a rollback would accept."""
+    """The registry goes away (or Ctrl-C lands) between the tags and the alias: the candidate
+    must not look like a former champion, which a rollback would accept."""
     cycle(params, backends, good_data, workdir / "r1")
     trained = training.train(good_data, params, backends)
     report = evaluation.evaluate(good_data, trained, params, backends, workdir / "r2")
 
     def gone(*args):
-        raise ConnectionError("registry went away")
+        raise stop("registry went away")
 
     monkeypatch.setattr(MlflowClient, "set_registered_model_alias", gone)
     gate = Gate.from_params(params["promote"], params["model"]["task"])
-    with pytest.raises(ConnectionError):
+    with pytest.raises(stop):
         promotion.promote(report, gate, backends, lambda: report)
     tags = MlflowClient().get_model_version("test-model", trained["version"]).tags
     assert not {"promoted_at", "promotion_reason", "previous_champion"} & set(tags), tags
     assert str(registry.champion(MlflowClient(), "test-model").version) == "1"
+
+
+def test_marks_a_killed_move_left_are_undone_by_the_next_promote_or_rollback(
+    params, backends, good_data, workdir
+):
+    """kill -9 between the tags and the alias (or just after it) runs no clean-up: the next run
+    trusts the alias, and leaves alone marks fresh enough to be a run still in progress."""
+    cycle(params, backends, good_data, workdir / "r1")
+    newer = workdir / "newer.parquet"
+    pd.read_parquet(good_data).iloc[5:].to_parquet(newer, index=False)
+    other = training.train(newer, params, backends)["version"]
+    client, champion = MlflowClient(), str(registry.champion(MlflowClient(), "test-model").version)
+    long_ago = (datetime.now(UTC) - timedelta(hours=2)).isoformat(timespec="seconds")
+    marks = {"demoted_at": long_ago, "demoted_reason": "a rollback killed before the move"}
+    promoted = {"gate.decision": "promoted", "gate.decided_at": long_ago, "previous_champion": "1"}
+    for version, tags in ((champion, marks), (other, promoted)):
+        for key, value in tags.items():
+            client.set_model_version_tag("test-model", version, key, value)
+    fresh = {"gate.decision": "promoted", "gate.decided_at": registry.now()}
+    client.set_model_version_tag("test-model", "1", "gate.reason", "kept")  # the champion's own
+    promotion.repair_interrupted(client, "test-model")
+    assert not set(marks) & set(client.get_model_version("test-model", champion).tags)
+    left = client.get_model_version("test-model", other).tags
+    assert not set(promotion.PROMOTION_MARKS) & set(left), left
+    assert client.get_model_version("test-model", "1").tags["gate.reason"] == "kept"
+    for key, value in fresh.items():  # a promotion in progress elsewhere: its marks stay
+        client.set_model_version_tag("test-model", other, key, value)
+    promotion.repair_interrupted(client, "test-model")
+    assert client.get_model_version("test-model", other).tags["gate.decision"] == "promoted"
 
 
 def test_a_promotion_stops_when_the_champion_moves_while_it_decides(
@@ -565,6 +596,30 @@ def test_a_promotion_stops_when_the_champion_moves_while_it_decides(
     assert str(registry.champion(MlflowClient(), "test-model").version) == other
     tags = MlflowClient().get_model_version("test-model", trained["version"]).tags
     assert not {"gate.decision", "promoted_at", "previous_champion"} & set(tags), tags
+
+
+def test_a_rollback_stopped_by_ctrl_c_before_the_alias_moves_leaves_no_marks(
+    params, backends, good_data, workdir, monkeypatch
+):
+    cycle(params, backends, good_data, workdir / "r1")
+    newer = workdir / "newer.parquet"
+    pd.read_parquet(good_data).iloc[5:].to_parquet(newer, index=False)
+    cycle(params, backends, newer, workdir / "r2")
+    left = str(registry.champion(MlflowClient(), "test-model").version)
+    target = "1" if left == "2" else "2"
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowClient, "set_registered_model_alias", interrupted)
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    with pytest.raises(KeyboardInterrupt):
+        promotion.rollback(newer, params, gate, backends, target, "bad model", force=True)
+    client = MlflowClient()
+    assert str(registry.champion(client, "test-model").version) == left
+    marked = client.get_model_version("test-model", left).tags
+    assert not {"demoted_at", "demoted_reason"} & set(marked), marked
+    assert "rolled_back_from" not in client.get_model_version("test-model", target).tags
 
 
 def test_a_rollback_whose_confirmation_cannot_be_recorded_keeps_the_left_version_demoted(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from . import registry
@@ -108,6 +109,7 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     """
     client = registry.connect(backends)
     name, candidate = evaluation["model_name"], evaluation["candidate"]["version"]
+    repair_interrupted(client, name)
     registered = registry.version(client, name, candidate)
     current = registry.champion(client, name)
     # When the gate last decided on a version, whatever it decided: retrain_age.py's clock.
@@ -202,6 +204,55 @@ def _outcome(decision: str, reason: str, evaluation: dict, gate: Gate) -> dict[s
     }
 
 
+# How long a move of the alias may take between its first tag and the alias: marks older than
+# this that contradict the alias are an interrupted run's, not a run in progress.
+MOVE_SECONDS = 60
+PROMOTION_MARKS = ("gate.decision", "gate.reason", "promotion_reason", "previous_champion")
+
+
+def repair_interrupted(client, name: str) -> None:
+    """Undo the marks a promote or rollback killed in mid-move left (kill -9, a runner lost;
+    Ctrl-C undoes its own): the alias is what holds. The champion carries no out-of-service
+    marks, and a version never confirmed promoted (no promoted_at) that is not champion carries
+    no promotion."""
+    current = registry.champion(client, name)
+    if current and DEMOTED_AT in current.tags and _stale(current.tags[DEMOTED_AT]):
+        log.warning(
+            "champion v%s is marked out of service by a rollback interrupted at %s: unmarked",
+            current.version,
+            current.tags[DEMOTED_AT],
+        )
+        _unmark(client, name, str(current.version), (DEMOTED_AT, DEMOTED_REASON))
+    for version in client.search_model_versions(f"name='{name}'"):
+        tags = version.tags
+        if (
+            version.version != (current and current.version)
+            and tags.get("gate.decision") == "promoted"
+            and "promoted_at" not in tags
+            and _stale(tags.get("gate.decided_at"))
+        ):
+            log.warning(
+                "v%s is marked promoted by a promotion interrupted before the alias moved (at "
+                "%s): unmarked, the gate decides on it again",
+                version.version,
+                tags.get("gate.decided_at"),
+            )
+            _unmark(client, name, str(version.version), PROMOTION_MARKS)
+
+
+def _stale(when: str | None) -> bool:
+    """Whether the move that recorded this time is over: more than MOVE_SECONDS ago (or no
+    time recorded)."""
+    oldest = datetime.now(UTC) - timedelta(seconds=MOVE_SECONDS)
+    return when is None or datetime.fromisoformat(when) < oldest
+
+
+def _unmark(client, name: str, version: str, keys) -> None:
+    """Delete these tags of a version, those it has."""
+    for key in keys:
+        registry.quietly(client.delete_model_version_tag, name, version, key)
+
+
 def rollback_target(client, name: str, requested: str | None):
     """The version to roll back to: the one asked for, or the champion's predecessor (for a
     champion only a forced rollback made, never promoted, the version that rollback replaced)."""
@@ -232,6 +283,7 @@ def rollback(
     was never champion, unless forced."""
     client = registry.connect(backends)
     name = params["model"]["name"]
+    repair_interrupted(client, name)
     current, target = rollback_target(client, name, requested)
     rows, schema = holdout(data_path, params)
     left_out: dict[str, int] = {}
@@ -336,7 +388,7 @@ def _demoting(client, name: str, left, target, tags: dict[str, str]):
     except registry.Unconfirmed:  # the alias moved: `left` is out of service all the same
         _back_in_service(client, name, target, tags)
         raise
-    except Exception:
+    except BaseException:  # Ctrl-C too: a kill -9 leaves them to repair_interrupted
         for key in tags:
             registry.quietly(client.delete_model_version_tag, name, str(left.version), key)
         raise

@@ -352,7 +352,7 @@ def move_champion(
                 "champion"
             )
         client.set_registered_model_alias(name, CHAMPION, number)
-    except Exception:
+    except BaseException:  # Ctrl-C too: a kill -9 leaves them to repair_interrupted
         for key in written:
             quietly(client.delete_model_version_tag, name, number, key)
         raise
