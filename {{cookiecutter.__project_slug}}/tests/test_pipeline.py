@@ -24,6 +24,7 @@ from botocore.exceptions import NoCredentialsError, ReadTimeoutError
 from conftest import PAYLOAD_TYPE, Payload, load_script
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
+from sklearn.base import BaseEstimator, TransformerMixin
 
 from {{ cookiecutter.__package_name }} import (
     cli,
@@ -254,6 +255,56 @@ def test_a_model_skops_would_not_load_back_is_refused_before_anything_is_logged(
             training.train(good_data, params, backends)
     assert mlflow.search_runs(search_all_experiments=True).empty, "no run was started"
     assert not MlflowClient().search_registered_models(), "nothing was registered"
+
+
+class BatchScaled(BaseEstimator, TransformerMixin):
+    """Standardises each numeric column with the rows it is given: a notebook's mistake."""
+
+    def fit(self, frame, y=None):
+        return self
+
+    def transform(self, frame):
+        numbers = frame.select_dtypes("number")
+        return frame.assign(**((numbers - numbers.mean()) / (numbers.std() + 1e-9)))
+
+
+def complete_categorical(frame: pd.DataFrame) -> str:
+    """The first categorical column with no missing value."""
+    return next(c for c in frame.select_dtypes(exclude="number") if frame[c].notna().all())
+
+
+class NeedsRegion(BaseEstimator, TransformerMixin):
+    """Reads a text length from a categorical column training never missed: fails on null."""
+
+    def fit(self, frame, y=None):
+        self.column_ = complete_categorical(frame)
+        return self
+
+    def transform(self, frame):
+        return frame.assign(**{self.column_: frame[self.column_].map(len).astype(str)})
+
+
+def test_a_model_scoring_a_record_by_the_others_is_refused_and_missing_values_it_fails_on_named(
+    params, backends, good_data, monkeypatch, caplog
+):
+    from sklearn.pipeline import make_pipeline
+
+    base = training.build_model
+
+    def engineered(*args, **kwargs):
+        return make_pipeline(engineered.step(), base(*args, **kwargs))
+
+    engineered.step = BatchScaled
+    monkeypatch.setattr(training, "build_model", engineered)
+    schema = datalib.Schema.from_params(params["data"], params["model"]["task"])
+    frame = datalib.validate(pd.read_parquet(good_data), schema)
+    with pytest.raises(PipelineError, match="scores a record differently alone") as refused:
+        training.fit(frame, schema, params)
+    assert "learn its statistics in fit" in str(refused.value)
+    engineered.step = NeedsRegion
+    training.fit(frame, schema, params)
+    name = complete_categorical(frame[list(schema.features)])
+    assert f"the model fails on a record missing {name} (TypeError)" in caplog.text
 
 
 def test_a_model_of_a_library_requirements_leave_out_is_refused_before_anything_is_logged(

@@ -120,6 +120,8 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
         raise
     log.info("fitted in %.0f s", time.monotonic() - started)
     x_valid, y_valid = datalib.features_and_target(valid_rows, schema)
+    _refuse_batch_dependence(model, x_valid, schema.task)
+    _warn_of_missing_values_it_fails_on(model, x_valid, schema)
     classes = classes_of(model, schema.task)
     metrics = score_all(
         schema.task,
@@ -129,6 +131,64 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
         positive=positive_class(classes, schema.target_classes),
     )
     return model, x_train, x_valid, metrics
+
+
+ALONE = 16  # validation rows scored one by one against all of them together
+
+
+def _refuse_batch_dependence(model, x_valid: pd.DataFrame, task: str) -> None:
+    """Refuse a model whose answer for a record depends on the records scored with it (a
+    transformer computing statistics in transform instead of fit), or that fails on one record:
+    the service scores requests one by one or in micro-batches with other clients' requests,
+    while evaluation and the gate score the holdout all together."""
+    rows = x_valid.head(ALONE)
+    together = _scores(model, rows, task)
+    for position in range(len(rows)):
+        try:
+            alone = _scores(model, rows.iloc[[position]], task)
+        except Exception as err:
+            said = next(iter(str(err).strip().splitlines()), "")
+            raise PipelineError(
+                f"the model fails on one record, as the service sends it ({type(err).__name__}: "
+                f"{said}): its transformers must give the same columns for any number of rows "
+                "(a fixed category list, not pandas.get_dummies)"
+            ) from err
+        if not np.allclose(alone, together[position], rtol=1e-6, atol=1e-9, equal_nan=True):
+            raise PipelineError(
+                f"the model scores a record differently alone ({alone.ravel()[:3]}) than among "
+                f"{len(rows)} (validation row {position}: {together[position].ravel()[:3]}): the "
+                "service scores each request with whichever others share its micro-batch; "
+                "a transformer must learn its statistics in fit, not compute them in transform"
+            )
+
+
+def _scores(model, rows: pd.DataFrame, task: str) -> np.ndarray:
+    """Class probabilities, or predicted values, one row per record, as floats."""
+    prediction, proba = predict(model, rows, task)
+    scores = proba if proba is not None else prediction.astype(float)
+    return np.asarray(scores, dtype=float).reshape(len(rows), -1)
+
+
+def _warn_of_missing_values_it_fails_on(
+    model, x_valid: pd.DataFrame, schema: datalib.Schema
+) -> None:
+    """Say which features the model cannot score when missing: the service takes null for
+    any of them, and such a request would get 500."""
+    record = x_valid.head(1).to_dict("records")[0]
+    failing = []
+    for name in schema.features:
+        missing = datalib.feature_frame([{**record, name: None}], schema.features)
+        try:
+            predict(model, missing, schema.task)
+        except Exception as err:
+            failing.append(f"{name} ({type(err).__name__})")
+    if failing:
+        log.warning(
+            "the model fails on a record missing %s: the service takes null for every feature "
+            "and answers such a request 500; impute them in model.py (or the source must "
+            "never send null)",
+            ", ".join(failing),
+        )
 
 
 def _out_of_memory(err: MemoryError, x_train: pd.DataFrame, schema: datalib.Schema) -> str:
