@@ -538,7 +538,11 @@ def test_record_with_missing_values_predicts_the_same_alone_or_in_a_batch(
         record = {**exported_model.records[0], name: None}
         alone = live.predict({"records": [record]}).json()["predictions"][0]
         batch = [record, *exported_model.records[1:20]]
-        assert live.predict({"records": batch}).json()["predictions"][0] == alone, name
+        among = live.predict({"records": batch}).json()["predictions"][0]
+        # Equal up to the last bits a linear model's sums give with another batch size.
+        for key, value in alone.items():
+            close = isinstance(value, float | dict)  # a value, or class probabilities
+            assert among[key] == (pytest.approx(value, rel=1e-9) if close else value), name
 
 
 # --- Bad input ------------------------------------------------------------------------------------
