@@ -29,7 +29,7 @@ from {{ cookiecutter.__package_name }}.config import (
     params_problems,
     section,
 )
-from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, PipelineError
+from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, EXIT_INTERRUPTED, PipelineError
 
 
 def refusal(tmp_path: Path, params: dict) -> str:
@@ -373,6 +373,12 @@ def test_a_path_a_step_cannot_use_is_one_line_not_a_traceback(tmp_path, caplog):
     assert f"cannot use {tmp_path / 'a-file' / 'report.json'}: Not a directory" in caplog.text
     assert cli.run(reads_what_a_library_names_only_in_its_message) == EXIT_ERROR
     assert "cannot use missing.parquet (FileNotFoundError)" in caplog.text
+
+    def interrupted() -> int:
+        raise KeyboardInterrupt
+
+    assert cli.run(interrupted) == EXIT_INTERRUPTED
+    assert "interrupted (Ctrl-C): run the step again" in caplog.text
 
     def resets() -> int:  # no path involved: a bug or a backend, not this
         raise ConnectionResetError

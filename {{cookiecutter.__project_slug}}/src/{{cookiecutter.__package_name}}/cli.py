@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import redact
-from .errors import EXIT_ERROR, PipelineError, first_line
+from .errors import EXIT_ERROR, EXIT_INTERRUPTED, PipelineError, first_line
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,23 @@ def _log_to_stderr() -> None:
             handler.formatter.converter = time.gmtime
 
 
+def _told(err: OSError) -> bool:
+    """Log in one line a path the step was given or made that cannot be used (missing, a file
+    where a folder should be, read-only): the environment's problem. Some libraries (pyarrow)
+    raise these with the path as the message and no filename. A backend's own errors may be
+    OSErrors too (botocore's read timeout is one): those name the backend. False for another
+    OSError, whose traceback is the useful answer."""
+    if check := BACKENDS.get(_library(err)):
+        log.error("%s", redact(backend_message(err, check)))
+    elif err.filename:
+        log.error("cannot use %s: %s", err.filename, err.strerror or err)
+    elif isinstance(err, PATH_ERRORS):
+        log.error("cannot use %s (%s)", err, type(err).__name__)
+    else:
+        return False
+    return True
+
+
 def run(step: Callable[[], int]) -> int:
     """Run a script's body: log to stderr, and turn an expected failure into a clear exit code."""
     _log_to_stderr()
@@ -83,21 +100,14 @@ def run(step: Callable[[], int]) -> int:
     logging.getLogger("mlflow.store.db.utils").addFilter(_brief)
     try:
         return step()
+    except KeyboardInterrupt:  # the step's clean-up has run; no traceback of where it was
+        log.error("interrupted (Ctrl-C): run the step again to finish it")
+        return EXIT_INTERRUPTED
     except PipelineError as err:
         log.error("%s", redact(str(err)))
         return EXIT_ERROR
     except OSError as err:
-        # A path the step was given or made that cannot be used (missing, a file where a folder
-        # should be, read-only): the environment's problem, told in one line. Some libraries
-        # (pyarrow) raise these with the path as the message and no filename. A backend's own
-        # errors may be OSErrors too (botocore's read timeout is one): those name the backend.
-        if check := BACKENDS.get(_library(err)):
-            log.error("%s", redact(backend_message(err, check)))
-        elif err.filename:
-            log.error("cannot use %s: %s", err.filename, err.strerror or err)
-        elif isinstance(err, PATH_ERRORS):
-            log.error("cannot use %s (%s)", err, type(err).__name__)
-        else:
+        if not _told(err):
             raise
         return EXIT_ERROR
     except Exception as err:

@@ -5,6 +5,7 @@ EXIT_ERROR = 1  # a failed step: the message names the cause and what to do
 EXIT_USAGE = 2  # bad command-line arguments (argparse's own code)
 EXIT_DRIFT = 3  # monitoring found drift: a normal outcome a workflow branches on
 EXIT_REFUSED = 4  # a guarded action (rollback) refused because its check failed
+EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it
 
 
 class PipelineError(Exception):
