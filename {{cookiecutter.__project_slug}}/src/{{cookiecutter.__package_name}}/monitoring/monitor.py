@@ -513,7 +513,8 @@ def days_to_store(
     STORED_DAYS), each as the part of it daily_stats keeps: the whole day once it is over, and
     the current day so far only when the window `ends_now` (a window ending earlier would
     replace a day with its first hours)."""
-    day = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    midnight = {"hour": 0, "minute": 0, "second": 0, "microsecond": 0}
+    day = max(start, end - timedelta(days=STORED_DAYS + 1)).replace(**midnight)
     days = []
     while day < end:
         over = day + timedelta(days=1)
