@@ -54,9 +54,13 @@ def refuse_data_not_locked(data: Path) -> None:
 def refuse_evaluation_of_other_data(evaluation: dict, data: Path, path: Path) -> None:
     """Refuse to judge an evaluation made on data other than the file holds now, as after a
     `make train` interrupted once `make data` had brought new rows: its candidate and scores
-    are the previous data's."""
+    are the previous data's. The file's md5 is dvc.lock's where it names one (which
+    refuse_data_not_locked has checked against the file), so the file is read once."""
     scored = evaluation.get("holdout", {}).get("data_md5")
-    if scored and data.is_file() and (held := lineage.file_md5(data)) != scored:
+    if not scored or not data.is_file():
+        return
+    held = lineage.locked_md5(data) or lineage.file_md5(data)
+    if held != scored:
         raise PipelineError(
             f"{path} scored candidate v{evaluation['candidate']['version']} on other data (md5 "
             f"{scored[:8]}) than {data} holds (md5 {held[:8]}), as after an interrupted "

@@ -248,7 +248,7 @@ def _stale(when: str | None) -> bool:
 
 
 def _unmark(client, name: str, version: str, keys) -> None:
-    """Delete these tags of a version, those it has."""
+    """Delete these tags of a version, best effort (registry.quietly)."""
     for key in keys:
         registry.quietly(client.delete_model_version_tag, name, version, key)
 
@@ -389,13 +389,11 @@ def _demoting(client, name: str, left, target, tags: dict[str, str]):
         _back_in_service(client, name, target, tags)
         raise
     except BaseException:  # Ctrl-C too: a kill -9 leaves them to repair_interrupted
-        for key in tags:
-            registry.quietly(client.delete_model_version_tag, name, str(left.version), key)
+        _unmark(client, name, str(left.version), tags)
         raise
     _back_in_service(client, name, target, tags)
 
 
 def _back_in_service(client, name: str, target, tags: dict[str, str]) -> None:
     """Drop the out-of-service marks a former rollback left on the version now champion."""
-    for key in set(tags) & set(target.tags):
-        registry.quietly(client.delete_model_version_tag, name, str(target.version), key)
+    _unmark(client, name, str(target.version), set(tags) & set(target.tags))

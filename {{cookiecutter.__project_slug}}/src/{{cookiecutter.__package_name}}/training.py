@@ -175,11 +175,16 @@ def _warn_of_missing_values_it_fails_on(
     """Say which features the model cannot score when missing: the service takes null for
     any of them, and such a request would get 500."""
     record = x_valid.head(1).to_dict("records")[0]
+    rows = [{**record, name: None} for name in schema.features]  # each one missing in turn
+    try:  # one call where the model copes with them all, as most do
+        predict(model, datalib.feature_frame(rows, schema.features), schema.task)
+        return
+    except Exception:
+        pass
     failing = []
-    for name in schema.features:
-        missing = datalib.feature_frame([{**record, name: None}], schema.features)
+    for name, row in zip(schema.features, rows, strict=True):
         try:
-            predict(model, missing, schema.task)
+            predict(model, datalib.feature_frame([row], schema.features), schema.task)
         except Exception as err:
             failing.append(f"{name} ({type(err).__name__})")
     if failing:
