@@ -50,7 +50,7 @@ from pathlib import Path
 work, command = Path(sys.argv[1]), sys.argv[2]
 END = datetime(2026, 7, 1, tzinfo=UTC)
 START = END - timedelta(days=1)
-THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200}
+THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200, "bias": 0.25}
 BATCH = 500  # PredictionLog's default batch_size
 package = os.environ["BENCH_PACKAGE"]
 

@@ -56,12 +56,11 @@ def metric_table(evaluation: dict, gate_metric: str | None = None) -> list[str]:
         "|---|---:|---:|---:|---|",
     ]
     for metric, row in evaluation["comparison"].items():
-        direction = "higher is better" if row["higher_is_better"] else "lower is better"
         name = f"**{metric}** (gate)" if metric == gate_metric else metric
-        verdict = comparison_word(row)
+        values = [number(row["candidate"]), number(row["champion"])]
         lines.append(
-            f"| {name}, {direction} | {number(row['candidate'])} | {number(row['champion'])} "
-            f"| {number(row['delta'], signed=True)} | {verdict} |"
+            f"| {name}, {row['direction']} | {' | '.join(values)} "
+            f"| {number(row['delta'], signed=True)} | {comparison_word(row)} |"
         )
     return lines
 

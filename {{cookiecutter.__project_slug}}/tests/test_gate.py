@@ -7,13 +7,13 @@ import pytest
 
 from {{ cookiecutter.__package_name }} import evaluation, promotion
 from {{ cookiecutter.__package_name }}.errors import PipelineError
-from {{ cookiecutter.__package_name }}.metrics import positive_class, score_all
+from {{ cookiecutter.__package_name }}.metrics import METRICS, positive_class, readable, score_all
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
 
 def gate(metric: str, threshold: float, margin: float = 0.01) -> Gate:
     """A gate for the task the metric belongs to."""
-    task = "regression" if metric in ("rmse", "mae", "r2") else "classification"
+    task = METRICS[metric].task if metric in METRICS else "classification"
     return Gate.from_params(
         {"metric": metric, "threshold": threshold, "min_improvement": margin}, task
     )
@@ -62,7 +62,17 @@ def test_an_improvement_of_exactly_the_minimum_passes_despite_floating_point():
 def test_a_tie_passes_a_zero_margin_and_says_it_ties():
     accepted, reason = gate("rmse", 20.0, margin=0.0).decide(12.0, 12.0)
     assert accepted and "ties champion 12.0000" in reason and "beats" not in reason
-    assert "beats champion 12.0000 by +1.0000" in gate("rmse", 20.0).decide(11.0, 12.0)[1]
+    assert "beats champion 12.0000 by 1.0000" in gate("rmse", 20.0).decide(11.0, 12.0)[1]
+
+
+def test_a_threshold_failure_gives_the_scale_of_the_target():
+    """A regression's default threshold suits the sample's target, not house prices: the
+    refusal says what a model that ignores the features scores, so the scale is plain."""
+    accepted, reason = gate("mae", 20.0).decide(71931.2, None, None, 104250.0)
+    assert not accepted and reason == (
+        "mae 71931.2000 fails the threshold (<= 20.0); for scale, a model that ignores the "
+        "features scores 104250.0000"
+    )
 
 
 def test_a_rejection_warns_when_the_champion_kept_fails_the_threshold_too():
@@ -113,6 +123,28 @@ def test_gate_refuses_a_threshold_the_metric_cannot_take(metric, threshold):
     message = f"promote.threshold: {float(threshold)} is outside the range"
     with pytest.raises(PipelineError, match=message):
         gate(metric, threshold)
+
+
+def test_the_mean_error_is_reported_but_never_the_gates_metric():
+    """A bias is better the closer it is to 0, from either side: it ranks a regression's
+    candidate against its champion in the table, but no threshold fits it."""
+    with pytest.raises(PipelineError, match=r"'mean_error' is reported .* use one of \['rmse'"):
+        gate("mean_error", 1.0)
+    scores = score_all("regression", [10.0, 20.0], np.array([12.0, 24.0]), None, None)
+    assert scores["mean_error"] == 3.0  # prediction - actual: it predicts too high
+    metric = METRICS["mean_error"]
+    assert metric.direction == "closer to 0 is better"
+    assert metric.better_by(-1.0, 2.0) > 0 and metric.better_by(2.0, -1.0) < 0
+
+
+def test_report_figures_read_whole_from_ten_thousand_up():
+    assert [readable(v) for v in (71931.24, -250000.0, 1234.567, 0.123456)] == [
+        "71,931",
+        "-250,000",
+        "1235",
+        "0.1235",
+    ]
+    assert readable(31189.7, signed=True) == "+31,190" and readable(0.5, signed=True) == "+0.5"
 
 
 def test_repository_params_build_a_gate(repo_params):

@@ -34,7 +34,7 @@ from {{ cookiecutter.__package_name }}.promotion import Gate
 from {{ cookiecutter.__package_name }}.sample import make_sample
 
 END = datetime(2026, 7, 1, tzinfo=UTC)
-THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200}
+THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200, "bias": 0.25}
 RUN_URL = "https://github.com/acme/model/actions/runs/42"
 ARTIFACT_URL = "https://github.com/acme/model/actions/runs/42/artifacts/7"
 

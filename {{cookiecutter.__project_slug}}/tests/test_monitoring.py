@@ -30,9 +30,11 @@ from {{ cookiecutter.__package_name }}.monitoring.monitor import (
     STORED_DAYS,
     category_shares,
     days_to_store,
+    live_bias,
     live_quality,
     monitor,
     store_daily_stats,
+    welch_p_value,
 )
 from {{ cookiecutter.__package_name }}.monitoring.outcomes import load, outcome_rows, store_outcomes
 from {{ cookiecutter.__package_name }}.monitoring.tables import (
@@ -45,7 +47,7 @@ from {{ cookiecutter.__package_name }}.promotion import Gate
 from {{ cookiecutter.__package_name }}.sample import make_sample
 
 END = datetime(2026, 7, 1, tzinfo=UTC)
-THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200}
+THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200, "bias": 0.25}
 
 
 @pytest.fixture(scope="module")
@@ -359,7 +361,8 @@ def test_live_metric_wholly_below_the_threshold_is_drift_and_noise_is_not(engine
     [said] = [m for m in bad["messages"] if m.startswith(f"live {name} {value:.4f} on 1500")]
     assert f"fails promote.threshold {far}" in said and "all of it failing" in said
     assert reports.headline(bad).endswith(f": live {name}")
-    assert reports.markdown(bad).rstrip().endswith(": FAILING it")
+    said = [line for line in reports.markdown(bad).splitlines() if line.startswith(f"Live {name} ")]
+    assert [line.endswith(": FAILING it") for line in said] == [True], said
 
     gate = Gate.from_params({"metric": name, "threshold": far}, champion["task"])
     few = {"records_scored": 199, name: value, "interval": [value, value]}
@@ -367,6 +370,56 @@ def test_live_metric_wholly_below_the_threshold_is_drift_and_noise_is_not(engine
     # Outcomes whose actual the model does not know are not scored, so they do not count.
     unknown = {**few, "records_with_outcome": 2000}
     assert live_quality(unknown, gate, minimum=200) == (None, None), "199 scored of 2000"
+
+
+@pytest.fixture(scope="module")
+def regressor(repo_params) -> dict:
+    """A regression champion on the sample data, whatever task this repository was made for."""
+    params = copy.deepcopy(repo_params)
+    params["model"]["task"] = "regression"
+    params["data"].update(target="monthly_spend", target_classes=None)
+    return train_champion(params)
+
+
+def live_bias_of(tmp_path: Path, champion: dict, seed: int, rise: float = 1.0) -> dict:
+    """Monitor one day of the champion's traffic whose outcomes are the actual values times
+    `rise`, in a database of its own."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / f'bias-{seed}-{rise}.db'}")
+    metadata.create_all(engine)
+    frame = batch(champion, seed)
+    ids = log_frame(engine, champion, frame)
+    actual = frame[champion["target"]] * rise
+    store_outcomes(engine, pd.DataFrame({"request_id": ids, "actual": actual}))
+    return run(engine, champion)
+
+
+def test_a_regression_whose_actuals_rose_is_named_by_its_live_bias(regressor, tmp_path):
+    error = regressor["profile"]["prediction"]["error"]
+    assert error["count"] > 100 and error["std"] > 0 and abs(error["mean"]) < error["std"]
+    for seed in range(60, 66):  # outcomes as the training rows had them: no alert
+        report = live_bias_of(tmp_path, regressor, seed)
+        bias = report["live_bias"]
+        assert not bias["failing"] and report["drift"] is False, (bias, report["drifted"])
+        assert bias["mean_error"] == report["live_metrics"]["mean_error"]
+    # Prices up 10 %: the features, and so the predictions, are as they were.
+    risen = live_bias_of(tmp_path, regressor, 66, rise=1.1)
+    bias = risen["live_bias"]
+    assert bias["failing"] and bias["shift"] < -bias["threshold"] * error["std"], bias
+    assert risen["drifted"] == ["live mean_error"], risen["drifted"]
+    [said] = [m for m in risen["messages"] if m.startswith("live mean error")]
+    assert "the champion now predicts too low by" in said and "retrain" in said
+    assert "monitor.bias 0.25 SD: FAILING" in reports.markdown(risen)
+    # Too few outcomes: no judgement either way.
+    few = {"records_scored": 150, "mean_error": -40.0, "rmse": 45.0}
+    assert live_bias(few, error, THRESHOLDS) == (None, None)
+
+
+def test_welch_p_value_is_small_only_for_a_shift_beyond_the_noise():
+    assert welch_p_value(0.0, (10.0, 500), (10.0, 500)) == 1.0
+    assert welch_p_value(0.5, (10.0, 500), (10.0, 500)) > 0.4
+    assert welch_p_value(3.0, (10.0, 500), (10.0, 500)) < 1e-5
+    assert welch_p_value(3.0, (10.0, 5), (10.0, 5)) > 0.6  # few rows: a t-test, not a z-test
+    assert welch_p_value(1.0, (0.0, 100), (0.0, 100)) == 0.0
 
 
 def test_monitor_report_html_embeds_plots_of_drifted_features(engine, champion, tmp_path):

@@ -833,9 +833,18 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
     assert f"{delta:+.4f}" in text
     rows = report["holdout"]["rows"]
     assert f"Holdout: the newest {rows} rows by {params['data']['time_column']}" in text
-    unordered = {**report["holdout"], "newest_by": None}
+    unordered = {**report["holdout"], "newest_by": None, "class_counts": None}
     random_rows = f"{rows} rows chosen by a seeded hash of each row (no data.time_column)"
     assert evaluation.holdout_words(unordered) == random_rows
+    # A classifier's holdout rows per class, the rarest first: few positives judge little.
+    counts = report["holdout"]["class_counts"]
+    if params["model"]["task"] == "classification":
+        assert sum(counts.values()) == rows and len(counts) == 2, counts
+        (rare, few), (_common, many) = sorted(counts.items(), key=lambda item: item[1])
+        assert f"by {params['data']['time_column']} ({few} of class '{rare}', {many} of" in text
+        assert "precision_recall.png" in text
+    else:
+        assert counts is None
     # The model that ignores the features: the sample's candidate beats it, and the report says.
     gate = Gate.from_params(params["promote"], params["model"]["task"])
     baseline = report["baseline"]["metrics"][metric]

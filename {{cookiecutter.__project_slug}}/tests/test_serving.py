@@ -38,6 +38,7 @@ from {{ cookiecutter.__package_name }}.serving.main import create_app
 from {{ cookiecutter.__package_name }}.serving.routers import predict
 from {{ cookiecutter.__package_name }}.serving.routers.predict import new_request_id
 from {{ cookiecutter.__package_name }}.serving.schema import (
+    BOOLEAN_VALUES,
     SCALAR_LABELS,
     SCALAR_VALUES,
     Version,
@@ -711,11 +712,15 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
             record(json.dumps({"records": [{**meta["example"], **bad}]}))
         # The message says which JSON values such a column takes, and only for those columns.
         (error,) = refused.value.errors(include_url=False)
-        assert (SCALAR_VALUES in predict._message(error)) is ("region" not in bad), bad
+        said = predict._message(error)
+        assert (BOOLEAN_VALUES in said) is ("region" not in bad), bad
+        # A true/false column takes no number: only a column of whole numbers speaks of them.
+        assert (SCALAR_VALUES in said) is ("grade" in bad), (bad, said)
     # The schema at /docs says so, for those columns only.
     fields = request_model(meta, 10).model_json_schema()["$defs"]["Record"]["properties"]
     assert [field["title"] for field in fields.values()] == list(meta["features"])
-    assert fields["flag"]["description"] == fields["grade"]["description"] == SCALAR_LABELS
+    assert fields["flag"]["description"] == SCALAR_LABELS.format(BOOLEAN_VALUES)
+    assert fields["grade"]["description"] == SCALAR_LABELS.format(SCALAR_VALUES)
     assert "description" not in fields["region"]
     # With a model that takes unseen categories, any text goes, and JSON values map the same;
     # but true/false has no third value: 0, 1 or "yes" would be predicted as an unseen category.
@@ -736,7 +741,7 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
         with pytest.raises(ValueError, match=kind):
             taking.model_validate_json(json.dumps({"records": [{**meta["example"], **bad}]}))
     fields = taking.model_json_schema()["$defs"]["Record"]["properties"]
-    assert fields["flag"]["description"].startswith(SCALAR_LABELS)
+    assert fields["flag"]["description"].startswith(SCALAR_LABELS.format(BOOLEAN_VALUES))
     said = fields["region"]["description"]
     assert said.startswith("Categories of the training data: north; any other text")
 

@@ -196,6 +196,7 @@ PARAMS: dict[str, dict[str, Rule]] = {
         "window_days": _number(above=0, required=False),
         "psi": _number(above=0),
         "alpha": _number(0, 1),
+        "bias": _number(above=0),
         # Zero would give a verdict on an empty window.
         "min_records": _integer(1),
     },

@@ -181,6 +181,7 @@ def compare(candidate: dict, champion: dict | None) -> dict[str, dict[str, Any]]
             "delta": None,
             "better": None,
             "higher_is_better": METRICS[metric].higher_is_better,
+            "direction": METRICS[metric].direction,
         }
         if champion and metric in champion["metrics"]:
             row["champion"] = champion["metrics"][metric]
@@ -227,6 +228,7 @@ def evaluate(
             "data_md5": lineage.file_md5(data_path),  # the file it came from, as dvc.lock says
             "newest_by": schema.time_column,  # None: chosen by a seeded hash of each row
             "left_out": candidate["left_out"],  # rows per class the candidate never learnt
+            "class_counts": class_counts(rows[target]) if schema.task == "classification" else None,
         },
         "candidate": {
             "version": candidate["version"],
@@ -264,10 +266,25 @@ def comparison_word(row: dict) -> str:
 
 def holdout_words(holdout: dict) -> str:
     """How the holdout was chosen, in words: by time, or by a hash of each row (no time
-    column)."""
+    column); with its rows per class, the rarest first (420 positives judge a fraud model)."""
     if holdout.get("newest_by"):
-        return f"the newest {holdout['rows']} rows by {holdout['newest_by']}"
-    return f"{holdout['rows']} rows chosen by a seeded hash of each row (no data.time_column)"
+        words = f"the newest {holdout['rows']} rows by {holdout['newest_by']}"
+    else:
+        words = f"{holdout['rows']} rows chosen by a seeded hash of each row (no data.time_column)"
+    counts = sorted((holdout.get("class_counts") or {}).items(), key=lambda item: item[1])
+    if counts:
+        shown = [f"{n} of class '{label}'" for label, n in counts[:SHOWN_CLASSES]]
+        more = len(counts) - SHOWN_CLASSES
+        words += f" ({', '.join(shown)}{f' and {more} more classes' if more > 0 else ''})"
+    return words
+
+
+SHOWN_CLASSES = 5  # classes whose holdout rows the reports count, the rarest
+
+
+def class_counts(labels: pd.Series) -> dict[str, int]:
+    """Rows per class, by the class's text."""
+    return {str(k): int(v) for k, v in labels.astype(str).value_counts().sort_index().items()}
 
 
 def markdown(report: dict) -> str:
@@ -293,10 +310,9 @@ def markdown(report: dict) -> str:
             "",
         ]
     for metric, row in report["comparison"].items():
-        arrow = "higher is better" if row["higher_is_better"] else "lower is better"
         verdict = comparison_word(row)
         lines.append(
-            f"| {metric} ({arrow}) | {_fmt(row['candidate'])} | {_fmt(row['champion'])} "
+            f"| {metric} ({row['direction']}) | {_fmt(row['candidate'])} | {_fmt(row['champion'])} "
             f"| {_fmt(row['delta'], signed=True)} | {verdict} |"
         )
     baseline = (report.get("baseline") or {}).get("metrics") or {}

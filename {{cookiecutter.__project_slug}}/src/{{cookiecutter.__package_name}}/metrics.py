@@ -27,6 +27,15 @@ class Metric:
     needs_proba: bool = False
     low: float | None = 0.0  # the values the metric can take (None: unbounded)
     high: float | None = None
+    zero_is_best: bool = False  # a signed error: the closer to 0, the better
+    gate: bool = True  # False: reported beside the others, never what the gate judges
+
+    @property
+    def direction(self) -> str:
+        """Which way is better, in words for a table."""
+        if self.zero_is_best:
+            return "closer to 0 is better"
+        return "higher is better" if self.higher_is_better else "lower is better"
 
     def outside(self, value: float) -> str | None:
         """What is wrong with `value` as a value of this metric, or None if it can be one."""
@@ -40,6 +49,8 @@ class Metric:
 
     def better_by(self, candidate: float, champion: float) -> float:
         """How much better `candidate` is than `champion`, positive when better."""
+        if self.zero_is_best:
+            return abs(champion) - abs(candidate)
         return candidate - champion if self.higher_is_better else champion - candidate
 
     def passes(self, value: float, threshold: float) -> bool:
@@ -58,17 +69,31 @@ METRICS = {
         Metric("rmse", "regression", False),
         Metric("mae", "regression", False),
         Metric("r2", "regression", True, low=None, high=1.0),
+        # The mean of prediction - actual: the bias. Positive: the model predicts too high.
+        Metric("mean_error", "regression", False, low=None, zero_is_best=True, gate=False),
     )
 }
 
 
+def readable(value: float, signed: bool = False) -> str:
+    """A figure for a report: 4 significant digits, but from 10,000 up whole and with thousands
+    separators (a price's error reads 71,931, not 7.193e+04); `signed` writes a + too."""
+    sign = "+" if signed else ""
+    if math.isfinite(value) and 1e4 <= abs(value) < 1e15:
+        return f"{value:{sign},.0f}"
+    return f"{value:{sign}.4g}"
+
+
 def get_metric(name: str, task: str) -> Metric:
     """Look a metric up, refusing one that does not exist or does not fit the task."""
-    fitting = [m for m in METRICS.values() if m.task == task]
+    fitting = [m.name for m in METRICS.values() if m.task == task and m.gate]
     metric = METRICS.get(name)
     if metric is None or metric.task != task:
+        raise PipelineError(f"metric '{name}' does not fit task '{task}': use one of {fitting}")
+    if not metric.gate:
         raise PipelineError(
-            f"metric '{name}' does not fit task '{task}': use one of {[m.name for m in fitting]}"
+            f"metric '{name}' is reported beside the others but cannot be the gate's: a bias "
+            f"is judged by its size either way; use one of {fitting}"
         )
     return metric
 
@@ -103,6 +128,9 @@ def _scorers(task: str, classes: list[Any] | None, positive: Any = None) -> dict
             "rmse": lambda y, p, _q: np.sqrt(skm.mean_squared_error(y, p)),
             "mae": lambda y, p, _q: skm.mean_absolute_error(y, p),
             "r2": lambda y, p, _q: skm.r2_score(y, p),
+            "mean_error": lambda y, p, _q: float(
+                np.mean(np.asarray(p, dtype=float) - np.asarray(y, dtype=float))
+            ),
         }
     binary = len(classes) == 2
     positive = classes[-1] if positive is None else positive

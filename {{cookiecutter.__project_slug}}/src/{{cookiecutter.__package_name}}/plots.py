@@ -1,4 +1,5 @@
-"""PNG plots of an evaluation: ROC and confusion matrix, or predicted-vs-actual and residuals."""
+"""PNG plots of an evaluation: ROC, precision-recall (binary) and confusion matrix, or
+predicted-vs-actual and residuals."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
-from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay
+from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+
+from .metrics import positive_class
 
 # Labels are data (classes, categories, feature names): a "$" is a dollar sign, never the start
 # of matplotlib's mathtext, which stops the plot on text such as "$\frac$".
@@ -51,8 +54,11 @@ def evaluation_plots(
     """Draw the task's plots for both models and return their paths."""
     models = [("candidate", candidate)] + ([("champion", champion)] if champion else [])
     if schema.task == "classification":
+        binary = all(len(result["classes"]) == 2 for _label, result in models)
+        pr = out_dir / "precision_recall.png"
         return [
             _roc(y_true, models, out_dir / "roc.png"),
+            *([_precision_recall(y_true, models, schema.target_classes, pr)] if binary else []),
             _confusion(y_true, models, schema.target_classes, out_dir / "confusion_matrix.png"),
         ]
     return [
@@ -95,6 +101,28 @@ def _roc(y_true, models, path: Path) -> str:
     return _save(figure, path)
 
 
+def _precision_recall(y_true, models, target_classes: list | None, path: Path) -> str:
+    """Precision against recall of the positive class (the last of target_classes), both
+    models, with the line of a model without skill: what a rare positive (fraud) is judged by,
+    which ROC flatters when negatives are many."""
+    figure, axis = plt.subplots(figsize=(5, 4.5))
+    actual = np.asarray(y_true)
+    for label, result in models:
+        classes = list(result["classes"])
+        positive = positive_class(classes, target_classes)
+        PrecisionRecallDisplay.from_predictions(
+            actual == positive,
+            result["proba"][:, classes.index(positive)],
+            name=shown(f"{label} v{result['version']}"),
+            ax=axis,
+        )
+    share = float(np.mean(actual == positive))
+    axis.axhline(share, color="grey", linestyle=":", label=f"no skill (share {share:.2%})")
+    axis.set(title=shown(f"Precision-recall of class {positive} on the holdout", 60))
+    axis.legend(loc="upper right")
+    return _save(figure, path)
+
+
 def _confusion(y_true, models, target_classes: list | None, path: Path) -> str:
     """Confusion matrices side by side, classes in the order of params.yaml's target_classes."""
     rank = {str(c): i for i, c in enumerate(target_classes or [])}
@@ -108,6 +136,7 @@ def _confusion(y_true, models, target_classes: list | None, path: Path) -> str:
             display_labels=[shown(c, 20) for c in classes],
             ax=axis,
             colorbar=False,
+            values_format=",d",  # counts in full (29,500), not 3e+04
         )
         axis.set_title(f"{label} v{result['version']}")
     return _save(figure, path)
@@ -117,9 +146,10 @@ def _predicted_vs_actual(y_true, models, path: Path) -> str:
     """Predicted against actual values, with the identity line."""
     figure, axis = plt.subplots(figsize=(5, 4.5))
     actual = np.asarray(y_true, dtype=float)
-    for label, result in models:
+    # The candidate drawn last, on top: the champion's points would hide it where they overlap.
+    for label, result in reversed(models):
         axis.scatter(
-            actual, result["prediction"], s=6, alpha=0.5, label=f"{label} v{result['version']}"
+            actual, result["prediction"], s=6, alpha=0.4, label=f"{label} v{result['version']}"
         )
     low, high = float(actual.min()), float(actual.max())
     axis.plot([low, high], [low, high], color="black", linewidth=1)

@@ -64,9 +64,15 @@ class Gate:
                 "the gate cannot judge the candidate"
             )
         if not self.metric.passes(candidate, self.threshold):
+            scale = (
+                ""
+                if baseline is None
+                else f"; for scale, a model that ignores the features scores {baseline:.4f}"
+            )
             return (
                 False,
-                f"{name} {candidate:.4f} fails the threshold ({direction} {self.threshold})",
+                f"{name} {candidate:.4f} fails the threshold ({direction} {self.threshold})"
+                + scale,
             )
         if baseline is not None and self.metric.better_by(candidate, baseline) <= 0:
             return False, (
@@ -89,12 +95,12 @@ class Gate:
             )
         if gain < self.min_improvement:
             return False, (
-                f"{name} {candidate:.4f} vs champion {champion:.4f}: improvement {gain:+.4f} "
+                f"{name} {candidate:.4f} vs champion {champion:.4f}: improvement {gain:.4f} "
                 f"is below the minimum {self.min_improvement}"
             )
         compared = f"ties champion {champion:.4f}"
         if gain:
-            compared = f"beats champion {champion:.4f} by {gain:+.4f}"
+            compared = f"beats champion {champion:.4f} by {gain:.4f}"
         return True, (
             f"{name} {candidate:.4f} passes the threshold and {compared} "
             f"(minimum improvement {self.min_improvement})"

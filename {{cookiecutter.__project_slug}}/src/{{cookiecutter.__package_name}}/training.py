@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import logging
+import math
 import time
 from typing import Any
 
@@ -235,12 +236,14 @@ def run_record(
     bins = int(params["train"].get("profile_bins", 10))
     classes = classes_of(model, schema.task)
     positive = positive_class(classes, schema.target_classes)
-    profile = training_profile(
-        x_train,
-        schema.features,
-        bins,
-        prediction_profile(schema.task, prediction, proba, classes, bins, positive),
-    )
+    outputs = prediction_profile(schema.task, prediction, proba, classes, bins, positive)
+    if schema.task == "regression" and metrics.get("mean_error") is not None:
+        # The validation errors (prediction - actual), which monitoring compares the live ones
+        # with: their mean is the model's bias; their spread, from the RMSE and that mean.
+        bias = metrics["mean_error"]
+        spread = math.sqrt(max(metrics["rmse"] ** 2 - bias**2, 0.0))
+        outputs["error"] = {"mean": bias, "std": spread, "count": len(x_valid)}
+    profile = training_profile(x_train, schema.features, bins, outputs)
     # The service accepts every category of the dataset, not only those the training split
     # drew: a rare code seen in the holdout is no reason to refuse a request.
     for name in schema.of_kind("categorical"):

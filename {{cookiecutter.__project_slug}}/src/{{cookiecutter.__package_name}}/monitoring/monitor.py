@@ -18,8 +18,9 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
+from scipy import stats as scipy_stats
 
-from ..metrics import bootstrap_interval, score_all
+from ..metrics import bootstrap_interval, readable, score_all
 from . import drift, sources
 from . import stats as sql
 from .tables import daily_stats, outcomes
@@ -105,7 +106,7 @@ def _shares(counts: list[int]) -> list[float]:
 
 def _bin_labels(edges: list[float]) -> list[str]:
     """Readable labels for open-ended quantile bins."""
-    bounds = ["-inf", *[f"{e:.4g}" for e in edges], "inf"]
+    bounds = ["-inf", *[readable(e) for e in edges], "inf"]
     return [f"[{low}, {high})" for low, high in itertools.pairwise(bounds)]
 
 
@@ -328,17 +329,29 @@ def monitor(
     drifted = [name for name, f in report["features"].items() if f["verdict"]["drifted"]]
     if report["prediction"] and report["prediction"]["verdict"]["drifted"]:
         drifted.append(OUTPUT)
+    drifted += _live_checks(report, champion, thresholds, gate)
+    report.update(status="checked", drift=bool(drifted), drifted=drifted)
+    return report
+
+
+def _live_checks(report: dict, champion: dict, thresholds: dict, gate) -> list[str]:
+    """The live quality against the `gate` and a regression's live bias, each added to the
+    report (`live_quality`, `live_bias`) with its message; the names of those failing."""
+    live, checks = report["live_metrics"], {}
     if gate:
-        report["live_quality"], note = live_quality(
-            report["live_metrics"], gate, thresholds["min_records"]
-        )
+        quality = live_quality(live, gate, thresholds["min_records"])
+        checks[f"live {gate.metric.name}"] = ("live_quality", *quality)
+    if error := champion["profile"]["prediction"].get("error"):  # a regression's validation
+        checks["live mean_error"] = ("live_bias", *live_bias(live, error, thresholds))
+    failing = []
+    for name, (key, section, note) in checks.items():
+        report[key] = section
         if note:
             log.warning("%s", note)
             report["messages"].append(note)
-        if report["live_quality"] and report["live_quality"]["failing"]:
-            drifted.append(f"live {gate.metric.name}")
-    report.update(status="checked", drift=bool(drifted), drifted=drifted)
-    return report
+        if section and section["failing"]:
+            failing.append(name)
+    return failing
 
 
 def live_quality(live: dict, gate, minimum: int) -> tuple[dict | None, str | None]:
@@ -378,6 +391,53 @@ def live_quality(live: dict, gate, minimum: int) -> tuple[dict | None, str | Non
         f"{said} ({spread}, all of it failing): the champion no longer meets the bar it was "
         "promoted past. Look at the newest data; a retrain, or `make rollback`, may fix it"
     )
+
+
+def live_bias(live: dict, error: dict, thresholds: dict) -> tuple[dict | None, str | None]:
+    """A regression's live mean error (prediction - actual) against its mean error on the
+    validation rows (`error`: mean, std, count), and a message when it moved. It fails when it
+    moved by at least monitor.bias times the validation errors' standard deviation and Welch's
+    t-test puts the move beyond noise (p < monitor.alpha), on at least monitor.min_records
+    outcomes. A rise of every actual value that the features do not explain (prices up 10 %)
+    leaves the features and predictions as they were: only the errors show it.
+    """
+    outcomes, value, rmse = live.get("records_scored", 0), live.get("mean_error"), live.get("rmse")
+    if value is None or rmse is None or outcomes < max(thresholds["min_records"], 2):
+        return None, None
+    spread = math.sqrt(max(rmse**2 - value**2, 0.0))  # the live errors' standard deviation
+    shift, size = value - error["mean"], thresholds["bias"] * error["std"]
+    p_value = welch_p_value(shift, (error["std"], error["count"]), (spread, outcomes))
+    section = {
+        "mean_error": value,
+        "validation_mean_error": error["mean"],
+        "shift": shift,
+        "shift_in_sd": shift / error["std"] if error["std"] else None,
+        "p_value": p_value,
+        "outcomes": outcomes,
+        "threshold": thresholds["bias"],
+        "failing": abs(shift) >= size and shift != 0 and p_value < thresholds["alpha"],
+    }
+    if not section["failing"]:
+        return section, None
+    way, moved = ("high" if shift > 0 else "low"), section["shift_in_sd"]
+    sds = "" if moved is None else f"{abs(moved):.2f} of the validation errors' SD, "
+    return section, (
+        f"live mean error (prediction - actual) {readable(value, True)} on {outcomes} outcomes, "
+        f"against {readable(error['mean'], True)} on the validation rows: the champion now "
+        f"predicts too {way} by {readable(abs(shift))} on average ({sds}p = {p_value:.2g}). "
+        "The actual values moved in a way the features do not explain; retrain on the newest data"
+    )
+
+
+def welch_p_value(shift: float, one: tuple[float, int], other: tuple[float, int]) -> float:
+    """The two-sided p-value of Welch's t-test that two means differ by `shift`, from each
+    sample's standard deviation and size."""
+    (sd1, n1), (sd2, n2) = one, other
+    v1, v2 = sd1**2 / n1, sd2**2 / n2
+    if v1 + v2 == 0:
+        return 1.0 if shift == 0 else 0.0
+    freedom = (v1 + v2) ** 2 / (v1**2 / max(n1 - 1, 1) + v2**2 / max(n2 - 1, 1))
+    return float(2 * scipy_stats.t.sf(abs(shift) / math.sqrt(v1 + v2), freedom))
 
 
 def _features(source, report: dict, profiles: dict, thresholds: dict, kinds_of=None) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..metrics import readable
 from ..plots import plt, shown
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ def service_lines(report: dict) -> list[str]:
         f"Latency (ms): {_pairs(report.get('latency_ms'))}",
         f"Live metrics: {_pairs(report.get('live_metrics'))}",
         *_quality(report.get("live_quality")),
+        *_bias(report.get("live_bias")),
         *(f"Live metrics of v{version}: {_pairs(live)}" for version, live in others.items()),
     ]
 
@@ -167,11 +169,25 @@ def _quality(quality: dict | None) -> list[str]:
     ]
 
 
+def _bias(bias: dict | None) -> list[str]:
+    """A regression's live mean error against its validation one, when outcomes allow it."""
+    if not bias:
+        return []
+    state = "FAILING" if bias["failing"] else "not failing"
+    moved = "" if bias["shift_in_sd"] is None else f" ({bias['shift_in_sd']:+.2f} SD)"
+    return [
+        f"Live mean error (prediction - actual) {readable(bias['mean_error'], True)} on "
+        f"{bias['outcomes']} outcomes against {readable(bias['validation_mean_error'], True)} on "
+        f"the validation rows: moved by {readable(bias['shift'], True)}{moved}, "
+        f"p = {bias['p_value']:.2g}; monitor.bias {bias['threshold']} SD: {state}"
+    ]
+
+
 def _pairs(figures: dict | None) -> str:
-    """`p50 9.1, p95 12.4`: named figures for a sentence, rounded to 4 significant digits; an
-    undefined one (None) reads `undefined` (the messages say why)."""
+    """`p50 9.1, p95 12.4`: named figures for a sentence (metrics.readable); an undefined one
+    (None) reads `undefined` (the messages say why)."""
     return ", ".join(
-        f"{name} {value:.4g}"
+        f"{name} {readable(value)}"
         if isinstance(value, float)
         else f"{name} {'undefined' if value is None else value}"
         for name, value in (figures or {}).items()
@@ -189,7 +205,9 @@ def _plot(name: str, section: dict) -> str:
     x = np.arange(len(shares["labels"]))
     labels = [shown(label, PLOT_LABEL) for label in shares["labels"]]
     figure, axis = plt.subplots(figsize=(7, 3.2))
-    axis.bar(x - 0.2, shares["reference"], 0.4, label="training (reference)")
+    # The model's outputs are compared with its predictions on the validation rows.
+    reference = "validation" if section.get("kind") == "prediction" else "training"
+    axis.bar(x - 0.2, shares["reference"], 0.4, label=f"{reference} (reference)")
     axis.bar(x + 0.2, shares["current"], 0.4, label="this window")
     axis.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
     axis.set(title=shown(name, 80), ylabel="share of records")

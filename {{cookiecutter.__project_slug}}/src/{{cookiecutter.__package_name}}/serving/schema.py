@@ -19,13 +19,12 @@ from pydantic import (
 from ..data import BOOLEAN_TEXT, category_label
 
 Number = Annotated[float, Strict()]
+BOOLEAN_VALUES = 'true/false (also as text in any case) for "True"/"False"'
 SCALAR_VALUES = (
-    'true/false (also as text in any case) for "True"/"False", a whole number such as 3 or 3.0 '
-    'for "3" (or for "03", a code training wrote with leading zeros)'
+    f'{BOOLEAN_VALUES}, a whole number such as 3 or 3.0 for "3" (or for "03", a code training '
+    "wrote with leading zeros)"
 )
-SCALAR_LABELS = (
-    f"One of the categories listed, or the JSON value it was made from: {SCALAR_VALUES}."
-)
+SCALAR_LABELS = "One of the categories listed, or the JSON value it was made from: {}."
 # A category no data has: the service's load-time probe of whether the model takes unseen ones.
 UNSEEN_PROBE = "\x00unseen-category-probe"
 LISTED = 20  # known categories an open column's description lists
@@ -48,7 +47,7 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         # A column of true/false or whole numbers in the data: the JSON true or 3 a client
         # sends means the category training wrote as "True" or "3".
         scalar = any(map(scalar_label, known))
-        notes = [SCALAR_LABELS] if scalar else []
+        notes = [SCALAR_LABELS.format(scalar_values(known))] if scalar else []
         if known and not open_categories:
             choices = Literal[tuple(known)]
         elif known and set(known) <= set(BOOLEANS):  # a true/false column has no third value
@@ -81,6 +80,12 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         json_schema_extra={"examples": [meta["example"]]},
     )
     return create_model("Record", __config__=config, **fields)
+
+
+def scalar_values(labels: list[str]) -> str:
+    """The JSON values a column made from true/false or whole numbers takes besides its labels:
+    a true/false column, only true and false."""
+    return BOOLEAN_VALUES if set(labels) <= set(BOOLEANS) else SCALAR_VALUES
 
 
 def _no_nul(text: str) -> str:

@@ -18,10 +18,10 @@ from starlette.requests import ClientDisconnect
 from ..schema import (
     LISTED,
     REQUEST_ID_HEADER,
-    SCALAR_VALUES,
     ErrorResponse,
     PredictResponse,
     scalar_label,
+    scalar_values,
 )
 from ..service import Service, ServiceDep
 
@@ -146,7 +146,7 @@ def _message(error: dict, features: list[str] | None = None) -> str:
         )
     labels = re.findall(r"'([^']*)'", error["msg"])
     if labels and all(map(scalar_label, labels)):
-        return f"{error['msg']}, or the JSON value it was made from: {SCALAR_VALUES}"
+        return f"{error['msg']}, or the JSON value it was made from: {scalar_values(labels)}"
     return error["msg"]
 
 
