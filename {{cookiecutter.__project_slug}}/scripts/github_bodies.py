@@ -17,7 +17,7 @@ from pathlib import Path
 from {{ cookiecutter.__package_name }}.cli import read_json, run
 from {{ cookiecutter.__package_name }}.config import load_params
 from {{ cookiecutter.__package_name }}.errors import PipelineError
-from {{ cookiecutter.__package_name }}.evaluation import comparison_word, holdout_words
+from {{ cookiecutter.__package_name }}.evaluation import comparison_word, holdout_words, noise_words
 from {{ cookiecutter.__package_name }}.monitoring import report as monitoring_report
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
@@ -48,7 +48,8 @@ def number(value: float | None, signed: bool = False) -> str:
 
 
 def metric_table(evaluation: dict, gate_metric: str | None = None) -> list[str]:
-    """Candidate, champion and delta per metric, the gate's metric in bold."""
+    """Candidate, champion and delta per metric, the gate's metric in bold, and whether the
+    holdout tells the two apart on it (evaluation.noise_words)."""
     champion = evaluation.get("champion")
     head = f"champion v{champion['version']}" if champion else "champion (none yet)"
     lines = [
@@ -62,7 +63,8 @@ def metric_table(evaluation: dict, gate_metric: str | None = None) -> list[str]:
             f"| {name}, {row['direction']} | {' | '.join(values)} "
             f"| {number(row['delta'], signed=True)} | {comparison_word(row)} |"
         )
-    return lines
+    noise = noise_words(evaluation["comparison"])
+    return [*lines, "", *noise] if noise else lines
 
 
 def plot_names(evaluation: dict) -> str:

@@ -121,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as err:
         parser.error(str(err))  # a bad argument: exit 2, yesterday's reports left as they are
 
-    def step() -> int:
-        reports.remove(args.out_dir)
+    def checked() -> dict:
         params, backends = load_params(), Backends.from_env()
         thresholds = params["monitor"]
         gate = Gate.from_params(params["promote"], params["model"]["task"])
@@ -140,6 +139,16 @@ def main(argv: list[str] | None = None) -> int:
                 of_day = monitor(engine, champion, *day, thresholds, args.exact, kinds_of=kinds_of)
             if store_daily_stats(engine, of_day):
                 log.info("daily_stats: %s, %d records", f"{day[0]:%Y-%m-%d}", of_day["records"])
+        return report
+
+    def step() -> int:
+        # The last reports stay readable while this run works; a run that fails (or is
+        # interrupted) removes them, so a workflow never reads an earlier run's as its own.
+        try:
+            report = checked()
+        except BaseException:
+            reports.remove(args.out_dir)
+            raise
         reports.write(report, args.out_dir)
         log.info("%s", reports.headline(report))
         return report["exit_code"]

@@ -7,7 +7,13 @@ import pytest
 
 from {{ cookiecutter.__package_name }} import evaluation, promotion
 from {{ cookiecutter.__package_name }}.errors import PipelineError
-from {{ cookiecutter.__package_name }}.metrics import METRICS, positive_class, readable, score_all
+from {{ cookiecutter.__package_name }}.metrics import (
+    METRICS,
+    delta_interval,
+    positive_class,
+    readable,
+    score_all,
+)
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
 
@@ -135,6 +141,25 @@ def test_the_mean_error_is_reported_but_never_the_gates_metric():
     metric = METRICS["mean_error"]
     assert metric.direction == "closer to 0 is better"
     assert metric.better_by(-1.0, 2.0) > 0 and metric.better_by(2.0, -1.0) < 0
+
+
+def test_the_delta_interval_tells_a_better_model_from_noise():
+    """Paired: both models scored on the same resampled rows, so a model against itself gives
+    exactly 0, and a real gain an interval clear of 0."""
+    rng = np.random.default_rng(5)
+    actual = rng.integers(0, 2, 2000)
+    good = np.clip(actual * 0.6 + rng.uniform(0, 0.4, 2000), 0, 1)
+    noise = rng.uniform(0, 1, 2000)
+
+    def scored(p):
+        return (p > 0.5).astype(int), np.column_stack([1 - p, p])
+
+    task, classes = "classification", [0, 1]
+    low, high = delta_interval("roc_auc", task, actual, scored(good), scored(noise), classes)
+    assert 0.3 < low < high < 0.6, (low, high)
+    assert delta_interval("roc_auc", task, actual, scored(good), scored(good), classes) == (0, 0)
+    exact, off = (actual, None), (actual + 1.0, None)  # off by 1 on every row
+    assert delta_interval("rmse", "regression", actual, exact, off, None) == (-1.0, -1.0)
 
 
 def test_report_figures_read_whole_from_ten_thousand_up():

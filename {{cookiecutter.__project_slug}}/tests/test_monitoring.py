@@ -298,6 +298,8 @@ def test_monitor_stores_daily_stats_and_live_metric(engine, champion, tmp_path):
     assert service["records"] == 100 and service["records_by_version.1"] == 40
     assert {r.day for r in rows} == {(END - timedelta(days=1)).date()}
     paths = reports.write(report, tmp_path / "reports")
+    written = sorted(path.name for path in (tmp_path / "reports").iterdir())
+    assert written == ["monitoring.html", "monitoring.json", "monitoring.md"], "no partial file"
     assert json.loads(paths["json"].read_text())["records"] == len(ids)
     assert "| monthly_charges | numeric | ok |" in paths["md"].read_text()
     page = paths["html"].read_text()
@@ -381,16 +383,53 @@ def regressor(repo_params) -> dict:
     return train_champion(params)
 
 
-def live_bias_of(tmp_path: Path, champion: dict, seed: int, rise: float = 1.0) -> dict:
-    """Monitor one day of the champion's traffic whose outcomes are the actual values times
-    `rise`, in a database of its own."""
-    engine = sa.create_engine(f"sqlite:///{tmp_path / f'bias-{seed}-{rise}.db'}")
+def with_outcomes(tmp_path: Path, champion: dict, seed: int, actual=lambda target: target):
+    """Monitor one day of the champion's traffic, in a database of its own, with outcomes:
+    `actual` of the batch's target."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / f'outcomes-{uuid.uuid4().hex}.db'}")
     metadata.create_all(engine)
     frame = batch(champion, seed)
     ids = log_frame(engine, champion, frame)
-    actual = frame[champion["target"]] * rise
-    store_outcomes(engine, pd.DataFrame({"request_id": ids, "actual": actual}))
+    outcomes = actual(frame[champion["target"]])
+    store_outcomes(engine, pd.DataFrame({"request_id": ids, "actual": outcomes}))
     return run(engine, champion)
+
+
+def live_bias_of(tmp_path: Path, champion: dict, seed: int, rise: float = 1.0) -> dict:
+    """Monitor one day of the champion's traffic whose outcomes are the actual values times
+    `rise`."""
+    return with_outcomes(tmp_path, champion, seed, lambda target: target * rise)
+
+
+def test_actual_outcomes_are_compared_with_the_training_target(champion, tmp_path):
+    """Far more of one class than training had (a fraud surge), or values twice as large:
+    named as `actual outcome`, whatever the features and predictions show."""
+    clean = with_outcomes(tmp_path, champion, 23)
+    section = clean["actual"]
+    assert section["kind"] == "actual" and section["verdict"]["current_count"] == 1500
+    assert not section["verdict"]["drifted"] and "actual outcome" not in clean["drifted"]
+    assert "| actual outcome | actual | ok |" in reports.markdown(clean)
+    if champion["task"] == "classification":
+        common = champion["profile"]["target"]["frequencies"]
+        rare = min(common, key=common.get)  # the rarer class, now three records in four
+
+        def moved(target: pd.Series) -> pd.Series:
+            return target.where(np.arange(len(target)) % 4 == 0, type(target.iloc[0])(rare))
+    else:
+
+        def moved(target: pd.Series) -> pd.Series:
+            return target * 2
+
+    surge = with_outcomes(tmp_path, champion, 23, moved)
+    assert surge["actual"]["verdict"]["drifted"] and "actual outcome" in surge["drifted"]
+    assert "| actual outcome | actual | DRIFT |" in reports.markdown(surge)
+    if champion["task"] == "classification":
+        shares = surge["actual"]["distributions"]
+        now = shares["current"][shares["labels"].index(rare)]
+        share = f"{rare} {now:.1%} (training {common[rare]:.1%})"
+        said = reports.markdown(surge)
+        assert "\nActual outcomes by class: " in said and share in said and now > 0.75, share
+    assert reports.page(surge).count('<h3>actual outcome</h3><img alt="actual outcome"') == 1
 
 
 def test_a_regression_whose_actuals_rose_is_named_by_its_live_bias(regressor, tmp_path):

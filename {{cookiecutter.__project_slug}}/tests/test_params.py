@@ -279,7 +279,15 @@ def test_monitor_that_fails_leaves_no_earlier_report(tmp_path, monkeypatch):
     out.mkdir()
     for kind in ("json", "md", "html"):
         (out / f"monitoring.{kind}").write_text("yesterday's drift")
-    assert monitor_script().main(["--out-dir", str(out)]) == EXIT_ERROR
+    script, seen = monitor_script(), []
+
+    def params():  # while the run works, the last reports are still there to read
+        seen.append(sorted(path.name for path in out.iterdir()))
+        return load_params()
+
+    monkeypatch.setattr(script, "load_params", params)
+    assert script.main(["--out-dir", str(out)]) == EXIT_ERROR
+    assert seen == [["monitoring.html", "monitoring.json", "monitoring.md"]]
     assert not list(out.iterdir()), "a workflow would have read yesterday's verdict"
 
 

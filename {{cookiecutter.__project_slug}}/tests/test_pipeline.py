@@ -831,6 +831,10 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
     metric = params["promote"]["metric"]
     delta = report["comparison"][metric]["delta"]
     assert f"{delta:+.4f}" in text
+    # Both models scored on the same resampled rows: the delta's interval holds the delta.
+    low, high = report["comparison"][metric]["delta_interval"]
+    assert low <= delta <= high, (low, delta, high)
+    assert f"The {metric} delta's 95 % paired bootstrap interval over the holdout rows: " in text
     rows = report["holdout"]["rows"]
     assert f"Holdout: the newest {rows} rows by {params['data']['time_column']}" in text
     unordered = {**report["holdout"], "newest_by": None, "class_counts": None}

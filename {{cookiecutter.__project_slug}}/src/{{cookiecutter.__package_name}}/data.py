@@ -204,7 +204,8 @@ MOSTLY_DISTINCT = 100
 
 
 def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
-    """Return the frame with canonical types, or raise naming the first bad column."""
+    """Return the frame with canonical types, or raise naming every feature column refused
+    (the time column and target are checked once the features pass)."""
     if frame.empty:
         raise PipelineError("the data source returned no rows")
     _check_columns(frame, schema)
@@ -213,13 +214,16 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     clean = {}
     if schema.time_column:
         clean[schema.time_column] = _as_dates(frame[schema.time_column], schema.time_column)
+    refused = []  # every feature's problem at once: six mistyped columns need not take six runs
     for name, kind in schema.features.items():
-        clean[name] = _CONVERT[kind](frame[name], name)
-        _check_informative(clean[name], name)
-        if kind == "categorical":
-            _refuse_nul(clean[name], name)
-            _warn_if_mostly_distinct(clean[name], name)
-            _warn_of_spelling_variants(clean[name], name)
+        try:
+            clean[name] = _feature(frame[name], name, kind)
+        except PipelineError as err:
+            refused.append(str(err))
+    if len(refused) > 1:
+        raise PipelineError(f"{len(refused)} columns are refused:\n- " + "\n- ".join(refused))
+    if refused:
+        raise PipelineError(refused[0])
     clean[schema.target] = _as_target(frame[schema.target], schema)
     valid = pd.DataFrame(clean, index=frame.index).reset_index(drop=True)
     copies = int(valid.duplicated().sum())
@@ -232,6 +236,17 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             len(valid),
         )
     return valid
+
+
+def _feature(column: pd.Series, name: str, kind: str) -> pd.Series:
+    """One feature column in its canonical type, checked (warnings logged)."""
+    clean = _CONVERT[kind](column, name)
+    _check_informative(clean, name)
+    if kind == "categorical":
+        _refuse_nul(clean, name)
+        _warn_if_mostly_distinct(clean, name)
+        _warn_of_spelling_variants(clean, name)
+    return clean
 
 
 def _check_informative(column: pd.Series, name: str) -> None:

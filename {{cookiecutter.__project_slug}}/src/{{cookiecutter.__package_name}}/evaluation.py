@@ -17,7 +17,7 @@ from . import data as datalib
 from . import lineage, plots, registry
 from .config import Backends
 from .errors import PipelineError
-from .metrics import METRICS, positive_class, score_all
+from .metrics import METRICS, delta_interval, positive_class, score_all
 from .modelfile import Unloadable
 from .training import classes_of, predict
 
@@ -171,8 +171,12 @@ def _numbers(values: list) -> bool:
     return all(isinstance(v, numbers.Number) and not isinstance(v, bool) for v in values)
 
 
-def compare(candidate: dict, champion: dict | None) -> dict[str, dict[str, Any]]:
-    """Per metric: both values, the delta, and whether the candidate is better."""
+def compare(
+    candidate: dict, champion: dict | None, gated: str, schema: datalib.Schema
+) -> dict[str, dict[str, Any]]:
+    """Per metric: both values, the delta, and whether the candidate is better; for the
+    `gated` metric, the delta's paired bootstrap interval over the rows both scored
+    (`delta_interval`), where both models know the same classes."""
     table = {}
     for metric, value in candidate["metrics"].items():
         row = {
@@ -189,7 +193,37 @@ def compare(candidate: dict, champion: dict | None) -> dict[str, dict[str, Any]]
                 row["delta"] = value - row["champion"]
                 row["better"] = METRICS[metric].better_by(value, row["champion"]) > 0
         table[metric] = row
+    row = table.get(gated)
+    if row and row["delta"] is not None and candidate["classes"] == champion["classes"]:
+        classes = candidate["classes"]
+        row["delta_interval"] = delta_interval(
+            gated,
+            schema.task,
+            datalib.features_and_target(candidate["rows"], schema)[1],
+            (candidate["prediction"], candidate["proba"]),
+            (champion["prediction"], champion["proba"]),
+            classes,
+            positive_class(classes, schema.target_classes),
+        )
     return table
+
+
+def noise_words(comparison: dict) -> list[str]:
+    """A sentence on the paired bootstrap interval of a delta, when there is one: whether the
+    holdout can tell the two models apart on that metric."""
+    for metric, row in comparison.items():
+        if interval := row.get("delta_interval"):
+            low, high = interval
+            verdict = (
+                ": it holds 0, so this holdout cannot tell the two models apart on it"
+                if low <= 0 <= high
+                else ""
+            )
+            return [
+                f"The {metric} delta's 95 % paired bootstrap interval over the holdout rows: "
+                f"{low:+.4f} to {high:+.4f}{verdict}."
+            ]
+    return []
 
 
 def evaluate(
@@ -237,7 +271,7 @@ def evaluate(
         },
         "champion": summary,
         "baseline": {"metrics": baseline},
-        "comparison": compare(candidate, champion),
+        "comparison": compare(candidate, champion, params["promote"]["metric"], schema),
         # Why the gate will refuse it whatever its metrics (a repeat of the champion's training
         # or of a rolled-back one), or None.
         "repeats": lineage.repeated_training(client, name, registered, current),
@@ -315,6 +349,8 @@ def markdown(report: dict) -> str:
             f"| {metric} ({row['direction']}) | {_fmt(row['candidate'])} | {_fmt(row['champion'])} "
             f"| {_fmt(row['delta'], signed=True)} | {verdict} |"
         )
+    if noise := noise_words(report["comparison"]):
+        lines += ["", *noise]
     baseline = (report.get("baseline") or {}).get("metrics") or {}
     if baseline:
         lines += [

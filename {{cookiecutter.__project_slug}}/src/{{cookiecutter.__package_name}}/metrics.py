@@ -171,16 +171,56 @@ def bootstrap_interval(
     undefined on more than a tenth of the resamples (e.g. a class that is rarely present)."""
     score = _scorers(task, classes, positive)[name]
     y, p = np.asarray(y_true), np.asarray(prediction)
-    q = None if proba is None else np.asarray(proba)
+    q = _array(proba)
+    return _bootstrap(len(y), lambda rows: score(y[rows], p[rows], _rows(q, rows)), level)
+
+
+def delta_interval(
+    name: str,
+    task: str,
+    y_true,
+    candidate: tuple,
+    champion: tuple,
+    classes: list[Any] | None,
+    positive: Any = None,
+    level: float = 0.95,
+) -> tuple[float, float] | None:
+    """A paired percentile-bootstrap interval of candidate - champion for one metric: both
+    models scored on the same resampled rows (`candidate`, `champion`: predictions and
+    probabilities). An interval holding 0 says the holdout cannot tell the two apart."""
+    score = _scorers(task, classes, positive)[name]
+    y = np.asarray(y_true)
+    (p1, q1), (p2, q2) = [(np.asarray(p), _array(q)) for p, q in (candidate, champion)]
+
+    def delta(rows):
+        first = score(y[rows], p1[rows], _rows(q1, rows))
+        return first - score(y[rows], p2[rows], _rows(q2, rows))
+
+    return _bootstrap(len(y), delta, level)
+
+
+def _array(values) -> np.ndarray | None:
+    """An optional array (probabilities: None for a regression)."""
+    return None if values is None else np.asarray(values)
+
+
+def _rows(values: np.ndarray | None, rows: np.ndarray) -> np.ndarray | None:
+    """The resampled rows of an optional array."""
+    return None if values is None else values[rows]
+
+
+def _bootstrap(count: int, value_of, level: float) -> tuple[float, float] | None:
+    """The central `level` range of value_of(rows) over BOOTSTRAP_ROUNDS resamples of at most
+    BOOTSTRAP_ROWS of `count` rows (fixed seed); None when it is undefined on more than a tenth."""
     rng = np.random.default_rng(0)
-    size = min(len(y), BOOTSTRAP_ROWS)
+    size = min(count, BOOTSTRAP_ROWS)
     values = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # undefined resamples are counted, not reported
         for _ in range(BOOTSTRAP_ROUNDS):
-            rows = rng.integers(0, len(y), size)
+            rows = rng.integers(0, count, size)
             try:
-                value = float(score(y[rows], p[rows], None if q is None else q[rows]))
+                value = float(value_of(rows))
             except (Undefined, ValueError):
                 continue
             if math.isfinite(value):

@@ -63,10 +63,23 @@ def prediction_profile(
     return profile
 
 
+def target_profile(task: str, target: pd.Series, bins: int) -> dict[str, Any]:
+    """The training rows' labels (frequencies) or values (bins), which monitoring compares the
+    outcomes' actual ones with."""
+    if task == "regression":
+        return {"kind": "numeric", **numeric_profile(target, bins)}
+    return {"kind": "categorical", **categorical_profile(target.astype(str))}
+
+
 def training_profile(
-    features: pd.DataFrame, kinds: dict[str, str], bins: int, prediction: dict[str, Any]
+    features: pd.DataFrame,
+    kinds: dict[str, str],
+    bins: int,
+    prediction: dict[str, Any],
+    target: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Profile every feature by its declared kind, plus the prediction distribution."""
+    """Profile every feature by its declared kind, plus the prediction distribution and the
+    target's (target_profile)."""
     return {
         "rows": len(features),
         "features": {
@@ -81,4 +94,5 @@ def training_profile(
             for name, kind in kinds.items()
         },
         "prediction": prediction,
+        "target": target,
     }

@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 # What the report calls the model's own outputs, among the features (none may take the name).
 OUTPUT = "model output"
+ACTUAL = "actual outcome"  # the outcomes' actual labels or values against the training target
 
 
 def feature_section(
@@ -138,6 +139,27 @@ def prediction_section(source, profile: dict, version: str, thresholds: dict) ->
     return {"kind": "prediction", "verdict": verdict.as_dict(), "distributions": shares}
 
 
+def actual_section(task: str, reference: dict, rows: list, thresholds: dict) -> dict[str, Any]:
+    """Drift of the actual labels or values of the outcomes (`rows`) against the training rows'
+    target: more fraud than training had, or prices that rose, whatever the features show."""
+    if task == "regression":
+        edges = reference["bin_edges"]
+        values = np.asarray([r.actual_value for r in rows], dtype=float)
+        counts = np.bincount(np.searchsorted(edges, values, side="right"), minlength=len(edges) + 1)
+        verdict = drift.numeric_verdict(ACTUAL, reference, counts.tolist(), thresholds, 1)
+        shares = {
+            "labels": _bin_labels(edges),
+            "reference": reference["bin_fractions"],
+            "current": _shares(counts.tolist()),
+        }
+    else:
+        counts = dict(Counter(str(r.actual) for r in rows))
+        verdict = drift.categorical_verdict(ACTUAL, reference, counts, thresholds, 1)
+        shares = category_shares(reference["frequencies"], counts)
+    of = "values" if task == "regression" else "labels"
+    return {"kind": "actual", "of": of, "verdict": verdict.as_dict(), "distributions": shares}
+
+
 def live_metrics(
     conn,
     task: str,
@@ -146,11 +168,14 @@ def live_metrics(
     version: str,
     positive: str | None = None,
     interval_of: str | None = None,
+    target: tuple[dict, dict] | None = None,
 ) -> dict[str, Any]:
     """Model quality on `version`'s records of the window whose outcome has arrived (a binary F1
     scores `positive`). With `interval_of` (a metric's name), `interval` holds its bootstrap
     interval. Records other versions predicted in the window (before a promotion or rollback)
-    are scored apart, per version, under `other_versions`.
+    are scored apart, per version, under `other_versions`. With `target` (the training
+    profile's target, and the thresholds), `actual` compares the actual labels or values with
+    it (actual_section), on at least monitor.min_records scored outcomes.
 
     The join with the log is skipped when no outcome was recorded after the window's start (less
     a day of clock slack): outcomes arrive after their predictions.
@@ -188,6 +213,9 @@ def live_metrics(
     result = {"records_with_outcome": len(mine), "messages": []}
     if mine:
         result.update(score_outcomes(task, classes, mine, positive, interval_of))
+    scored = [r for r in mine if _scorable(task, classes, r)]
+    if target and len(scored) >= max(target[1]["min_records"], 1):
+        result["actual"] = actual_section(task, target[0], scored, target[1])
     if by_version:
         result["other_versions"] = others = {}
         for other in sorted(by_version, key=lambda v: (len(v), v)):  # 9 before 10
@@ -216,13 +244,12 @@ def score_outcomes(
     left out: actual labels the model does not know (a typo, a new class), non-numeric actuals
     of a regression (loaded before load_outcomes refused them), undefined metrics. With
     `interval_of`, `interval` is that metric's bootstrap interval (None where undefined)."""
+    usable = [r for r in rows if _scorable(task, classes, r)]
     if task == "regression":
-        usable = [r for r in rows if _finite(r.actual_value) and _finite(r.prediction_value)]
         unknown = [r.actual for r in rows if not _finite(r.actual_value)]
         allowed = "numbers"
     else:
         names = [str(c) for c in classes]
-        usable = [r for r in rows if r.actual in names]
         unknown = [r.actual for r in rows if r.actual not in names]
         allowed = f"the model's classes {names}"
     result: dict[str, Any] = {"messages": []}
@@ -263,6 +290,14 @@ def score_outcomes(
         for name, reason in reasons.items()
     ]
     return {"records_scored": len(usable), **scores, **result}
+
+
+def _scorable(task: str, classes: list | None, row) -> bool:
+    """Whether an outcome can be scored: a number with a logged predicted value (regression),
+    or one of the model's classes."""
+    if task == "regression":
+        return _finite(row.actual_value) and _finite(row.prediction_value)
+    return row.actual in {str(c) for c in classes}
 
 
 def _finite(value) -> bool:
@@ -314,6 +349,7 @@ def monitor(
         _features(source, report, champion["profile"]["features"], thresholds, kinds_of)
         _predictions(source, report, champion, thresholds)
         report["latency_ms"] = source.latency()
+        target = champion["profile"].get("target")  # its training rows' labels or values
         report["live_metrics"] = live_metrics(
             conn,
             champion["task"],
@@ -322,13 +358,18 @@ def monitor(
             champion["version"],
             positive=champion["profile"]["prediction"].get("positive_class"),
             interval_of=gate.metric.name if gate else None,
+            target=(target, thresholds) if target else None,
         )
+        report["actual"] = report["live_metrics"].pop("actual", None)
         report["messages"] += report["live_metrics"].pop("messages", [])
         report["live_metrics_of_other_versions"] = report["live_metrics"].pop("other_versions", {})
     report["messages"] += [source.note] if source.note else []
     drifted = [name for name, f in report["features"].items() if f["verdict"]["drifted"]]
-    if report["prediction"] and report["prediction"]["verdict"]["drifted"]:
-        drifted.append(OUTPUT)
+    drifted += [
+        section["verdict"]["name"]
+        for section in (report["prediction"], report.get("actual"))
+        if section and section["verdict"]["drifted"]
+    ]
     drifted += _live_checks(report, champion, thresholds, gate)
     report.update(status="checked", drift=bool(drifted), drifted=drifted)
     return report

@@ -28,13 +28,19 @@ def remove(out_dir: Path) -> None:
 
 
 def write(report: dict, out_dir: Path) -> dict[str, Path]:
-    """Write monitoring.json, monitoring.md and monitoring.html; return their paths."""
+    """Write monitoring.json, monitoring.md and monitoring.html, each to a temporary file that
+    then replaces the last run's, so a reader never meets half a report; return their paths."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    texts = {
+        "json": json.dumps(strict(report), indent=2, default=str, allow_nan=False) + "\n",
+        "md": markdown(report),
+        "html": page(report),
+    }
     paths = {kind: out_dir / f"monitoring.{kind}" for kind in KINDS}
-    text = json.dumps(strict(report), indent=2, default=str, allow_nan=False)
-    paths["json"].write_text(text + "\n")
-    paths["md"].write_text(markdown(report))
-    paths["html"].write_text(page(report))
+    for kind, text in texts.items():
+        partial = paths[kind].with_name(f".{paths[kind].name}.partial")
+        partial.write_text(text)
+        partial.replace(paths[kind])
     return paths
 
 
@@ -56,10 +62,10 @@ def strict(value, path: str = "report"):
 
 
 def sections(report: dict) -> list[tuple[str, dict]]:
-    """Every compared distribution: the features, then the predictions."""
+    """Every compared distribution: the features, the predictions, then the actual outcomes."""
     found = list(report["features"].items())
-    output = report.get("prediction")
-    return found + ([(output["verdict"]["name"], output)] if output else [])
+    others = [report.get("prediction"), report.get("actual")]
+    return found + [(section["verdict"]["name"], section) for section in others if section]
 
 
 def headline(report: dict) -> str:
@@ -152,6 +158,7 @@ def service_lines(report: dict) -> list[str]:
         f"Live metrics: {_pairs(report.get('live_metrics'))}",
         *_quality(report.get("live_quality")),
         *_bias(report.get("live_bias")),
+        *_actual_shares(report.get("actual")),
         *(f"Live metrics of v{version}: {_pairs(live)}" for version, live in others.items()),
     ]
 
@@ -181,6 +188,26 @@ def _bias(bias: dict | None) -> list[str]:
         f"the validation rows: moved by {readable(bias['shift'], True)}{moved}, "
         f"p = {bias['p_value']:.2g}; monitor.bias {bias['threshold']} SD: {state}"
     ]
+
+
+SHARES_SHOWN = 5  # classes whose actual share a report line names, those that moved most
+
+
+def _actual_shares(section: dict | None) -> list[str]:
+    """The outcomes' share of each class against training's, those that moved most first: a
+    rare class's surge reads plainly though its PSI stays small."""
+    if not section or section.get("of") != "labels":
+        return []
+    shares = section["distributions"]
+    moved = sorted(
+        zip(shares["labels"], shares["reference"], shares["current"], strict=True),
+        key=lambda item: -abs(item[2] - item[1]),
+    )
+    said = ", ".join(
+        f"{_cell(label)} {current:.1%} (training {reference:.1%})"
+        for label, reference, current in moved[:SHARES_SHOWN]
+    )
+    return [f"Actual outcomes by class: {said}"]
 
 
 def _pairs(figures: dict | None) -> str:
