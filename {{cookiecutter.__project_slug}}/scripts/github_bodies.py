@@ -17,7 +17,12 @@ from pathlib import Path
 from {{ cookiecutter.__package_name }}.cli import read_json, run
 from {{ cookiecutter.__package_name }}.config import load_params
 from {{ cookiecutter.__package_name }}.errors import PipelineError
-from {{ cookiecutter.__package_name }}.evaluation import comparison_word, holdout_words, noise_words
+from {{ cookiecutter.__package_name }}.evaluation import (
+    comparison_word,
+    figure,
+    holdout_words,
+    noise_words,
+)
 from {{ cookiecutter.__package_name }}.monitoring import report as monitoring_report
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
@@ -40,13 +45,6 @@ class Links:
         return " · ".join(found)
 
 
-def number(value: float | None, signed: bool = False) -> str:
-    """A metric value for a table, or a dash."""
-    if value is None:
-        return "-"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
-
-
 def metric_table(evaluation: dict, gate_metric: str | None = None) -> list[str]:
     """Candidate, champion and delta per metric, the gate's metric in bold, and whether the
     holdout tells the two apart on it (evaluation.noise_words)."""
@@ -58,10 +56,10 @@ def metric_table(evaluation: dict, gate_metric: str | None = None) -> list[str]:
     ]
     for metric, row in evaluation["comparison"].items():
         name = f"**{metric}** (gate)" if metric == gate_metric else metric
-        values = [number(row["candidate"]), number(row["champion"])]
+        values = [figure(row["candidate"]), figure(row["champion"])]
         lines.append(
             f"| {name}, {row['direction']} | {' | '.join(values)} "
-            f"| {number(row['delta'], signed=True)} | {comparison_word(row)} |"
+            f"| {figure(row['delta'], signed=True)} | {comparison_word(row)} |"
         )
     noise = noise_words(evaluation["comparison"])
     return [*lines, "", *noise] if noise else lines
@@ -93,6 +91,8 @@ def pr_comment(evaluation: dict, gate: Gate | None, links: Links) -> str:
         *metric_table(evaluation, gate.metric.name if gate else None),
         "",
     ]
+    if evaluation.get("bias"):
+        lines += [f"Bias: {evaluation['bias']}.", ""]
     if gate:
         lines += [gate_preview(evaluation, gate), ""]
     lines += [
@@ -163,7 +163,7 @@ def rollback_summary(rollback: dict | None, links: Links) -> str:
         return f"## Rollback: no result\n\nSee the failed step's log. {links.line('reports')}\n"
     name, target = rollback["model_name"], rollback["to_version"]
     score = (
-        f"{rollback['metric']} today {number(rollback['value_today'])} against the threshold "
+        f"{rollback['metric']} today {figure(rollback['value_today'])} against the threshold "
         f"{rollback['threshold']}{' (forced)' if rollback['forced'] else ''}"
     )
     head = (
@@ -176,7 +176,7 @@ def rollback_summary(rollback: dict | None, links: Links) -> str:
     if rollback["moved"] and rollback.get("worse_than_champion"):
         refused = (
             f" Worse today than version {rollback['from_version']}, which it replaced: "
-            f"{number(rollback['champion_value_today'])}."
+            f"{figure(rollback['champion_value_today'])}."
         )
     reason = html.escape(rollback["reason"], quote=False)  # text, not HTML the summary renders
     return f"{head}\n\n{score}.{refused} Reason: {reason}\n\n{links.line()}\n"

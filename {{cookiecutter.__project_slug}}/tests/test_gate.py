@@ -170,6 +170,9 @@ def test_report_figures_read_whole_from_ten_thousand_up():
         "0.1235",
     ]
     assert readable(31189.7, signed=True) == "+31,190" and readable(0.5, signed=True) == "+0.5"
+    assert readable(209891.4, grouped=False) == "209891"  # in a bin's [209891, 254695)
+    figures = [evaluation.figure(v, signed=True) for v in (71931.24, -0.5, None)]
+    assert figures == ["+71,931", "-0.5000", "-"]  # the evaluation table's
 
 
 def test_repository_params_build_a_gate(repo_params):

@@ -21,7 +21,7 @@ from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }} import plots, training
 from {{ cookiecutter.__package_name }} import profile as profiles
 from {{ cookiecutter.__package_name }}.errors import PipelineError
-from {{ cookiecutter.__package_name }}.metrics import score_all
+from {{ cookiecutter.__package_name }}.metrics import readable, score_all
 from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, drift, rollups
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import (
@@ -252,6 +252,9 @@ def test_monitor_older_version_and_missing_feature_are_explained(engine, champio
     assert report["drift"] is False and report["prediction"] is None
     assert any("'region' is not in the prediction log" in m for m in report["messages"])
     assert any("no records from champion v1" in m for m in report["messages"])
+    assert any("records from other model versions (v0: 1500) are" in m for m in report["messages"])
+    said = "No drift in test-model v1, which served none of this window's records: is it deployed?"
+    assert reports.headline(report) == said
 
 
 def test_daily_stats_hold_utc_calendar_days_never_cut_short():
@@ -429,6 +432,11 @@ def test_actual_outcomes_are_compared_with_the_training_target(champion, tmp_pat
         share = f"{rare} {now:.1%} (training {common[rare]:.1%})"
         said = reports.markdown(surge)
         assert "\nActual outcomes by class: " in said and share in said and now > 0.75, share
+    else:  # twice the values: the mean says so in words
+        then, now = surge["actual"]["distributions"]["mean"]
+        assert now == pytest.approx(2 * clean["actual"]["distributions"]["mean"][1])
+        line = f"Actual outcomes: mean {readable(now)} (training {readable(then)}, +"
+        assert line in reports.markdown(surge)
     assert reports.page(surge).count('<h3>actual outcome</h3><img alt="actual outcome"') == 1
 
 
@@ -448,6 +456,12 @@ def test_a_regression_whose_actuals_rose_is_named_by_its_live_bias(regressor, tm
     [said] = [m for m in risen["messages"] if m.startswith("live mean error")]
     assert "the champion now predicts too low by" in said and "retrain" in said
     assert "monitor.bias 0.25 SD: FAILING" in reports.markdown(risen)
+    # Up 2.5 %: beyond the noise, under monitor.bias: a warning, no alert.
+    slight = live_bias_of(tmp_path, regressor, 67, rise=1.025)
+    bias = slight["live_bias"]
+    assert not bias["failing"] and bias["p_value"] < 0.01 and slight["drift"] is False, bias
+    [said] = [m for m in slight["messages"] if m.startswith("live mean error")]
+    assert said.endswith("under monitor.bias 0.25 SD: a warning, no alert"), said
     # Too few outcomes: no judgement either way.
     few = {"records_scored": 150, "mean_error": -40.0, "rmse": 45.0}
     assert live_bias(few, error, THRESHOLDS) == (None, None)
@@ -483,6 +497,7 @@ def test_a_plot_of_any_category_text_draws_it_as_text(recwarn):
     labels.append("unseen in training (1234 categories)")
     shares = [1 / len(labels)] * len(labels)
     section = {"distributions": {"labels": labels, "reference": shares, "current": shares}}
+    section.update(kind="categorical", verdict={"drifted": True, "reasons": ["distribution"]})
     assert base64.b64decode(reports._plot("$x^$", section)).startswith(b"\x89PNG")
     assert not [str(w.message) for w in recwarn]  # no layout or missing-glyph warning
     drawn = [plots.shown(label, reports.PLOT_LABEL) for label in labels]
@@ -697,6 +712,9 @@ def test_monitor_names_a_missing_rate_jump_and_says_how_far_it_moved(engine, cha
         assert row[2] == "DRIFT (missing rate)"
         rates = (verdict["reference_missing_rate"], verdict["current_missing_rate"])
         assert row[6] == "{:.1%} → {:.1%}".format(*rates)
+        # Its plot's bars count the present values: the title gives the missing rates.
+        _labels, title = reports.plot_text(name, report["features"][name])
+        assert title == f"{name}: missing {row[6]}"
     untouched = {"tenure_months", "monthly_charges", "support_calls", "contract", "region"}
     assert not untouched & set(report["drifted"])
     # The drifted rows lead the summary table, and the page marks them.
@@ -1068,3 +1086,10 @@ def test_a_feature_with_thousands_of_categories_shows_those_that_moved_most():
     few = category_shares({"a": 0.5, "b": 0.5}, {"a": 3, "c": 1})
     assert few["labels"] == ["a", "b", "c"]
     assert (few["reference"], few["current"]) == ([0.5, 0.5, 0.0], [0.75, 0.0, 0.25])
+    # The plot marks the new ids shown one by one; their bar of the rest needs no mark.
+    section = {"kind": "categorical", "distributions": flood, "verdict": {"reasons": []}}
+    labels, _title = reports.plot_text("merchant", section)
+    assert [label for label in labels if label.endswith(" (unseen)")] == [
+        f"{label} (unseen)" for label in shown_new
+    ]
+    assert labels[-2:] == flood["labels"][-2:]

@@ -115,7 +115,12 @@ def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
         ("monitor.alpha", 2, "a number > 0 and < 1"),
         ("monitor.alpha", 0, "a number > 0 and < 1"),
         ("monitor.bias", 0, "a number > 0"),
-        ("monitor.bias", "0.25", "a number > 0"),
+        ("monitor.bias", "0.25", "a number > 0 (YAML reads '0.25' as text: write 0.25, without"),
+        (
+            "promote.min_improvement",
+            "1e-7",
+            "a number >= 0 (YAML reads '1e-7' as text: write 1.000000e-07, without quotes)",
+        ),
         ("monitor.min_records", -5, "an integer >= 1"),
         ("monitor.min_records", 0, "an integer >= 1"),
         ("monitor.window_days", 0, "a number > 0"),

@@ -500,6 +500,7 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     assert [str(v.version) for v in registered] == ["1"], "the same training is not registered"
     # The gate looked again: the retrain-age alert counts from then, not from the training.
     assert registered[0].tags["gate.decided_at"] == later
+    assert registered[0].tags["gate.last_decision"] == "unchanged"
     assert load_script("retrain_age").last_retraining(registered)[1].isoformat() == later
     clean["git.commit"] = "decaf"  # a new commit of the training files: another training
     clean["git.training_files"] = "code-2"
@@ -515,6 +516,9 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     assert again["decision"] == "rejected" and "was rolled back on" in again["reason"]
     demoted = MlflowClient().get_model_version("test-model", trained["version"]).tags
     assert demoted["gate.decision"] == "promoted", "the decision that promoted it stands"
+    # ...while the gate's last decision on it says what promotion.json says.
+    last = (demoted["gate.last_decision"], demoted["gate.last_reason"])
+    assert last == ("rejected", again["reason"]), last
     # The scheduled retrain on the same data and code, also after a commit that changed other
     # files (the dvc.lock of the last run), finds the rolled-back version: not promoted again.
     clean["git.commit"] = "dvc-lock-committed"
@@ -820,6 +824,31 @@ def test_an_artifact_store_that_refuses_is_named_when_a_profile_is_read(
     assert cli.run(lambda: registry.load_profile(client, run_id)) == EXIT_ERROR
     said = caplog.records[-1].getMessage()
     assert "EndpointConnectionError" in said and "Check the S3 settings" in said, said
+
+
+def test_evaluation_names_the_bias_of_a_regression_on_the_newest_rows(
+    params, backends, good_data, workdir
+):
+    """Prices up 30 % in the newest rows only (the holdout): the candidate, trained on the
+    older ones, predicts them too low, and evaluation says so before monitoring would."""
+    if params["model"]["task"] != "regression":
+        pytest.skip("a bias is a regression's: a classifier's evaluation has none")
+    frame = pd.read_parquet(good_data)
+    time, target = params["data"]["time_column"], params["data"]["target"]
+    when = pd.to_datetime(frame[time])
+    newest = when >= when.quantile(1 - params["split"]["holdout_fraction"] / 2)
+    frame.loc[newest, target] *= 1.3
+    risen = workdir / "risen.parquet"
+    frame.to_parquet(risen, index=False)
+    trained = training.train(risen, params, backends)
+    report = evaluation.evaluate(risen, trained, params, backends, workdir / "r1")
+    assert "the candidate's mean error (prediction - actual) on the holdout is -" in report["bias"]
+    assert "it predicts the newest rows too low" in report["bias"]
+    said = (workdir / "r1" / "evaluation.md").read_text()
+    assert f"Bias: {report['bias']}." in said
+    again = training.train(good_data, params, backends)
+    same = evaluation.evaluate(good_data, again, params, backends, workdir / "r2")
+    assert same["bias"] is None, same["bias"]
 
 
 def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_data, workdir):

@@ -223,8 +223,26 @@ def params_problems(params: dict[str, Any]) -> list[str]:
             elif not rule.test(body[key]):
                 culprit = rule.culprit(body[key])
                 shown = f"has {culprit}" if culprit else f"is {body[key]!r}"
-                problems.append(f"{name}.{key} {shown}: it must be {rule.accepts}")
+                hint = _yaml_hint(body[key])
+                problems.append(f"{name}.{key} {shown}: it must be {rule.accepts}{hint}")
     return problems or _across(params)
+
+
+def _yaml_hint(value: Any) -> str:
+    """Why a number written as text reads as text: YAML takes 1e5 as a string (its floats need a
+    dot, 1.0e+5), and quotes make any number text."""
+    try:
+        number = float(value) if isinstance(value, str) else None
+    except ValueError:
+        return ""
+    if number is None or not math.isfinite(number):
+        return ""
+    written = repr(number)
+    if number.is_integer() and abs(number) < 1e15:
+        written = str(int(number))
+    elif "e" in written:
+        written = f"{number:.6e}"  # YAML's exponent form needs a dot: 1.000000e-07
+    return f" (YAML reads {value!r} as text: write {written}, without quotes)"
 
 
 def _across(params: dict[str, Any]) -> list[str]:

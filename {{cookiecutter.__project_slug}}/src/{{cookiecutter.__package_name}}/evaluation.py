@@ -17,8 +17,9 @@ from . import data as datalib
 from . import lineage, plots, registry
 from .config import Backends
 from .errors import PipelineError
-from .metrics import METRICS, delta_interval, positive_class, score_all
+from .metrics import METRICS, delta_interval, positive_class, readable, score_all
 from .modelfile import Unloadable
+from .monitoring.monitor import live_bias
 from .training import classes_of, predict
 
 matplotlib.use("Agg")
@@ -208,6 +209,33 @@ def compare(
     return table
 
 
+def holdout_bias(client, registered, candidate: dict, thresholds: dict) -> str | None:
+    """A regression candidate's mean error on the holdout against its validation rows', judged
+    as monitoring judges the live one (monitor.live_bias): the holdout is the newest rows, so
+    values that moved (prices up) show here before a promoted version meets them live. None
+    when it did not move, or for a classifier."""
+    metrics = candidate["metrics"]
+    if metrics.get("mean_error") is None:
+        return None
+    error = registry.load_profile(client, registered.run_id)["prediction"].get("error")
+    holdout = {"records_scored": len(candidate["rows"]), **metrics}
+    section, _note = live_bias(holdout, error, thresholds) if error else (None, None)
+    if not (section and section["failing"]):
+        return None
+    way = "high" if section["shift"] > 0 else "low"
+    said = (
+        f"the candidate's mean error (prediction - actual) on the holdout is "
+        f"{readable(section['mean_error'], True)}, against "
+        f"{readable(section['validation_mean_error'], True)} on its validation rows "
+        f"(p = {section['p_value']:.2g}): it predicts the newest rows too {way}, whose values "
+        "moved in a way the features do not explain and which its older training rows do not "
+        "hold. Promoted, it shows the same bias live (`make monitor`: live mean_error); a "
+        "smaller split.holdout_fraction trains on more of the newest rows"
+    )
+    log.warning("%s", said)
+    return said
+
+
 def noise_words(comparison: dict) -> list[str]:
     """A sentence on the paired bootstrap interval of a delta, when there is one: whether the
     holdout can tell the two models apart on that metric."""
@@ -272,6 +300,7 @@ def evaluate(
         "champion": summary,
         "baseline": {"metrics": baseline},
         "comparison": compare(candidate, champion, params["promote"]["metric"], schema),
+        "bias": holdout_bias(client, registered, candidate, params["monitor"]),
         # Why the gate will refuse it whatever its metrics (a repeat of the champion's training
         # or of a rolled-back one), or None.
         "repeats": lineage.repeated_training(client, name, registered, current),
@@ -344,23 +373,12 @@ def markdown(report: dict) -> str:
             "",
         ]
     for metric, row in report["comparison"].items():
-        verdict = comparison_word(row)
+        values = [figure(row["candidate"]), figure(row["champion"])]
         lines.append(
-            f"| {metric} ({row['direction']}) | {_fmt(row['candidate'])} | {_fmt(row['champion'])} "
-            f"| {_fmt(row['delta'], signed=True)} | {verdict} |"
+            f"| {metric} ({row['direction']}) | {' | '.join(values)} "
+            f"| {figure(row['delta'], signed=True)} | {comparison_word(row)} |"
         )
-    if noise := noise_words(report["comparison"]):
-        lines += ["", *noise]
-    baseline = (report.get("baseline") or {}).get("metrics") or {}
-    if baseline:
-        lines += [
-            "",
-            "Baseline, a model that ignores the features (the training rows' "
-            + ("mean" if report["task"] == "regression" else "class frequencies")
-            + "): "
-            + ", ".join(f"{metric} {_fmt(value)}" for metric, value in baseline.items())
-            + ". The gate promotes only a candidate that beats it.",
-        ]
+    lines += _notes(report)
     if undefined := report["candidate"].get("undefined"):
         lines += [
             "",
@@ -372,8 +390,30 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def _fmt(value: float | None, signed: bool = False) -> str:
-    """A number for the table, or a dash."""
+def _notes(report: dict) -> list[str]:
+    """The sentences under the table: the delta's noise, a regression's bias on the holdout,
+    the baseline's scores."""
+    lines = []
+    if noise := noise_words(report["comparison"]):
+        lines += ["", *noise]
+    if report.get("bias"):
+        lines += ["", f"Bias: {report['bias']}."]
+    if baseline := (report.get("baseline") or {}).get("metrics"):
+        lines += [
+            "",
+            "Baseline, a model that ignores the features (the training rows' "
+            + ("mean" if report["task"] == "regression" else "class frequencies")
+            + "): "
+            + ", ".join(f"{metric} {figure(value)}" for metric, value in baseline.items())
+            + ". The gate promotes only a candidate that beats it.",
+        ]
+    return lines
+
+
+def figure(value: float | None, signed: bool = False) -> str:
+    """A number for the table, or a dash: 4 decimals, but from 10,000 up whole with thousands
+    separators (an error in money reads 71,931, not 71931.1234)."""
     if value is None:
         return "-"
-    return f"{value:+.4f}" if signed else f"{value:.4f}"
+    sign = "+" if signed else ""
+    return f"{value:{sign},.0f}" if abs(value) >= 1e4 else f"{value:{sign}.4f}"

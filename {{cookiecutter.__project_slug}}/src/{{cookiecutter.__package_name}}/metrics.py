@@ -75,12 +75,13 @@ METRICS = {
 }
 
 
-def readable(value: float, signed: bool = False) -> str:
+def readable(value: float, signed: bool = False, grouped: bool = True) -> str:
     """A figure for a report: 4 significant digits, but from 10,000 up whole and with thousands
-    separators (a price's error reads 71,931, not 7.193e+04); `signed` writes a + too."""
-    sign = "+" if signed else ""
+    separators (a price's error reads 71,931, not 7.193e+04); `signed` writes a + too, and
+    `grouped=False` no separators (where a comma separates figures: a bin's [209891, 254695))."""
+    sign, group = ("+" if signed else ""), ("," if grouped else "")
     if math.isfinite(value) and 1e4 <= abs(value) < 1e15:
-        return f"{value:{sign},.0f}"
+        return f"{value:{sign}{group}.0f}"
     return f"{value:{sign}.4g}"
 
 

@@ -16,7 +16,7 @@ from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
 from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
 
-from .metrics import positive_class
+from .metrics import positive_class, readable
 
 # Labels are data (classes, categories, feature names): a "$" is a dollar sign, never the start
 # of matplotlib's mathtext, which stops the plot on text such as "$\frac$".
@@ -142,6 +142,9 @@ def _confusion(y_true, models, target_classes: list | None, path: Path) -> str:
     return _save(figure, path)
 
 
+COLOURS = {"candidate": "C0", "champion": "C1"}  # each model in the same colour in every plot
+
+
 def _predicted_vs_actual(y_true, models, path: Path) -> str:
     """Predicted against actual values, with the identity line."""
     figure, axis = plt.subplots(figsize=(5, 4.5))
@@ -149,7 +152,12 @@ def _predicted_vs_actual(y_true, models, path: Path) -> str:
     # The candidate drawn last, on top: the champion's points would hide it where they overlap.
     for label, result in reversed(models):
         axis.scatter(
-            actual, result["prediction"], s=6, alpha=0.4, label=f"{label} v{result['version']}"
+            actual,
+            result["prediction"],
+            s=6,
+            alpha=0.4,
+            color=COLOURS[label],
+            label=f"{label} v{result['version']}",
         )
     low, high = float(actual.min()), float(actual.max())
     axis.plot([low, high], [low, high], color="black", linewidth=1)
@@ -159,14 +167,23 @@ def _predicted_vs_actual(y_true, models, path: Path) -> str:
 
 
 def _residuals(y_true, models, path: Path) -> str:
-    """Histograms of residuals (actual minus predicted)."""
+    """Histograms of the errors, prediction - actual (the sign of mean_error: right of 0
+    predicts too high), over their central 98 % so that a few outliers do not hide a bias."""
     figure, axis = plt.subplots(figsize=(5, 4.5))
     actual = np.asarray(y_true, dtype=float)
+    errors = {label: np.asarray(r["prediction"], dtype=float) - actual for label, r in models}
+    low, high = np.quantile(np.concatenate(list(errors.values())), [0.01, 0.99])
     for label, result in models:
         axis.hist(
-            actual - result["prediction"], bins=40, alpha=0.5, label=f"{label} v{result['version']}"
+            errors[label],
+            bins=40,
+            range=(low, high) if high > low else None,
+            alpha=0.5,
+            color=COLOURS[label],
+            label=f"{label} v{result['version']} (mean {readable(errors[label].mean(), True)})",
         )
-    axis.set(xlabel="residual (actual - predicted)", ylabel="rows")
-    axis.set_title("Residuals on the holdout")
+    axis.axvline(0, color="black", linewidth=1)
+    axis.set(xlabel="error (prediction - actual)", ylabel="rows")
+    axis.set_title("Errors on the holdout (central 98 %)")
     axis.legend()
     return _save(figure, path)

@@ -121,10 +121,9 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     # When the gate last decided on a version, whatever it decided: retrain_age.py's clock.
     decided_at = registry.now()
     if current and str(current.version) == candidate:
-        client.set_model_version_tag(name, candidate, "gate.decided_at", decided_at)
-        return _outcome(
-            "unchanged", f"version {candidate} is already the champion", evaluation, gate
-        )
+        reason = f"version {candidate} is already the champion"
+        _tag(client, name, candidate, _last("unchanged", reason, decided_at))
+        return _outcome("unchanged", reason, evaluation, gate)
     evaluated_against = (evaluation.get("champion") or {}).get("version")
     if (str(current.version) if current else None) != evaluated_against:
         log.info("champion moved since the evaluation: evaluating again")
@@ -138,7 +137,10 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
             f"; note: trained from uncommitted changes, so commit "
             f"{registered.tags.get('git.commit')} does not hold its code"
         )
-    decision = {"gate.decision": "promoted" if accepted else "rejected", "gate.reason": reason}
+    outcome = "promoted" if accepted else "rejected"
+    # gate.decision is the one that let a version through, which a former champion keeps.
+    last = _last(outcome, reason, decided_at)
+    decision = {"gate.decision": outcome, "gate.reason": reason}
     if accepted:
         registry.move_champion(
             client,
@@ -146,7 +148,7 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
             candidate,
             {
                 **decision,
-                "gate.decided_at": decided_at,
+                **last,
                 "promoted_at": decided_at,
                 "promotion_reason": reason,
                 "previous_champion": str(current.version) if current else "none",
@@ -154,13 +156,24 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
             judged=str(current.version) if current else None,
         )
     else:
-        tags = {"gate.decided_at": decided_at}
-        if registered.tags.get("gate.decision") != "promoted":
-            # A former champion keeps the decision that promoted it; the report says why not now.
-            tags = {**decision, **tags}
-        for key, tag in tags.items():
-            client.set_model_version_tag(name, candidate, key, tag)
+        former = registered.tags.get("gate.decision") == "promoted"
+        _tag(client, name, candidate, last if former else {**decision, **last})
     return _outcome("promoted" if accepted else "rejected", reason, evaluation, gate)
+
+
+def _last(outcome: str, reason: str, decided_at: str) -> dict[str, str]:
+    """The tags of the gate's last decision on a version, in promotion.json's words."""
+    return {
+        "gate.last_decision": outcome,
+        "gate.last_reason": reason,
+        "gate.decided_at": decided_at,
+    }
+
+
+def _tag(client, name: str, version: str, tags: dict[str, str]) -> None:
+    """Set the version's tags."""
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
 
 
 def decide(evaluation: dict, gate: Gate) -> tuple[bool, str]:
@@ -213,7 +226,14 @@ def _outcome(decision: str, reason: str, evaluation: dict, gate: Gate) -> dict[s
 # How long a move of the alias may take between its first tag and the alias: marks older than
 # this that contradict the alias are an interrupted run's, not a run in progress.
 MOVE_SECONDS = 60
-PROMOTION_MARKS = ("gate.decision", "gate.reason", "promotion_reason", "previous_champion")
+PROMOTION_MARKS = (
+    "gate.decision",
+    "gate.reason",
+    "gate.last_decision",
+    "gate.last_reason",
+    "promotion_reason",
+    "previous_champion",
+)
 
 
 def repair_interrupted(client, name: str) -> None:

@@ -70,6 +70,7 @@ def feature_section(
 # Categories a report shows one by one; a feature with more (postal codes) shows those whose share
 # moved most, the others summed in one "other" bar.
 SHOWN_CATEGORIES = 30
+UNSEEN = "unseen in training"  # the bar of categories training never saw, past those shown
 
 
 def category_shares(reference: dict[str, float], counts: dict[str, int]) -> dict[str, list]:
@@ -83,7 +84,7 @@ def category_shares(reference: dict[str, float], counts: dict[str, int]) -> dict
         shown = set(moved[: SHOWN_CATEGORIES - 1 - unseen])
         groups = {
             "other": [c for c in labels if c not in shown and c in reference],
-            "unseen in training": [c for c in labels if c not in shown and c not in reference],
+            UNSEEN: [c for c in labels if c not in shown and c not in reference],
         }
         labels = sorted(shown)
         for group, rest in groups.items():
@@ -107,7 +108,7 @@ def _shares(counts: list[int]) -> list[float]:
 
 def _bin_labels(edges: list[float]) -> list[str]:
     """Readable labels for open-ended quantile bins."""
-    bounds = ["-inf", *[readable(e) for e in edges], "inf"]
+    bounds = ["-inf", *[readable(e, grouped=False) for e in edges], "inf"]
     return [f"[{low}, {high})" for low, high in itertools.pairwise(bounds)]
 
 
@@ -151,6 +152,9 @@ def actual_section(task: str, reference: dict, rows: list, thresholds: dict) -> 
             "labels": _bin_labels(edges),
             "reference": reference["bin_fractions"],
             "current": _shares(counts.tolist()),
+            # The level of the values, training's then the window's: prices up 10 % in words.
+            "mean": [reference["mean"], float(values.mean())],
+            "median": [reference["quantiles"].get("p50"), float(np.median(values))],
         }
     else:
         counts = dict(Counter(str(r.actual) for r in rows))
@@ -458,15 +462,20 @@ def live_bias(live: dict, error: dict, thresholds: dict) -> tuple[dict | None, s
         "threshold": thresholds["bias"],
         "failing": abs(shift) >= size and shift != 0 and p_value < thresholds["alpha"],
     }
-    if not section["failing"]:
+    if p_value >= thresholds["alpha"] or shift == 0:
         return section, None
     way, moved = ("high" if shift > 0 else "low"), section["shift_in_sd"]
     sds = "" if moved is None else f"{abs(moved):.2f} of the validation errors' SD, "
-    return section, (
+    said = (
         f"live mean error (prediction - actual) {readable(value, True)} on {outcomes} outcomes, "
         f"against {readable(error['mean'], True)} on the validation rows: the champion now "
-        f"predicts too {way} by {readable(abs(shift))} on average ({sds}p = {p_value:.2g}). "
-        "The actual values moved in a way the features do not explain; retrain on the newest data"
+        f"predicts too {way} by {readable(abs(shift))} on average ({sds}p = {p_value:.2g})"
+    )
+    if not section["failing"]:
+        return section, f"{said}, under monitor.bias {thresholds['bias']} SD: a warning, no alert"
+    return section, (
+        f"{said}. The actual values moved in a way the features do not explain; retrain on the "
+        "newest data"
     )
 
 
@@ -581,12 +590,18 @@ def _overflowed(name: str, summary: dict) -> list[str]:
     ]
 
 
+def _counted(by_version: dict[str, int]) -> str:
+    """`v1: 4002, v2: 17` for a sentence."""
+    return ", ".join(f"v{version}: {count}" for version, count in by_version.items())
+
+
 def _predictions(source, report: dict, champion: dict, thresholds: dict) -> None:
     """Add prediction drift, computed on the champion's own records only."""
     others = {v: n for v, n in report["records_by_version"].items() if v != champion["version"]}
     if others:
         report["messages"].append(
-            f"records from other model versions {others} are included in feature drift but not in "
+            f"records from other model versions ({_counted(others)}) are included in feature "
+            "drift but not in "
             f"prediction drift, which compares only champion v{champion['version']}'s outputs"
         )
     if champion["version"] not in report["records_by_version"]:

@@ -14,6 +14,8 @@ import numpy as np
 
 from ..metrics import readable
 from ..plots import plt, shown
+from .drift import MISSING
+from .monitor import UNSEEN
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,10 @@ def headline(report: dict) -> str:
             f"Drift detected in {report['model_name']} v{report['champion_version']}: "
             f"{', '.join(report['drifted'])}"
         )
-    return f"No drift in {report['model_name']} v{report['champion_version']}"
+    served = report["champion_version"] in report.get("records_by_version", {})
+    return f"No drift in {report['model_name']} v{report['champion_version']}" + (
+        "" if served else ", which served none of this window's records: is it deployed?"
+    )
 
 
 def table_rows(report: dict) -> list[list[str]]:
@@ -158,7 +163,7 @@ def service_lines(report: dict) -> list[str]:
         f"Live metrics: {_pairs(report.get('live_metrics'))}",
         *_quality(report.get("live_quality")),
         *_bias(report.get("live_bias")),
-        *_actual_shares(report.get("actual")),
+        *_actual_lines(report.get("actual")),
         *(f"Live metrics of v{version}: {_pairs(live)}" for version, live in others.items()),
     ]
 
@@ -193,12 +198,21 @@ def _bias(bias: dict | None) -> list[str]:
 SHARES_SHOWN = 5  # classes whose actual share a report line names, those that moved most
 
 
-def _actual_shares(section: dict | None) -> list[str]:
-    """The outcomes' share of each class against training's, those that moved most first: a
-    rare class's surge reads plainly though its PSI stays small."""
-    if not section or section.get("of") != "labels":
+def _actual_lines(section: dict | None) -> list[str]:
+    """The outcomes' share of each class against training's, those that moved most first (a
+    rare class's surge reads plainly though its PSI stays small); or the level of the actual
+    values against training's (prices up 10 %)."""
+    if not section:
         return []
     shares = section["distributions"]
+    if section.get("of") == "values":
+        said = []
+        for name in ("mean", "median"):
+            then, now = shares[name]
+            change = f", {now / then - 1:+.1%}" if then else ""
+            training = "" if then is None else f" (training {readable(then)}{change})"
+            said.append(f"{name} {readable(now)}{training}")
+        return [f"Actual outcomes: {', '.join(said)}"]
     moved = sorted(
         zip(shares["labels"], shares["reference"], shares["current"], strict=True),
         key=lambda item: -abs(item[2] - item[1]),
@@ -226,18 +240,34 @@ def _pairs(figures: dict | None) -> str:
 PLOT_LABEL = 40
 
 
+def plot_text(name: str, section: dict) -> tuple[list[str], str]:
+    """A distribution plot's bar labels and title: a category shown alone that training never
+    saw is marked, and a drifted missing rate is in the title (the bars count present values)."""
+    shares = section["distributions"]
+    labels = [shown(label, PLOT_LABEL) for label in shares["labels"]]
+    if section["kind"] == "categorical":
+        labels = [
+            f"{label} (unseen)" if share == 0 and not label.startswith(UNSEEN) else label
+            for label, share in zip(labels, shares["reference"], strict=True)
+        ]
+    title = shown(name, 80)
+    if MISSING in section["verdict"].get("reasons", ()):
+        title += f": missing {_missing(section)}"
+    return labels, title
+
+
 def _plot(name: str, section: dict) -> str:
     """Reference and current distributions side by side, as an inline PNG."""
     shares = section["distributions"]
     x = np.arange(len(shares["labels"]))
-    labels = [shown(label, PLOT_LABEL) for label in shares["labels"]]
+    labels, title = plot_text(name, section)
     figure, axis = plt.subplots(figsize=(7, 3.2))
     # The model's outputs are compared with its predictions on the validation rows.
     reference = "validation" if section.get("kind") == "prediction" else "training"
     axis.bar(x - 0.2, shares["reference"], 0.4, label=f"{reference} (reference)")
     axis.bar(x + 0.2, shares["current"], 0.4, label="this window")
     axis.set_xticks(x, labels, rotation=30, ha="right", fontsize=7)
-    axis.set(title=shown(name, 80), ylabel="share of records")
+    axis.set(title=title, ylabel="share of records")
     axis.legend()
     figure.tight_layout()
     buffer = io.BytesIO()

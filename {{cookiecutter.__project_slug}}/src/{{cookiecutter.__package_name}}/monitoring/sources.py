@@ -210,7 +210,8 @@ def choose(conn, champion: dict, start: datetime, end: datetime, exact: bool = F
     other = sorted(v for v in window.records if window.grids.get(v) != expected)
     if other:
         raw.note = (
-            f"model versions {other} were rolled up on another grid than champion "
+            f"model version(s) {', '.join(f'v{v}' for v in other)} were rolled up on another "
+            "grid than champion "
             f"v{champion['version']}'s training profile: statistics computed from the raw log rows"
         )
         return raw
