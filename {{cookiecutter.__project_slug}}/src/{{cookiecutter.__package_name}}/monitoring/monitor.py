@@ -172,14 +172,15 @@ def live_metrics(
     version: str,
     positive: str | None = None,
     interval_of: str | None = None,
-    target: tuple[dict, dict] | None = None,
+    target: dict | None = None,
+    thresholds: dict | None = None,
 ) -> dict[str, Any]:
     """Model quality on `version`'s records of the window whose outcome has arrived (a binary F1
     scores `positive`). With `interval_of` (a metric's name), `interval` holds its bootstrap
     interval. Records other versions predicted in the window (before a promotion or rollback)
-    are scored apart, per version, under `other_versions`. With `target` (the training
-    profile's target, and the thresholds), `actual` compares the actual labels or values with
-    it (actual_section), on at least monitor.min_records scored outcomes.
+    are scored apart, per version, under `other_versions`. With `target` (the training profile's)
+    and the `thresholds`, `actual` compares the actual labels or values with it
+    (actual_section), on at least monitor.min_records scored outcomes.
 
     The join with the log is skipped when no outcome was recorded after the window's start (less
     a day of clock slack): outcomes arrive after their predictions.
@@ -217,9 +218,9 @@ def live_metrics(
     result = {"records_with_outcome": len(mine), "messages": []}
     if mine:
         result.update(score_outcomes(task, classes, mine, positive, interval_of))
-    scored = [r for r in mine if _scorable(task, classes, r)]
-    if target and len(scored) >= max(target[1]["min_records"], 1):
-        result["actual"] = actual_section(task, target[0], scored, target[1])
+    scored = [r for r in mine if _scorable(r, _known(task, classes))]
+    if target and len(scored) >= thresholds["min_records"]:
+        result["actual"] = actual_section(task, target, scored, thresholds)
     if by_version:
         result["other_versions"] = others = {}
         for other in sorted(by_version, key=lambda v: (len(v), v)):  # 9 before 10
@@ -248,7 +249,7 @@ def score_outcomes(
     left out: actual labels the model does not know (a typo, a new class), non-numeric actuals
     of a regression (loaded before load_outcomes refused them), undefined metrics. With
     `interval_of`, `interval` is that metric's bootstrap interval (None where undefined)."""
-    usable = [r for r in rows if _scorable(task, classes, r)]
+    usable = [r for r in rows if _scorable(r, _known(task, classes))]
     if task == "regression":
         unknown = [r.actual for r in rows if not _finite(r.actual_value)]
         allowed = "numbers"
@@ -296,12 +297,17 @@ def score_outcomes(
     return {"records_scored": len(usable), **scores, **result}
 
 
-def _scorable(task: str, classes: list | None, row) -> bool:
-    """Whether an outcome can be scored: a number with a logged predicted value (regression),
-    or one of the model's classes."""
-    if task == "regression":
+def _known(task: str, classes: list | None) -> set[str] | None:
+    """The labels an outcome may have: the model's classes, or None for a regression."""
+    return None if task == "regression" else {str(c) for c in classes}
+
+
+def _scorable(row, known: set[str] | None) -> bool:
+    """Whether an outcome can be scored: one of the `known` classes, or for a regression a
+    number with a logged predicted value."""
+    if known is None:
         return _finite(row.actual_value) and _finite(row.prediction_value)
-    return row.actual in {str(c) for c in classes}
+    return row.actual in known
 
 
 def _finite(value) -> bool:
@@ -353,7 +359,6 @@ def monitor(
         _features(source, report, champion["profile"]["features"], thresholds, kinds_of)
         _predictions(source, report, champion, thresholds)
         report["latency_ms"] = source.latency()
-        target = champion["profile"].get("target")  # its training rows' labels or values
         report["live_metrics"] = live_metrics(
             conn,
             champion["task"],
@@ -362,7 +367,8 @@ def monitor(
             champion["version"],
             positive=champion["profile"]["prediction"].get("positive_class"),
             interval_of=gate.metric.name if gate else None,
-            target=(target, thresholds) if target else None,
+            target=champion["profile"].get("target"),  # its training rows' labels or values
+            thresholds=thresholds,
         )
         report["actual"] = report["live_metrics"].pop("actual", None)
         report["messages"] += report["live_metrics"].pop("messages", [])
@@ -518,9 +524,8 @@ def _features(source, report: dict, profiles: dict, thresholds: dict, kinds_of=N
                 report["records_by_version"].items(),
                 key=lambda item: (not str(item[0]).isdigit(), str(item[0]).zfill(20)),
             )
-            mix = ", ".join(f"v{v}: {n}" for v, n in versions)
             report["messages"].append(
-                f"the window mixes model versions (records {mix})"
+                f"the window mixes model versions (records {_counted(dict(versions))})"
                 + (f": {unsure_note}" if unsure else ", all of which log every feature compared")
             )
         elif unsure:
@@ -601,8 +606,8 @@ def _predictions(source, report: dict, champion: dict, thresholds: dict) -> None
     if others:
         report["messages"].append(
             f"records from other model versions ({_counted(others)}) are included in feature "
-            "drift but not in "
-            f"prediction drift, which compares only champion v{champion['version']}'s outputs"
+            "drift but not in prediction drift, which compares only champion "
+            f"v{champion['version']}'s outputs"
         )
     if champion["version"] not in report["records_by_version"]:
         report["messages"].append(

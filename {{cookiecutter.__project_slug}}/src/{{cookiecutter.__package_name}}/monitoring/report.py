@@ -218,7 +218,7 @@ def _actual_lines(section: dict | None) -> list[str]:
         key=lambda item: -abs(item[2] - item[1]),
     )
     said = ", ".join(
-        f"{_cell(label)} {current:.1%} (training {reference:.1%})"
+        f"{label} {current:.1%} (training {reference:.1%})"
         for label, reference, current in moved[:SHARES_SHOWN]
     )
     return [f"Actual outcomes by class: {said}"]

@@ -211,8 +211,8 @@ def choose(conn, champion: dict, start: datetime, end: datetime, exact: bool = F
     if other:
         raw.note = (
             f"model version(s) {', '.join(f'v{v}' for v in other)} were rolled up on another "
-            "grid than champion "
-            f"v{champion['version']}'s training profile: statistics computed from the raw log rows"
+            f"grid than champion v{champion['version']}'s training profile: statistics computed "
+            "from the raw log rows"
         )
         return raw
     return Rollups(window, grid)
