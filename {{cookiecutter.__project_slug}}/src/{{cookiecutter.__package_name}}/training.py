@@ -243,10 +243,10 @@ def run_record(
         bias = metrics["mean_error"]
         spread = math.sqrt(max(metrics["rmse"] ** 2 - bias**2, 0.0))
         outputs["error"] = {"mean": bias, "std": spread, "count": len(x_valid)}
-    # The training rows' target, found by their index in the frame (the splits keep it).
-    target = frame[schema.target].loc[x_train.index] if frame.index.is_unique else None
-    targets = None if target is None else target_profile(schema.task, target, bins)
-    profile = training_profile(x_train, schema.features, bins, outputs, targets)
+    # The training rows' target, by their labels in the frame (datalib.validate numbers them
+    # 0..n-1 and the splits keep them).
+    target = target_profile(schema.task, frame[schema.target].loc[x_train.index], bins)
+    profile = training_profile(x_train, schema.features, bins, outputs, target)
     # The service accepts every category of the dataset, not only those the training split
     # drew: a rare code seen in the holdout is no reason to refuse a request.
     for name in schema.of_kind("categorical"):
