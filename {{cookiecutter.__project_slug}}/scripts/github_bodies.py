@@ -19,10 +19,10 @@ from {{ cookiecutter.__package_name }}.config import load_params
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.evaluation import (
     comparison_word,
-    figure,
     holdout_words,
     noise_words,
 )
+from {{ cookiecutter.__package_name }}.metrics import figure
 from {{ cookiecutter.__package_name }}.monitoring import report as monitoring_report
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 

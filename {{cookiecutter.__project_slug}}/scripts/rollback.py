@@ -9,6 +9,7 @@ from pathlib import Path
 from {{ cookiecutter.__package_name }}.cli import run, version_number, write_json
 from {{ cookiecutter.__package_name }}.config import Backends, load_params
 from {{ cookiecutter.__package_name }}.errors import EXIT_REFUSED
+from {{ cookiecutter.__package_name }}.metrics import figure
 from {{ cookiecutter.__package_name }}.promotion import Gate, rollback
 
 log = logging.getLogger("rollback")
@@ -58,19 +59,19 @@ def main(argv: list[str] | None = None) -> int:
             report["to_version"],
             report["from_version"],
             report["metric"],
-            "undefined" if value is None else f"{value:.4f}",
+            "undefined" if value is None else figure(value),
             report["threshold"],
             f", forced past the check (FORCE=1): {overridden}" if overridden else "",
         )
         if report["worse_than_champion"]:
             log.warning(
                 "version %s scores worse today than version %s, the champion it replaced: %s "
-                "%.4f against %.4f on the same holdout rows",
+                "%s against %s on the same holdout rows",
                 report["to_version"],
                 report["from_version"],
                 report["metric"],
-                value,
-                report["champion_value_today"],
+                figure(value),
+                figure(report["champion_value_today"]),
             )
         return 0
 

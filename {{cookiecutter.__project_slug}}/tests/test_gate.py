@@ -10,6 +10,7 @@ from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.metrics import (
     METRICS,
     delta_interval,
+    figure,
     positive_class,
     readable,
     score_all,
@@ -76,9 +77,11 @@ def test_a_threshold_failure_gives_the_scale_of_the_target():
     refusal says what a model that ignores the features scores, so the scale is plain."""
     accepted, reason = gate("mae", 20.0).decide(71931.2, None, None, 104250.0)
     assert not accepted and reason == (
-        "mae 71931.2000 fails the threshold (<= 20.0); for scale, a model that ignores the "
-        "features scores 104250.0000"
+        "mae 71,931 fails the threshold (<= 20.0); for scale, a model that ignores the "
+        "features scores 104,250"
     )
+    _, compared = gate("mae", 1e6, margin=0.0).decide(71931.2, 72103.9)
+    assert compared.startswith("mae 71,931 passes the threshold and beats champion 72,104 by 172.7")
 
 
 def test_a_rejection_warns_when_the_champion_kept_fails_the_threshold_too():
@@ -171,7 +174,7 @@ def test_report_figures_read_whole_from_ten_thousand_up():
     ]
     assert readable(31189.7, signed=True) == "+31,190" and readable(0.5, signed=True) == "+0.5"
     assert readable(209891.4, grouped=False) == "209891"  # in a bin's [209891, 254695)
-    figures = [evaluation.figure(v, signed=True) for v in (71931.24, -0.5, None)]
+    figures = [figure(v, signed=True) for v in (71931.24, -0.5, None)]
     assert figures == ["+71,931", "-0.5000", "-"]  # the evaluation table's
 
 

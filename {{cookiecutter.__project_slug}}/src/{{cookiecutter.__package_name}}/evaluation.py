@@ -17,7 +17,7 @@ from . import data as datalib
 from . import lineage, plots, registry
 from .config import Backends
 from .errors import PipelineError
-from .metrics import METRICS, delta_interval, positive_class, readable, score_all
+from .metrics import METRICS, delta_interval, figure, positive_class, readable, score_all
 from .modelfile import Unloadable
 from .monitoring.monitor import live_bias
 from .training import classes_of, predict
@@ -408,12 +408,3 @@ def _notes(report: dict) -> list[str]:
             + ". The gate promotes only a candidate that beats it.",
         ]
     return lines
-
-
-def figure(value: float | None, signed: bool = False) -> str:
-    """A number for the table, or a dash: 4 decimals, but from 10,000 up whole with thousands
-    separators (an error in money reads 71,931, not 71931.1234)."""
-    if value is None:
-        return "-"
-    sign = "+" if signed else ""
-    return f"{value:{sign},.0f}" if abs(value) >= 1e4 else f"{value:{sign}.4f}"

@@ -85,6 +85,15 @@ def readable(value: float, signed: bool = False, grouped: bool = True) -> str:
     return f"{value:{sign}.4g}"
 
 
+def figure(value: float | None, signed: bool = False) -> str:
+    """A score for a table or a gate's reason, or a dash: 4 decimals, but from 10,000 up whole
+    with thousands separators (an error in money reads 71,931, not 71931.1234)."""
+    if value is None:
+        return "-"
+    sign = "+" if signed else ""
+    return f"{value:{sign},.0f}" if abs(value) >= 1e4 else f"{value:{sign}.4f}"
+
+
 def get_metric(name: str, task: str) -> Metric:
     """Look a metric up, refusing one that does not exist or does not fit the task."""
     fitting = [m.name for m in METRICS.values() if m.task == task and m.gate]

@@ -13,7 +13,7 @@ from .config import Backends
 from .errors import PipelineError
 from .evaluation import OtherSchema, Unloadable, holdout, score_version
 from .lineage import DEMOTED_AT, DEMOTED_REASON, repeated_training
-from .metrics import Metric, get_metric
+from .metrics import Metric, figure, get_metric
 
 log = logging.getLogger(__name__)
 
@@ -63,46 +63,46 @@ class Gate:
                 f"{name} is undefined on this holdout (see reports/evaluation.json): "
                 "the gate cannot judge the candidate"
             )
+        scored = f"{name} {figure(candidate)}"
         if not self.metric.passes(candidate, self.threshold):
             scale = (
                 ""
                 if baseline is None
-                else f"; for scale, a model that ignores the features scores {baseline:.4f}"
+                else f"; for scale, a model that ignores the features scores {figure(baseline)}"
             )
             return (
                 False,
-                f"{name} {candidate:.4f} fails the threshold ({direction} {self.threshold})"
-                + scale,
+                f"{scored} fails the threshold ({direction} {self.threshold})" + scale,
             )
         if baseline is not None and self.metric.better_by(candidate, baseline) <= 0:
             return False, (
-                f"{name} {candidate:.4f} does not beat {baseline:.4f}, the score of a model that "
+                f"{scored} does not beat {figure(baseline)}, the score of a model that "
                 "ignores the features (the training rows' mean or class frequencies for every "
                 "row): it learnt nothing worth deploying"
             )
         if champion is None:
             return (
                 True,
-                f"{name} {candidate:.4f} passes the threshold ({direction} {self.threshold}); "
+                f"{scored} passes the threshold ({direction} {self.threshold}); "
                 + (f"the {unscored}, so it is not compared" if unscored else "no champion yet"),
             )
         # Rounded: 0.3 - 0.2 is 0.09999999999999998 in floating point, no miss of a minimum 0.1.
         gain = round(self.metric.better_by(candidate, champion), 12)
         if gain < 0:
             return False, (
-                f"{name} {candidate:.4f} is worse than champion {champion:.4f} by {-gain:.4f} "
-                f"(minimum improvement {self.min_improvement})"
+                f"{scored} is worse than champion {figure(champion)} "
+                f"by {figure(-gain)} (minimum improvement {self.min_improvement})"
             )
         if gain < self.min_improvement:
             return False, (
-                f"{name} {candidate:.4f} vs champion {champion:.4f}: improvement {gain:.4f} "
-                f"is below the minimum {self.min_improvement}"
+                f"{scored} vs champion {figure(champion)}: "
+                f"improvement {figure(gain)} is below the minimum {self.min_improvement}"
             )
-        compared = f"ties champion {champion:.4f}"
+        compared = f"ties champion {figure(champion)}"
         if gain:
-            compared = f"beats champion {champion:.4f} by {gain:.4f}"
+            compared = f"beats champion {figure(champion)} by {figure(gain)}"
         return True, (
-            f"{name} {candidate:.4f} passes the threshold and {compared} "
+            f"{scored} passes the threshold and {compared} "
             f"(minimum improvement {self.min_improvement})"
         )
 
@@ -201,7 +201,7 @@ def _failing_champion(evaluation: dict, gate: Gate) -> str:
         return ""
     return (
         f"; WARNING: champion v{champion['version']} itself scores {gate.metric.name} "
-        f"{value:.4f} on this holdout, failing the threshold {gate.threshold}: look at the "
+        f"{figure(value)} on this holdout, failing the threshold {gate.threshold}: look at the "
         "newest data, and consider `make rollback`"
     )
 
@@ -396,8 +396,8 @@ def _refusal(target, gate: Gate, value: float | None, passes: bool) -> str | Non
         return f"{gate.metric.name} is undefined on today's holdout: the check cannot pass"
     if not passes:
         return (
-            f"version {target.version} scores {gate.metric.name}={value:.4f} on today's holdout, "
-            f"failing the threshold {gate.threshold}"
+            f"version {target.version} scores {gate.metric.name}={figure(value)} on today's "
+            f"holdout, failing the threshold {gate.threshold}"
         )
     return None
 
