@@ -309,22 +309,23 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
     assert "Finished server process" in log.read_text(), "uvicorn shut down gracefully"
-    # The request ids send-batch saved, with the actual values added, are an outcomes file.
+    # The file send-batch saved, with an actual column added, is an outcomes file.
     answered = read_csv(project / "build/predictions.csv")
     drifted = read_csv(project / "data/batches/drifted.csv")
     assert [int(row["row"]) for row in answered] == list(range(len(drifted)))
-    target = yaml.safe_load((project / "params.yaml").read_text())["data"]["target"]
+    model = yaml.safe_load((project / "params.yaml").read_text())
+    probabilities = [column for column in answered[0] if column.startswith("probability_")]
+    if model["model"]["task"] == "classification":
+        assert len(probabilities) >= 2, list(answered[0])
+        for answer in answered:
+            assert sum(float(answer[p]) for p in probabilities) == pytest.approx(1, abs=1e-6)
+    else:
+        assert not probabilities, list(answered[0])
     with (project / "build/outcomes.csv").open("w", newline="") as file:
-        writer = csv.DictWriter(file, ["request_id", "record_index", "actual"])
+        writer = csv.DictWriter(file, [*answered[0], "actual"])
         writer.writeheader()
         for answer, record in zip(answered, drifted, strict=True):
-            writer.writerow(
-                {
-                    "request_id": answer["request_id"],
-                    "record_index": answer["record_index"],
-                    "actual": record[target],
-                }
-            )
+            writer.writerow({**answer, "actual": record[model["data"]["target"]]})
     loaded = run_make(project, "outcomes", "FILE=build/outcomes.csv")
     assert loaded.returncode == 0 and f"{len(drifted)} match a logged prediction" in loaded.stderr
     (project / "build/no-outcomes.csv").write_text("request_id,record_index,actual\n")

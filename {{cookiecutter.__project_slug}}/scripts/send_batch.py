@@ -2,9 +2,10 @@
 
 Only the features declared in params.yaml are sent; missing values go as null. Useful to replay
 a batch of real traffic against a deployment, and for the demo's drifted traffic. With --out,
-writes each row's request_id and record_index (what `make outcomes` joins the actual values on)
-and its prediction. Rows the service refuses as invalid are left out, named at the end (exit 1);
-any other refusal stops the run, and the rows predicted before it are still written.
+writes each row's request_id and record_index (what `make outcomes` joins the actual values on),
+its prediction and a classifier's probability of each class. Rows the service refuses as
+invalid are left out, named at the end (exit 1); any other refusal stops the run, and the rows
+predicted before it are still written.
 """
 
 from __future__ import annotations
@@ -23,10 +24,12 @@ from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.cli import is_http_url, run
 from {{ cookiecutter.__package_name }}.config import section
 from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.monitoring.outcomes import PROBABILITY_PREFIX
 
 log = logging.getLogger("send_batch")
 # How the messages number rows: as the `row` column of --out, and as pandas does.
 ROW_NUMBERS = "file rows count from 0, the header not counted (as --out's row column)"
+OUT_COLUMNS = ["row", "request_id", "record_index", "prediction"]  # then probability_<class>
 
 
 class Refused(PipelineError):
@@ -142,7 +145,7 @@ def send(
     unreadable: dict[int, str] | None = None,
 ) -> None:
     """Send rows in batches, appending one answer per row (file row, request id, record index,
-    prediction) to `answered`.
+    prediction, and a classifier's probability_<class> values) to `answered`.
 
     A batch refused as invalid (422) is sent again without the records the errors name, until
     the rest is answered, so only those rows are left out (the rest of the batch when a refusal
@@ -176,6 +179,10 @@ def send(
                     "request_id": answer["request_id"],
                     "record_index": index,
                     "prediction": one["prediction"],
+                    **{
+                        f"{PROBABILITY_PREFIX}{label}": probability
+                        for label, probability in (one.get("probabilities") or {}).items()
+                    },
                 }
                 for index, one in enumerate(answer["predictions"])
             )
@@ -214,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--file", required=True, help="a .csv or .parquet path")
     parser.add_argument("--url", default="http://127.0.0.1:8000")
     parser.add_argument("--batch-size", type=int, default=100)
-    parser.add_argument("--out", type=Path, help="a CSV of each row's request id and prediction")
+    parser.add_argument(
+        "--out", type=Path, help="a CSV of each row's request id, prediction and probabilities"
+    )
     args = parser.parse_args(argv)
     if args.batch_size < 1:
         parser.error("--batch-size must be at least 1")
@@ -237,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             if args.out:
                 args.out.parent.mkdir(parents=True, exist_ok=True)
-                columns = ["row", "request_id", "record_index", "prediction"]
-                pd.DataFrame(answered, columns=columns).to_csv(args.out, index=False)
+                table = pd.DataFrame(answered)
+                probabilities = [c for c in table.columns if c.startswith(PROBABILITY_PREFIX)]
+                table = table.reindex(columns=[*OUT_COLUMNS, *probabilities])
+                table.to_csv(args.out, index=False)
                 log.info("wrote the request ids of %d rows to %s", len(answered), args.out)
         log.info("%s records predicted by %s", len(answered), args.url)
         return 0

@@ -1032,6 +1032,7 @@ def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine
     with pytest.raises(PipelineError, match=r"only the columns .*; unknown \['rec_index'\]"):
         outcome_rows(misspelt)
     sent = pd.DataFrame({"row": [0], "request_id": ["a"], "record_index": [0], "prediction": [1]})
+    sent = sent.assign(probability_0=0.2, probability_1=0.8)
     assert len(outcome_rows(sent.assign(actual=1))) == 1, "send-batch OUT= with an actual"
     unknown = pd.DataFrame({"request_id": ["a", "b", "c"], "actual": [1.0, None, None]})
     with pytest.raises(PipelineError, match=r"^2 outcome rows have no actual \(rows \[2, 3\]"):

@@ -28,6 +28,7 @@ COLUMNS = (
 )
 # send-batch's OUT= file's other columns: with an actual column added, it is an outcomes file.
 PASSED_OVER = ("row", "prediction")
+PROBABILITY_PREFIX = "probability_"  # OUT='s probability_<class> columns, passed over too
 EXAMPLES = 5  # ids or rows a message names, at most
 LOOKUP_CHUNK = 500  # request ids per IN (...) query: well under any database's parameter limit
 
@@ -41,10 +42,16 @@ def outcome_rows(
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise PipelineError(f"outcomes need columns {COLUMNS}; missing {missing}")
-    unknown = [str(c) for c in frame.columns if c not in (*REQUIRED, "record_index", *PASSED_OVER)]
+    unknown = [
+        str(c)
+        for c in frame.columns
+        if c not in (*REQUIRED, "record_index", *PASSED_OVER)
+        and not str(c).startswith(PROBABILITY_PREFIX)
+    ]
     if unknown:  # a misspelt record_index would attach every outcome to record 0
         raise PipelineError(
-            f"outcomes take only the columns {COLUMNS}, and send-batch OUT='s {PASSED_OVER}; "
+            f"outcomes take only the columns {COLUMNS}, and send-batch OUT='s {PASSED_OVER} "
+            f"and {PROBABILITY_PREFIX}<class>; "
             f"unknown {unknown}: rename or leave them out (a column named twice reads as name.1)"
         )
     for column in REQUIRED:
