@@ -866,7 +866,11 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
     assert f"The {metric} delta's 95 % paired bootstrap interval over the holdout rows: " in text
     rows = report["holdout"]["rows"]
     assert f"Holdout: the newest {rows} rows by {params['data']['time_column']}" in text
-    unordered = {**report["holdout"], "newest_by": None, "class_counts": None}
+    # The sample's dates are days: the holdout's follow the rows before them.
+    (first, last), (before, until) = report["holdout"]["dates"].values()
+    assert until <= first <= last and before <= until and len(first) == len("2026-01-31")
+    assert f", dated {first} to {last} (the rows before them: {before} to {until})" in text
+    unordered = {**report["holdout"], "newest_by": None, "class_counts": None, "dates": None}
     random_rows = f"{rows} rows chosen by a seeded hash of each row (no data.time_column)"
     assert evaluation.holdout_words(unordered) == random_rows
     # A classifier's holdout rows per class, the rarest first: few positives judge little.

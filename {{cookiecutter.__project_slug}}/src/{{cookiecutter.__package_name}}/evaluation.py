@@ -289,6 +289,7 @@ def evaluate(
             "data_hash": datalib.content_hash(rows),
             "data_md5": lineage.file_md5(data_path),  # the file it came from, as dvc.lock says
             "newest_by": schema.time_column,  # None: chosen by a seeded hash of each row
+            "dates": _dates(rest, rows, schema.time_column),
             "left_out": candidate["left_out"],  # rows per class the candidate never learnt
             "class_counts": class_counts(rows[target]) if schema.task == "classification" else None,
         },
@@ -339,7 +340,25 @@ def holdout_words(holdout: dict) -> str:
         shown = [f"{n} of class '{label}'" for label, n in counts[:SHOWN_CLASSES]]
         more = len(counts) - SHOWN_CLASSES
         words += f" ({', '.join(shown)}{f' and {more} more classes' if more > 0 else ''})"
+    if dates := holdout.get("dates"):
+        (first, last), (before, until) = dates["holdout"], dates["before"]
+        words += f", dated {first} to {last} (the rows before them: {before} to {until})"
     return words
+
+
+def _dates(rest: pd.DataFrame, rows: pd.DataFrame, time_column: str | None) -> dict | None:
+    """The first and last time of the holdout and of the rows before it (by data.time_column,
+    ISO text after data.validate), as dates when they fall at midnight; None without one."""
+    if not time_column:
+        return None
+
+    def span(times: pd.Series) -> list[str]:
+        ends = [times.min(), times.max()]
+        if all(end.endswith("T00:00:00") for end in ends):
+            return [end[:10] for end in ends]
+        return [end.replace("T", " ") for end in ends]
+
+    return {"holdout": span(rows[time_column]), "before": span(rest[time_column])}
 
 
 SHOWN_CLASSES = 5  # classes whose holdout rows the reports count, the rarest
