@@ -329,6 +329,8 @@ def test_live_metrics_score_the_outcomes_of_other_versions_apart(engine, champio
         for m in report["messages"]
     ), report["messages"]
     assert "Live metrics of v0: records_with_outcome 300, " in reports.markdown(report)
+    # What happened does not depend on the model: every version's outcomes judge the labels.
+    assert report["actual"]["verdict"]["current_count"] == 300 + len(ids)
 
 
 def test_live_metric_wholly_below_the_threshold_is_drift_and_noise_is_not(engine, champion):

@@ -180,7 +180,8 @@ def live_metrics(
     interval. Records other versions predicted in the window (before a promotion or rollback)
     are scored apart, per version, under `other_versions`. With `target` (the training profile's)
     and the `thresholds`, `actual` compares the actual labels or values with it
-    (actual_section), on at least monitor.min_records scored outcomes.
+    (actual_section), on at least monitor.min_records outcomes of any version: what happened
+    does not depend on the model that predicted it, so a promotion does not hide a label shift.
 
     The join with the log is skipped when no outcome was recorded after the window's start (less
     a day of clock slack): outcomes arrive after their predictions.
@@ -218,9 +219,10 @@ def live_metrics(
     result = {"records_with_outcome": len(mine), "messages": []}
     if mine:
         result.update(score_outcomes(task, classes, mine, positive, interval_of))
-    scored = [r for r in mine if _scorable(r, _known(task, classes))]
-    if target and len(scored) >= thresholds["min_records"]:
-        result["actual"] = actual_section(task, target, scored, thresholds)
+    known = _known(task, classes)
+    actual = [r for r in rows if (_finite(r.actual_value) if known is None else r.actual in known)]
+    if target and len(actual) >= thresholds["min_records"]:
+        result["actual"] = actual_section(task, target, actual, thresholds)
     if by_version:
         result["other_versions"] = others = {}
         for other in sorted(by_version, key=lambda v: (len(v), v)):  # 9 before 10
