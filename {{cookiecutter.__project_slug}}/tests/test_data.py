@@ -273,8 +273,26 @@ def test_content_hash_stable_across_formats_and_sensitive_to_one_value(frame, sc
 def test_split_holdout_is_the_newest_rows(frame, schema):
     clean = datalib.validate(frame, schema)
     rest, holdout = datalib.split(clean, schema, 0.2, seed=1)
-    assert len(holdout) == 300 and len(rest) == 1200
-    assert holdout[schema.time_column].min() >= rest[schema.time_column].max()
+    time = schema.time_column
+    # The sample has several rows a day: the day at the cut goes wholly to the holdout.
+    first_day = (clean[time] == holdout[time].min()).sum()
+    assert len(holdout) + len(rest) == 1500 and 300 <= len(holdout) < 300 + first_day
+    assert holdout[time].min() > rest[time].max()
+
+
+def test_split_keeps_the_rows_of_one_time_on_one_side(schema):
+    time = schema.time_column
+
+    def sides(times: list[str], fraction: float) -> tuple[list, list]:
+        frame = pd.DataFrame({time: [f"2026-03-{day:02d}T00:00:00" for day in times]})
+        rest, holdout = datalib.split(frame, schema, fraction, seed=1)
+        return sorted({t[8:10] for t in rest[time]}), sorted({t[8:10] for t in holdout[time]})
+
+    assert sides([1, 2, 2, 2, 3], 0.4) == (["01"], ["02", "03"])  # the 2nd goes to the holdout
+    assert sides([1, 1, 1, 1, 2, 2], 0.5) == (["01"], ["02"])  # the 1st would leave no training
+    assert sides([1, 2, 3, 4], 0.25) == (["01", "02", "03"], ["04"])
+    with pytest.raises(PipelineError, match=f"the 4 rows share one time in '{time}'"):
+        datalib.split(pd.DataFrame({time: ["2026-03-01T00:00:00"] * 4}), schema, 0.25, seed=1)
 
 
 def test_split_without_time_column_keeps_each_row_on_its_side_as_the_data_grows(frame, schema):

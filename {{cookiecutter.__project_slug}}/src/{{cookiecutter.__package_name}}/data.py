@@ -569,8 +569,9 @@ def content_hash(frame: pd.DataFrame) -> str:
 def split(
     frame: pd.DataFrame, schema: Schema, fraction: float, seed: int, purpose: str = "holdout"
 ):
-    """Split off the newest `fraction` of rows (by time column), or else about `fraction` of them
-    chosen by a seeded hash of each row's content.
+    """Split off the newest `fraction` of rows (by time column; the rows of the time at the cut
+    all go to the newer side, so a few more), or else about `fraction` of them chosen by a
+    seeded hash of each row's content.
 
     By hash, a row keeps its side as the data grows (a source that accumulates rows), so a
     champion trained on earlier data is never scored on rows it trained on. `purpose` salts the
@@ -584,7 +585,13 @@ def split(
         if size >= len(frame):
             raise too_few
         ordered = frame.sort_values(schema.time_column, kind="stable")
-        return ordered.iloc[:-size], ordered.iloc[-size:]
+        cut = _time_cut(ordered[schema.time_column].to_numpy(), len(frame) - size)
+        if cut is None:
+            raise PipelineError(
+                f"the {len(frame)} rows share one time in '{schema.time_column}': none is newer "
+                "to split off; the rows of one time stay on one side"
+            )
+        return ordered.iloc[:cut], ordered.iloc[cut:]
     key = hashlib.sha256(f"{purpose}:{seed}".encode()).hexdigest()[:16]
     hashes = pd.util.hash_pandas_object(frame, index=False, hash_key=key).to_numpy()
     chosen = hashes % HASH_BUCKETS < fraction * HASH_BUCKETS
@@ -594,6 +601,17 @@ def split(
 
 
 HASH_BUCKETS = 1_000_000
+
+
+def _time_cut(times, cut: int) -> int | None:
+    """Where to cut sorted `times` near `cut` so that no time has rows on both sides: the
+    newer side takes all the rows of the time at the cut, or the older side does when it would
+    otherwise keep none; None when every row has that one time."""
+    first = int(np.searchsorted(times, times[cut], side="left"))
+    if first > 0:
+        return first
+    last = int(np.searchsorted(times, times[cut], side="right"))
+    return last if last < len(times) else None
 
 
 def features_and_target(frame: pd.DataFrame, schema: Schema):
