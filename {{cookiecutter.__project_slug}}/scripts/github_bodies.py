@@ -20,6 +20,7 @@ from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.evaluation import (
     comparison_word,
     holdout_words,
+    metric_words,
     noise_words,
 )
 from {{ cookiecutter.__package_name }}.metrics import figure
@@ -55,7 +56,8 @@ def metric_table(evaluation: dict, gate_metric: str | None = None) -> list[str]:
         "|---|---:|---:|---:|---|",
     ]
     for metric, row in evaluation["comparison"].items():
-        name = f"**{metric}** (gate)" if metric == gate_metric else metric
+        words = metric_words(metric, row)
+        name = f"**{words}** (gate)" if metric == gate_metric else words
         values = [figure(row["candidate"]), figure(row["champion"])]
         lines.append(
             f"| {name}, {row['direction']} | {' | '.join(values)} "
@@ -86,7 +88,7 @@ def pr_comment(evaluation: dict, gate: Gate | None, links: Links) -> str:
         f"## Candidate from this pull request: {evaluation['model_name']}",
         "",
         f"Trained on the current data and scored with the champion on the same holdout, "
-        f"{holdout_words(holdout)} (the holdout rows' hash `{holdout['data_hash'][:12]}`).",
+        f"{holdout_words(holdout)}; its rows' hash `{holdout['data_hash'][:12]}`.",
         "",
         *metric_table(evaluation, gate.metric.name if gate else None),
         "",

@@ -8,6 +8,7 @@ import logging
 import pickle
 import subprocess
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,6 +31,7 @@ from {{ cookiecutter.__package_name }} import (
     cli,
     evaluation,
     lineage,
+    metrics,
     plots,
     promotion,
     registry,
@@ -360,6 +362,8 @@ def test_serving_with_no_champion_says_whether_the_gate_rejected_what_was_traine
     client = registry.connect(backends, create=True)
     with pytest.raises(PipelineError, match="has no champion yet: run `make pipeline` first"):
         bundle.export(client, "test-model", None, workdir / "none")
+    if params["model"]["task"] == "classification":  # a scrambled model's AUC: 0.5, give or take
+        params["promote"]["threshold"] = 0.6
     bad = write_data(params, workdir / "bad.parquet", shuffle_target=True)
     rejected = cycle(params, backends, bad, workdir / "r1")
     assert rejected["decision"] == "rejected", rejected["reason"]
@@ -880,6 +884,10 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
         (rare, few), (_common, many) = sorted(counts.items(), key=lambda item: item[1])
         assert f"by {params['data']['time_column']} ({few} of class '{rare}', {many} of" in text
         assert "precision_recall.png" in text
+        table = report["per_class"]
+        assert [(row["class"], row["rows"]) for row in table] == [(rare, few), (_common, many)]
+        assert f"| {rare} | {few:,} | " in text and "| champion recall |" in text
+        assert "| f1, of class '" in text, "a binary F1 scores one class"
     else:
         assert counts is None
     # The model that ignores the features: the sample's candidate beats it, and the report says.
@@ -1052,6 +1060,33 @@ def test_evaluation_plots_draw_class_labels_as_text(tmp_path, recwarn):
     paths = plots.evaluation_plots(schema, actual, model, {**model, "version": "0"}, tmp_path)
     assert [Path(p).read_bytes()[:4] for p in paths] == [b"\x89PNG"] * 2
     assert not [str(w.message) for w in recwarn]
+
+
+def test_per_class_table_shows_a_weak_rare_class_that_a_macro_average_hides():
+    """Three classes: the rare "c" is never predicted by the champion (precision undefined,
+    recall 0) and half found by the candidate; the table lists it first."""
+    actual = ["a"] * 6 + ["b"] * 3 + ["c"] * 2
+    rows = pd.DataFrame({"x": range(11), "label": actual})
+    schema = datalib.Schema({"x": "numeric"}, "label", "classification")
+    candidate = {
+        "rows": rows,
+        "classes": ["a", "b", "c"],
+        "prediction": np.array(["a"] * 6 + ["b"] * 3 + ["c", "a"]),
+    }
+    champion = {**candidate, "prediction": np.array(["a"] * 6 + ["b"] * 3 + ["a", "a"])}
+    table = evaluation.per_class(candidate, champion, schema)
+    assert [(row["class"], row["rows"]) for row in table] == [("c", 2), ("b", 3), ("a", 6)]
+    assert table[0]["candidate"] == [1.0, 0.5] and table[0]["champion"] == [None, 0.0]
+    lines = evaluation.per_class_lines(table)
+    heads = "| class | rows | candidate precision | candidate recall | champion precision |"
+    assert lines[3].startswith(heads)
+    assert lines[5] == "| c | 2 | 100.0% | 50.0% | - | 0.0% |"
+    alone = evaluation.per_class_lines(evaluation.per_class(candidate, None, schema))
+    assert alone[3] == "| class | rows | candidate precision | candidate recall |"
+    assert evaluation.per_class(candidate, None, replace(schema, task="regression")) == []
+    assert metrics.scope("f1", ["a", "b", "c"]) == "macro average over the classes"
+    assert metrics.scope("f1", [0, 1], 1) == "of class '1'"
+    assert not metrics.scope("accuracy", [0, 1])
 
 
 @pytest.mark.parametrize("script", ["rollback", "bundle"])

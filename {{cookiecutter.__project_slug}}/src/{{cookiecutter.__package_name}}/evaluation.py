@@ -12,12 +12,21 @@ import matplotlib
 import numpy as np
 import pandas as pd
 from mlflow import MlflowClient
+from sklearn import metrics as skm
 
 from . import data as datalib
 from . import lineage, plots, registry
 from .config import Backends
 from .errors import PipelineError
-from .metrics import METRICS, delta_interval, figure, positive_class, readable, score_all
+from .metrics import (
+    METRICS,
+    delta_interval,
+    figure,
+    positive_class,
+    readable,
+    scope,
+    score_all,
+)
 from .modelfile import Unloadable
 from .monitoring.monitor import live_bias
 from .training import classes_of, predict
@@ -179,6 +188,7 @@ def compare(
     `gated` metric, the delta's paired bootstrap interval over the rows both scored
     (`delta_interval`), where both models know the same classes."""
     table = {}
+    positive = positive_class(candidate["classes"], schema.target_classes)
     for metric, value in candidate["metrics"].items():
         row = {
             "candidate": value,
@@ -187,6 +197,7 @@ def compare(
             "better": None,
             "higher_is_better": METRICS[metric].higher_is_better,
             "direction": METRICS[metric].direction,
+            "scope": scope(metric, candidate["classes"], positive),
         }
         if champion and metric in champion["metrics"]:
             row["champion"] = champion["metrics"][metric]
@@ -204,9 +215,50 @@ def compare(
             (candidate["prediction"], candidate["proba"]),
             (champion["prediction"], champion["proba"]),
             classes,
-            positive_class(classes, schema.target_classes),
+            positive,
         )
     return table
+
+
+def metric_words(metric: str, row: dict) -> str:
+    """A metric's name for a table, with what it averages over (f1, macro average ...)."""
+    return f"{metric}, {row['scope']}" if row.get("scope") else metric
+
+
+def per_class(candidate: dict, champion: dict | None, schema: datalib.Schema) -> list[dict]:
+    """A classifier's precision and recall of each class on the holdout, for both models, the
+    rarest class first (a weak rare class hides in a macro average); [] for a regression."""
+    if schema.task != "classification":
+        return []
+    # Compared as text, as the reports name classes: 1 and 1.0 or "1" are one class.
+    actual = datalib.features_and_target(candidate["rows"], schema)[1].astype(str).to_numpy()
+    classes = [str(c) for c in candidate["classes"]]
+
+    def scores(model: dict | None) -> list[list[float | None]] | None:
+        if model is None or [str(c) for c in model["classes"]] != classes:
+            return None
+        predicted = np.asarray(model["prediction"]).astype(str)
+        precision, recall, _f, _n = skm.precision_recall_fscore_support(
+            actual, predicted, labels=classes, zero_division=np.nan
+        )
+        return [[_number(p), _number(r)] for p, r in zip(precision, recall, strict=True)]
+
+    mine, theirs = scores(candidate), scores(champion)
+    rows = [
+        {
+            "class": label,
+            "rows": int((actual == label).sum()),
+            "candidate": mine[k],
+            "champion": theirs[k] if theirs else None,
+        }
+        for k, label in enumerate(classes)
+    ]
+    return sorted(rows, key=lambda row: row["rows"])
+
+
+def _number(value: float) -> float | None:
+    """A score, or None where it is undefined (precision of a class never predicted)."""
+    return None if np.isnan(value) else float(value)
 
 
 def holdout_bias(client, registered, candidate: dict, thresholds: dict) -> str | None:
@@ -301,6 +353,7 @@ def evaluate(
         "champion": summary,
         "baseline": {"metrics": baseline},
         "comparison": compare(candidate, champion, params["promote"]["metric"], schema),
+        "per_class": per_class(candidate, champion, schema),
         "bias": holdout_bias(client, registered, candidate, params["monitor"]),
         # Why the gate will refuse it whatever its metrics (a repeat of the champion's training
         # or of a rolled-back one), or None.
@@ -376,8 +429,8 @@ def markdown(report: dict) -> str:
     lines = [
         f"## Evaluation of {report['model_name']} v{report['candidate']['version']}",
         "",
-        f"Holdout: {holdout_words(report['holdout'])} "
-        f"(the holdout rows' hash `{report['holdout']['data_hash'][:12]}`).",
+        f"Holdout: {holdout_words(report['holdout'])}; "
+        f"its rows' hash `{report['holdout']['data_hash'][:12]}`.",
         "",
         f"| metric | candidate v{report['candidate']['version']} | champion {head} | delta | |",
         "|---|---:|---:|---:|---|",
@@ -394,10 +447,10 @@ def markdown(report: dict) -> str:
     for metric, row in report["comparison"].items():
         values = [figure(row["candidate"]), figure(row["champion"])]
         lines.append(
-            f"| {metric} ({row['direction']}) | {' | '.join(values)} "
+            f"| {metric_words(metric, row)} ({row['direction']}) | {' | '.join(values)} "
             f"| {figure(row['delta'], signed=True)} | {comparison_word(row)} |"
         )
-    lines += _notes(report)
+    lines += _notes(report) + per_class_lines(report.get("per_class"))
     if undefined := report["candidate"].get("undefined"):
         lines += [
             "",
@@ -407,6 +460,37 @@ def markdown(report: dict) -> str:
         lines += ["", f"Whatever its metrics, the gate will not promote it: {report['repeats']}."]
     lines += ["", *[f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]], ""]
     return "\n".join(lines)
+
+
+SHOWN_PER_CLASS = 20  # classes of the per-class table, the rarest
+
+
+def per_class_lines(rows: list[dict] | None) -> list[str]:
+    """The per-class table of evaluation.md, or nothing (a regression)."""
+    if not rows:
+        return []
+    compared = any(row["champion"] for row in rows)
+    models = ["candidate", *(["champion"] if compared else [])]
+    heads = [f"{model} {part}" for model in models for part in ("precision", "recall")]
+    lines = [
+        "",
+        "Per class on the holdout, the rarest first (precision: of the rows a model gave this "
+        "class, the share that had it; recall: of the rows that had it, the share it found):",
+        "",
+        f"| class | rows | {' | '.join(heads)} |",
+        "|---|---:|" + "---:|" * len(heads),
+    ]
+    for row in rows[:SHOWN_PER_CLASS]:
+        scores = [value for model in models for value in (row[model] or [None, None])]
+        lines.append(f"| {row['class']} | {row['rows']:,} | {' | '.join(map(_share, scores))} |")
+    if len(rows) > SHOWN_PER_CLASS:
+        lines += ["", f"{len(rows) - SHOWN_PER_CLASS} more classes in evaluation.json."]
+    return lines
+
+
+def _share(value: float | None) -> str:
+    """A precision or recall as a percentage, or a dash where undefined."""
+    return "-" if value is None else f"{value:.1%}"
 
 
 def _notes(report: dict) -> list[str]:

@@ -252,6 +252,21 @@ def positive_class(classes: list[Any] | None, declared: list | tuple | None) -> 
     return classes[-1]
 
 
+def scope(name: str, classes: list[Any] | None, positive: Any = None) -> str:
+    """What a classification metric averages over, in words for a table ("" when it needs
+    none): a binary F1 or average precision scores one class, a multi-class one averages."""
+    if not classes:
+        return ""
+    if len(classes) == 2:
+        scored = classes[-1] if positive is None else positive
+        return f"of class '{scored}'" if name in ("f1", "average_precision") else ""
+    return {
+        "f1": "macro average over the classes",
+        "roc_auc": "one class against the rest, macro average",
+        "average_precision": "one class against the rest, macro average",
+    }.get(name, "")
+
+
 class Undefined(Exception):
     """A metric that the rows at hand cannot define."""
 
