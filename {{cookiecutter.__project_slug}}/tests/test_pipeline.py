@@ -419,6 +419,11 @@ def test_gate_promotes_good_then_keeps_champion_over_shuffled(
     undone = promotion.rollback(bad, params, gate, backends, None, "undo", force=False)
     assert undone["moved"] and undone["to_version"] == first["candidate"]["version"]
     assert undone["worse_than_champion"] is False
+    caplog.clear()
+    with caplog.at_level("WARNING"):  # rejected, then served by force and left: both said
+        bundle.export(client, "test-model", rejected, workdir / "b3")
+    assert f"v{rejected} was not promoted by the gate (" in caplog.text
+    assert ") and was taken out of service by a rollback (undo)" in caplog.text
 
 
 def test_rollback_rescores_and_refuses_below_threshold_unless_forced(

@@ -117,11 +117,15 @@ def _unfit(tags: dict[str, str]) -> str | None:
     """Why a version asked for by number is not one the gate would serve, or None."""
     from ..lineage import DEMOTED_AT, DEMOTED_REASON
 
+    reasons = []
     if tags.get("gate.decision") != "promoted":
-        return f"was not promoted by the gate ({tags.get('gate.reason', 'never evaluated')})"
-    if DEMOTED_AT in tags:
-        return f"was taken out of service by a rollback ({tags.get(DEMOTED_REASON, 'no reason')})"
-    return None
+        reason = tags.get("gate.reason", "never evaluated")
+        reasons.append(f"was not promoted by the gate ({reason})")
+    if DEMOTED_AT in tags:  # a forced rollback may have served a rejected one, then left it
+        reasons.append(
+            f"was taken out of service by a rollback ({tags.get(DEMOTED_REASON, 'no reason')})"
+        )
+    return " and ".join(reasons) or None
 
 
 def _readable(folder: Path) -> None:
