@@ -328,6 +328,7 @@ def test_make_serve_logs_traffic_that_make_monitor_finds_drifted(set_up, config_
             writer.writerow({**answer, "actual": record[model["data"]["target"]]})
     loaded = run_make(project, "outcomes", "FILE=build/outcomes.csv")
     assert loaded.returncode == 0 and f"{len(drifted)} match a logged prediction" in loaded.stderr
+    assert f"loaded {len(drifted)} outcomes into sqlite:///" in loaded.stderr, "names the database"
     (project / "build/no-outcomes.csv").write_text("request_id,record_index,actual\n")
     nothing = run_make(project, "outcomes", "FILE=build/no-outcomes.csv")
     assert nothing.returncode == 0 and "holds no outcome rows" in nothing.stderr, nothing.stderr

@@ -73,10 +73,12 @@ def main(argv: list[str] | None = None) -> int:
             loaded = load(engine, frame, task, classes)
         except sa.exc.OperationalError as err:
             raise database_refused(engine, err) from err
+        where = engine.url.render_as_string(hide_password=True)
         log.info(
-            "loaded %s outcomes (%s new, %s replacing one stored before); %s match a logged "
-            "prediction",
+            "loaded %s outcomes into %s (%s new, %s replacing one stored before); %s match a "
+            "logged prediction",
             loaded.rows,
+            where,
             loaded.new,
             loaded.rows - loaded.new,
             loaded.matched,
@@ -86,10 +88,11 @@ def main(argv: list[str] | None = None) -> int:
                 "%s outcomes match no logged prediction, e.g. (request_id, record_index) %s: "
                 "request_id must be the /predict response's request_id and record_index the "
                 "record's position in that request (or the prediction is still spooled by the "
-                "service); they are kept, and count in live metrics once their prediction is "
-                "logged",
+                "service, or it logs to another database than %s: MONITORING_DATABASE_URL); "
+                "they are kept, and count in live metrics once their prediction is logged",
                 len(loaded.unmatched),
                 ", ".join(f"({r}, {i})" for r, i in loaded.unmatched[:EXAMPLES]),
+                where,
             )
         return 0
 
