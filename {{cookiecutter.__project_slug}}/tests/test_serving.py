@@ -733,7 +733,7 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
         {"flag": None, "grade": "3", "region": "north"},
     ]
     for bad, kind in [
-        ({"grade": 2.5}, "string_type"),
+        ({"grade": 2.5}, r"2\.5 is not a whole number"),  # not "a valid string": 3 goes
         ({"region": 1}, "string_type"),
         ({"flag": 0}, "literal_error"),
         ({"flag": "yes"}, "literal_error"),
@@ -767,6 +767,11 @@ def test_a_whole_number_names_the_code_training_wrote_with_leading_zeros(open_ca
         else:
             with pytest.raises(ValidationError, match="literal_error"):
                 validated(value)
+    # A fraction: a listed column's refusal lists the codes; an open one's says why, not
+    # "should be a valid string" (101 is taken).
+    said = r"101\.5 is not a whole number: this column's categories were made from whole"
+    with pytest.raises(ValidationError, match=said if open_categories else "literal_error"):
+        validated(101.5)
 
 
 def test_unknown_category_among_thousands_gets_a_short_message():

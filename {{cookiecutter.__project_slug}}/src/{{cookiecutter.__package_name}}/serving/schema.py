@@ -48,6 +48,7 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         # sends means the category training wrote as "True" or "3".
         scalar = any(map(scalar_label, known))
         notes = [SCALAR_LABELS.format(scalar_values(known))] if scalar else []
+        closed = bool(known) and (not open_categories or set(known) <= set(BOOLEANS))
         if known and not open_categories:
             choices = Literal[tuple(known)]
         elif known and set(known) <= set(BOOLEANS):  # a true/false column has no third value
@@ -65,7 +66,11 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
                 )
         # An empty text is missing, as in the CSV training read, unless it is a category.
         convert = partial(
-            _as_label, scalar=scalar, blank="" not in known, padded=_zero_padded(known)
+            _as_label,
+            scalar=scalar,
+            blank="" not in known,
+            padded=_zero_padded(known),
+            text=not closed,
         )
         annotation = Annotated[choices | None, BeforeValidator(convert)]
         description = " ".join(notes) or None
@@ -112,11 +117,14 @@ def _zero_padded(known: list[str]) -> dict[str, str]:
     return {n: codes[0] for n, codes in found.items() if len(codes) == 1 and n not in labels}
 
 
-def _as_label(value: Any, scalar: bool, blank: bool, padded: dict[str, str]) -> Any:
+def _as_label(
+    value: Any, scalar: bool, blank: bool, padded: dict[str, str], text: bool = False
+) -> Any:
     """An empty text as missing (`blank`); for a `scalar` column, a JSON boolean or whole number,
     or true/false as text in any case (as a CSV's are read for training), as the category text
-    training gave it (a number as its `padded` code); anything else is left for validation to
-    accept or refuse."""
+    training gave it (a number as its `padded` code); a fraction refused when the column takes
+    any `text` (whose refusal would not say that whole numbers go); anything else is left for
+    validation to accept or refuse (a listed column's refusal lists what goes)."""
     if blank and value == "":
         return None
     if not scalar:
@@ -126,6 +134,11 @@ def _as_label(value: Any, scalar: bool, blank: bool, padded: dict[str, str]) -> 
     if isinstance(value, bool | int) or (isinstance(value, float) and value.is_integer()):
         label = category_label(value)
         return padded.get(label, label)
+    if text and isinstance(value, float):  # not "should be a valid string": 101 is taken
+        raise ValueError(
+            f"{value} is not a whole number: this column's categories were made from whole "
+            "numbers (or true/false); send one such as 3 or 3.0, or a category's text"
+        )
     return value
 
 
