@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import (
     AfterValidator,
@@ -48,7 +48,6 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         # sends means the category training wrote as "True" or "3".
         scalar = any(map(scalar_label, known))
         notes = [SCALAR_LABELS.format(scalar_values(known))] if scalar else []
-        closed = bool(known) and (not open_categories or set(known) <= set(BOOLEANS))
         if known and not open_categories:
             choices = Literal[tuple(known)]
         elif known and set(known) <= set(BOOLEANS):  # a true/false column has no third value
@@ -70,7 +69,7 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
             scalar=scalar,
             blank="" not in known,
             padded=_zero_padded(known),
-            text=not closed,
+            text=get_origin(choices) is not Literal,  # any text, not a list
         )
         annotation = Annotated[choices | None, BeforeValidator(convert)]
         description = " ".join(notes) or None
