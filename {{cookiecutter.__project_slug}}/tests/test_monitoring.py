@@ -155,9 +155,9 @@ def batch(champion: dict, seed: int, rows: int = 1500, **changes) -> pd.DataFram
     return frame
 
 
-def run(engine, champion) -> dict:
+def run(engine, champion, thresholds: dict = THRESHOLDS) -> dict:
     """One monitoring pass over the last day."""
-    return monitor(engine, champion, END - timedelta(days=1), END, THRESHOLDS)
+    return monitor(engine, champion, END - timedelta(days=1), END, thresholds)
 
 
 @pytest.mark.parametrize("seed", range(100, 110))
@@ -388,7 +388,13 @@ def regressor(repo_params) -> dict:
     return train_champion(params)
 
 
-def with_outcomes(tmp_path: Path, champion: dict, seed: int, actual=lambda target: target):
+def with_outcomes(
+    tmp_path: Path,
+    champion: dict,
+    seed: int,
+    actual=lambda target: target,
+    thresholds: dict = THRESHOLDS,
+):
     """Monitor one day of the champion's traffic, in a database of its own, with outcomes:
     `actual` of the batch's target."""
     engine = sa.create_engine(f"sqlite:///{tmp_path / f'outcomes-{uuid.uuid4().hex}.db'}")
@@ -397,13 +403,15 @@ def with_outcomes(tmp_path: Path, champion: dict, seed: int, actual=lambda targe
     ids = log_frame(engine, champion, frame)
     outcomes = actual(frame[champion["target"]])
     store_outcomes(engine, pd.DataFrame({"request_id": ids, "actual": outcomes}))
-    return run(engine, champion)
+    return run(engine, champion, thresholds)
 
 
-def live_bias_of(tmp_path: Path, champion: dict, seed: int, rise: float = 1.0) -> dict:
+def live_bias_of(
+    tmp_path: Path, champion: dict, seed: int, rise: float = 1.0, thresholds: dict = THRESHOLDS
+) -> dict:
     """Monitor one day of the champion's traffic whose outcomes are the actual values times
     `rise`."""
-    return with_outcomes(tmp_path, champion, seed, lambda target: target * rise)
+    return with_outcomes(tmp_path, champion, seed, lambda target: target * rise, thresholds)
 
 
 def test_actual_outcomes_are_compared_with_the_training_target(champion, tmp_path):
@@ -458,12 +466,14 @@ def test_a_regression_whose_actuals_rose_is_named_by_its_live_bias(regressor, tm
     [said] = [m for m in risen["messages"] if m.startswith("live mean error")]
     assert "the champion now predicts too low by" in said and "retrain" in said
     assert "monitor.bias 0.25 SD: FAILING" in reports.markdown(risen)
-    # Up 2.5 %: beyond the noise, under monitor.bias: a warning, no alert.
-    slight = live_bias_of(tmp_path, regressor, 67, rise=1.025)
+    # Up 5 % (about half an SD of the errors, whichever model) with monitor.bias 2: beyond the
+    # noise, under monitor.bias: a warning, no alert.
+    lenient = {**THRESHOLDS, "bias": 2.0}
+    slight = live_bias_of(tmp_path, regressor, 67, rise=1.05, thresholds=lenient)
     bias = slight["live_bias"]
     assert not bias["failing"] and bias["p_value"] < 0.01 and slight["drift"] is False, bias
     [said] = [m for m in slight["messages"] if m.startswith("live mean error")]
-    assert said.endswith("under monitor.bias 0.25 SD: a warning, no alert"), said
+    assert said.endswith("under monitor.bias 2.0 SD: a warning, no alert"), said
     # Too few outcomes: no judgement either way.
     few = {"records_scored": 150, "mean_error": -40.0, "rmse": 45.0}
     assert live_bias(few, error, THRESHOLDS) == (None, None)
