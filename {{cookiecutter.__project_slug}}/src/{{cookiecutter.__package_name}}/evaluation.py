@@ -22,6 +22,7 @@ from .metrics import (
     METRICS,
     delta_interval,
     figure,
+    figures,
     positive_class,
     readable,
     scope,
@@ -507,7 +508,7 @@ def _notes(report: dict) -> list[str]:
             "Baseline, a model that ignores the features (the training rows' "
             + ("mean" if report["task"] == "regression" else "class frequencies")
             + "): "
-            + ", ".join(f"{metric} {figure(value)}" for metric, value in baseline.items())
+            + figures(baseline)
             + ". The gate promotes only a candidate that beats it.",
         ]
     return lines

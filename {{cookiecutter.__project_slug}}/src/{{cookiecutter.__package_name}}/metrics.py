@@ -94,6 +94,11 @@ def figure(value: float | None, signed: bool = False) -> str:
     return f"{value:{sign},.0f}" if abs(value) >= 1e4 else f"{value:{sign}.4f}"
 
 
+def figures(scores: dict[str, float | None]) -> str:
+    """Scores by name, in a sentence: "accuracy 0.7524, f1 0.7411"."""
+    return ", ".join(f"{metric} {figure(value)}" for metric, value in scores.items())
+
+
 def get_metric(name: str, task: str) -> Metric:
     """Look a metric up, refusing one that does not exist or does not fit the task."""
     fitting = [m.name for m in METRICS.values() if m.task == task and m.gate]

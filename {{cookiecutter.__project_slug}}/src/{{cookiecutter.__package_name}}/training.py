@@ -20,7 +20,7 @@ from . import data as datalib
 from . import lineage, registry
 from .config import Backends
 from .errors import PipelineError
-from .metrics import figure, positive_class, score_all
+from .metrics import figures, positive_class, score_all
 from .model import REQUIREMENTS, build_model
 from .profile import prediction_profile, target_profile, training_profile
 
@@ -323,8 +323,7 @@ def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, An
     md5 = lineage.file_md5(data_path)
     record = run_record(model, x_train, x_valid, metrics, frame, schema, params, md5)
     created = registry.log_and_register(client, experiment, name, model, record)
-    scores = ", ".join(f"{metric} {figure(value)}" for metric, value in metrics.items())
-    log.info("registered %s version %s (validation: %s)", name, created.version, scores)
+    log.info("registered %s version %s (validation: %s)", name, created.version, figures(metrics))
     commit = record["tags"]["git.commit"]
     if commit != "none" and lineage.unpushed(commit):
         log.warning(
