@@ -6,8 +6,10 @@ import copy
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +31,12 @@ from {{ cookiecutter.__package_name }}.config import (
     params_problems,
     section,
 )
-from {{ cookiecutter.__package_name }}.errors import EXIT_ERROR, EXIT_INTERRUPTED, PipelineError
+from {{ cookiecutter.__package_name }}.errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    PipelineError,
+)
 
 
 def refusal(tmp_path: Path, params: dict) -> str:
@@ -400,6 +407,26 @@ def test_a_path_a_step_cannot_use_is_one_line_not_a_traceback(tmp_path, caplog):
 
     with pytest.raises(ConnectionResetError):
         cli.run(resets)
+
+
+def test_sigterm_unwinds_a_step_so_its_mlflow_run_ends_failed_not_running(workdir, caplog):
+    """A cancelled workflow job sends SIGTERM: the step's clean-up runs as on Ctrl-C."""
+    import mlflow
+
+    started = {}
+
+    def trains() -> int:
+        with mlflow.start_run() as active:
+            started["run"] = active.info.run_id
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(30)  # the handler raises before this ends
+        return 0
+
+    before = signal.getsignal(signal.SIGTERM)
+    assert cli.run(trains) == EXIT_TERMINATED
+    assert "stopped by SIGTERM: run the step again" in caplog.text
+    assert mlflow.get_run(started["run"]).info.status == "FAILED"
+    assert signal.getsignal(signal.SIGTERM) is before  # a step's handler only while it runs
 
 
 def test_scripts_log_in_utc_whatever_the_machine_s_time_zone():

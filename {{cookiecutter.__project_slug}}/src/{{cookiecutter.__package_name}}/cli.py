@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
+import signal
 import sys
+import threading
 import time
 import urllib.parse
 from collections.abc import Callable
@@ -15,7 +18,14 @@ from pathlib import Path
 from typing import Any
 
 from .config import redact
-from .errors import EXIT_ERROR, EXIT_INTERRUPTED, PipelineError, first_line
+from .errors import (
+    EXIT_ERROR,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    PipelineError,
+    Terminated,
+    first_line,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,10 +109,14 @@ def run(step: Callable[[], int]) -> int:
     # one line this function ends with says what to check. Two lines of it stay.
     logging.getLogger("mlflow.store.db.utils").addFilter(_brief)
     try:
-        return step()
+        with _terminate_unwinds():
+            return step()
     except KeyboardInterrupt:  # the step's clean-up has run; no traceback of where it was
         log.error("interrupted (Ctrl-C): run the step again to finish it")
         return EXIT_INTERRUPTED
+    except Terminated:
+        log.error("stopped by SIGTERM: run the step again to finish it")
+        return EXIT_TERMINATED
     except PipelineError as err:
         log.error("%s", redact(str(err)))
         return EXIT_ERROR
@@ -117,6 +131,24 @@ def run(step: Callable[[], int]) -> int:
         log.debug("backend failure", exc_info=True)
         log.error("%s", redact(backend_message(err, check)))
         return EXIT_ERROR
+
+
+@contextlib.contextmanager
+def _terminate_unwinds():
+    """While the step runs, SIGTERM raises Terminated instead of ending the process at once
+    with no clean-up (a cancelled workflow job sends it). Only the main thread can set it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminated(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _brief(record: logging.LogRecord) -> bool:

@@ -6,10 +6,16 @@ EXIT_USAGE = 2  # bad command-line arguments (argparse's own code)
 EXIT_DRIFT = 3  # monitoring found drift: a normal outcome a workflow branches on
 EXIT_REFUSED = 4  # a guarded action (rollback) refused because its check failed
 EXIT_INTERRUPTED = 130  # Ctrl-C (SIGINT), as shells report it
+EXIT_TERMINATED = 143  # SIGTERM (a cancelled job, `docker stop`, `timeout`), as shells report it
 
 
 class PipelineError(Exception):
     """An expected failure: bad input, bad configuration or an unreachable backend."""
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived. Raised in the main thread like Ctrl-C's KeyboardInterrupt, so the step
+    unwinds the same way: an MLflow run ends as failed, not left running; marks are undone."""
 
 
 # Why a registered version may not load, and the fix; evaluation, rollback and serving say it.
