@@ -23,7 +23,7 @@ from {{ cookiecutter.__package_name }}.evaluation import (
     metric_words,
     noise_words,
 )
-from {{ cookiecutter.__package_name }}.metrics import figure
+from {{ cookiecutter.__package_name }}.metrics import difference, figure
 from {{ cookiecutter.__package_name }}.monitoring import report as monitoring_report
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
@@ -61,7 +61,7 @@ def metric_table(evaluation: dict, gate_metric: str | None = None) -> list[str]:
         values = [figure(row["candidate"]), figure(row["champion"])]
         lines.append(
             f"| {name}, {row['direction']} | {' | '.join(values)} "
-            f"| {figure(row['delta'], signed=True)} | {comparison_word(row)} |"
+            f"| {difference(row['delta'], signed=True)} | {comparison_word(row)} |"
         )
     noise = noise_words(evaluation["comparison"])
     return [*lines, "", *noise] if noise else lines

@@ -72,6 +72,13 @@ def test_a_tie_passes_a_zero_margin_and_says_it_ties():
     assert "beats champion 12.0000 by 1.0000" in gate("rmse", 20.0).decide(11.0, 12.0)[1]
 
 
+def test_a_gap_finer_than_the_scores_decimals_reads_as_computed_not_onto_the_minimum():
+    _, worse = gate("f1", 0.5, margin=0.0).decide(0.54418, 0.54543)
+    assert worse.startswith("f1 0.5442 is worse than champion 0.5454 by 0.00125 ")
+    _, short = gate("f1", 0.5, margin=0.0013).decide(0.54668, 0.54543)
+    assert "improvement 0.00125 is below the minimum 0.0013" in short
+
+
 def test_a_threshold_failure_gives_the_scale_of_the_target():
     """A regression's default threshold suits the sample's target, not house prices: the
     refusal says what a model that ignores the features scores, so the scale is plain."""

@@ -28,6 +28,7 @@ from mlflow import MlflowClient
 
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }} import evaluation, promotion, registry, training
+from {{ cookiecutter.__package_name }}.metrics import difference
 from {{ cookiecutter.__package_name }}.monitoring.monitor import monitor
 from {{ cookiecutter.__package_name }}.monitoring.tables import metadata, prediction_log
 from {{ cookiecutter.__package_name }}.promotion import Gate
@@ -157,7 +158,8 @@ def test_pr_comment_has_marker_table_deltas_gate_preview_and_plot_links(reports)
     assert "| candidate v2 | champion v1 | delta |" in text
     row = evaluation_report["comparison"][gate.metric.name]
     assert row["delta"] != 0, "v2 was trained with fewer rounds and rows"
-    assert f"| {row['delta']:+.4f} |" in text and f"**{gate.metric.name}** (gate)" in text
+    assert f"| {difference(row['delta'], signed=True)} |" in text
+    assert f"**{gate.metric.name}** (gate)" in text
     assert "Gate preview: would" in text and "No alias moved" in text
     repeat = {**evaluation_report, "repeats": "it repeats version 1 (...), which was rolled back"}
     assert "**Gate preview: would not promote**: it repeats version 1" in bodies.pr_comment(

@@ -868,7 +868,7 @@ def test_evaluate_markdown_lists_both_models_and_deltas(params, backends, good_d
     assert "candidate v2" in text and "champion v1" in text
     metric = params["promote"]["metric"]
     delta = report["comparison"][metric]["delta"]
-    assert f"{delta:+.4f}" in text
+    assert metrics.difference(delta, signed=True) in text
     # Both models scored on the same resampled rows: the delta's interval holds the delta.
     low, high = report["comparison"][metric]["delta_interval"]
     assert low <= delta <= high, (low, delta, high)

@@ -21,6 +21,7 @@ from .errors import PipelineError
 from .metrics import (
     METRICS,
     delta_interval,
+    difference,
     figure,
     figures,
     positive_class,
@@ -302,7 +303,7 @@ def noise_words(comparison: dict) -> list[str]:
             )
             return [
                 f"The {metric} delta's 95 % paired bootstrap interval over the holdout rows: "
-                f"{low:+.4f} to {high:+.4f}{verdict}."
+                f"{difference(low, signed=True)} to {difference(high, signed=True)}{verdict}."
             ]
     return []
 
@@ -449,7 +450,7 @@ def markdown(report: dict) -> str:
         values = [figure(row["candidate"]), figure(row["champion"])]
         lines.append(
             f"| {metric_words(metric, row)} ({row['direction']}) | {' | '.join(values)} "
-            f"| {figure(row['delta'], signed=True)} | {comparison_word(row)} |"
+            f"| {difference(row['delta'], signed=True)} | {comparison_word(row)} |"
         )
     lines += _notes(report) + per_class_lines(report.get("per_class"))
     if undefined := report["candidate"].get("undefined"):

@@ -94,6 +94,16 @@ def figure(value: float | None, signed: bool = False) -> str:
     return f"{value:{sign},.0f}" if abs(value) >= 1e4 else f"{value:{sign}.4f}"
 
 
+def difference(value: float | None, signed: bool = False) -> str:
+    """A gap between two scores: as figure(), but below 1 with three significant digits at
+    least, so a gap finer than the scores' fourth decimal reads as computed (0.00125 between
+    0.5455 and 0.5442, not 0.0012 or 0.0000) and never rounds onto a gate's minimum."""
+    if value is None or value == 0 or abs(value) >= 1:
+        return figure(value, signed)
+    decimals = max(4, 2 - math.floor(math.log10(abs(value))))
+    return f"{value:{'+' if signed else ''}.{decimals}f}"
+
+
 def figures(scores: dict[str, float | None]) -> str:
     """Scores by name, in a sentence: "accuracy 0.7524, f1 0.7411"."""
     return ", ".join(f"{metric} {figure(value)}" for metric, value in scores.items())

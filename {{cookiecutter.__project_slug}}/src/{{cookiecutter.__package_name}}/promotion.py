@@ -13,7 +13,7 @@ from .config import Backends
 from .errors import PipelineError
 from .evaluation import OtherSchema, Unloadable, holdout, score_version
 from .lineage import DEMOTED_AT, DEMOTED_REASON, repeated_training
-from .metrics import Metric, figure, get_metric
+from .metrics import Metric, difference, figure, get_metric
 
 log = logging.getLogger(__name__)
 
@@ -91,16 +91,16 @@ class Gate:
         if gain < 0:
             return False, (
                 f"{scored} is worse than champion {figure(champion)} "
-                f"by {figure(-gain)} (minimum improvement {self.min_improvement})"
+                f"by {difference(-gain)} (minimum improvement {self.min_improvement})"
             )
         if gain < self.min_improvement:
             return False, (
                 f"{scored} vs champion {figure(champion)}: "
-                f"improvement {figure(gain)} is below the minimum {self.min_improvement}"
+                f"improvement {difference(gain)} is below the minimum {self.min_improvement}"
             )
         compared = f"ties champion {figure(champion)}"
         if gain:
-            compared = f"beats champion {figure(champion)} by {figure(gain)}"
+            compared = f"beats champion {figure(champion)} by {difference(gain)}"
         return True, (
             f"{scored} passes the threshold and {compared} "
             f"(minimum improvement {self.min_improvement})"

@@ -20,7 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 from scipy import stats as scipy_stats
 
-from ..metrics import bootstrap_interval, readable, score_all
+from ..metrics import bootstrap_interval, figure, readable, score_all
 from . import drift, sources
 from . import stats as sql
 from .tables import daily_stats, outcomes
@@ -431,11 +431,12 @@ def live_quality(live: dict, gate, minimum: int) -> tuple[dict | None, str | Non
     if gate.metric.passes(value, gate.threshold):
         return section, None
     said = (
-        f"live {name} {value:.4f} on {outcomes} outcomes fails promote.threshold {gate.threshold}"
+        f"live {name} {figure(value)} on {outcomes} outcomes "
+        f"fails promote.threshold {gate.threshold}"
     )
     if interval is None:
         return section, f"{said}; its bootstrap interval is undefined, so this is no alert"
-    spread = f"95 % bootstrap interval {low:.4f} to {high:.4f}"
+    spread = f"95 % bootstrap interval {figure(low)} to {figure(high)}"
     if not section["failing"]:
         return section, (
             f"{said}, but within the noise of that many outcomes ({spread}): a warning, no alert"

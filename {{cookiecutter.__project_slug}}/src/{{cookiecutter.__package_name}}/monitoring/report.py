@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import readable
+from ..metrics import figure, readable
 from ..plots import plt, shown
 from .drift import MISSING
 from .monitor import UNSEEN
@@ -173,11 +173,11 @@ def _quality(quality: dict | None) -> list[str]:
     if not quality:
         return []
     low, high = quality["interval"]
-    spread = "" if low is None else f", 95 % bootstrap interval {low:.4f} to {high:.4f}"
+    spread = "" if low is None else f", 95 % bootstrap interval {figure(low)} to {figure(high)}"
     state = "FAILING it" if quality["failing"] else "not failing it"
     return [
         f"Live {quality['metric']} against promote.threshold {quality['threshold']}: "
-        f"{quality['value']:.4f} on {quality['outcomes']} outcomes{spread}: {state}"
+        f"{figure(quality['value'])} on {quality['outcomes']} outcomes{spread}: {state}"
     ]
 
 
