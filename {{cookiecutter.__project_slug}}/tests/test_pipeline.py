@@ -1053,6 +1053,31 @@ def test_roc_curves_show_each_class_against_the_rest_or_the_positive_class():
     assert is_class.dtype == bool
 
 
+def test_a_multiclass_roc_keeps_its_legend_beside_the_curves(tmp_path, monkeypatch):
+    """Eight curves (four classes, two models): a class keeps its colour across the models, the
+    champion's are dashed, and the legend sits right of the axes instead of over the curves."""
+    rng = np.random.default_rng(0)
+    classes = ["billing", "bug", "feature_request", "other"]
+    actual = rng.choice(classes, 400)
+    models = [
+        (label, {"version": v, "classes": classes, "proba": rng.dirichlet(np.ones(4), 400)})
+        for label, v in (("candidate", "2"), ("champion", "1"))
+    ]
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: drawn.append(figure))
+    plots._roc(actual, models, tmp_path / "roc.png")
+    (axis,) = drawn[0].axes
+    curves = [line for line in axis.get_lines() if line.get_label() != "no skill"]
+    assert len(curves) == 8
+    assert [c.get_color() for c in curves[:4]] == [c.get_color() for c in curves[4:]]
+    assert {c.get_linestyle() for c in curves[:4]} == {"-"}
+    assert {c.get_linestyle() for c in curves[4:]} == {"--"}
+    drawn[0].canvas.draw()
+    legend, plot = axis.get_legend().get_window_extent(), axis.get_window_extent()
+    assert legend.x0 >= plot.x1
+    plots.plt.close(drawn[0])
+
+
 def test_evaluation_plots_draw_class_labels_as_text(tmp_path, recwarn):
     """A "$" is a dollar, not mathtext (which stops on "$\\frac$"); text the font cannot draw
     is shown escaped, not as empty boxes."""

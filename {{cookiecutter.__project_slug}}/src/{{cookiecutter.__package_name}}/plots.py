@@ -14,7 +14,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib import font_manager
 from matplotlib.ft2font import FT2Font
-from sklearn.metrics import ConfusionMatrixDisplay, PrecisionRecallDisplay, RocCurveDisplay
+from sklearn.metrics import (
+    ConfusionMatrixDisplay,
+    PrecisionRecallDisplay,
+    roc_auc_score,
+    roc_curve,
+)
 
 from .metrics import positive_class, readable
 
@@ -92,12 +97,30 @@ def roc_curves(y_true, models) -> list[tuple[str, np.ndarray, np.ndarray]]:
 
 def _roc(y_true, models, path: Path) -> str:
     """ROC curves of both models (roc_curves)."""
-    figure, axis = plt.subplots(figsize=(5, 4.5))
     curves = roc_curves(y_true, models)
+    beside = len(curves) > 2  # one per class and model: the legend beside the plot, not over it
+    longest = max(len(shown(name)) for name, _, _ in curves)
+    figure, axis = plt.subplots(figsize=(5 + 0.07 * longest if beside else 5, 4.5))
+    # One colour per class (per model when binary), solid for the candidate, dashed for the
+    # champion.
+    colours, dashes = {}, {}
+    axis.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="no skill")
     for name, is_class, score in curves:
-        RocCurveDisplay.from_predictions(is_class, score, name=shown(name), ax=axis)
+        model, _, of_class = name.partition(", ")
+        false_positive, true_positive, _ = roc_curve(is_class, score)
+        axis.plot(
+            false_positive,
+            true_positive,
+            color=colours.setdefault(of_class or model, f"C{len(colours)}"),
+            linestyle=dashes.setdefault(model, ["-", "--"][len(dashes) % 2]),
+            label=f"{shown(name)} (AUC = {roc_auc_score(is_class, score):.2f})",
+        )
     title = "ROC on the holdout" + (", one-vs-rest" if "vs rest" in curves[0][0] else "")
     axis.set(title=title, xlabel="false positive rate", ylabel="true positive rate")
+    if beside:
+        axis.legend(loc="upper left", bbox_to_anchor=(1.02, 1), fontsize="small", frameon=False)
+    else:
+        axis.legend(loc="lower right")
     return _save(figure, path)
 
 
