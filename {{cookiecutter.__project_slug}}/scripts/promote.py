@@ -26,6 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         refuse_data_not_locked(args.data)
         evaluation = read_json(args.evaluation, "make evaluate")
         refuse_evaluation_of_other_data(evaluation, args.data, args.evaluation)
+        refuse_evaluation_of_an_earlier_candidate(evaluation, args.train_report, args.evaluation)
         params, backends = load_params(), Backends.from_env()
         gate = Gate.from_params(params["promote"], params["model"]["task"])
 
@@ -65,6 +66,21 @@ def refuse_evaluation_of_other_data(evaluation: dict, data: Path, path: Path) ->
             f"{path} scored candidate v{evaluation['candidate']['version']} on other data (md5 "
             f"{scored[:8]}) than {data} holds (md5 {held[:8]}), as after an interrupted "
             "`make train`: run `make pipeline`, which trains and evaluates on this data first"
+        )
+
+
+def refuse_evaluation_of_an_earlier_candidate(evaluation: dict, train_report: Path, path: Path):
+    """Refuse to judge an evaluation of another version than the last `make train` registered,
+    as after `make train` without `make evaluate`: the gate would rule on the earlier one."""
+    if not train_report.is_file():
+        return
+    trained = read_json(train_report, "make train")
+    scored = str(evaluation["candidate"]["version"])
+    if str(trained.get("version")) != scored:
+        raise PipelineError(
+            f"{path} scored candidate v{scored}, but {train_report} names v"
+            f"{trained.get('version')}, the last `make train`'s: run `make evaluate` (or "
+            "`make pipeline`) to score it before the gate"
         )
 
 

@@ -234,6 +234,19 @@ def test_promote_refuses_an_evaluation_of_other_data(tmp_path, monkeypatch, capl
     assert "scored candidate v2 on other data (md5 " in said and "make pipeline" in said
 
 
+def test_promote_refuses_an_evaluation_of_an_earlier_candidate(tmp_path, monkeypatch, caplog):
+    """As after `make train` without `make evaluate`: the gate would rule on the version
+    evaluated before, not the one just trained."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/evaluation.json").write_text(json.dumps({"candidate": {"version": "4"}}))
+    (tmp_path / "reports/train.json").write_text(json.dumps({"version": "5"}))
+    assert load_script("promote").main([]) == EXIT_ERROR
+    said = caplog.records[-1].getMessage()
+    assert "scored candidate v4, but reports/train.json names v5" in said
+    assert "run `make evaluate`" in said
+
+
 def _unchanged(frame):
     """A module-level function in a model: skops saves it, but loads it only once trusted."""
     return frame
