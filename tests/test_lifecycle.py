@@ -135,6 +135,7 @@ def own_data_and_model(project: Path) -> dict[Path, str]:
         target="late",
         target_classes=["no", "yes"] if classification else None,
         time_column=None,
+        bounds={"distance_km": [0, None], "items": [1, 20]},  # the sample's named its features
     )
     params["train"]["hyperparameters"] = {"n_estimators": 60, "min_samples_leaf": 3}
     paths[0].write_text(yaml.safe_dump(params, sort_keys=False))

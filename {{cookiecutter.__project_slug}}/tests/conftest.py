@@ -53,6 +53,7 @@ def sample_params(repo_params: dict) -> dict:
         sample_seed=7,
         time_column=sample.TIME_COLUMN,
         features=dict(sample.FEATURES),
+        bounds=copy.deepcopy(sample.BOUNDS),
         target_classes=[0, 1] if task == "classification" else None,
     )
     result["train"]["hyperparameters"] = fewer_rounds(result["train"]["hyperparameters"], 40)

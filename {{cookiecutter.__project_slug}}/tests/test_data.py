@@ -171,6 +171,26 @@ def test_validate_missing_target_values_refused(frame, schema):
     )
 
 
+def test_values_outside_data_bounds_are_refused_naming_every_column_and_rows(frame, schema):
+    assert schema.bounds, "the sample's params bound its numeric features"
+    (low_name, (lowest, _)), (high_name, _) = [
+        (name, limits) for name, limits in schema.bounds.items() if limits[0] is not None
+    ][:2]
+    broken = frame.copy()
+    broken.loc[[3, 9], low_name] = lowest - 5
+    broken.loc[4, high_name] = np.nan  # missing passes
+    datalib.validate(broken.assign(**{low_name: frame[low_name]}), schema)
+    with pytest.raises(PipelineError) as caught:
+        datalib.validate(broken.assign(**{high_name: -1.0}), schema)
+    said = str(caught.value)
+    assert f"column '{low_name}' has 2 values that are not at least {lowest:g} " in said
+    assert "(data rows [3, 9], counted from 0)" in said and f"such as [{lowest - 5.0}]" in said
+    assert f"column '{high_name}' has {len(frame)} values that are not" in said
+    assert said.endswith(": fix the source, or widen data.bounds")
+    unbounded = replace(schema, bounds={})
+    assert len(datalib.validate(broken.assign(**{high_name: -1.0}), unbounded)) == len(frame)
+
+
 def test_validate_names_the_rows_of_missing_dates(frame, schema):
     dated = frame.assign(event_date=frame["event_date"].where(~frame.index.isin([2, 7])))
     with pytest.raises(PipelineError) as caught:

@@ -145,11 +145,35 @@ def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
         ("model.task", "classifcation", "classification or regression"),
         ("model.name", "", "a non-empty string"),
         ("promote.threshold", "high", "a number"),
+        ("data.bounds", [0, 1], "a mapping of numeric column name to [lowest, highest], null"),
     ],
 )
 def test_impossible_value_names_the_key_and_the_rule(tmp_path, repo_params, dotted, value, rule):
     message = refusal(tmp_path, with_value(repo_params, dotted, value))
     assert f"{dotted} is {value!r}: it must be {rule}" in message
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [[1, 0], [None, None], [0], [0, 1, 2], ["0", 1], [0, math.inf], 5, [True, 1]],
+)
+def test_a_bound_that_is_no_lowest_highest_pair_is_named(tmp_path, params, limits):
+    first = next(n for n, kind in params["data"]["features"].items() if kind == "numeric")
+    bounds = {**params["data"]["bounds"], first: limits}
+    message = refusal(tmp_path, with_value(params, "data.bounds", bounds))
+    assert f"data.bounds has {first}: {limits!r}: it must be a mapping of numeric column" in message
+
+
+def test_bounds_name_only_numeric_features_or_a_regression_target(tmp_path, params):
+    categorical = next(n for n, kind in params["data"]["features"].items() if kind != "numeric")
+    for name in (categorical, "not_a_column"):
+        message = refusal(tmp_path, with_value(params, "data.bounds", {name: [0, None]}))
+        assert f"data.bounds names '{name}', which is no numeric feature" in message
+    target = with_value(params, "data.bounds", {params["data"]["target"]: [0, None]})
+    if params["model"]["task"] == "regression":
+        assert params_problems(target) == []
+    else:
+        assert "which is no numeric feature: bound only" in refusal(tmp_path, target)
 
 
 def test_a_key_given_twice_is_refused_naming_it_and_its_line(tmp_path, repo_params):

@@ -932,6 +932,7 @@ def test_changed_features_judge_the_candidate_alone_and_refuse_a_rollback_across
     else:  # a count the first version read as a number, now declared a category
         feature = next(n for n, kind in changed["data"]["features"].items() if kind == "numeric")
         changed["data"]["features"][feature] = "categorical"
+        changed["data"]["bounds"].pop(feature, None)  # bounds are a numeric column's
         frame[feature] = frame[feature].round().astype("Int64").astype(str)
     frame.to_parquet(data, index=False)
     second = cycle(changed, backends, data, workdir / "r2")

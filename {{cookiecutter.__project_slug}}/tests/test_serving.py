@@ -10,6 +10,7 @@ import asyncio
 import gc
 import gzip
 import json
+import math
 import os
 import re
 import shutil
@@ -568,6 +569,14 @@ BAD_RECORDS = {  # name: (how to spoil the record, the error type, where)
     "text for a number": (lambda r: r.update(age=CANARY), "float_type", "age"),
     "number for a category": (lambda r: r.update(contract=3), "category", "contract"),
     "list for a number": (lambda r: r.update(age=[CANARY]), "float_type", "age"),
+    # The sample's data.bounds: age [18, 120], monthly_charges [0, null].
+    "number under its bound": (lambda r: r.update(age=17.5), "greater_than_equal", "age"),
+    "number over its bound": (lambda r: r.update(age=121), "less_than_equal", "age"),
+    "negative charge": (
+        lambda r: r.update(monthly_charges=-0.01),
+        "greater_than_equal",
+        "monthly_charges",
+    ),
 }
 
 
@@ -582,8 +591,12 @@ def test_invalid_record_is_422_naming_the_field(live, exported_model, case):
         "missing": "every feature, null where its value is unknown",
         "extra_forbidden": f"whose features are: {', '.join(exported_model.features)}",
         "float_type": "a valid number, or null where it is unknown",
+        "greater_than_equal": "Input should be greater than or equal to ",
+        "less_than_equal": "Input should be less than or equal to 120, or null where",
     }
     assert allowed.get(kind, "") in body["detail"][0]["msg"], body["detail"]
+    at_the_bounds = spoiled(exported_model, lambda r: r.update(age=18, monthly_charges=0))
+    assert live.predict(at_the_bounds).status_code == 200
 
 
 def test_an_unknown_field_name_is_not_repeated_whole(live, exported_model):
@@ -959,17 +972,33 @@ JSON_JUNK = st.recursive(
     max_leaves=6,
 )
 RAW_TOKENS = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1" * 400, "1e-400", "-0", "0x1"]
-WRONG_VALUE = JSON_JUNK.map(json.dumps) | st.sampled_from(RAW_TOKENS)
 HUGE = st.floats(allow_nan=False, allow_infinity=False) | st.integers(-(10**30), 10**30)
+# HUGE: out of a bounded feature's range (and a valid number for the others).
+WRONG_VALUE = JSON_JUNK.map(json.dumps) | st.sampled_from(RAW_TOKENS) | HUGE.map(json.dumps)
 
 
 def valid_record(meta: dict):
-    """A record's fields as JSON text: every feature, each null or a value of its type."""
+    """A record's fields as JSON text: every feature, each null or a value of its type (within
+    its data.bounds)."""
     fields = {}
     for name, kind in meta["features"].items():
-        values = HUGE if kind == "numeric" else st.sampled_from(meta["categories"][name])
+        if kind == "numeric":
+            lowest, highest = meta["bounds"].get(name) or (None, None)
+            values = HUGE if lowest is None and highest is None else within(lowest, highest)
+        else:
+            values = st.sampled_from(meta["categories"][name])
         fields[name] = (st.none() | values).map(json.dumps)
     return st.fixed_dictionaries(fields)
+
+
+def within(lowest: float | None, highest: float | None):
+    """Numbers from `lowest` to `highest`, either side open, whole ones too."""
+    floats = st.floats(lowest, highest, allow_nan=False, allow_infinity=False)
+    integers = st.integers(
+        None if lowest is None else math.ceil(lowest),
+        None if highest is None else math.floor(highest),
+    )
+    return floats | integers
 
 
 def object_text(fields: dict[str, str]) -> str:

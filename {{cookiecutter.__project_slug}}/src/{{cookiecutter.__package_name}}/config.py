@@ -128,6 +128,24 @@ def _bad_feature(value: Any) -> str | None:
     return None
 
 
+def _bounds(value: Any) -> bool:
+    """Null, or a mapping of column name to [lowest, highest] (_bad_bound)."""
+    return value is None or (isinstance(value, dict) and _bad_bound(value) is None)
+
+
+def _bad_bound(value: Any) -> str | None:
+    """The first entry of a bounds mapping that is not `name: [lowest, highest]`, numbers or
+    null (no limit on that side), at least one a number, the lowest no higher, as text."""
+    if isinstance(value, dict):
+        for name, limits in value.items():
+            pair = isinstance(limits, list) and len(limits) == 2
+            pair = pair and all(v is None or _is_number(v) for v in limits)
+            given = [v for v in limits if v is not None] if pair else []
+            if not (isinstance(name, str) and given and given == sorted(given)):
+                return f"{name}: {limits!r}"
+    return None
+
+
 def _labels(value: Any) -> bool:
     """Null, or a list of distinct labels: text or numbers, never YAML's booleans (an unquoted
     no/yes)."""
@@ -162,6 +180,13 @@ PARAMS: dict[str, dict[str, Rule]] = {
             _labels,
         ),
         "time_column": _text(required=False, nullable=True),
+        "bounds": Rule(
+            False,
+            "a mapping of numeric column name to [lowest, highest], null on a side without a "
+            "limit (e.g. floor_area: [0, null]), or null",
+            _bounds,
+            _bad_bound,
+        ),
         "features": Rule(
             True,
             # Monitoring's SQL finds a feature by a JSON path, which cannot hold a double quote.
@@ -258,6 +283,15 @@ def _across(params: dict[str, Any]) -> list[str]:
         for key in ("target", "time_column")
         if data.get(key) in data["features"]
     ]
+    for name in data.get("bounds") or {}:
+        if data["features"].get(name) != "numeric" and not (
+            name == data["target"] and params["model"]["task"] == "regression"
+        ):
+            problems.append(
+                f"data.bounds names '{name}', which is no numeric feature"
+                + (" nor the target" if params["model"]["task"] == "regression" else "")
+                + ": bound only the columns declared numeric in data.features"
+            )
     if data.get("time_column") == data["target"]:
         problems.append(
             f"data.time_column is the target '{data['target']}': the newest rows would be held "

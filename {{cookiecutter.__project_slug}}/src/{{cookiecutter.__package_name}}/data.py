@@ -7,7 +7,7 @@ import hashlib
 import logging
 import math
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +31,8 @@ class Schema:
     task: str
     target_classes: tuple | None = None
     time_column: str | None = None
+    # Numeric column -> (lowest, highest) it may hold, None on a side without a limit.
+    bounds: dict[str, tuple] = field(default_factory=dict)
 
     @classmethod
     def from_params(cls, data: dict[str, Any], task: str) -> Schema:
@@ -54,6 +56,7 @@ class Schema:
             task,
             tuple(classes) if classes else None,
             data.get("time_column"),
+            {name: tuple(limits) for name, limits in (data.get("bounds") or {}).items()},
         )
 
     @property
@@ -225,6 +228,7 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     if refused:
         raise PipelineError(refused[0])
     clean[schema.target] = _as_target(frame[schema.target], schema)
+    _refuse_out_of_bounds(clean, schema.bounds)
     valid = pd.DataFrame(clean, index=frame.index).reset_index(drop=True)
     copies = int(valid.duplicated().sum())
     if copies:
@@ -236,6 +240,33 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
             len(valid),
         )
     return valid
+
+
+def _refuse_out_of_bounds(columns: dict[str, pd.Series], bounds: dict[str, tuple]) -> None:
+    """Refuse values outside params.yaml data.bounds (a negative area, a rate above 1), every
+    such column at once; missing values pass."""
+    refused = []
+    for name, (lowest, highest) in bounds.items():
+        values = columns[name]
+        outside = pd.Series(False, index=values.index)
+        if lowest is not None:
+            outside |= values < lowest
+        if highest is not None:
+            outside |= values > highest
+        if outside.any():
+            allowed = bounds_text(lowest, highest)
+            found = _counted(outside, f"values that are not {allowed}")
+            examples = values[outside].unique()[:3].tolist()
+            refused.append(f"column '{name}' has {found}, such as {examples}")
+    if refused:
+        raise PipelineError("; ".join(refused) + ": fix the source, or widen data.bounds")
+
+
+def bounds_text(lowest: float | None, highest: float | None) -> str:
+    """A column's bounds in words: "0 to 1", "at least 0", "at most 100"."""
+    if lowest is None:
+        return f"at most {highest:g}"
+    return f"at least {lowest:g}" if highest is None else f"{lowest:g} to {highest:g}"
 
 
 def _feature(column: pd.Series, name: str, kind: str) -> pd.Series:

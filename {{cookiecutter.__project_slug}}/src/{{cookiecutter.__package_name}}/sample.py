@@ -18,6 +18,13 @@ FEATURES = {
     "payment_method": "categorical",
     "region": "categorical",
 }
+# What params.yaml's data.bounds ships for these features: every sample row is within them.
+BOUNDS = {
+    "tenure_months": [0, None],
+    "monthly_charges": [0, None],
+    "support_calls": [0, None],
+    "age": [18, 120],
+}
 
 
 def make_sample(

@@ -251,6 +251,9 @@ def run_record(
     # drew: a rare code seen in the holdout is no reason to refuse a request.
     for name in schema.of_kind("categorical"):
         profile["features"][name]["categories"] = sorted(frame[name].dropna().astype(str).unique())
+    # The service refuses what data.bounds refused in training (a negative area).
+    for name, limits in schema.bounds.items():
+        (profile["features"].get(name) or profile["target"])["bounds"] = list(limits)
     tags = {
         "data.content_hash": datalib.content_hash(frame),
         "data.dvc_md5": dvc_md5,

@@ -90,6 +90,7 @@ def export(client, name: str, version: str | None, out_dir: Path) -> dict[str, A
                 for n, f in profile["features"].items()
                 if f["kind"] == "categorical"
             },
+            "bounds": {n: f["bounds"] for n, f in profile["features"].items() if f.get("bounds")},
             "example": _example(local, list(features)),
             "prediction_buckets": profile["prediction"].get("bin_edges"),
             # The training profile: the prediction log's rollups bin live traffic on its edges.

@@ -16,7 +16,7 @@ from pydantic import (
     create_model,
 )
 
-from ..data import BOOLEAN_TEXT, category_label
+from ..data import BOOLEAN_TEXT, bounds_text, category_label
 
 Number = Annotated[float, Strict()]
 BOOLEAN_VALUES = 'true/false (also as text in any case) for "True"/"False"'
@@ -41,7 +41,13 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
     for name, kind in meta["features"].items():
         example = meta["example"].get(name)
         if kind == "numeric":
-            fields[name] = (Number | None, Field(..., title=name, examples=[example]))
+            limits = meta.get("bounds", {}).get(name)
+            lowest, highest = limits or (None, None)
+            said = f"{bounds_text(lowest, highest)} (data.bounds in training)" if limits else None
+            fields[name] = (
+                Number | None,
+                Field(..., title=name, examples=[example], ge=lowest, le=highest, description=said),
+            )
             continue
         known = meta["categories"].get(name) or []
         # A column of true/false or whole numbers in the data: the JSON true or 3 a client
