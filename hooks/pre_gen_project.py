@@ -194,13 +194,15 @@ def describe_range(low: float | None, high: float | None) -> str:
 def check_threshold(answers: dict) -> list[str]:
     """Check that promotion_threshold is a number the primary metric can reach."""
     value, given = answers["promotion_threshold"], text(answers, "promotion_threshold")
+    metric = answers["primary_metric"]
+    spec = answers["_metrics"].get(metric)
+    if spec is None and not given:
+        return []  # the default of an unknown metric: check_metric reports the metric
     if not DECIMAL.fullmatch(given):
         message = (
             f"promotion_threshold={value!r} is not a number: give a plain decimal such as 0.75"
         )
         return [message]
-    metric = answers["primary_metric"]
-    spec = answers["_metrics"].get(metric)
     if spec is None:
         return []  # an unknown metric is reported by check_metric
     low, high = spec["min"], spec["max"]

@@ -357,6 +357,16 @@ def test_pre_gen_main_invalid_prints_errors_and_returns_1(
     assert "ERROR: primary_metric='f1' does not fit task='regression'" in err
 
 
+def test_an_unknown_metric_is_named_once_not_as_its_empty_default_threshold_too() -> None:
+    given = render_answers({"primary_metric": "precision_recall"})
+    assert given["promotion_threshold"] == ""  # no default for a metric the template lacks
+    [message] = pre_gen.validate(given)
+    assert message.startswith("primary_metric='precision_recall' does not fit")
+    assert pre_gen.validate({**given, "promotion_threshold": "high"})[1].startswith(
+        "promotion_threshold='high' is not a number"
+    )
+
+
 def test_pre_gen_main_valid_prints_nothing_and_returns_0(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
