@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import math
 import os
 import re
@@ -37,6 +38,7 @@ from {{ cookiecutter.__package_name }}.errors import (
     EXIT_TERMINATED,
     PipelineError,
 )
+from {{ cookiecutter.__package_name }}.model import build_model
 
 
 def refusal(tmp_path: Path, params: dict) -> str:
@@ -515,6 +517,25 @@ def test_train_refuses_bad_hyperparameters(sample_frame, hyperparameters, named)
     with pytest.raises(PipelineError, match=r"train\.hyperparameters") as caught:
         training.fit(frame, schema, params)
     assert named in str(caught.value)
+
+
+def test_an_unknown_hyperparameter_gets_the_closest_name_and_every_one_taken(sample_frame):
+    params, schema, frame = sample_frame
+    kinds = schema.of_kind("numeric"), schema.of_kind("categorical")
+    plain = build_model(schema.task, *kinds, {}, params["train"]["seed"])
+    estimator = plain[-1] if hasattr(plain, "steps") else plain
+    taken = sorted(estimator.get_params(deep=False))
+    if inspect.getfullargspec(type(estimator).__init__).varkw:
+        pytest.skip("the estimator takes any keyword: the next tests cover its check")
+    name = max(taken, key=len)  # the longest: its misspelling is close to it alone
+    params = copy.deepcopy(params)
+    params["train"]["hyperparameters"] = {name[:-1]: 1}
+    with pytest.raises(PipelineError) as caught:
+        training.fit(frame, schema, params)
+    assert str(caught.value) == (
+        f"params.yaml train.hyperparameters.{name[:-1]} (did you mean {name}?) is not a "
+        f"parameter of {type(estimator).__name__}, which takes: {', '.join(taken)}"
+    )
 
 
 class KeywordsEstimator(BaseEstimator):

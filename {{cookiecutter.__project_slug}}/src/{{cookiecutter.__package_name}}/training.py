@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 import inspect
 import json
 import logging
 import math
+import re
 import time
 from typing import Any
 
@@ -39,6 +41,30 @@ def classes_of(model, task: str) -> list | None:
         [c.item() if hasattr(c, "item") else c for c in model.classes_]
         if task == "classification"
         else None
+    )
+
+
+def _unaccepted(err: TypeError, hyperparameters: dict[str, Any], built) -> str:
+    """What to write instead of a name build_model()'s estimator refused: the name it takes
+    that is closest, and all it takes (read from the model built without hyperparameters)."""
+    said = (
+        f"params.yaml train.hyperparameters {hyperparameters} are not accepted by build_model() "
+        f"in {build_model.__module__}: {err}"
+    )
+    refused = re.search(r"unexpected keyword argument '([^']+)'", str(err))
+    try:
+        plain = built({})
+        estimator = plain[-1] if hasattr(plain, "steps") else plain
+        taken = sorted(estimator.get_params(deep=False))
+    except Exception:  # build_model() needs some of them: the error as it came
+        return said
+    if not refused:
+        return said
+    close = difflib.get_close_matches(refused[1], taken, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    return (
+        f"params.yaml train.hyperparameters.{refused[1]}{hint} is not a parameter of "
+        f"{type(estimator).__name__}, which takes: {', '.join(taken)}"
     )
 
 
@@ -87,19 +113,15 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
     )
     x_train, y_train = datalib.features_and_target(train_rows, schema)
     hyperparameters = dict(train_p.get("hyperparameters") or {})
+
+    def built(chosen: dict[str, Any]):
+        kinds = schema.of_kind("numeric"), schema.of_kind("categorical")
+        return build_model(schema.task, *kinds, chosen, int(train_p["seed"]))
+
     try:
-        model = build_model(
-            schema.task,
-            schema.of_kind("numeric"),
-            schema.of_kind("categorical"),
-            hyperparameters,
-            int(train_p["seed"]),
-        )
+        model = built(hyperparameters)
     except TypeError as err:  # an unknown name: the estimator's __init__ refuses the keyword
-        raise PipelineError(
-            f"params.yaml train.hyperparameters {hyperparameters} are not accepted by "
-            f"build_model() in {build_model.__module__}: {err}"
-        ) from err
+        raise PipelineError(_unaccepted(err, hyperparameters, built)) from err
     _refuse_undeclared(model, hyperparameters)
     _refuse_without_probabilities(model, schema.task)
     log.info(
