@@ -476,8 +476,10 @@ def per_class_lines(rows: list[dict] | None) -> list[str]:
     heads = [f"{model} {part}" for model in models for part in ("precision", "recall")]
     lines = [
         "",
-        "Per class on the holdout, the rarest first (precision: of the rows a model gave this "
-        "class, the share that had it; recall: of the rows that had it, the share it found):",
+        "Per class on the holdout, the rarest first, of the class each model predicts, its "
+        "likeliest (for two classes, a probability above 0.5; precision: of the rows a model "
+        "gave this class, the share that had it; recall: of the rows that had it, the share it "
+        "found):",
         "",
         f"| class | rows | {' | '.join(heads)} |",
         "|---|---:|" + "---:|" * len(heads),
