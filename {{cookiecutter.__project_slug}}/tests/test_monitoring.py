@@ -44,7 +44,7 @@ from {{ cookiecutter.__package_name }}.monitoring.tables import (
 )
 from {{ cookiecutter.__package_name }}.monitoring.tables import outcomes as outcomes_table
 from {{ cookiecutter.__package_name }}.promotion import Gate
-from {{ cookiecutter.__package_name }}.sample import make_sample
+from {{ cookiecutter.__package_name }}.sample import REGIONS, make_sample
 
 END = datetime(2026, 7, 1, tzinfo=UTC)
 THRESHOLDS = {"psi": 0.2, "alpha": 0.01, "min_records": 200, "bias": 0.25}
@@ -166,6 +166,7 @@ def test_monitor_clean_traffic_raises_no_drift(engine, champion, seed):
     report = run(engine, champion)
     assert report["status"] == "checked"
     assert report["drift"] is False, report["drifted"]
+    assert not any(m.startswith("watch: ") for m in report["messages"]), report["messages"]
 
 
 def test_an_overfitting_champion_shows_no_prediction_drift_on_fresh_rows(
@@ -212,6 +213,25 @@ def test_monitor_names_a_categorical_frequency_change(engine, champion):
     report = run(engine, champion)
     assert "contract" in report["drifted"]
     assert report["features"]["contract"]["verdict"]["test"] == "chi2"
+
+
+def test_a_significant_shift_under_the_psi_bar_is_watched_without_an_alert(engine, champion):
+    """Region from 30/30/20/20 % to 50/20/15/15 %: PSI about 0.17, under monitor.psi 0.2 but
+    over half of it, and far beyond the noise of 1500 records."""
+
+    def lean(column, rng):
+        return pd.Series(
+            rng.choice(REGIONS, len(column), p=[0.5, 0.2, 0.15, 0.15]), index=column.index
+        )
+
+    log_frame(engine, champion, batch(champion, 10, region=lean))
+    report = run(engine, champion)
+    verdict = report["features"]["region"]["verdict"]
+    assert THRESHOLDS["psi"] / 2 <= verdict["psi"] < THRESHOLDS["psi"], verdict
+    assert report["drift"] is False and verdict["watch"], verdict
+    assert [m for m in report["messages"] if m.startswith("watch: region (PSI ")], report
+    assert [row[2] for row in reports.table_rows(report)][:2] == ["watch", "ok"]
+    assert "<tr class='watch'><td>region</td>" in reports.page(report)
 
 
 def test_monitor_names_a_prediction_distribution_change(engine, champion):

@@ -39,7 +39,8 @@ class Verdict:
     `missing_*` fields compare the missing share (None where no missing check is made, as for
     the predictions). `reasons` says which of the two drifted: "distribution", "missing rate".
     `unseen_share` (categorical features) is the share of the present values in categories
-    training never saw.
+    training never saw. `watch`: the distribution did not drift, but shifted significantly by at
+    least half the PSI bar (a shift building up, or one just under it), named without an alert.
     """
 
     name: str
@@ -57,6 +58,7 @@ class Verdict:
     missing_p_value: float | None = None
     reasons: tuple[str, ...] = ()
     unseen_share: float | None = None
+    watch: bool = False
 
     def as_dict(self) -> dict:
         """A JSON-ready dict."""
@@ -224,6 +226,8 @@ def _verdict(
     value, test_name, statistic, p_value = test
     n_ref, n_cur = sizes
     reasons = [DISTRIBUTION] if _drifted(value, p_value, thresholds, tests) else []
+    half = {**thresholds, "psi": thresholds["psi"] / 2}
+    watch = not reasons and _drifted(value, p_value, half, tests)
     extra: dict = {}
     if missing is not None:
         ref_rate, cur_rate, missing_psi, missing_p = missing_check(profile, n_cur, missing)
@@ -246,6 +250,7 @@ def _verdict(
         n_cur,
         **extra,
         reasons=tuple(reasons),
+        watch=watch,
     )
 
 

@@ -383,8 +383,23 @@ def monitor(
         if section and section["verdict"]["drifted"]
     ]
     drifted += _live_checks(report, champion, thresholds, gate)
+    report["messages"] += _watched(report, thresholds)
     report.update(status="checked", drift=bool(drifted), drifted=drifted)
     return report
+
+
+def _watched(report: dict, thresholds: dict) -> list[str]:
+    """A message naming the distributions that shifted significantly, by at least half the PSI
+    bar but under it (drift.Verdict.watch): no alert, but no silence either."""
+    sections = [*report["features"].values(), report["prediction"], report.get("actual")]
+    watched = [s["verdict"] for s in sections if s and s["verdict"].get("watch")]
+    if not watched:
+        return []
+    named = ", ".join(f"{v['name']} (PSI {v['psi']:.3f}, p = {v['p_value']:.2g})" for v in watched)
+    return [
+        f"watch: {named} shifted significantly, though under monitor.psi {thresholds['psi']}: "
+        "no alert; a shift building up reaches it, and a lower monitor.psi alerts on this size"
+    ]
 
 
 def _live_checks(report: dict, champion: dict, thresholds: dict, gate) -> list[str]:

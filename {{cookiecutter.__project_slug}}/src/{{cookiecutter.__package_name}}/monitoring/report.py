@@ -95,7 +95,10 @@ def table_rows(report: dict) -> list[list[str]]:
             compared = ["-", "no values", "-"]
         counts = [_missing(section), str(v["current_count"])]
         rows.append([name, section["kind"], drift_label(v), *compared, *counts])
-    return sorted(rows, key=lambda row: row[2] == "ok")  # stable: file order within each
+    return sorted(rows, key=lambda row: RANK.get(row[2], 0))  # stable: file order within each
+
+
+RANK = {"watch": 1, "ok": 2}  # the table's order by verdict: DRIFT (0) first
 
 
 def _missing(section: dict) -> str:
@@ -115,7 +118,7 @@ def drift_label(verdict: dict) -> str:
     """ok, DRIFT, or DRIFT naming what drifted when it is not (only) the distribution, and the
     share of categories training never saw."""
     if not verdict["drifted"]:
-        return "ok"
+        return "watch" if verdict.get("watch") else "ok"
     reasons = list(verdict.get("reasons") or [])
     notes = [] if reasons in ([], ["distribution"]) else reasons
     if (unseen := verdict.get("unseen_share") or 0) >= UNSEEN_NOTED:
@@ -281,7 +284,7 @@ def page(report: dict) -> str:
     esc = html.escape
     rows = (
         "".join(
-            ("<tr>" if row[2] == "ok" else "<tr class='drift'>")
+            {"ok": "<tr>", "watch": "<tr class='watch'>"}.get(row[2], "<tr class='drift'>")
             + "".join(f"<td>{esc(c)}</td>" for c in row)
             + "</tr>"
             for row in table_rows(report)
@@ -302,7 +305,7 @@ def page(report: dict) -> str:
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{esc(headline(report))}</title>"
         "<style>body{font-family:sans-serif;margin:2em}td,th{border:1px solid #ccc;padding:4px 8px}"
-        "table{border-collapse:collapse}tr.drift{background:#fde2e1;font-weight:bold}</style>"
+        "table{border-collapse:collapse}tr.drift{background:#fde2e1;font-weight:bold}tr.watch{background:#fff4d6}</style>"
         "</head><body>"
         f"<h1>{esc(headline(report))}</h1><p>{esc(window_line(report))}</p>"
         f"<ul>{messages}</ul>"
