@@ -170,8 +170,7 @@ def send(
                 # A 422 names at most 20 errors, so a batch may take several rounds.
                 named = [i for position, i in enumerate(sent) if position in err.records] or sent
                 sent = [i for i in sent if i not in set(named)]
-                where = f"file rows {_spans(named)} of the batch from file row {first}"
-                left_out.append(f"{where}: {err}")
+                left_out.append(f"file row{'s' * (len(named) > 1)} {_spans(named)}: {err}")
         if answer is not None:
             answered.extend(
                 {

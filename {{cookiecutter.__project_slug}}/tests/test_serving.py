@@ -1100,7 +1100,7 @@ def test_send_batch_leaves_out_only_the_rows_a_service_refused_as_invalid(monkey
         send_batch.send("http://service", rows, 100, answered)
     message = str(failed.value)
     assert message.startswith("4 of 400 file rows were refused and left out; the other 396 were")
-    assert "file rows 250-252, 260 of the batch from file row 200" in message
+    assert "): file rows 250-252, 260: answered 422:" in message
     # The service names records by their place in the request; the message by file row.
     assert "file row 250 zip: Input should be one of" in message
     assert "file row 260 zip: Input should be one of" in message
@@ -1168,7 +1168,7 @@ def test_send_batch_leaves_out_a_whole_batch_refused_without_naming_records(monk
     rows[150]["zip"] = "00123"
     with pytest.raises(PipelineError, match="100 of 300 file rows were refused") as failed:
         send_batch.send("http://service", rows, 100, answered)
-    assert "file rows 100-199 of the batch from file row 100" in str(failed.value)
+    assert "file rows 100-199: answered 422: the model cannot" in str(failed.value)
     assert [a["row"] for a in answered] == [*range(100), *range(200, 300)]
 
 
