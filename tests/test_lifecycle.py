@@ -103,14 +103,15 @@ def test_make_training_changed_reads_the_last_commit_and_counts_a_first_push_as_
 
 def own_data_and_model(project: Path) -> dict[Path, str]:
     """Make the README's "two places you change" a user's own: other columns (a true/false one
-    among them) in a CSV under data/raw/, declared in params.yaml, and another estimator in
-    build_model() with its own hyperparameters; the original files."""
+    among them, an id to ignore, bounds) in a CSV under data/raw/, declared in params.yaml, and
+    another estimator in build_model() with its own hyperparameters; the original files."""
     paths = [project / "params.yaml", *project.glob("src/*/model.py")]
     originals = {path: path.read_text() for path in paths}
     params = yaml.safe_load(originals[paths[0]])
     classification = params["model"]["task"] == "classification"
     rows = [
         {
+            "order_id": f"order-{i:05d}",  # no feature: data.ignore drops it
             "distance_km": round(0.5 + (i * 37 % 100) / 10, 1),
             "items": 1 + i % 6,
             "city": ["Lisbon", "Porto", "Braga"][i % 3],
@@ -136,6 +137,7 @@ def own_data_and_model(project: Path) -> dict[Path, str]:
         target_classes=["no", "yes"] if classification else None,
         time_column=None,
         bounds={"distance_km": [0, None], "items": [1, 20]},  # the sample's named its features
+        ignore=["order_id"],
     )
     params["train"]["hyperparameters"] = {"n_estimators": 60, "min_samples_leaf": 3}
     paths[0].write_text(yaml.safe_dump(params, sort_keys=False))

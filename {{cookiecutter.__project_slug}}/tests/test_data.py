@@ -171,6 +171,20 @@ def test_validate_missing_target_values_refused(frame, schema):
     )
 
 
+def test_columns_in_data_ignore_are_dropped_and_others_undeclared_named(frame, schema):
+    with_ids = frame.assign(customer_id=[f"C-{i}" for i in range(len(frame))], note="x")
+    ignoring = replace(schema, ignore=("customer_id", "absent_from_the_source"))
+    with pytest.raises(PipelineError) as caught:
+        datalib.validate(with_ids, ignoring)
+    assert str(caught.value).startswith(
+        "column 'note' is not declared in params.yaml data.features: declare it, list it in "
+        "data.ignore (an id), or drop it from the source (undeclared: ['note'])"
+    )
+    clean = datalib.validate(with_ids.drop(columns="note"), ignoring)
+    assert "customer_id" not in clean.columns
+    assert datalib.content_hash(clean) == datalib.content_hash(datalib.validate(frame, schema))
+
+
 def test_values_outside_data_bounds_are_refused_naming_every_column_and_rows(frame, schema):
     assert schema.bounds, "the sample's params bound its numeric features"
     (low_name, (lowest, _)), (high_name, _) = [

@@ -148,6 +148,9 @@ def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
         ("model.name", "", "a non-empty string"),
         ("promote.threshold", "high", "a number"),
         ("data.bounds", [0, 1], "a mapping of numeric column name to [lowest, highest], null"),
+        ("data.ignore", "customer_id", "a list of distinct column names, or null (columns"),
+        ("data.ignore", ["id", "id"], "a list of distinct column names, or null"),
+        ("data.ignore", ["id", ""], "a list of distinct column names, or null"),
     ],
 )
 def test_impossible_value_names_the_key_and_the_rule(tmp_path, repo_params, dotted, value, rule):
@@ -164,6 +167,14 @@ def test_a_bound_that_is_no_lowest_highest_pair_is_named(tmp_path, params, limit
     bounds = {**params["data"]["bounds"], first: limits}
     message = refusal(tmp_path, with_value(params, "data.bounds", bounds))
     assert f"data.bounds has {first}: {limits!r}: it must be a mapping of numeric column" in message
+
+
+def test_ignore_names_no_column_data_uses(tmp_path, params):
+    feature = next(iter(params["data"]["features"]))
+    for name in (feature, params["data"]["target"], params["data"]["time_column"]):
+        message = refusal(tmp_path, with_value(params, "data.ignore", ["customer_id", name]))
+        assert f"data.ignore names '{name}', which data declares as a column it uses" in message
+    assert params_problems(with_value(params, "data.ignore", ["customer_id"])) == []
 
 
 def test_bounds_name_only_numeric_features_or_a_regression_target(tmp_path, params):

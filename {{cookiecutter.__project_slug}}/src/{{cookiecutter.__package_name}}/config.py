@@ -146,6 +146,15 @@ def _bad_bound(value: Any) -> str | None:
     return None
 
 
+def _names(value: Any) -> bool:
+    """Null, or a list of distinct non-empty column names."""
+    return value is None or (
+        isinstance(value, list)
+        and all(isinstance(v, str) and v.strip() for v in value)
+        and len(set(value)) == len(value)
+    )
+
+
 def _labels(value: Any) -> bool:
     """Null, or a list of distinct labels: text or numbers, never YAML's booleans (an unquoted
     no/yes)."""
@@ -180,6 +189,12 @@ PARAMS: dict[str, dict[str, Rule]] = {
             _labels,
         ),
         "time_column": _text(required=False, nullable=True),
+        "ignore": Rule(
+            False,
+            "a list of distinct column names, or null (columns of the source that are no "
+            "feature, as an id: dropped when read)",
+            _names,
+        ),
         "bounds": Rule(
             False,
             "a mapping of numeric column name to [lowest, highest], null on a side without a "
@@ -282,6 +297,13 @@ def _across(params: dict[str, Any]) -> list[str]:
         + ("the target cannot be an input" if key == "target" else "the split orders rows by it")
         for key in ("target", "time_column")
         if data.get(key) in data["features"]
+    ]
+    declared = [*data["features"], data["target"], data.get("time_column")]
+    problems += [
+        f"data.ignore names '{name}', which data declares as a column it uses: leave it out of "
+        "one of them"
+        for name in data.get("ignore") or []
+        if name in declared
     ]
     for name in data.get("bounds") or {}:
         if data["features"].get(name) != "numeric" and not (

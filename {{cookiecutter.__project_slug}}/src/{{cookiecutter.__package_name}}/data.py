@@ -33,6 +33,7 @@ class Schema:
     time_column: str | None = None
     # Numeric column -> (lowest, highest) it may hold, None on a side without a limit.
     bounds: dict[str, tuple] = field(default_factory=dict)
+    ignore: tuple = ()  # columns of the source that are no feature (an id): dropped when read
 
     @classmethod
     def from_params(cls, data: dict[str, Any], task: str) -> Schema:
@@ -57,6 +58,7 @@ class Schema:
             tuple(classes) if classes else None,
             data.get("time_column"),
             {name: tuple(limits) for name, limits in (data.get("bounds") or {}).items()},
+            tuple(data.get("ignore") or ()),
         )
 
     @property
@@ -211,6 +213,7 @@ def validate(frame: pd.DataFrame, schema: Schema) -> pd.DataFrame:
     (the time column and target are checked once the features pass)."""
     if frame.empty:
         raise PipelineError("the data source returned no rows")
+    frame = frame.drop(columns=[c for c in schema.ignore if c in frame.columns])
     _check_columns(frame, schema)
     # Columns collected first and joined once: a frame grown a column at a time fragments (and
     # pandas warns for each column past a hundred).
@@ -362,8 +365,8 @@ def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
     extra = [str(c) for c in frame.columns if c not in schema.columns]
     if extra:
         raise PipelineError(
-            f"column '{extra[0]}' is not declared in params.yaml data.features: "
-            f"declare it or drop it from the source (undeclared: {extra})"
+            f"column '{extra[0]}' is not declared in params.yaml data.features: declare it, "
+            f"list it in data.ignore (an id), or drop it from the source (undeclared: {extra})"
             f"{_name_hint(extra, [str(c) for c in frame.columns], schema.columns)}"
         )
     twice = list(dict.fromkeys(str(c) for c in frame.columns[frame.columns.duplicated()]))
