@@ -65,12 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         params = load_params()
         task = params["model"]["task"]  # a regression's actuals must be numbers
         classes = params["data"].get("target_classes")  # a classifier's must be its labels
+        bounds = (params["data"].get("bounds") or {}).get(params["data"]["target"])
         frame = read(args.file, args.query, backends)
         if frame.empty:  # a scheduled load with nothing new is no failure, but say so
             log.warning("%s holds no outcome rows: nothing loaded", args.file or "the query")
         engine = monitoring_database(backends.monitoring_database_url)
         try:
-            loaded = load(engine, frame, task, classes)
+            loaded = load(engine, frame, task, classes, bounds)
         except sa.exc.OperationalError as err:
             raise database_refused(engine, err) from err
         where = engine.url.render_as_string(hide_password=True)

@@ -1069,6 +1069,14 @@ def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine
     unknown = pd.DataFrame({"request_id": ["a", "b", "c"], "actual": [1.0, None, None]})
     with pytest.raises(PipelineError, match=r"^2 outcome rows have no actual \(rows \[2, 3\]"):
         outcome_rows(unknown, "regression")
+    kwh = pd.DataFrame({"request_id": ["a", "b", "c"], "actual": [0.0, -50.0, 12.5]})
+    assert len(outcome_rows(kwh, "regression")) == 3
+    with pytest.raises(PipelineError) as outside:
+        outcome_rows(kwh, "regression", bounds=(0, None))
+    assert str(outside.value) == (
+        "1 outcomes have an actual value that is not at least 0 (the target's data.bounds), "
+        "e.g. [-50.0]: fix them, or widen data.bounds"
+    )
 
 
 def test_load_counts_outcomes_matching_a_logged_prediction(engine, champion):

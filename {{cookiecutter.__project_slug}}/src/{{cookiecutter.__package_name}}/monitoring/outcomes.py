@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from ..data import label_text
+from ..data import bounds_text, label_text
 from ..errors import PipelineError
 from .tables import create_tables, outcomes
 from .tables import prediction_log as log_table
@@ -34,11 +34,15 @@ LOOKUP_CHUNK = 500  # request ids per IN (...) query: well under any database's 
 
 
 def outcome_rows(
-    frame: pd.DataFrame, task: str | None = None, classes: list | None = None
+    frame: pd.DataFrame,
+    task: str | None = None,
+    classes: list | None = None,
+    bounds: tuple | None = None,
 ) -> list[dict]:
     """Rows for the outcomes table, refusing a frame without the required columns or with
     others, with empty or repeated keys, with an actual that is not a number (task
-    "regression") or not one of `classes` (data.target_classes, when declared)."""
+    "regression") or outside `bounds` (the target's data.bounds), or not one of `classes`
+    (data.target_classes, when declared)."""
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise PipelineError(f"outcomes need columns {COLUMNS}; missing {missing}")
@@ -68,6 +72,7 @@ def outcome_rows(
     ]
     _refuse_repeated(keys, "record_index" in frame.columns)
     _refuse_unknown_labels(frame["actual"], classes)
+    _refuse_out_of_bounds(frame["actual"], bounds)
     now = datetime.now(UTC)
     rows = []
     for position, ((request_id, record_index), actual) in enumerate(
@@ -139,6 +144,23 @@ def _refuse_unknown_labels(actual: pd.Series, classes: list | None) -> None:
         )
 
 
+def _refuse_out_of_bounds(actual: pd.Series, bounds: tuple | None) -> None:
+    """Refuse actual values outside the target's data.bounds, as make data refuses them."""
+    if not bounds:
+        return
+    values = pd.to_numeric(actual, errors="coerce")
+    lowest, highest = bounds
+    outside = (values < lowest) if lowest is not None else pd.Series(False, index=values.index)
+    if highest is not None:
+        outside |= values > highest
+    if outside.any():
+        raise PipelineError(
+            f"{int(outside.sum())} outcomes have an actual value that is not "
+            f"{bounds_text(lowest, highest)} (the target's data.bounds), e.g. "
+            f"{values[outside].head(EXAMPLES).tolist()}: fix them, or widen data.bounds"
+        )
+
+
 def _number(value) -> float | None:
     """The value as a float when it is a finite number."""
     try:
@@ -159,7 +181,11 @@ class Loaded:
 
 
 def load(
-    engine: sa.Engine, frame: pd.DataFrame, task: str | None = None, classes: list | None = None
+    engine: sa.Engine,
+    frame: pd.DataFrame,
+    task: str | None = None,
+    classes: list | None = None,
+    bounds: tuple | None = None,
 ) -> Loaded:
     """Insert outcomes, replacing the actual value of ones stored before (a correction); count
     those matching a logged prediction.
@@ -167,7 +193,7 @@ def load(
     Outcomes that match none are stored all the same (the prediction may still be spooled by
     the service, waiting for the database), but only matched ones count in live metrics.
     """
-    rows = outcome_rows(frame, task, classes)
+    rows = outcome_rows(frame, task, classes, bounds)
     create_tables(engine)
     dialect = engine.dialect.name
     if dialect == "postgresql":
