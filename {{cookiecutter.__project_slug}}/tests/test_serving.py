@@ -760,6 +760,31 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
 
 
 @pytest.mark.parametrize("open_categories", [False, True])
+def test_a_column_of_0_and_1_takes_true_and_false_and_other_codes_refuse_them(open_categories):
+    """SQLite stores booleans as 0 and 1, which training labels "0" and "1": JSON true is 1
+    there. In a column of other whole numbers true/false is no category (not an unseen one)."""
+    meta = {
+        "features": {"trial": "categorical", "grade": "categorical"},
+        "categories": {"trial": ["0", "1"], "grade": ["1", "2", "3"]},
+        "example": {"trial": "1", "grade": "2"},
+    }
+    record = request_model(meta, 10, open_categories).model_validate_json
+    sent = [{"trial": True, "grade": 2}, {"trial": "false", "grade": 3}, {"trial": 0, "grade": 1}]
+    body = record(json.dumps({"records": sent}))
+    assert [r.__dict__ for r in body.records] == [
+        {"trial": "1", "grade": "2"},
+        {"trial": "0", "grade": "3"},
+        {"trial": "0", "grade": "1"},
+    ]
+    for grade in (True, "TRUE"):
+        with pytest.raises(ValidationError) as refused:
+            record(json.dumps({"records": [{"trial": 1, "grade": grade}]}))
+        (error,) = refused.value.errors(include_url=False)
+        assert error["loc"] == ("records", 0, "grade")
+        assert "true is not a category of this column, made from whole numbers" in error["msg"]
+
+
+@pytest.mark.parametrize("open_categories", [False, True])
 def test_a_whole_number_names_the_code_training_wrote_with_leading_zeros(open_categories):
     """A JSON number cannot keep a code's leading zeros: 2134 is "02134" when no other code
     reads as 2134; otherwise it stays "2134" (a category, or unknown)."""

@@ -249,20 +249,26 @@ def _refuse_out_of_bounds(columns: dict[str, pd.Series], bounds: dict[str, tuple
     """Refuse values outside params.yaml data.bounds (a negative area, a rate above 1), every
     such column at once; missing values pass."""
     refused = []
-    for name, (lowest, highest) in bounds.items():
+    for name, limits in bounds.items():
         values = columns[name]
-        outside = pd.Series(False, index=values.index)
-        if lowest is not None:
-            outside |= values < lowest
-        if highest is not None:
-            outside |= values > highest
-        if outside.any():
-            allowed = bounds_text(lowest, highest)
-            found = _counted(outside, f"values that are not {allowed}")
+        if (outside := outside_bounds(values, limits)).any():
+            found = _counted(outside, f"values that are not {bounds_text(*limits)}")
             examples = values[outside].unique()[:3].tolist()
             refused.append(f"column '{name}' has {found}, such as {examples}")
     if refused:
         raise PipelineError("; ".join(refused) + ": fix the source, or widen data.bounds")
+
+
+def outside_bounds(values: pd.Series, limits: tuple) -> pd.Series:
+    """Which numbers are below the lowest or above the highest of `limits` (either None: no
+    limit on that side); missing values are not outside."""
+    lowest, highest = limits
+    outside = pd.Series(False, index=values.index)
+    if lowest is not None:
+        outside |= values < lowest
+    if highest is not None:
+        outside |= values > highest
+    return outside
 
 
 def bounds_text(lowest: float | None, highest: float | None) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from ..data import bounds_text, label_text
+from ..data import bounds_text, label_text, outside_bounds
 from ..errors import PipelineError
 from .tables import create_tables, outcomes
 from .tables import prediction_log as log_table
@@ -149,14 +149,10 @@ def _refuse_out_of_bounds(actual: pd.Series, bounds: tuple | None) -> None:
     if not bounds:
         return
     values = pd.to_numeric(actual, errors="coerce")
-    lowest, highest = bounds
-    outside = (values < lowest) if lowest is not None else pd.Series(False, index=values.index)
-    if highest is not None:
-        outside |= values > highest
-    if outside.any():
+    if (outside := outside_bounds(values, bounds)).any():
         raise PipelineError(
             f"{int(outside.sum())} outcomes have an actual value that is not "
-            f"{bounds_text(lowest, highest)} (the target's data.bounds), e.g. "
+            f"{bounds_text(*bounds)} (the target's data.bounds), e.g. "
             f"{values[outside].head(EXAMPLES).tolist()}: fix them, or widen data.bounds"
         )
 

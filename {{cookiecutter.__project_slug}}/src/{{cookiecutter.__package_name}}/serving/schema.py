@@ -76,6 +76,7 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
             blank="" not in known,
             padded=_zero_padded(known),
             text=get_origin(choices) is not Literal,  # any text, not a list
+            truth=_truth(known),
         )
         annotation = Annotated[choices | None, BeforeValidator(convert)]
         description = " ".join(notes) or None
@@ -122,21 +123,42 @@ def _zero_padded(known: list[str]) -> dict[str, str]:
     return {n: codes[0] for n, codes in found.items() if len(codes) == 1 and n not in labels}
 
 
+def _truth(known: list[str]) -> dict[bool, str]:
+    """The categories JSON false and true name: a true/false column's own, or for a column of
+    only 0 and 1 (a flag, as SQLite stores booleans) "0" and "1"; none for other columns."""
+    if set(BOOLEANS) & set(known):
+        return dict(zip((False, True), BOOLEANS, strict=True))
+    return {False: "0", True: "1"} if known and set(known) <= {"0", "1"} else {}
+
+
 def _as_label(
-    value: Any, scalar: bool, blank: bool, padded: dict[str, str], text: bool = False
+    value: Any,
+    scalar: bool,
+    blank: bool,
+    padded: dict[str, str],
+    text: bool = False,
+    truth: dict[bool, str] | None = None,
 ) -> Any:
-    """An empty text as missing (`blank`); for a `scalar` column, a JSON boolean or whole number,
-    or true/false as text in any case (as a CSV's are read for training), as the category text
-    training gave it (a number as its `padded` code); a fraction refused when the column takes
-    any `text` (whose refusal would not say that whole numbers go); anything else is left for
-    validation to accept or refuse (a listed column's refusal lists what goes)."""
+    """An empty text as missing (`blank`); for a `scalar` column, a JSON boolean or true/false
+    as text in any case (as a CSV's are read for training) as the category `truth` names
+    (refused when it names none), a whole number as the category text training gave it (as its
+    `padded` code); a fraction refused when the column takes any `text` (whose refusal would not
+    say that whole numbers go); anything else is left for validation to accept or refuse (a
+    listed column's refusal lists what goes)."""
     if blank and value == "":
         return None
     if not scalar:
         return value
     if isinstance(value, str) and value.lower() in BOOLEAN_TEXT:
-        return category_label(BOOLEAN_TEXT[value.lower()])
-    if isinstance(value, bool | int) or (isinstance(value, float) and value.is_integer()):
+        value = BOOLEAN_TEXT[value.lower()]
+    if isinstance(value, bool):
+        if value not in (truth or {}):
+            raise ValueError(
+                f"{str(value).lower()} is not a category of this column, made from whole "
+                "numbers: send one such as 3, or a category's text"
+            )
+        return truth[value]
+    if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
         label = category_label(value)
         return padded.get(label, label)
     if text and isinstance(value, float):  # not "should be a valid string": 101 is taken
