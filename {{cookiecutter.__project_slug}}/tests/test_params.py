@@ -159,14 +159,24 @@ def test_impossible_value_names_the_key_and_the_rule(tmp_path, repo_params, dott
 
 
 @pytest.mark.parametrize(
-    "limits",
-    [[1, 0], [None, None], [0], [0, 1, 2], ["0", 1], [0, math.inf], 5, [True, 1]],
+    ("limits", "written", "why"),
+    [
+        ([1, 0], "[1, 0]", "its lowest is above its highest"),
+        ([None, None], "[null, null]", "no limit on either side"),
+        ([0], "[0]", "not two numbers or null"),
+        ([0, 1, 2], "[0, 1, 2]", "not two numbers or null"),
+        (["0", 1], '["0", 1]', "not two numbers or null"),
+        ([0, math.inf], "[0, Infinity]", "not two numbers or null"),
+        (5, "5", "not two numbers or null"),
+        ([True, 1], "[true, 1]", "not two numbers or null"),
+    ],
 )
-def test_a_bound_that_is_no_lowest_highest_pair_is_named(tmp_path, params, limits):
+def test_a_bound_that_is_no_lowest_highest_pair_says_why(tmp_path, params, limits, written, why):
     first = next(n for n, kind in params["data"]["features"].items() if kind == "numeric")
     bounds = {**params["data"]["bounds"], first: limits}
     message = refusal(tmp_path, with_value(params, "data.bounds", bounds))
-    assert f"data.bounds has {first}: {limits!r}: it must be a mapping of numeric column" in message
+    said = f"data.bounds has {first}: {written} ({why}): it must be a mapping of numeric column"
+    assert said in message
 
 
 def test_ignore_names_no_column_data_uses(tmp_path, params):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import math
 import os
 import re
@@ -141,8 +142,11 @@ def _bad_bound(value: Any) -> str | None:
             pair = isinstance(limits, list) and len(limits) == 2
             pair = pair and all(v is None or _is_number(v) for v in limits)
             given = [v for v in limits if v is not None] if pair else []
-            if not (isinstance(name, str) and given and given == sorted(given)):
-                return f"{name}: {limits!r}"
+            why = "not two numbers or null" if not pair else ""
+            why = why or ("no limit on either side" if not given else "")
+            why = why or ("its lowest is above its highest" if given != sorted(given) else "")
+            if why:  # a name that is no numeric feature: _across says so
+                return f"{name}: {json.dumps(limits, default=str)} ({why})"
     return None
 
 
