@@ -85,6 +85,7 @@ def test_test_params_pass(repo_params):
         ("data.features", "featurs", ["unknown key data.featurs", "missing key data.features"]),
         ("model.name", "nme", ["unknown key model.nme", "missing key model.name"]),
         ("monitor.psi", "pssi", ["unknown key monitor.pssi", "missing key monitor.psi"]),
+        ("data.bounds", "bound", ["unknown key data.bound (did you mean bounds?)", "missing key"]),
         ("promote", "promte", ["unknown section promte (did you mean promote?)", "are: model,"]),
         ("monitor", "monitr", ["unknown section monitr", "missing section monitor (it"]),
         (

@@ -22,7 +22,7 @@ import skops.io
 import sqlalchemy
 import yaml
 from botocore.exceptions import NoCredentialsError, ReadTimeoutError
-from conftest import PAYLOAD_TYPE, Payload, load_script
+from conftest import PAYLOAD_TYPE, Payload, load_script, use_embedded_backends
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -232,6 +232,34 @@ def test_promote_refuses_an_evaluation_of_other_data(tmp_path, monkeypatch, capl
     assert promote.main([]) == EXIT_ERROR
     said = caplog.records[-1].getMessage()
     assert "scored candidate v2 on other data (md5 " in said and "make pipeline" in said
+
+
+def test_a_train_report_of_another_registry_is_forgotten_so_dvc_trains_again(
+    params, backends, good_data, workdir, caplog, monkeypatch
+):
+    """As after MLFLOW_TRACKING_URI moved from the local file to the team's database: DVC keeps
+    reports/train.json (the stage's inputs are unchanged), which names a version the new
+    registry lacks; `make pipeline` removes it first, so the stage runs."""
+    forget = load_script("train").main
+    report = workdir / "reports" / "train.json"
+    report.parent.mkdir()
+    trained = training.train(good_data, params, backends)
+    report.write_text(json.dumps(trained))
+    assert trained["registry"] == backends.registry_id()
+    assert forget(["--forget-unregistered", "--report", str(report)]) == 0
+    assert report.is_file(), "written against this registry: kept"
+    report.write_text(json.dumps({**trained, "registry": "another spelling of its URI"}))
+    assert forget(["--forget-unregistered", "--report", str(report)]) == 0
+    assert report.is_file(), "the registry holds it: kept"
+    elsewhere = workdir / "elsewhere"
+    elsewhere.mkdir()
+    use_embedded_backends(monkeypatch, elsewhere)  # a registry of its own, not made yet
+    assert forget(["--forget-unregistered", "--report", str(report)]) == 0
+    assert not report.exists()
+    said = caplog.records[-1].getMessage()
+    assert said.startswith(f"{report} names test-model v{trained['version']}, which the ")
+    assert said.endswith("does not hold: training again into it")
+    assert forget(["--forget-unregistered", "--report", str(report)]) == 0, "none: nothing to do"
 
 
 def test_promote_refuses_an_evaluation_of_an_earlier_candidate(tmp_path, monkeypatch, caplog):

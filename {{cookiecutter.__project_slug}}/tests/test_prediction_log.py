@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from {{ cookiecutter.__package_name }}.config import redact
+from {{ cookiecutter.__package_name }}.config import Backends, redact
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, bulk, tables
 from {{ cookiecutter.__package_name }}.monitoring import prediction_log as writer_module
@@ -451,6 +451,16 @@ def test_redact_hides_whole_passwords_even_unencoded():
     assert redact(given) == (
         "postgresql://mon@127.0.0.1/db?sslmode=require&Password=***&connect_timeout=3 down"
     )
+
+
+def test_a_registry_id_is_of_its_uri_without_the_password():
+    """reports/train.json keeps it: teammates' passwords differ, and a hash of one is no secret
+    a committed file should hold."""
+    uri = "postgresql+psycopg://mlops:{}@127.0.0.1:5432/mlflow"
+    ids = {Backends.from_env({"MLFLOW_TRACKING_URI": uri.format(p)}).registry_id() for p in "ab"}
+    (same,) = ids
+    other = Backends.from_env({"MLFLOW_TRACKING_URI": uri.format("a").replace("5432", "5433")})
+    assert other.registry_id() != same and len(same) == 12
 
 
 # --------------------------------------------------------------------------- PostgreSQL

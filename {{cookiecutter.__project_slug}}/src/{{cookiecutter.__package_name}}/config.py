@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import hashlib
 import json
 import math
 import os
@@ -199,8 +200,8 @@ PARAMS: dict[str, dict[str, Rule]] = {
             "feature, as an id: dropped when read)",
             _names,
         ),
-        "bounds": Rule(
-            False,
+        "bounds": Rule(  # required: training's DVC stage reads it (null: no bounds)
+            True,
             "a mapping of numeric column name to [lowest, highest], null on a side without a "
             "limit (e.g. floor_area: [0, null]), or null",
             _bounds,
@@ -423,6 +424,12 @@ class Backends:
             source_database_url=env.get("SOURCE_DATABASE_URL") or None,
             monitoring_database_url=env.get("MONITORING_DATABASE_URL") or DEFAULT_MONITORING_URL,
         )
+
+    def registry_id(self) -> str:
+        """Which model registry this is: a hash of its URI without the password, which a report
+        can keep without naming its host (and teammates' passwords may differ)."""
+        uri = redact(self.registry_uri or self.tracking_uri)
+        return hashlib.sha256(uri.encode()).hexdigest()[:12]
 
 
 ENV_MAXIMUM = 2**31 - 1  # beyond any sensible limit, timeout or size, and within every C int

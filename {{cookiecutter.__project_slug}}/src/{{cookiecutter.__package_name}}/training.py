@@ -341,7 +341,7 @@ def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, An
         )
         metrics = client.get_run(same.run_id).data.metrics
         validation = {k.removeprefix("validation."): v for k, v in metrics.items()}
-        return _report(name, same, same.tags["data.content_hash"], validation)
+        return _report(name, same, same.tags["data.content_hash"], validation, backends)
     # Before the fit: an artifact root the models could not reach is refused in seconds.
     experiment = registry.experiment_id(client, name, backends.artifact_root)
     model, x_train, x_valid, metrics = fit(frame, schema, params)
@@ -357,7 +357,7 @@ def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, An
             commit,
             created.version,
         )
-    return _report(name, created, record["tags"]["data.content_hash"], metrics)
+    return _report(name, created, record["tags"]["data.content_hash"], metrics, backends)
 
 
 def trained_before(client, name: str, data_hash: str):
@@ -374,12 +374,16 @@ def trained_before(client, name: str, data_hash: str):
     return min(found, key=lambda version: int(version.version), default=None)
 
 
-def _report(name: str, version, data_hash: str, metrics: dict) -> dict[str, Any]:
-    """What reports/train.json records of the version trained (or found)."""
+def _report(
+    name: str, version, data_hash: str, metrics: dict, backends: Backends
+) -> dict[str, Any]:
+    """What reports/train.json records of the version trained (or found), and in which
+    registry (Backends.registry_id)."""
     return {
         "model_name": name,
         "version": str(version.version),
         "run_id": version.run_id,
         "data_hash": data_hash,
         "validation_metrics": metrics,
+        "registry": backends.registry_id(),
     }
