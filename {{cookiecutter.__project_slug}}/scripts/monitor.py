@@ -150,10 +150,18 @@ def main(argv: list[str] | None = None) -> int:
             reports.remove(args.out_dir)
             raise
         reports.write(report, args.out_dir)
-        log.info("%s", reports.headline(report))
+        log_findings(report)
         return report["exit_code"]
 
     return run(step)
+
+
+def log_findings(report: dict) -> None:
+    """Log this window's messages, once (the days stored for daily_stats repeat some), then the
+    headline, which says the first when there is no verdict."""
+    for message in report["messages"][0 if report["status"] == "checked" else 1 :]:
+        log.warning("%s", message)
+    log.info("%s", reports.headline(report))
 
 
 if __name__ == "__main__":

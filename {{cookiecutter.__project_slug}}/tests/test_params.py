@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import logging
 import math
 import os
 import re
@@ -308,6 +309,22 @@ def test_make_train_and_evaluate_check_the_file_before_dvc_may_skip_them(
 def monitor_script():
     """scripts/monitor.py, imported."""
     return load_script("monitor")
+
+
+def test_monitor_logs_each_message_of_its_window_once_then_the_headline(caplog):
+    """monitor() logs nothing itself: the days it stores for daily_stats would repeat the
+    window's warnings (a live bias, outcomes left out)."""
+    caplog.set_level(logging.INFO)
+    checked = {"status": "checked", "messages": ["live mean_error 4.1 ...", "watch: region"]}
+    checked |= {"drift": False, "model_name": "m", "champion_version": "1"}
+    monitor_script().log_findings({**checked, "records_by_version": {"1": 500}})
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["live mean_error 4.1 ...", "watch: region", "No drift in m v1"]
+    caplog.clear()
+    empty = {"status": "empty", "messages": ["no records in the window", "spool waiting"]}
+    monitor_script().log_findings({**empty, "model_name": "m"})
+    said = [r.getMessage() for r in caplog.records]
+    assert said == ["spool waiting", "No verdict for m: no records in the window"]
 
 
 @pytest.mark.parametrize("days", ["0", "-1", "nan", "inf", "a week"])

@@ -270,7 +270,6 @@ def score_outcomes(
             else f"live metrics: {len(rows) - len(usable)} of {len(rows)} outcomes left out, "
             "their logged prediction has no value"
         )
-        log.warning("%s", result["messages"][-1])
     if not usable:
         return result
     reasons: dict[str, str] = {}
@@ -415,7 +414,6 @@ def _live_checks(report: dict, champion: dict, thresholds: dict, gate) -> list[s
     for name, (key, section, note) in checks.items():
         report[key] = section
         if note:
-            log.warning("%s", note)
             report["messages"].append(note)
         if section and section["failing"]:
             failing.append(name)
