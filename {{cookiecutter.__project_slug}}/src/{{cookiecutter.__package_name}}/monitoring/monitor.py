@@ -496,8 +496,9 @@ def live_bias(live: dict, error: dict, thresholds: dict) -> tuple[dict | None, s
     if not section["failing"]:
         return section, f"{said}, under monitor.bias {thresholds['bias']} SD: a warning, no alert"
     return section, (
-        f"{said}. The actual values moved in a way the features do not explain; retrain on the "
-        "newest data"
+        f"{said}. The actual values moved in a way the champion does not follow (a change the "
+        "features do not carry, or drifted features beyond the range it was trained on); "
+        "retrain on the newest data"
     )
 
 
