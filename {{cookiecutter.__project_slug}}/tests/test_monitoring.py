@@ -1075,7 +1075,7 @@ def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine
         outcome_rows(kwh, "regression", bounds=(0, None))
     assert str(outside.value) == (
         "1 outcomes have an actual value that is not at least 0 (the target's data.bounds), "
-        "e.g. [-50.0]: fix them, or widen data.bounds"
+        "e.g. -50: fix them, or widen data.bounds"
     )
 
 

@@ -253,7 +253,7 @@ def _refuse_out_of_bounds(columns: dict[str, pd.Series], bounds: dict[str, tuple
         values = columns[name]
         if (outside := outside_bounds(values, limits)).any():
             found = _counted(outside, f"values that are not {bounds_text(*limits)}")
-            examples = values[outside].unique()[:3].tolist()
+            examples = ", ".join(f"{v:g}" for v in values[outside].unique()[:3])
             refused.append(f"column '{name}' has {found}, such as {examples}")
     if refused:
         raise PipelineError("; ".join(refused) + ": fix the source, or widen data.bounds")

@@ -153,7 +153,8 @@ def _refuse_out_of_bounds(actual: pd.Series, bounds: tuple | None) -> None:
         raise PipelineError(
             f"{int(outside.sum())} outcomes have an actual value that is not "
             f"{bounds_text(*bounds)} (the target's data.bounds), e.g. "
-            f"{values[outside].head(EXAMPLES).tolist()}: fix them, or widen data.bounds"
+            f"{', '.join(f'{v:g}' for v in values[outside].head(EXAMPLES))}: fix them, or "
+            "widen data.bounds"
         )
 
 
