@@ -48,8 +48,10 @@ def forget_unregistered(report: Path) -> int:
 
     client = registry.connect(backends, create=True)
     try:
-        registry.version(client, trained["model_name"], trained["version"])
+        found = registry.version(client, trained["model_name"], trained["version"])
     except PipelineError:
+        found = None
+    if found is None or found.run_id != trained.get("run_id"):  # or another registry's v3
         log.warning(
             "%s names %s v%s, which the registry at %s does not hold: training again into it",
             report,

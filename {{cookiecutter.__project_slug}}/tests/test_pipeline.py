@@ -251,6 +251,10 @@ def test_a_train_report_of_another_registry_is_forgotten_so_dvc_trains_again(
     report.write_text(json.dumps({**trained, "registry": "another spelling of its URI"}))
     assert forget(["--forget-unregistered", "--report", str(report)]) == 0
     assert report.is_file(), "the registry holds it: kept"
+    report.write_text(json.dumps({**trained, "registry": "another", "run_id": "another run"}))
+    assert forget(["--forget-unregistered", "--report", str(report)]) == 0
+    assert not report.exists(), "another registry's version of the same number: forgotten"
+    report.write_text(json.dumps(trained))
     elsewhere = workdir / "elsewhere"
     elsewhere.mkdir()
     use_embedded_backends(monkeypatch, elsewhere)  # a registry of its own, not made yet
