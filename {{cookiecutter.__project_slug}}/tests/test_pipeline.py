@@ -266,6 +266,25 @@ def test_a_train_report_of_another_registry_is_forgotten_so_dvc_trains_again(
     assert forget(["--forget-unregistered", "--report", str(report)]) == 0, "none: nothing to do"
 
 
+def test_evaluate_and_promote_refuse_reports_of_another_registrys_version(
+    params, backends, good_data, workdir
+):
+    """A shell without the team's MLFLOW_TRACKING_URI reads the local registry, whose v1 is
+    another model: neither is scored nor judged in its place, and the gate tags nothing."""
+    trained = training.train(good_data, params, backends)
+    elsewhere = {**trained, "run_id": "0" * 32}
+    with pytest.raises(PipelineError, match=f"version {trained['version']} of this registry is"):
+        evaluation.evaluate(good_data, elsewhere, params, backends, workdir / "r")
+    report = evaluation.evaluate(good_data, trained, params, backends, workdir / "r")
+    assert report["candidate"]["run_id"] == trained["run_id"]
+    gate = Gate.from_params(params["promote"], params["model"]["task"])
+    misplaced = {**report, "candidate": {**report["candidate"], "run_id": "0" * 32}}
+    with pytest.raises(PipelineError, match="run `make pipeline`, which trains into this one"):
+        promotion.promote(misplaced, gate, backends, reevaluate=lambda: misplaced)
+    tags = registry.version(registry.connect(backends), "test-model", trained["version"]).tags
+    assert "gate.last_decision" not in tags
+
+
 def test_promote_refuses_an_evaluation_of_an_earlier_candidate(tmp_path, monkeypatch, caplog):
     """As after `make train` without `make evaluate`: the gate would rule on the version
     evaluated before, not the one just trained."""

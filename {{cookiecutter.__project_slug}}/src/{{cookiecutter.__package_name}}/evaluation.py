@@ -314,7 +314,7 @@ def evaluate(
     """Score candidate and champion, write evaluation.json, evaluation.md and the plots."""
     client = registry.connect(backends)
     name, number = train_report["model_name"], train_report["version"]
-    registered = registry.version(client, name, number)
+    registered = registry.version(client, name, number, train_report.get("run_id"))
     rest, rows, schema = _split(data_path, params)
     candidate = score_version(name, number, rows, schema, leave_out_unknown=True)
     rows = candidate["rows"]  # without the rows of a class too new to be in its training rows
@@ -349,6 +349,7 @@ def evaluate(
         },
         "candidate": {
             "version": candidate["version"],
+            "run_id": registered.run_id,
             "metrics": candidate["metrics"],
             "undefined": candidate["undefined"],
         },

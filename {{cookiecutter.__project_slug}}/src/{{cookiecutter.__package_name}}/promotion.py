@@ -116,7 +116,7 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
     client = registry.connect(backends)
     name, candidate = evaluation["model_name"], evaluation["candidate"]["version"]
     repair_interrupted(client, name)
-    registered = registry.version(client, name, candidate)
+    registered = registry.version(client, name, candidate, evaluation["candidate"].get("run_id"))
     current = registry.champion(client, name)
     # When the gate last decided on a version, whatever it decided: retrain_age.py's clock.
     decided_at = registry.now()

@@ -272,8 +272,9 @@ def champion(client: MlflowClient, name: str):
         raise
 
 
-def version(client: MlflowClient, name: str, number: str | int):
-    """One registered version, refusing a missing one or one without its lineage."""
+def version(client: MlflowClient, name: str, number: str | int, run_id: str | None = None):
+    """One registered version, refusing a missing one, one without its lineage, or one of
+    another run than `run_id` (a report naming the version of another registry)."""
     try:
         found = client.get_model_version(name, str(number))
     except MlflowException as err:
@@ -283,6 +284,12 @@ def version(client: MlflowClient, name: str, number: str | int):
     missing = [t for t in REQUIRED_LINEAGE if t not in found.tags]
     if missing:
         raise PipelineError(f"model {name} version {number} lacks lineage tags {missing}")
+    if run_id and found.run_id != run_id:
+        raise PipelineError(
+            f"model {name} version {number} of this registry is run {found.run_id}, not run "
+            f"{run_id} the reports name: they come from another registry (MLFLOW_TRACKING_URI "
+            "changed since?): run `make pipeline`, which trains into this one"
+        )
     return found
 
 
