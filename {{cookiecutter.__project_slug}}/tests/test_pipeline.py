@@ -1143,6 +1143,19 @@ def test_a_multiclass_roc_keeps_its_legend_beside_the_curves(tmp_path, monkeypat
     plots.plt.close(drawn[0])
 
 
+def test_precision_recall_axes_name_recall_and_precision_not_a_true_label(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    actual = np.where(rng.random(300) < 0.3, "yes", "no")
+    scored = {"version": "2", "classes": ["no", "yes"], "proba": rng.dirichlet(np.ones(2), 300)}
+    drawn = []
+    monkeypatch.setattr(plots, "_save", lambda figure, path: drawn.append(figure))
+    plots._precision_recall(actual, [("candidate", scored)], ["no", "yes"], tmp_path / "pr.png")
+    (axis,) = drawn[0].axes
+    assert (axis.get_xlabel(), axis.get_ylabel()) == ("recall", "precision")
+    assert axis.get_title() == "Precision-recall of class yes on the holdout"
+    plots.plt.close(drawn[0])
+
+
 def test_evaluation_plots_draw_class_labels_as_text(tmp_path, recwarn):
     """A "$" is a dollar, not mathtext (which stops on "$\\frac$"); text the font cannot draw
     is shown escaped, not as empty boxes."""

@@ -141,8 +141,13 @@ def _precision_recall(y_true, models, target_classes: list | None, path: Path) -
         )
     share = float(np.mean(actual == positive))
     axis.axhline(share, color="grey", linestyle=":", label=f"no skill (share {share:.2%})")
-    axis.set(title=shown(f"Precision-recall of class {positive} on the holdout", 60))
-    axis.legend(loc="upper right")
+    # The axes' own labels would name the positive label of `actual == positive`: True.
+    axis.set(
+        title=shown(f"Precision-recall of class {positive} on the holdout", 60),
+        xlabel="recall",
+        ylabel="precision",
+    )
+    axis.legend(loc="best")
     return _save(figure, path)
 
 
