@@ -782,6 +782,9 @@ def test_a_column_of_0_and_1_takes_true_and_false_and_other_codes_refuse_them(op
         (error,) = refused.value.errors(include_url=False)
         assert error["loc"] == ("records", 0, "grade")
         assert "true is not a category of this column, made from whole numbers" in error["msg"]
+    for trial in (2, "yes"):  # a flag has no third value, even for a model taking unseen ones
+        with pytest.raises(ValidationError, match="literal_error"):
+            record(json.dumps({"records": [{"trial": trial, "grade": 1}]}))
 
 
 @pytest.mark.parametrize("open_categories", [False, True])

@@ -52,12 +52,12 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         known = meta["categories"].get(name) or []
         # A column of true/false or whole numbers in the data: the JSON true or 3 a client
         # sends means the category training wrote as "True" or "3".
-        scalar = any(map(scalar_label, known))
+        scalar, truth = any(map(scalar_label, known)), _truth(known)
         notes = [SCALAR_LABELS.format(scalar_values(known))] if scalar else []
         if known and not open_categories:
             choices = Literal[tuple(known)]
-        elif known and set(known) <= set(BOOLEANS):  # a true/false column has no third value
-            choices = Literal[BOOLEANS]
+        elif known and set(known) <= set(truth.values()):  # true/false, 0/1: no third value
+            choices = Literal[tuple(truth.values())]
         else:
             longest = max([MAX_TEXT, *map(len, known)])
             choices = Annotated[
@@ -76,7 +76,7 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
             blank="" not in known,
             padded=_zero_padded(known),
             text=get_origin(choices) is not Literal,  # any text, not a list
-            truth=_truth(known),
+            truth=truth,
         )
         annotation = Annotated[choices | None, BeforeValidator(convert)]
         description = " ".join(notes) or None
