@@ -1074,7 +1074,8 @@ def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine
     with pytest.raises(PipelineError) as outside:
         outcome_rows(kwh, "regression", bounds=(0, None))
     assert str(outside.value) == (
-        "1 outcomes have an actual value that is not at least 0 (the target's data.bounds), "
+        "1 outcomes (rows [2], counted from 1) have an actual value that is not at least 0 "
+        "(the target's data.bounds), "
         "e.g. -50: fix them, or widen data.bounds"
     )
 
@@ -1093,7 +1094,9 @@ def test_load_counts_outcomes_matching_a_logged_prediction(engine, champion):
 
 def test_outcomes_refuse_undeclared_labels_and_a_later_load_corrects_them(engine):
     yes_no = pd.DataFrame({"request_id": ["a", "b", "c"], "actual": ["yes", "no", "1"]})
-    with pytest.raises(PipelineError, match=r"2 outcomes have an actual label that is not among"):
+    with pytest.raises(
+        PipelineError, match=r"^2 outcomes \(rows \[1, 2\], counted from 1\) have an actual label"
+    ):
         load(engine, yes_no, "classification", [0, 1])
     assert load(engine, yes_no, "classification").new == 3  # no declared classes: no check
     fixed = pd.DataFrame({"request_id": ["a", "b"], "actual": [1.0, 0]})

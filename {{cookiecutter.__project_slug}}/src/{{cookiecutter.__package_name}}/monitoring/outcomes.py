@@ -134,11 +134,13 @@ def _refuse_unknown_labels(actual: pd.Series, classes: list | None) -> None:
     if not classes:
         return
     allowed = {label_text(c) for c in classes}
-    unknown = Counter(label for label in map(label_text, actual) if label not in allowed)
-    if unknown:
+    labels = [label_text(a) for a in actual]
+    rows = [row for row, label in enumerate(labels, 1) if label not in allowed]
+    if rows:
+        unknown = Counter(labels[row - 1] for row in rows)
         raise PipelineError(
-            f"{sum(unknown.values())} outcomes have an actual label that is not among "
-            f"data.target_classes {list(classes)}, e.g. "
+            f"{len(rows)} outcomes (rows {rows[:EXAMPLES]}, counted from 1) have an actual "
+            f"label that is not among data.target_classes {list(classes)}, e.g. "
             f"{', '.join(repr(label) for label, _n in unknown.most_common(EXAMPLES))}: "
             "write the labels as the training data does"
         )
@@ -150,8 +152,10 @@ def _refuse_out_of_bounds(actual: pd.Series, bounds: tuple | None) -> None:
         return
     values = pd.to_numeric(actual, errors="coerce")
     if (outside := outside_bounds(values, bounds)).any():
+        rows = (np.flatnonzero(outside) + 1).tolist()
         raise PipelineError(
-            f"{int(outside.sum())} outcomes have an actual value that is not "
+            f"{len(rows)} outcomes (rows {rows[:EXAMPLES]}, counted from 1) have an actual "
+            "value that is not "
             f"{bounds_text(*bounds)} (the target's data.bounds), e.g. "
             f"{', '.join(f'{v:g}' for v in values[outside].head(EXAMPLES))}: fix them, or "
             "widen data.bounds"
