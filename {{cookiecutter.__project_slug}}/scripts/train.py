@@ -47,11 +47,9 @@ def forget_unregistered(report: Path) -> int:
     from {{ cookiecutter.__package_name }} import registry
 
     client = registry.connect(backends, create=True)
-    try:
-        found = registry.version(client, trained["model_name"], trained["version"])
+    try:  # missing, or another registry's run under the same number
+        registry.version(client, trained["model_name"], trained["version"], trained["run_id"])
     except PipelineError:
-        found = None
-    if found is None or found.run_id != trained.get("run_id"):  # or another registry's v3
         log.warning(
             "%s names %s v%s, which the registry at %s does not hold: training again into it",
             report,

@@ -52,13 +52,13 @@ def _unaccepted(err: TypeError, hyperparameters: dict[str, Any], built) -> str:
         f"in {build_model.__module__}: {err}"
     )
     refused = re.search(r"unexpected keyword argument '([^']+)'", str(err))
+    if not refused:
+        return said
     try:
         plain = built({})
         estimator = plain[-1] if hasattr(plain, "steps") else plain
         taken = sorted(estimator.get_params(deep=False))
     except Exception:  # build_model() needs some of them: the error as it came
-        return said
-    if not refused:
         return said
     close = difflib.get_close_matches(refused[1], taken, n=1)
     hint = f" (did you mean {close[0]}?)" if close else ""
