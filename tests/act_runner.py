@@ -178,12 +178,14 @@ class Act:
         variables: dict[str, str] | None = None,
         inputs: dict[str, str] | None = None,
         payload: dict | None = None,
+        env: dict[str, str] | None = None,
         timeout: float = 600,
     ) -> Run:
         """Run `workflow` (a file of .github/workflows) for `event`; its Run, pass or fail.
 
         `inputs` are a dispatch's inputs; `payload` is the event as GitHub would send it (a
-        pull request's number, head and base), which act reads for `github.event`.
+        pull request's number, head and base), which act reads for `github.event`; `env` is
+        set in every job's steps.
         """
         folder = self.state / name
         for sub in ("records", "artifacts"):
@@ -192,7 +194,8 @@ class Act:
         if payload is not None:
             (folder / "event.json").write_text(json.dumps(payload))
             command += ["--eventpath", str(folder / "event.json")]
-        for flag, values in (("--secret", secrets), ("--var", variables), ("--input", inputs)):
+        flags = {"--secret": secrets, "--var": variables, "--input": inputs, "--env": env}
+        for flag, values in flags.items():
             for key, value in (values or {}).items():
                 command += [flag, f"{key}={value}"]
         home = self.state / "home"
