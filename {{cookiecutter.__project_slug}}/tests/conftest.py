@@ -6,10 +6,14 @@ passing after you point data.source at your own data.
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import copy
+import functools
 import importlib.util
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -77,8 +81,24 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return tmp_path
 
 
+@functools.cache
+def empty_registry() -> Path:
+    """An MLflow registry that holds nothing yet, made once per test process: making one runs
+    MLflow's schema migrations, about a second, so each test copies this one instead."""
+    from mlflow import MlflowClient
+
+    folder = Path(tempfile.mkdtemp(prefix="empty-registry-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    with contextlib.chdir(folder):  # MLflow's Default experiment keeps its runs in here
+        MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+    return folder / "mlflow.db"
+
+
 def use_embedded_backends(patch: pytest.MonkeyPatch, folder: Path) -> Backends:
-    """Work in `folder`, with MLflow's registry and artifacts inside it."""
+    """Work in `folder`, with MLflow's registry (an empty one, unless it has one) and artifacts
+    inside it."""
+    if not (folder / "mlflow.db").exists():
+        shutil.copy(empty_registry(), folder / "mlflow.db")
     patch.chdir(folder)
     patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{folder / 'mlflow.db'}")
     patch.setenv("MODEL_ARTIFACT_ROOT", str(folder / "mlartifacts"))

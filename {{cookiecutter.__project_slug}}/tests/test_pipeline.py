@@ -22,7 +22,7 @@ import skops.io
 import sqlalchemy
 import yaml
 from botocore.exceptions import NoCredentialsError, ReadTimeoutError
-from conftest import PAYLOAD_TYPE, Payload, load_script, use_embedded_backends
+from conftest import PAYLOAD_TYPE, Payload, load_script
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sklearn.base import BaseEstimator, TransformerMixin
@@ -257,7 +257,8 @@ def test_a_train_report_of_another_registry_is_forgotten_so_dvc_trains_again(
     report.write_text(json.dumps(trained))
     elsewhere = workdir / "elsewhere"
     elsewhere.mkdir()
-    use_embedded_backends(monkeypatch, elsewhere)  # a registry of its own, not made yet
+    unmade = elsewhere / "mlflow.db"  # a registry of its own, not made yet
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{unmade}")
     assert forget(["--forget-unregistered", "--report", str(report)]) == 0
     assert not report.exists()
     said = caplog.records[-1].getMessage()
