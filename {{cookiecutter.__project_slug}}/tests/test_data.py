@@ -388,6 +388,16 @@ def test_csv_categorical_keeps_na_spellings_as_text_as_the_service_does(tmp_path
     assert "column 'city' holds ['N/A', 'None'] in 2 rows" in caplog.text
 
 
+def test_csv_true_false_column_with_a_stray_value_stays_text_and_says_so(tmp_path, caplog):
+    path = tmp_path / "roaming.csv"
+    path.write_text("roaming,plan\ntrue,a\nfalse,b\nmaybe,c\nTRUE,d\n,e\n")
+    features = {"roaming": "categorical", "plan": "categorical"}
+    loaded = datalib.load_source({"source": str(path), "features": features}, "", None)
+    assert loaded["roaming"].tolist()[:4] == ["true", "false", "maybe", "TRUE"]
+    said = "column 'roaming' holds true/false but also ['maybe'] in 1 rows"
+    assert said in caplog.text and "'plan'" not in caplog.text, caplog.text
+
+
 @pytest.mark.parametrize(
     "flags",
     [

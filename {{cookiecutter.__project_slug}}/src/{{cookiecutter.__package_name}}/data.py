@@ -154,9 +154,24 @@ def read_csv(source: str, features: dict[str, str]) -> pd.DataFrame:
             numbers = pd.to_numeric(text, errors="coerce")
             if numbers.notna().all() and not text.str.match(r"[-+]?0\d").any():
                 frame[name] = pd.to_numeric(frame[name])
-            elif text.str.lower().isin(BOOLEAN_TEXT).all():
+            elif (flags := text.str.lower().isin(BOOLEAN_TEXT)).all():
                 frame[name] = frame[name].str.lower().map(BOOLEAN_TEXT)
+            elif flags.mean() >= 0.5:
+                _warn_if_nearly_booleans(text[~flags], name)
     return frame
+
+
+def _warn_if_nearly_booleans(others: pd.Series, name: str) -> None:
+    """Say when a categorical column of mostly true/false holds other text: one stray value
+    keeps the whole column text ("true", "false", and it), where it would be booleans."""
+    log.warning(
+        "column '%s' holds true/false but also %s in %d rows: the whole column is read as text "
+        'categories, so the service takes "true" and "false" as text, not JSON true/false; '
+        "if those are mistakes, fix them or leave the cells empty in the CSV",
+        name,
+        sorted(others.unique())[:3],
+        len(others),
+    )
 
 
 def _warn_if_spelt_missing(column: pd.Series, name: str) -> None:
