@@ -7,6 +7,7 @@ import copy
 import json
 import time
 import uuid
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -922,7 +923,37 @@ def test_drift_of_a_feature_of_thousands_of_categories_is_judged_on_pooled_rare_
     assert shifted.drifted and shifted.psi > 1, shifted
     unseen = sum(n for c, n in counts.items() if c not in kind["frequencies"]) / 600
     assert shifted.unseen_share == pytest.approx(unseen) and unseen >= 0.6
-    assert reports.drift_label(shifted.as_dict()) == f"DRIFT ({unseen:.0%} unseen in training)"
+    expected = kind["unseen_expected"]
+    assert 0.005 <= expected < 0.05, "the premise: the tail brings a few new ids"
+    label = f"DRIFT ({unseen:.0%} unseen in training, {expected:.0%} expected)"
+    assert reports.drift_label(shifted.as_dict()) == label
+
+
+@pytest.mark.parametrize(("categories", "exponent", "rows"), [(300, 1.1, 3200), (2000, 1.0, 5000)])
+def test_a_long_tail_s_routine_new_categories_are_no_drift_but_a_new_one_s_surge_is(
+    categories, exponent, rows
+):
+    """Cities or merchant ids by Zipf's law: new traffic from the training distribution holds
+    categories the training rows lack (2 % of 300 cities, 10 % of 2000 ids), in windows large
+    enough that their cell is not pooled. The profile expects that share (Good-Turing: the
+    share of training rows whose category occurs once), so no window drifts or is watched; one
+    new category taking a quarter of the traffic on top of that drifts."""
+    rng = np.random.default_rng(11)
+    names = np.array([f"C{i:04d}" for i in range(categories)])
+    shares = 1.0 / np.arange(1, categories + 1) ** exponent
+    shares /= shares.sum()
+    found = Counter()
+    for size in (1500, 5000, 20000):
+        for _ in range(10):
+            kind = profiles.categorical_profile(pd.Series(rng.choice(names, rows, p=shares)))
+            counts = pd.Series(rng.choice(names, size, p=shares)).value_counts().to_dict()
+            verdict = drift.categorical_verdict("city", kind, counts, THRESHOLDS, 7)
+            found["drifted" if verdict.drifted else "watch" if verdict.watch else "ok"] += 1
+            assert verdict.unseen_share > 0, "the premise: unseen categories in every window"
+    assert found == {"ok": 30}, found
+    counts = pd.Series(rng.choice(names, 5000, p=shares)).value_counts().to_dict()
+    surge = drift.categorical_verdict("city", kind, {**counts, "New Town": 1700}, THRESHOLDS, 7)
+    assert surge.drifted and surge.psi > 0.3, surge
 
 
 def test_drift_missing_rate_check_uses_the_present_values_and_the_training_row_count():
@@ -1054,9 +1085,8 @@ def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine
     frame = pd.DataFrame({"request_id": ids, "record_index": positions, "actual": 1.0})
     assert len(outcome_rows(frame)) == 30
     bad = pd.DataFrame({"request_id": ["a", "b"], "actual": ["12.5", "abc"]})
-    with pytest.raises(
-        PipelineError, match=r"row 2 \(request_id b, record_index 0\) has actual 'abc'"
-    ):
+    said = r"row 1 \(counted from 0, [^;]+; request_id b, record_index 0\) has actual 'abc'"
+    with pytest.raises(PipelineError, match=said):
         outcome_rows(bad, "regression")
     with pytest.raises(PipelineError, match="record_index -1"):
         outcome_rows(pd.DataFrame({"request_id": ["a"], "record_index": [-1], "actual": [1]}))
@@ -1067,14 +1097,16 @@ def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine
     sent = sent.assign(probability_0=0.2, probability_1=0.8)
     assert len(outcome_rows(sent.assign(actual=1))) == 1, "send-batch OUT= with an actual"
     unknown = pd.DataFrame({"request_id": ["a", "b", "c"], "actual": [1.0, None, None]})
-    with pytest.raises(PipelineError, match=r"^2 outcome rows have no actual \(rows \[2, 3\]"):
+    missing = r"^2 outcome rows have no actual \(rows \[1, 2\], counted from 0"
+    with pytest.raises(PipelineError, match=missing):
         outcome_rows(unknown, "regression")
     kwh = pd.DataFrame({"request_id": ["a", "b", "c"], "actual": [0.0, -50.0, 12.5]})
     assert len(outcome_rows(kwh, "regression")) == 3
     with pytest.raises(PipelineError) as outside:
         outcome_rows(kwh, "regression", bounds=(0, None))
     assert str(outside.value) == (
-        "1 outcomes (rows [2], counted from 1) have an actual value that is not at least 0 "
+        "1 outcomes (rows [1], counted from 0, the header not counted) have an actual value "
+        "that is not at least 0 "
         "(the target's data.bounds), "
         "e.g. -50: fix them, or widen data.bounds"
     )
@@ -1095,7 +1127,7 @@ def test_load_counts_outcomes_matching_a_logged_prediction(engine, champion):
 def test_outcomes_refuse_undeclared_labels_and_a_later_load_corrects_them(engine):
     yes_no = pd.DataFrame({"request_id": ["a", "b", "c"], "actual": ["yes", "no", "1"]})
     with pytest.raises(
-        PipelineError, match=r"^2 outcomes \(rows \[1, 2\], counted from 1\) have an actual label"
+        PipelineError, match=r"^2 outcomes \(rows \[0, 1\], counted from 0, [^)]+\) have an actual"
     ):
         load(engine, yes_no, "classification", [0, 1])
     assert load(engine, yes_no, "classification").new == 3  # no declared classes: no check

@@ -34,12 +34,20 @@ def numeric_profile(values: pd.Series, bins: int) -> dict[str, Any]:
 
 
 def categorical_profile(values: pd.Series) -> dict[str, Any]:
-    """Category frequencies among present values, and the missing rate."""
-    frequencies = values.dropna().astype(str).value_counts(normalize=True).sort_index()
+    """Category frequencies among present values, the missing rate, and `unseen_expected`: the
+    share of new values from the same distribution expected in categories these rows lack.
+
+    That share is the Good-Turing estimate, the share of present values whose category occurs
+    once: 0 for a few frequent categories, some per cent for a long tail (postal codes, merchant
+    ids), where new traffic brings categories training never saw without anything drifting.
+    """
+    counts = values.dropna().astype(str).value_counts().sort_index()
+    present = int(counts.sum())
     return {
         "count": len(values),
         "missing_rate": float(values.isna().mean()),
-        "frequencies": {str(k): float(v) for k, v in frequencies.items()},
+        "frequencies": {str(k): float(v / present) for k, v in counts.items()},
+        "unseen_expected": float((counts == 1).sum() / present) if present else 0.0,
     }
 
 

@@ -39,8 +39,10 @@ class Verdict:
     `missing_*` fields compare the missing share (None where no missing check is made, as for
     the predictions). `reasons` says which of the two drifted: "distribution", "missing rate".
     `unseen_share` (categorical features) is the share of the present values in categories
-    training never saw. `watch`: the distribution did not drift, but shifted significantly by at
-    least half the PSI bar (a shift building up, or one just under it), named without an alert.
+    training never saw, and `unseen_expected` the share the profile expected there under no
+    drift (`categorical_verdict`). `watch`: the distribution did not drift, but shifted
+    significantly by at least half the PSI bar (a shift building up, or one just under it),
+    named without an alert.
     """
 
     name: str
@@ -58,6 +60,7 @@ class Verdict:
     missing_p_value: float | None = None
     reasons: tuple[str, ...] = ()
     unseen_share: float | None = None
+    unseen_expected: float | None = None
     watch: bool = False
 
     def as_dict(self) -> dict:
@@ -143,15 +146,19 @@ def categorical_verdict(
     """Compare a categorical feature's current counts with its training counts.
 
     The profile holds frequencies among present values and a row count, so the training counts
-    are frequency x present rows. Categories never seen in training form one extra bin whose
-    training count is 0, so a new category drifts strongly, as it should. Sparse cells are
-    pooled first (pool_sparse): a rare category in a small window is no evidence of drift.
+    are frequency x present rows. Categories never seen in training form one extra bin, whose
+    training share is the share of new values the profile expects there (`unseen_expected`):
+    0 for a few frequent categories, so a new one drifts strongly, as it should; some per cent
+    for a long tail, whose new traffic routinely brings categories training lacked. Sparse cells
+    are pooled first (pool_sparse): a rare category in a small window is no evidence of drift.
     `missing` (the window's records without a value) adds the missing-rate check.
     """
     known = list(profile["frequencies"])
     unseen = sum(n for category, n in counts.items() if category not in profile["frequencies"])
     current = np.asarray([counts.get(c, 0) for c in known] + [unseen], dtype=float)
-    shares = np.asarray([profile["frequencies"][c] for c in known] + [0.0])
+    expected = float(profile.get("unseen_expected") or 0.0)  # older profiles lack it
+    seen = [profile["frequencies"][c] * (1 - expected) for c in known]
+    shares = np.asarray([*seen, expected])
     n_ref, n_cur = reference_present(profile), int(current.sum())
     shares, current = pool_sparse(shares, current, n_ref)
     statistic, p_value = chi_squared(np.round(shares * n_ref), current)
@@ -159,7 +166,8 @@ def categorical_verdict(
     test = (value, "chi2", statistic, p_value)
     sizes = (n_ref, n_cur)
     verdict = _verdict(name, "categorical", profile, test, sizes, thresholds, tests, missing)
-    return replace(verdict, unseen_share=unseen / n_cur if n_cur else None)
+    unseen_share = unseen / n_cur if n_cur else None
+    return replace(verdict, unseen_share=unseen_share, unseen_expected=expected)
 
 
 def pool_sparse(

@@ -30,6 +30,8 @@ COLUMNS = (
 PASSED_OVER = ("row", "prediction")
 PROBABILITY_PREFIX = "probability_"  # OUT='s probability_<class> columns, passed over too
 EXAMPLES = 5  # ids or rows a message names, at most
+# How messages number the rows of an outcomes file or query result: as make data and send-batch do.
+COUNTED = "counted from 0, the header not counted"
 LOOKUP_CHUNK = 500  # request ids per IN (...) query: well under any database's parameter limit
 
 
@@ -59,16 +61,16 @@ def outcome_rows(
             f"unknown {unknown}: rename or leave them out (a column named twice reads as name.1)"
         )
     for column in REQUIRED:
-        empty = (np.flatnonzero(frame[column].isna()) + 1).tolist()
+        empty = np.flatnonzero(frame[column].isna()).tolist()
         if empty:
             raise PipelineError(
-                f"{len(empty)} outcome rows have no {column} (rows {empty[:EXAMPLES]}, counted "
-                "from 1): leave out the rows whose outcome is not known yet"
+                f"{len(empty)} outcome rows have no {column} (rows {empty[:EXAMPLES]}, {COUNTED}): "
+                "leave out the rows whose outcome is not known yet"
             )
     index = frame["record_index"] if "record_index" in frame.columns else pd.Series(0, frame.index)
     keys = [
         (str(r), _record_index(i, position, r))
-        for position, (r, i) in enumerate(zip(frame["request_id"], index, strict=True), 1)
+        for position, (r, i) in enumerate(zip(frame["request_id"], index, strict=True))
     ]
     _refuse_repeated(keys, "record_index" in frame.columns)
     _refuse_unknown_labels(frame["actual"], classes)
@@ -76,14 +78,14 @@ def outcome_rows(
     now = datetime.now(UTC)
     rows = []
     for position, ((request_id, record_index), actual) in enumerate(
-        zip(keys, frame["actual"], strict=True), 1
+        zip(keys, frame["actual"], strict=True)
     ):
         value = _number(actual)
         if task == "regression" and value is None:
             raise PipelineError(
-                f"outcome row {position} (request_id {request_id}, record_index {record_index}) "
-                f"has actual {actual!r}: a regression model's actual values must be finite "
-                "numbers"
+                f"outcome row {position} ({COUNTED}; request_id {request_id}, record_index "
+                f"{record_index}) has actual {actual!r}: a regression model's actual values must "
+                "be finite numbers"
             )
         rows.append(
             {
@@ -102,7 +104,8 @@ def _record_index(value, position: int, request_id) -> int:
     number = _number(value)
     if number is None or number < 0 or not number.is_integer():
         raise PipelineError(
-            f"outcome row {position} (request_id {request_id}) has record_index {value!r}: it "
+            f"outcome row {position} ({COUNTED}; request_id {request_id}) has record_index "
+            f"{value!r}: it "
             "must be a whole number from 0, the record's position in the request's list"
         )
     return int(number)
@@ -135,12 +138,12 @@ def _refuse_unknown_labels(actual: pd.Series, classes: list | None) -> None:
         return
     allowed = {label_text(c) for c in classes}
     labels = [label_text(a) for a in actual]
-    rows = [row for row, label in enumerate(labels, 1) if label not in allowed]
+    rows = [row for row, label in enumerate(labels) if label not in allowed]
     if rows:
-        unknown = Counter(labels[row - 1] for row in rows)
+        unknown = Counter(labels[row] for row in rows)
         raise PipelineError(
-            f"{len(rows)} outcomes (rows {rows[:EXAMPLES]}, counted from 1) have an actual "
-            f"label that is not among data.target_classes {list(classes)}, e.g. "
+            f"{len(rows)} outcomes (rows {rows[:EXAMPLES]}, {COUNTED}) have an actual label "
+            f"that is not among data.target_classes {list(classes)}, e.g. "
             f"{', '.join(repr(label) for label, _n in unknown.most_common(EXAMPLES))}: "
             "write the labels as the training data does"
         )
@@ -152,11 +155,10 @@ def _refuse_out_of_bounds(actual: pd.Series, bounds: tuple | None) -> None:
         return
     values = pd.to_numeric(actual, errors="coerce")
     if (outside := outside_bounds(values, bounds)).any():
-        rows = (np.flatnonzero(outside) + 1).tolist()
+        rows = np.flatnonzero(outside).tolist()
         raise PipelineError(
-            f"{len(rows)} outcomes (rows {rows[:EXAMPLES]}, counted from 1) have an actual "
-            "value that is not "
-            f"{bounds_text(*bounds)} (the target's data.bounds), e.g. "
+            f"{len(rows)} outcomes (rows {rows[:EXAMPLES]}, {COUNTED}) have an actual value "
+            f"that is not {bounds_text(*bounds)} (the target's data.bounds), e.g. "
             f"{', '.join(f'{v:g}' for v in values[outside].head(EXAMPLES))}: fix them, or "
             "widen data.bounds"
         )

@@ -122,7 +122,9 @@ def drift_label(verdict: dict) -> str:
     reasons = list(verdict.get("reasons") or [])
     notes = [] if reasons in ([], ["distribution"]) else reasons
     if (unseen := verdict.get("unseen_share") or 0) >= UNSEEN_NOTED:
-        notes.append(f"{unseen:.0%} unseen in training")
+        note = f"{unseen:.0%} unseen in training"
+        expected = verdict.get("unseen_expected") or 0  # a long tail's routine share
+        notes.append(f"{note}, {expected:.0%} expected" if expected >= 0.005 else note)
     return f"DRIFT ({', '.join(notes)})" if notes else "DRIFT"
 
 
