@@ -729,6 +729,8 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
         assert (BOOLEAN_VALUES in said) is ("region" not in bad), bad
         # A true/false column takes no number: only a column of whole numbers speaks of them.
         assert (SCALAR_VALUES in said) is ("grade" in bad), (bad, said)
+        if "flag" in bad:  # no list of labels to read past: what it takes, plainly
+            assert said == f"Input should be {BOOLEAN_VALUES}, or null where it is unknown"
     # The schema at /docs says so, for those columns only.
     fields = request_model(meta, 10).model_json_schema()["$defs"]["Record"]["properties"]
     assert [field["title"] for field in fields.values()] == list(meta["features"])

@@ -353,7 +353,7 @@ def monitor(
                 f"{total} predictions logged between {start:%Y-%m-%d %H:%M} and "
                 f"{end:%Y-%m-%d %H:%M} "
                 f"UTC: at least {thresholds['min_records']} are needed for a drift verdict "
-                "(params.yaml monitor.min_records); no verdict"
+                "(params.yaml monitor.min_records)"
             )
             report["messages"] += [source.note] if source.note else []
             return report

@@ -19,7 +19,7 @@ from pydantic import (
 from ..data import BOOLEAN_TEXT, bounds_text, category_label
 
 Number = Annotated[float, Strict()]
-BOOLEAN_VALUES = 'true/false (also as text in any case) for "True"/"False"'
+BOOLEAN_VALUES = 'true or false (JSON, or text in any case: "True", "false")'
 SCALAR_VALUES = (
     f'{BOOLEAN_VALUES}, a whole number such as 3 or 3.0 for "3" (or for "03", a code training '
     "wrote with leading zeros)"

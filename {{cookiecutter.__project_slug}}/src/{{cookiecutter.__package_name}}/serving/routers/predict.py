@@ -16,6 +16,8 @@ from pydantic import ValidationError
 from starlette.requests import ClientDisconnect
 
 from ..schema import (
+    BOOLEAN_VALUES,
+    BOOLEANS,
     LISTED,
     REQUEST_ID_HEADER,
     ErrorResponse,
@@ -145,6 +147,8 @@ def _message(error: dict, features: list[str] | None = None) -> str:
             "here: see the schema at /docs"
         )
     labels = re.findall(r"'([^']*)'", error["msg"])
+    if labels and set(labels) <= set(BOOLEANS):
+        return f"Input should be {BOOLEAN_VALUES}, or null where it is unknown"
     if labels and all(map(scalar_label, labels)):
         return f"{error['msg']}, or the JSON value it was made from: {scalar_values(labels)}"
     return error["msg"]
