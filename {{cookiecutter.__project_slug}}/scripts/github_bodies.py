@@ -23,7 +23,7 @@ from {{ cookiecutter.__package_name }}.evaluation import (
     metric_words,
     noise_words,
 )
-from {{ cookiecutter.__package_name }}.metrics import difference, figure
+from {{ cookiecutter.__package_name }}.metrics import difference, figure, setting
 from {{ cookiecutter.__package_name }}.monitoring import report as monitoring_report
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
@@ -166,7 +166,7 @@ def rollback_summary(rollback: dict | None, links: Links) -> str:
     name, target = rollback["model_name"], rollback["to_version"]
     score = (
         f"{rollback['metric']} today {figure(rollback['value_today'])} against the threshold "
-        f"{rollback['threshold']}{' (forced)' if rollback['forced'] else ''}"
+        f"{setting(rollback['threshold'])}{' (forced)' if rollback['forced'] else ''}"
     )
     head = (
         f"## Rollback of {name}: champion is version {target} (was {rollback['from_version']})"

@@ -14,6 +14,7 @@ from {{ cookiecutter.__package_name }}.metrics import (
     positive_class,
     readable,
     score_all,
+    setting,
 )
 from {{ cookiecutter.__package_name }}.promotion import Gate, decide
 
@@ -84,7 +85,7 @@ def test_a_threshold_failure_gives_the_scale_of_the_target():
     refusal says what a model that ignores the features scores, so the scale is plain."""
     accepted, reason = gate("mae", 20.0).decide(71931.2, None, None, 104250.0)
     assert not accepted and reason == (
-        "mae 71,931 fails the threshold (<= 20.0); for scale, a model that ignores the "
+        "mae 71,931 fails the threshold (<= 20); for scale, a model that ignores the "
         "features scores 104,250"
     )
     _, compared = gate("mae", 1e6, margin=0.0).decide(71931.2, 72103.9)
@@ -181,8 +182,9 @@ def test_report_figures_read_whole_from_ten_thousand_up():
     ]
     assert readable(31189.7, signed=True) == "+31,190" and readable(0.5, signed=True) == "+0.5"
     assert readable(209891.4, grouped=False) == "209891"  # in a bin's [209891, 254695)
-    figures = [figure(v, signed=True) for v in (71931.24, -0.5, None)]
-    assert figures == ["+71,931", "-0.5000", "-"]  # the evaluation table's
+    figures = [figure(v, signed=True) for v in (71931.24, -2152.72, 159.3352, -0.5, None)]
+    assert figures == ["+71,931", "-2,153", "+159.34", "-0.5000", "-"]  # the evaluation table's
+    assert [setting(v) for v in (120000.0, 0.75, 0.0)] == ["120,000", "0.75", "0"]
 
 
 def test_repository_params_build_a_gate(repo_params):

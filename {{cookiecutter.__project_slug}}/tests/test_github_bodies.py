@@ -187,7 +187,7 @@ def test_promotion_summary_promoted_names_version_reason_and_deploy(reports):
 def test_promotion_summary_rejected_has_reason_table_and_no_deploy(reports):
     rejected, evaluation_report = reports["rejected"], reports["evaluation"]
     text = bodies.promotion_summary(rejected, evaluation_report, bodies.Links())
-    minimum = ("is below the minimum 1.0", "(minimum improvement 1.0)")  # better by less, or worse
+    minimum = ("is below the minimum 1", "(minimum improvement 1)")  # better by less, or worse
     assert "version 2 rejected" in text and rejected["reason"].endswith(minimum)
     assert f"Gate ({reports['gate'].metric.name}): {rejected['reason']}" in text
     assert "| candidate v2 | champion v1 |" in text

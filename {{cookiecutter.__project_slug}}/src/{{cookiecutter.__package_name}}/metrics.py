@@ -86,12 +86,18 @@ def readable(value: float, signed: bool = False, grouped: bool = True) -> str:
 
 
 def figure(value: float | None, signed: bool = False) -> str:
-    """A score for a table or a gate's reason, or a dash: 4 decimals, but from 10,000 up whole
-    with thousands separators (an error in money reads 71,931, not 71931.1234)."""
+    """A score for a table or a gate's reason, or a dash: 4 decimals, 2 from 100 up, and from
+    1,000 up whole with thousands separators (an error in money reads 71,931 and a mean error
+    -2,153 beside it, not 71931.1234 and -2152.7200)."""
     if value is None:
         return "-"
-    sign = "+" if signed else ""
-    return f"{value:{sign},.0f}" if abs(value) >= 1e4 else f"{value:{sign}.4f}"
+    sign, size = ("+" if signed else ""), abs(value)
+    return f"{value:{sign},.0f}" if size >= 1e3 else f"{value:{sign}.{2 if size >= 100 else 4}f}"
+
+
+def setting(value: float) -> str:
+    """A number from params.yaml as a person wrote it: 120,000 and 0.75, not 120000.0."""
+    return f"{value:,.12g}"
 
 
 def difference(value: float | None, signed: bool = False) -> str:

@@ -13,7 +13,7 @@ from .config import Backends
 from .errors import PipelineError
 from .evaluation import OtherSchema, Unloadable, holdout, score_version
 from .lineage import DEMOTED_AT, DEMOTED_REASON, repeated_training
-from .metrics import Metric, difference, figure, get_metric
+from .metrics import Metric, difference, figure, get_metric, setting
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ class Gate:
             )
             return (
                 False,
-                f"{scored} fails the threshold ({direction} {self.threshold})" + scale,
+                f"{scored} fails the threshold ({direction} {setting(self.threshold)})" + scale,
             )
         if baseline is not None and self.metric.better_by(candidate, baseline) <= 0:
             return False, (
@@ -83,7 +83,7 @@ class Gate:
         if champion is None:
             return (
                 True,
-                f"{scored} passes the threshold ({direction} {self.threshold}); "
+                f"{scored} passes the threshold ({direction} {setting(self.threshold)}); "
                 + (f"the {unscored}, so it is not compared" if unscored else "no champion yet"),
             )
         # Rounded: 0.3 - 0.2 is 0.09999999999999998 in floating point, no miss of a minimum 0.1.
@@ -91,19 +91,19 @@ class Gate:
         if gain < 0:
             return False, (
                 f"{scored} is worse than champion {figure(champion)} "
-                f"by {difference(-gain)} (minimum improvement {self.min_improvement})"
+                f"by {difference(-gain)} (minimum improvement {setting(self.min_improvement)})"
             )
         if gain < self.min_improvement:
             return False, (
-                f"{scored} vs champion {figure(champion)}: "
-                f"improvement {difference(gain)} is below the minimum {self.min_improvement}"
+                f"{scored} vs champion {figure(champion)}: improvement {difference(gain)} is "
+                f"below the minimum {setting(self.min_improvement)}"
             )
         compared = f"ties champion {figure(champion)}"
         if gain:
             compared = f"beats champion {figure(champion)} by {difference(gain)}"
         return True, (
             f"{scored} passes the threshold and {compared} "
-            f"(minimum improvement {self.min_improvement})"
+            f"(minimum improvement {setting(self.min_improvement)})"
         )
 
 
@@ -201,8 +201,8 @@ def _failing_champion(evaluation: dict, gate: Gate) -> str:
         return ""
     return (
         f"; WARNING: champion v{champion['version']} itself scores {gate.metric.name} "
-        f"{figure(value)} on this holdout, failing the threshold {gate.threshold}: look at the "
-        "newest data, and consider `make rollback`"
+        f"{figure(value)} on this holdout, failing the threshold {setting(gate.threshold)}: look "
+        "at the newest data, and consider `make rollback`"
     )
 
 
@@ -397,7 +397,7 @@ def _refusal(target, gate: Gate, value: float | None, passes: bool) -> str | Non
     if not passes:
         return (
             f"version {target.version} scores {gate.metric.name}={figure(value)} on today's "
-            f"holdout, failing the threshold {gate.threshold}"
+            f"holdout, failing the threshold {setting(gate.threshold)}"
         )
     return None
 

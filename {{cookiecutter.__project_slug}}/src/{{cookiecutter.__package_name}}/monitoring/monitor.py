@@ -20,7 +20,7 @@ import numpy as np
 import sqlalchemy as sa
 from scipy import stats as scipy_stats
 
-from ..metrics import bootstrap_interval, figure, readable, score_all
+from ..metrics import bootstrap_interval, figure, readable, score_all, setting
 from . import drift, sources
 from . import stats as sql
 from .tables import daily_stats, outcomes
@@ -445,7 +445,7 @@ def live_quality(live: dict, gate, minimum: int) -> tuple[dict | None, str | Non
         return section, None
     said = (
         f"live {name} {figure(value)} on {outcomes} outcomes "
-        f"fails promote.threshold {gate.threshold}"
+        f"fails promote.threshold {setting(gate.threshold)}"
     )
     if interval is None:
         return section, f"{said}; its bootstrap interval is undefined, so this is no alert"
