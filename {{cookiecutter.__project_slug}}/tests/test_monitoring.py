@@ -22,7 +22,7 @@ from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }} import plots, training
 from {{ cookiecutter.__package_name }} import profile as profiles
 from {{ cookiecutter.__package_name }}.errors import PipelineError
-from {{ cookiecutter.__package_name }}.metrics import readable, score_all
+from {{ cookiecutter.__package_name }}.metrics import readable, score_all, setting
 from {{ cookiecutter.__package_name }}.monitoring import PredictionLog, drift, rollups
 from {{ cookiecutter.__package_name }}.monitoring import report as reports
 from {{ cookiecutter.__package_name }}.monitoring.monitor import (
@@ -387,7 +387,7 @@ def test_live_metric_wholly_below_the_threshold_is_drift_and_noise_is_not(engine
     assert bad["live_quality"]["failing"] and bad["drift"] is True
     assert bad["drifted"] == [f"live {name}"], bad["drifted"]
     [said] = [m for m in bad["messages"] if m.startswith(f"live {name} {value:.4f} on 1500")]
-    assert f"fails promote.threshold {far}" in said and "all of it failing" in said
+    assert f"fails promote.threshold {setting(far)}" in said and "all of it failing" in said
     assert reports.headline(bad).endswith(f": live {name}")
     said = [line for line in reports.markdown(bad).splitlines() if line.startswith(f"Live {name} ")]
     assert [line.endswith(": FAILING it") for line in said] == [True], said
