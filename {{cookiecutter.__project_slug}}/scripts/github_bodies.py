@@ -120,8 +120,11 @@ def promotion_summary(promotion: dict | None, evaluation: dict | None, links: Li
         f"Gate ({promotion['gate']['metric']}): {promotion['reason']}.",
         "",
     ]
-    if evaluation:
+    scored = evaluation and str(evaluation["candidate"]["version"])
+    if scored == str(version):
         lines += [*metric_table(evaluation, promotion["gate"]["metric"]), ""]
+    elif scored:  # another run's, such as a branch's `make evaluate` since
+        lines += [f"(reports/evaluation.json scores version {scored}, not this one.)", ""]
     if promotion["decision"] == "promoted":
         lines += [f"Version {version} is the champion: the deploy job builds and ships it.", ""]
     lines.append(links.line())

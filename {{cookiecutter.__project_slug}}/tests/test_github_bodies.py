@@ -192,6 +192,10 @@ def test_promotion_summary_rejected_has_reason_table_and_no_deploy(reports):
     assert f"Gate ({reports['gate'].metric.name}): {rejected['reason']}" in text
     assert "| candidate v2 | champion v1 |" in text
     assert "deploy" not in text
+    # An evaluation of another version since (a branch's make evaluate): its table is not shown.
+    promoted = bodies.promotion_summary(reports["promoted"], evaluation_report, bodies.Links())
+    assert "| candidate v2 |" not in promoted, promoted
+    assert "(reports/evaluation.json scores version 2, not this one.)" in promoted
 
 
 def test_promotion_summary_without_report_says_no_decision():
