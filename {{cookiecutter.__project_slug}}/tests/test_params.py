@@ -575,6 +575,10 @@ def test_an_unknown_hyperparameter_gets_the_closest_name_and_every_one_taken(sam
         f"params.yaml train.hyperparameters.{name[:-1]} (did you mean {name}?) is not a "
         f"parameter of {type(estimator).__name__}, which takes: {', '.join(taken)}"
     )
+    # One build_model() sets itself is among those taken, but not a hyperparameter's to set.
+    params["train"]["hyperparameters"] = {"random_state": 3}
+    with pytest.raises(PipelineError, match=r"random_state is set by build_model\(\) itself"):
+        training.fit(frame, schema, params)
 
 
 class KeywordsEstimator(BaseEstimator):

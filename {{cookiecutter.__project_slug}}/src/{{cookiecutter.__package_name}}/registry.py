@@ -209,7 +209,11 @@ def check_serializable(model) -> None:
     missing = sorted(set(untrusted) - set(TRUSTED_TYPES))
     local = [name for name in missing if "<" in name]  # <lambda>, <locals>: no name to load by
     if local:
-        raise PipelineError(f"the model holds {local}, which cannot be loaded back: {top_level}")
+        raise PipelineError(
+            f"the model holds {local}, which cannot be loaded back: {top_level}, and list each "
+            f"in TRUSTED_TYPES in model.py ('{__package__}.model.log_amount' for a function "
+            "log_amount there)"
+        )
     if missing:
         raise PipelineError(
             f"the model holds types skops does not load unless trusted: {missing}. Review them "

@@ -51,6 +51,12 @@ def _unaccepted(err: TypeError, hyperparameters: dict[str, Any], built) -> str:
         f"params.yaml train.hyperparameters {hyperparameters} are not accepted by build_model() "
         f"in {build_model.__module__}: {err}"
     )
+    if twice := re.search(r"multiple values for keyword argument '([^']+)'", str(err)):
+        return (
+            f"params.yaml train.hyperparameters.{twice[1]} is set by build_model() itself "
+            "(random_state from train.seed): leave it out of hyperparameters, or take it out "
+            "of build_model()"
+        )
     refused = re.search(r"unexpected keyword argument '([^']+)'", str(err))
     if not refused:
         return said
@@ -178,11 +184,17 @@ def _refuse_batch_dependence(model, x_valid: pd.DataFrame, task: str) -> None:
             ) from err
         if not np.allclose(alone, together[position], rtol=1e-6, atol=1e-9, equal_nan=True):
             raise PipelineError(
-                f"the model scores a record differently alone ({alone.ravel()[:3]}) than among "
-                f"{len(rows)} (validation row {position}: {together[position].ravel()[:3]}): the "
+                f"the model scores a record differently alone ({_shown(alone)}) than among "
+                f"{len(rows)} (validation row {position}: {_shown(together[position])}): the "
                 "service scores each request with whichever others share its micro-batch; "
                 "a transformer must learn its statistics in fit, not compute them in transform"
             )
+
+
+def _shown(scores: np.ndarray) -> str:
+    """A record's scores for a message: all of them, up to six classes' probabilities."""
+    values = scores.ravel()
+    return np.array2string(values[:6], precision=3) + (" ..." if len(values) > 6 else "")
 
 
 def _scores(model, rows: pd.DataFrame, task: str) -> np.ndarray:
