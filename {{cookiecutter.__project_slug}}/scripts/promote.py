@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 from pathlib import Path
 
 from {{ cookiecutter.__package_name }} import lineage
@@ -11,6 +12,8 @@ from {{ cookiecutter.__package_name }}.config import Backends, load_params
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.evaluation import evaluate
 from {{ cookiecutter.__package_name }}.promotion import Gate, promote
+
+log = logging.getLogger("promote")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,7 +37,14 @@ def main(argv: list[str] | None = None) -> int:
             trained = read_json(args.train_report, "make train")
             return evaluate(args.data, trained, params, backends, args.evaluation.parent)
 
-        write_json(args.report, promote(evaluation, gate, backends, reevaluate))
+        report = promote(evaluation, gate, backends, reevaluate)
+        write_json(args.report, report)
+        if report["decision"] == "promoted":
+            log.info(
+                "a running service keeps its bundle until redeployed: restart `make serve` (or "
+                "let the deploy workflow ship it) to serve version %s",
+                report["candidate"]["version"],
+            )
         return 0
 
     return run(step)

@@ -231,7 +231,7 @@ def test_tampered_model_file_leaves_the_service_up_but_not_ready(
     assert version.startswith("no model served: ") and "sha256" in version
     refused = live.predict({"records": exported_model.records[:1]})
     said = assert_clean_error(refused, 503)["detail"]
-    assert said == "model not ready: it failed to load (GET /ready says why)"
+    assert said == f"model not ready: {ready.json()['reason']}"
     assert "Retry-After" not in refused.headers, "a failed load is not retried"
 
 

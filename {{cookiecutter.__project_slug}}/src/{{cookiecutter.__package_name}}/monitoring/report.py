@@ -300,7 +300,8 @@ def page(report: dict) -> str:
         for name, section in sections(report)
         if section["verdict"]["drifted"]
     )
-    messages = "".join(f"<li>{esc(m)}</li>" for m in report["messages"])
+    items = "".join(f"<li>{esc(m)}</li>" for m in report["messages"])
+    messages = f"<ul>{items}</ul>" if items else ""
     checked = report["status"] == "checked"
     service = "".join(f"<p>{esc(line)}</p>" for line in service_lines(report) if checked)
     head = "".join(f"<th>{h}</th>" for h in HEADER)
@@ -310,6 +311,6 @@ def page(report: dict) -> str:
         "table{border-collapse:collapse}tr.drift{background:#fde2e1;font-weight:bold}tr.watch{background:#fff4d6}</style>"
         "</head><body>"
         f"<h1>{esc(headline(report))}</h1><p>{esc(window_line(report))}</p>"
-        f"<ul>{messages}</ul>"
+        f"{messages}"
         f"<table><tr>{head}</tr>{rows}</table>{service}{plots}</body></html>\n"
     )

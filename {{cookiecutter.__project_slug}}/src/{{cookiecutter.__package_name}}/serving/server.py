@@ -136,6 +136,7 @@ class Workers:
             raise SystemExit(1) from None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
+        snapshot = snapshot_bundle()
         pin_bundle()
         temporary = _shared_dir()
         workers = [self._start() for _ in range(self.count)]
@@ -147,8 +148,9 @@ class Workers:
                     workers[i] = self._start()
         _stop(workers)
         held.close()
-        if temporary:
-            shutil.rmtree(temporary, ignore_errors=True)
+        for folder in (temporary, snapshot):
+            if folder:
+                shutil.rmtree(folder, ignore_errors=True)
 
     def _start(self):
         """A started worker process."""
@@ -173,8 +175,30 @@ def _shared_dir() -> Path | None:
     return Path(os.environ[SHARED_DIR])
 
 
-# The sha256 of the model file the service started with: a worker restarted after `make bundle`
-# rewrote the folder would otherwise serve another version beside the others.
+def snapshot_bundle() -> Path | None:
+    """Copy the bundle, as it is now, for every worker to load, the ones restarted later too: a
+    `make bundle` rewriting the folder meanwhile changes nothing until the service restarts.
+    The copy's folder, to be removed at the end; None where there is no folder or no room for
+    a copy (workers then load the folder itself, pinned: pin_bundle)."""
+    from ..config import ServeSettings
+
+    source = ServeSettings.from_env().bundle_dir
+    if not source.is_dir():
+        return None
+    folder = Path(tempfile.mkdtemp(prefix="serve-bundle-"))
+    try:
+        shutil.copytree(source, folder / "model")
+    except OSError as err:
+        log.warning("serving %s itself: no copy of it could be made (%s)", source, err)
+        shutil.rmtree(folder, ignore_errors=True)
+        return None
+    os.environ["MODEL_BUNDLE_DIR"] = str(folder / "model")
+    log.info("serving %s as it is now: the workers load a copy, %s", source, folder / "model")
+    return folder
+
+
+# The sha256 of the model file the service started with: where no copy could be made, a worker
+# restarted after `make bundle` rewrote the folder would otherwise serve another version.
 PINNED_SHA256 = "SERVE_PINNED_SHA256"
 
 

@@ -88,7 +88,7 @@ class Service:
             prediction_log = self._prediction_log(loaded.meta)
         except (PipelineError, ValueError, KeyError, TypeError) as err:
             self.load_error = str(err)
-            log.error("model not loaded, service NOT READY: %s", err)
+            log.error("service NOT READY (it stays up, answering 503): %s", err)
             return
         self.bundle, self.fast_path = loaded, fast_path
         self.open_categories = open_categories
@@ -189,10 +189,11 @@ def _refuse_a_bundle_changed_since_start(loaded: bundles.Bundle, bundle_dir) -> 
         )
 
 
-# The prediction log's counters on /metrics (PredictionLog.counts), each worker its own.
+# The prediction log's counters on /metrics (PredictionLog.counts): each worker counts its own,
+# /metrics gives the sum over the workers (telemetry.py).
 LOG_COUNTERS = {
-    "logged": "Prediction-log records this worker stored in the database",
-    "spooled": "Prediction-log records this worker wrote to the spool (database away)",
+    "logged": "Prediction-log records stored in the database (all workers)",
+    "spooled": "Prediction-log records written to the spool, the database away (all workers)",
     "dropped": "Prediction-log records lost: past the spool cap, or refused as data",
 }
 

@@ -197,7 +197,7 @@ async def predict(request: Request, service: ServiceDep) -> Response:
     """Predict one or more records: `{"records": [{feature: value, ...}, ...]}`."""
     request_id = new_request_id()
     if service.load_error:  # it stays so: no Retry-After
-        failed = "model not ready: it failed to load (GET /ready says why)"
+        failed = f"model not ready: {service.load_error}"
         return error_response(503, failed, request_id)
     if not service.ready:
         unready = f"model not ready: {service.unready}"
