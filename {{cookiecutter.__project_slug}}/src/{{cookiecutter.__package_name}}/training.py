@@ -52,10 +52,10 @@ def _unaccepted(err: TypeError, hyperparameters: dict[str, Any], built) -> str:
         f"in {build_model.__module__}: {err}"
     )
     if twice := re.search(r"multiple values for keyword argument '([^']+)'", str(err)):
+        seed = " (from train.seed)" if twice[1] == "random_state" else ""
         return (
-            f"params.yaml train.hyperparameters.{twice[1]} is set by build_model() itself "
-            "(random_state from train.seed): leave it out of hyperparameters, or take it out "
-            "of build_model()"
+            f"params.yaml train.hyperparameters.{twice[1]} is set by build_model() itself{seed}: "
+            "leave it out of hyperparameters, or take it out of build_model()"
         )
     refused = re.search(r"unexpected keyword argument '([^']+)'", str(err))
     if not refused:

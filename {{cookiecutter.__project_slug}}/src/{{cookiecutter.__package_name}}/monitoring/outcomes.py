@@ -105,8 +105,8 @@ def _record_index(value, position: int, request_id) -> int:
     if number is None or number < 0 or not number.is_integer():
         raise PipelineError(
             f"outcome row {position} ({COUNTED}; request_id {request_id}) has record_index "
-            f"{value!r}: it "
-            "must be a whole number from 0, the record's position in the request's list"
+            f"{value!r}: it must be a whole number from 0, the record's position in the "
+            "request's list"
         )
     return int(number)
 
