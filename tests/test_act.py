@@ -54,8 +54,8 @@ WORSE_HYPERPARAMETERS = {"max_iter: 200": "max_iter: 10", "max_leaf_nodes: 31": 
 PR_CHANGE = ("learning_rate: 0.1", "learning_rate: 0.05")
 PR_NUMBER = 7
 # What the pull request's `make test` runs in the runner (pytest reads PYTEST_ADDOPTS): two of
-# the repo's test modules. The whole suite runs in the repo's own environment in
-# test_lifecycle.py; running it a third time here would add three minutes and prove no more.
+# the repo's test modules, in the runner's fresh environment. The whole suite runs in both
+# bakes' own environments in test_lifecycle.py; a third run here would add three minutes.
 PR_TESTS = "tests/test_params.py tests/test_data.py"
 PR_MARKER = "<!-- candidate-evaluation -->"
 
