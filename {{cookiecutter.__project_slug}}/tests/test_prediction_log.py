@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import pwd
 import random
@@ -166,7 +167,7 @@ def test_prediction_log_same_request_twice_stores_once(sqlite_url: str, tmp_path
     assert plog.counts["logged"] == 3, "the second copy stored nothing, and counts nothing"
 
 
-def test_prediction_log_sqlite_outage_spools_then_replays(tmp_path: Path) -> None:
+def test_prediction_log_sqlite_outage_spools_then_replays(tmp_path: Path, caplog) -> None:
     # The database's folder does not exist yet: SQLite cannot open it until it does.
     folder, spool = tmp_path / "not-yet", tmp_path / "spool"
     url = f"sqlite:///{folder / 'prediction_log.db'}"
@@ -179,9 +180,11 @@ def test_prediction_log_sqlite_outage_spools_then_replays(tmp_path: Path) -> Non
     assert spool_files(spool), "no spool file written during the outage"
     assert plog.counts["logged"] == 0
 
+    caplog.set_level(logging.INFO)
     folder.mkdir()
     wait_for(lambda: plog.counts["logged"] == 30, "the spool replayed")
     plog.close()
+    assert "the spool is replayed, nothing waits in it" in caplog.text
 
     rows = stored(url)
     assert len({row["request_id"] for row in rows}) == 10

@@ -591,6 +591,8 @@ class PredictionLog:
         self.spool.remove(files[0])
         self._came_up()
         self._count(logged=stored, dropped=malformed)
+        if len(files) == 1:  # /metrics' spooled count only grows: the drained spool says so here
+            log.info("prediction log: the spool is replayed, nothing waits in it")
 
     def _read_spooled(self, path: Path) -> list | None:
         """The records of a spool file, or None when it is gone or unreadable."""
