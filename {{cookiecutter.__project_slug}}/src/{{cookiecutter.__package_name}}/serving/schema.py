@@ -96,7 +96,12 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
 def scalar_values(labels: list[str]) -> str:
     """The JSON values a column made from true/false or whole numbers takes besides its labels:
     a true/false column, only true and false."""
-    return BOOLEAN_VALUES if set(labels) <= set(BOOLEANS) else SCALAR_VALUES
+    return BOOLEAN_VALUES if true_false(labels) else SCALAR_VALUES
+
+
+def true_false(labels: list[str]) -> bool:
+    """Whether a column's labels are those training gives a true/false column."""
+    return set(labels) <= set(BOOLEANS)
 
 
 def _no_nul(text: str) -> str:

@@ -17,13 +17,13 @@ from starlette.requests import ClientDisconnect
 
 from ..schema import (
     BOOLEAN_VALUES,
-    BOOLEANS,
     LISTED,
     REQUEST_ID_HEADER,
+    SCALAR_VALUES,
     ErrorResponse,
     PredictResponse,
     scalar_label,
-    scalar_values,
+    true_false,
 )
 from ..service import Service, ServiceDep
 
@@ -147,10 +147,10 @@ def _message(error: dict, features: list[str] | None = None) -> str:
             "here: see the schema at /docs"
         )
     labels = re.findall(r"'([^']*)'", error["msg"])
-    if labels and set(labels) <= set(BOOLEANS):
+    if labels and true_false(labels):
         return f"Input should be {BOOLEAN_VALUES}, or null where it is unknown"
     if labels and all(map(scalar_label, labels)):
-        return f"{error['msg']}, or the JSON value it was made from: {scalar_values(labels)}"
+        return f"{error['msg']}, or the JSON value it was made from: {SCALAR_VALUES}"
     return error["msg"]
 
 
