@@ -322,9 +322,11 @@ def check_storage(answers: dict) -> list[str]:
         and not IP_ADDRESS.fullmatch(bucket)
         and not bucket.startswith("xn--")
     )
-    if answers["data_remote"] == "s3" and not valid_bucket:
+    # Checked whenever given: a later switch to the s3 remote would carry it forward.
+    if (answers["data_remote"] == "s3" or bucket) and not valid_bucket:
+        needed = " (required with data_remote='s3')" if answers["data_remote"] == "s3" else ""
         problems.append(
-            f"s3_bucket={bucket!r} is not valid with data_remote='s3': give 3-63 "
+            f"s3_bucket={bucket!r} is not valid{needed}: give 3-63 "
             "lowercase letters, digits, single dots and hyphens, starting and ending "
             "with a letter or digit, neither an IP address nor starting with 'xn--'"
         )

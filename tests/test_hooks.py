@@ -270,11 +270,13 @@ INVALID_ANSWERS = [
     invalid(
         "s3_bucket",
         "",
-        "not valid with data_remote='s3'",
+        "not valid (required with data_remote='s3')",
         "s3-without-bucket",
         data_remote="s3",
     ),
     invalid("s3_bucket", "My_Bucket", "3-63 lowercase", "s3-bucket-case", data_remote="s3"),
+    # Given with the local remote, it is checked too: a later switch to S3 would carry it.
+    invalid("s3_bucket", "My_Bucket!", "s3_bucket='My_Bucket!' is not valid: give", "s3-local"),
     invalid("s3_bucket", "ab", "3-63 lowercase", "s3-bucket-short", data_remote="s3"),
     invalid("s3_bucket", "ml..data", "single dots", "s3-bucket-dots", data_remote="s3"),
     invalid(
