@@ -42,6 +42,7 @@ from {{ cookiecutter.__package_name }}.serving.schema import (
     BOOLEAN_VALUES,
     SCALAR_LABELS,
     SCALAR_VALUES,
+    WHOLE_NUMBERS,
     Version,
     request_model,
 )
@@ -726,16 +727,17 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
         # The message says which JSON values such a column takes, and only for those columns.
         (error,) = refused.value.errors(include_url=False)
         said = predict._message(error)
-        assert (BOOLEAN_VALUES in said) is ("region" not in bad), bad
-        # A true/false column takes no number: only a column of whole numbers speaks of them.
-        assert (SCALAR_VALUES in said) is ("grade" in bad), (bad, said)
+        # A true/false column takes no number, a column of whole numbers (not only 0 and 1)
+        # no true/false: each names only what it takes.
+        assert (BOOLEAN_VALUES in said) is ("flag" in bad), bad
+        assert (WHOLE_NUMBERS in said) is ("grade" in bad), (bad, said)
         if "flag" in bad:  # no list of labels to read past: what it takes, plainly
             assert said == f"Input should be {BOOLEAN_VALUES}, or null where it is unknown"
     # The schema at /docs says so, for those columns only.
     fields = request_model(meta, 10).model_json_schema()["$defs"]["Record"]["properties"]
     assert [field["title"] for field in fields.values()] == list(meta["features"])
     assert fields["flag"]["description"] == SCALAR_LABELS.format(BOOLEAN_VALUES)
-    assert fields["grade"]["description"] == SCALAR_LABELS.format(SCALAR_VALUES)
+    assert fields["grade"]["description"] == SCALAR_LABELS.format(WHOLE_NUMBERS)
     assert "description" not in fields["region"]
     # With a model that takes unseen categories, any text goes, and JSON values map the same;
     # but true/false has no third value: 0, 1 or "yes" would be predicted as an unseen category.
@@ -787,6 +789,12 @@ def test_a_column_of_0_and_1_takes_true_and_false_and_other_codes_refuse_them(op
     for trial in (2, "yes"):  # a flag has no third value, even for a model taking unseen ones
         with pytest.raises(ValidationError, match="literal_error"):
             record(json.dumps({"records": [{"trial": trial, "grade": 1}]}))
+    # /docs says so: true/false and whole numbers for the flag, whole numbers for the grade.
+    schema = request_model(meta, 10, open_categories).model_json_schema()
+    fields = schema["$defs"]["Record"]["properties"]
+    assert fields["trial"]["description"].startswith(SCALAR_LABELS.format(SCALAR_VALUES))
+    assert fields["grade"]["description"].startswith(SCALAR_LABELS.format(WHOLE_NUMBERS))
+    assert BOOLEAN_VALUES not in fields["grade"]["description"]
 
 
 @pytest.mark.parametrize("open_categories", [False, True])

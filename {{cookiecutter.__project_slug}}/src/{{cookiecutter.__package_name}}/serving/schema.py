@@ -20,10 +20,11 @@ from ..data import BOOLEAN_TEXT, bounds_text, category_label
 
 Number = Annotated[float, Strict()]
 BOOLEAN_VALUES = 'true or false (JSON, or text in any case: "True", "false")'
-SCALAR_VALUES = (
-    f'{BOOLEAN_VALUES}, a whole number such as 3 or 3.0 for "3" (or for "03", a code training '
-    "wrote with leading zeros)"
+WHOLE_NUMBERS = (
+    'a whole number such as 3 or 3.0 for "3" (or for "03", a code training wrote with leading '
+    "zeros)"
 )
+SCALAR_VALUES = f"{BOOLEAN_VALUES}, {WHOLE_NUMBERS}"
 SCALAR_LABELS = "One of the categories listed, or the JSON value it was made from: {}."
 # A category no data has: the service's load-time probe of whether the model takes unseen ones.
 UNSEEN_PROBE = "\x00unseen-category-probe"
@@ -95,8 +96,11 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
 
 def scalar_values(labels: list[str]) -> str:
     """The JSON values a column made from true/false or whole numbers takes besides its labels:
-    a true/false column, only true and false."""
-    return BOOLEAN_VALUES if true_false(labels) else SCALAR_VALUES
+    a true/false column only true and false, a column of whole numbers only those, unless true
+    and false name two of its labels (a column of 0 and 1, or of both kinds)."""
+    if true_false(labels):
+        return BOOLEAN_VALUES
+    return SCALAR_VALUES if _truth(labels) else WHOLE_NUMBERS
 
 
 def true_false(labels: list[str]) -> bool:

@@ -19,10 +19,10 @@ from ..schema import (
     BOOLEAN_VALUES,
     LISTED,
     REQUEST_ID_HEADER,
-    SCALAR_VALUES,
     ErrorResponse,
     PredictResponse,
     scalar_label,
+    scalar_values,
     true_false,
 )
 from ..service import Service, ServiceDep
@@ -150,7 +150,7 @@ def _message(error: dict, features: list[str] | None = None) -> str:
     if labels and true_false(labels):
         return f"Input should be {BOOLEAN_VALUES}, or null where it is unknown"
     if labels and all(map(scalar_label, labels)):
-        return f"{error['msg']}, or the JSON value it was made from: {SCALAR_VALUES}"
+        return f"{error['msg']}, or the JSON value it was made from: {scalar_values(labels)}"
     return error["msg"]
 
 
