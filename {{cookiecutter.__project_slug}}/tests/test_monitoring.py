@@ -305,6 +305,14 @@ def test_monitor_stores_daily_stats_and_live_metric(engine, champion, tmp_path):
     with engine.connect() as conn:
         count = conn.execute(sa.select(sa.func.count()).select_from(daily_stats)).scalar_one()
     assert count == stored > 20
+    with engine.connect() as conn:  # the prediction distribution, as the report shows it
+        output = conn.execute(sa.select(daily_stats).where(daily_stats.c.feature == OUTPUT)).all()
+    shares = report["prediction"]["distributions"]
+    assert {r.statistic: r.value for r in output} == {
+        f"share.{label}": pytest.approx(share)
+        for label, share in zip(shares["labels"], shares["current"], strict=True)
+    }
+    assert sum(r.value for r in output) == pytest.approx(1.0)
     # A later run over an empty window of the same start date keeps the day's statistics.
     empty = {**report, "records": 0, "features": {}}
     assert store_daily_stats(engine, empty) == 0
@@ -374,8 +382,11 @@ def test_live_metric_wholly_below_the_threshold_is_drift_and_noise_is_not(engine
     assert low < value < high and high - low < (0.2 if higher else value), quality
     assert not quality["failing"] and passing["drift"] is False, passing["messages"]
     assert not any(f"live {name} {value:.4f}" in m for m in passing["messages"])
-    line = f"Live {name} against promote.threshold {quality['threshold']}: {value:.4f} on 1500"
+    threshold = setting(quality["threshold"])  # as params.yaml holds it, not a float's repr
+    line = f"Live {name} against promote.threshold {threshold}: {value:.4f} on 1500"
     assert f"{line} outcomes, 95 % bootstrap interval" in reports.markdown(passing)
+    # The live metrics line writes the same score the same way (4 decimals, as the evaluation).
+    assert f" {name} {value:.4f}" in reports.markdown(passing).split("Live metrics: ")[1]
     assert reports.page(passing).count(line) == 1
 
     noise = judged(value + 0.005 if higher else value * 0.995)  # fails, within the interval
@@ -485,7 +496,10 @@ def test_a_regression_whose_actuals_rose_is_named_by_its_live_bias(regressor, tm
     assert bias["failing"] and bias["shift"] < -bias["threshold"] * error["std"], bias
     assert risen["drifted"] == ["live mean_error"], risen["drifted"]
     [said] = [m for m in risen["messages"] if m.startswith("live mean error")]
-    assert "the champion now predicts too low by" in said and "retrain" in said
+    # The bias now, not its move: the validation rows' own bias is not counted twice.
+    moved, now = readable(bias["shift"], True), readable(abs(bias["mean_error"]))
+    assert f": a move of {moved} (" in said and "retrain" in said, said
+    assert f"the champion now predicts too low by {now} on average" in said, said
     assert "monitor.bias 0.25 SD: FAILING" in reports.markdown(risen)
     # Up 5 % (about half an SD of the errors, whichever model) with monitor.bias 2: beyond the
     # noise, under monitor.bias: a warning, no alert.

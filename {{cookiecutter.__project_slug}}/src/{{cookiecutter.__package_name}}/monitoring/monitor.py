@@ -486,12 +486,14 @@ def live_bias(live: dict, error: dict, thresholds: dict) -> tuple[dict | None, s
     }
     if p_value >= thresholds["alpha"] or shift == 0:
         return section, None
-    way, moved = ("high" if shift > 0 else "low"), section["shift_in_sd"]
+    moved = section["shift_in_sd"]
     sds = "" if moved is None else f"{abs(moved):.2f} of the validation errors' SD, "
+    now = f"too {'high' if value > 0 else 'low'} by {readable(abs(value))}" if value else "right"
     said = (
         f"live mean error (prediction - actual) {readable(value, True)} on {outcomes} outcomes, "
-        f"against {readable(error['mean'], True)} on the validation rows: the champion now "
-        f"predicts too {way} by {readable(abs(shift))} on average ({sds}p = {p_value:.2g})"
+        f"against {readable(error['mean'], True)} on the validation rows: a move of "
+        f"{readable(shift, True)} ({sds}p = {p_value:.2g}); the champion now predicts {now} on "
+        "average"
     )
     if not section["failing"]:
         return section, f"{said}, under monitor.bias {thresholds['bias']} SD: a warning, no alert"
@@ -666,7 +668,8 @@ def store_daily_stats(engine: sa.Engine, report: dict) -> int:
     """Replace daily_stats' row set for the UTC day a report of that day (days_to_store)
     starts on with its statistics, whichever versions served the day (model_version is the
     champion they were compared with; `_service` `records_by_version.N` counts each version's
-    records); return the row count. A day without records stores nothing: it keeps what an
+    records; OUTPUT `share.<class or value bin>` the champion's predictions); return the row
+    count. A day without records stores nothing: it keeps what an
     earlier run stored for it (the log's records of the day may have been deleted since)."""
     day = datetime.fromisoformat(report["window"]["start"]).date()
     if not report["records"]:
@@ -685,6 +688,12 @@ def store_daily_stats(engine: sa.Engine, report: dict) -> int:
         for key, value in _flat(section["summary"]).items()
     ]
     statistics += [("_service", key, value) for key, value in _flat(service).items()]
+    if report.get("prediction"):  # the champion's outputs: shares of its classes or value bins
+        shares = report["prediction"]["distributions"]
+        statistics += [
+            (OUTPUT, f"share.{label}", share)
+            for label, share in zip(shares["labels"], shares["current"], strict=True)
+        ]
     rows = [
         {
             "day": day,

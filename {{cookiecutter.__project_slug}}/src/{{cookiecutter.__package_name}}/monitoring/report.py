@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..metrics import figure, readable
+from ..metrics import figure, readable, setting
 from ..plots import plt, shown
 from .drift import MISSING
 from .monitor import UNSEEN
@@ -165,11 +165,14 @@ def service_lines(report: dict) -> list[str]:
     others = report.get("live_metrics_of_other_versions") or {}
     return [
         f"Latency (ms): {_pairs(report.get('latency_ms'))}",
-        f"Live metrics: {_pairs(report.get('live_metrics'))}",
+        f"Live metrics: {_pairs(report.get('live_metrics'), figure)}",
         *_quality(report.get("live_quality")),
         *_bias(report.get("live_bias")),
         *_actual_lines(report.get("actual")),
-        *(f"Live metrics of v{version}: {_pairs(live)}" for version, live in others.items()),
+        *(
+            f"Live metrics of v{version}: {_pairs(live, figure)}"
+            for version, live in others.items()
+        ),
     ]
 
 
@@ -181,7 +184,7 @@ def _quality(quality: dict | None) -> list[str]:
     spread = "" if low is None else f", 95 % bootstrap interval {figure(low)} to {figure(high)}"
     state = "FAILING it" if quality["failing"] else "not failing it"
     return [
-        f"Live {quality['metric']} against promote.threshold {quality['threshold']}: "
+        f"Live {quality['metric']} against promote.threshold {setting(quality['threshold'])}: "
         f"{figure(quality['value'])} on {quality['outcomes']} outcomes{spread}: {state}"
     ]
 
@@ -229,11 +232,12 @@ def _actual_lines(section: dict | None) -> list[str]:
     return [f"Actual outcomes by class: {said}"]
 
 
-def _pairs(figures: dict | None) -> str:
-    """`p50 9.1, p95 12.4`: named figures for a sentence (metrics.readable); an undefined one
-    (None) reads `undefined` (the messages say why)."""
+def _pairs(figures: dict | None, write=readable) -> str:
+    """`p50 9.1, p95 12.4`: named figures for a sentence (`write`: metrics.readable, or
+    metrics.figure for scores, as the evaluation writes them); an undefined one (None) reads
+    `undefined` (the messages say why)."""
     return ", ".join(
-        f"{name} {readable(value)}"
+        f"{name} {write(value)}"
         if isinstance(value, float)
         else f"{name} {'undefined' if value is None else value}"
         for name, value in (figures or {}).items()
