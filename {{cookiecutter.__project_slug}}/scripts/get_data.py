@@ -26,6 +26,9 @@ def main(argv: list[str] | None = None) -> int:
         raw = datalib.load_source(
             params["data"], schema.task, Backends.from_env().source_database_url
         )
+        absent = [name for name in schema.ignore if name not in raw.columns]
+        if absent:  # a misspelt id column is refused by validate() as undeclared
+            log.warning("data.ignore names %s, which the source does not have", absent)
         frame = datalib.validate(raw, schema)
         args.out.parent.mkdir(parents=True, exist_ok=True)
         partial = args.out.with_suffix(".partial")

@@ -164,7 +164,7 @@ def test_impossible_value_names_the_key_and_the_rule(tmp_path, repo_params, dott
     ("limits", "written", "why"),
     [
         ([1, 0], "[1, 0]", "its lowest is above its highest"),
-        ([None, None], "[null, null]", "no limit on either side"),
+        ([None, None], "[null, null]", "no limit on either side: leave the column out"),
         ([0], "[0]", "not two numbers or null"),
         ([0, 1, 2], "[0, 1, 2]", "not two numbers or null"),
         (["0", 1], '["0", 1]', "not two numbers or null"),

@@ -144,7 +144,7 @@ def _bad_bound(value: Any) -> str | None:
             pair = pair and all(v is None or _is_number(v) for v in limits)
             given = [v for v in limits if v is not None] if pair else []
             why = "not two numbers or null" if not pair else ""
-            why = why or ("no limit on either side" if not given else "")
+            why = why or ("no limit on either side: leave the column out" if not given else "")
             why = why or ("its lowest is above its highest" if given != sorted(given) else "")
             if why:  # a name that is no numeric feature: _across says so
                 return f"{name}: {json.dumps(limits, default=str)} ({why})"

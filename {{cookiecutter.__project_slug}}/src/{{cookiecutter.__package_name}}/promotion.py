@@ -288,8 +288,10 @@ def rollback_target(client, name: str, requested: str | None):
     tags = current.tags
     number = requested or tags.get("previous_champion") or tags.get("rolled_back_from")
     if not number or number == "none":
+        former = registry.former_champions(client, name, current.version)
         raise PipelineError(
-            f"champion v{current.version} has no previous champion: pass VERSION=<n>"
+            f"champion v{current.version} has no previous champion: pass VERSION=<n> "
+            f"(former champions: {former})"
         )
     if str(number) == str(current.version):
         raise PipelineError(f"version {number} is already the champion")

@@ -306,6 +306,21 @@ def _numbers(client: MlflowClient, name: str) -> str:
     return ", ".join(map(str, sorted(int(v.version) for v in found))) or "none"
 
 
+def former_champions(client: MlflowClient, name: str, champion: str) -> str:
+    """The versions other than `champion` that once were champion (promoted or rolled back
+    to), newest first, for a message."""
+    try:
+        found = client.search_model_versions(f"name='{name}'")
+    except MlflowException:
+        return "versions that could not be listed"
+    former = [
+        int(v.version)
+        for v in found
+        if {"promoted_at", "rolled_back_at"} & set(v.tags) and str(v.version) != str(champion)
+    ]
+    return ", ".join(map(str, sorted(former, reverse=True))) or "none"
+
+
 def load_model(name: str, number: str | int):
     """Load a registered version's model from its skops file, trusting model.py only
     (modelfile.py): not through mlflow.sklearn.load_model, which does what the version's own
