@@ -229,6 +229,8 @@ def test_a_feature_with_no_values_is_refused_and_one_with_a_single_value_named(
     )
     datalib.validate(frame.assign(region="north"), schema)
     assert "column 'region' holds 'north' in every row: the model learns nothing" in caplog.text
+    datalib.validate(frame.assign(age=41.0), schema)  # numpy's number, written as a number
+    assert "column 'age' holds 41.0 in every row" in caplog.text
     caplog.clear()
     datalib.validate(frame.assign(region=frame["region"].where(frame.index > 0)), schema)
     assert "in every row" not in caplog.text
@@ -354,6 +356,13 @@ def test_load_source_reads_csv_and_parquet_and_refuses_other_suffixes(frame, par
         assert len(loaded) == len(frame)
     with pytest.raises(PipelineError, match="use 'sample', 'sql'"):
         datalib.load_source({**params["data"], "source": "d.xlsx"}, task, None)
+    # A teammate's clone lacks the git-ignored file another clone read: say where it was
+    # looked for, and what a shared source is.
+    with pytest.raises(PipelineError) as missing:
+        datalib.load_source({**params["data"], "source": "data/raw/gone.csv"}, task, None)
+    said = str(missing.value)
+    assert said.startswith("data source 'data/raw/gone.csv' does not exist in /"), said
+    assert "data/raw/ is git-ignored" in said and "s3://" in said, said
 
 
 def test_csv_keeps_leading_zeros_of_categorical_codes_and_reads_other_columns_as_numbers(

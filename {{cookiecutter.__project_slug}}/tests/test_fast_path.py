@@ -72,7 +72,9 @@ LINEAR = (LogisticRegression(max_iter=500), Ridge())
 def shipped(loaded, exported_model, **one_hot_options) -> Pipeline:
     """build_model() as the template ships it, whatever yours builds now (fewer rounds)."""
     numeric = SimpleImputer(strategy="median")
-    return variant(loaded, exported_model.frame, numeric, one_hot(**one_hot_options), HGB)
+    options = {"handle_unknown": "infrequent_if_exist", "min_frequency": 10, "max_categories": 100}
+    categorical = one_hot(**options | one_hot_options)
+    return variant(loaded, exported_model.frame, numeric, categorical, HGB)
 
 
 def test_shipped_model_gets_the_fast_path_and_tree_walk(loaded, exported_model, caplog):
@@ -93,13 +95,34 @@ def test_your_exported_model_on_the_fast_path_answers_exactly_as_it_predicts(
     assert_exactly_like_the_model(fast, loaded.model, loaded.meta, exported_model.records)
 
 
-@pytest.mark.parametrize(("unknown", "taken"), [("ignore", True), ("error", False)])
+@pytest.mark.parametrize(
+    ("unknown", "taken"), [("infrequent_if_exist", True), ("ignore", True), ("error", False)]
+)
 def test_service_takes_unseen_categories_exactly_when_the_model_does(
     loaded, exported_model, unknown, taken
 ):
     model = shipped(loaded, exported_model, handle_unknown=unknown)
     service = Service(ServeSettings.from_env({}))
     assert service._takes_unseen_categories(bundles.Bundle(model, loaded.meta)) is taken
+
+
+@pytest.mark.parametrize("unknown", ["infrequent_if_exist", "ignore"])
+@pytest.mark.parametrize(
+    "grouping", [{"min_frequency": 0.3}, {"max_categories": 2}], ids=["min_frequency", "max"]
+)
+def test_rare_categories_grouped_in_one_column_get_the_fast_path(
+    loaded, exported_model, unknown, grouping
+):
+    """Categories the encoder groups (and, under "infrequent_if_exist", unseen ones) share its
+    infrequent column; under "ignore" an unseen one is all zeros."""
+    model = shipped(loaded, exported_model, handle_unknown=unknown, **grouping)
+    encoder = model[0].named_transformers_["categorical"][-1]
+    assert any(rare is not None for rare in encoder.infrequent_categories_), "nothing grouped"
+    fast = compile_model(model, loaded.meta)
+    assert fast is not None
+    assert_exactly_like_the_model(fast, model, loaded.meta, exported_model.records)
+    unseen = [{**loaded.meta["example"], name: "never-seen"} for name in loaded.meta["categories"]]
+    assert np.array_equal(fast.predict(unseen), model_output(model, loaded.meta, unseen))
 
 
 def test_scaled_linear_model_gets_the_fast_path_without_tree_walk(loaded, exported_model):
@@ -138,11 +161,11 @@ def test_trees_on_raw_numbers_walk_missing_values_like_the_model(loaded, exporte
     ("numeric_steps", "categorical_steps", "reason"),
     [
         (FunctionTransformer(np.abs), one_hot(), "FunctionTransformer in the preprocessing"),
-        (SimpleImputer(), one_hot(handle_unknown="error"), "OneHotEncoder other than handle_"),
-        (SimpleImputer(), one_hot(min_frequency=0.3), "OneHotEncoder grouping infrequent"),
+        (SimpleImputer(), one_hot(handle_unknown="error"), "OneHotEncoder refusing unknown"),
+        (SimpleImputer(), one_hot(drop="first"), "OneHotEncoder refusing unknown categories, or"),
         (SimpleImputer(add_indicator=True), one_hot(), "SimpleImputer with an indicator"),
     ],
-    ids=["custom step", "one-hot refusing unknowns", "infrequent categories", "missing indicator"],
+    ids=["custom step", "one-hot refusing unknowns", "one-hot dropping", "missing indicator"],
 )
 def test_other_parts_are_served_through_the_pipeline(
     loaded, exported_model, numeric_steps, categorical_steps, reason, caplog

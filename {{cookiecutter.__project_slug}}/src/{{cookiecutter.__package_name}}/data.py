@@ -110,7 +110,9 @@ def read_file(source: str, features: dict[str, str], what: str) -> pd.DataFrame:
             return read_csv(source, features)
         return pd.read_parquet(source)
     except FileNotFoundError as err:
-        raise PipelineError(f"{what} '{source}' does not exist") from err
+        local = "" if "://" in source else f" in {Path.cwd()}"
+        local += LOCAL_FILES if local and what == "data source" else ""
+        raise PipelineError(f"{what} '{source}' does not exist{local}") from err
     except UnicodeDecodeError as err:
         raise PipelineError(
             f"{what} '{source}' is not UTF-8 text ({err.reason}, byte {err.object[err.start]:#x} "
@@ -118,7 +120,19 @@ def read_file(source: str, features: dict[str, str], what: str) -> pd.DataFrame:
             "read_csv(path, encoding='latin-1').to_csv(new_path, index=False)"
         ) from err
     except (OSError, ValueError) as err:
-        raise PipelineError(f"{what} '{source}' could not be read: {err}") from err
+        hint = S3_SOURCE if source.startswith("s3://") else ""
+        raise PipelineError(f"{what} '{source}' could not be read: {err}{hint}") from err
+
+
+# A relative path is the repository's; the data folders are not in git.
+LOCAL_FILES = (
+    " (data/raw/ is git-ignored, so another clone or a runner lacks its files: keep a shared "
+    "source on s3:// or https://, or in a database, data.source: sql)"
+)
+S3_SOURCE = (
+    ": check AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and AWS_ENDPOINT_URL (where the bucket is "
+    'not on AWS), e.g. with make check-env NEEDS="AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY"'
+)
 
 
 # How a CSV spells booleans (True, true, TRUE, ...), lowered.
@@ -316,7 +330,7 @@ def _check_informative(column: pd.Series, name: str) -> None:
             "column '%s' holds %r in every row: the model learns nothing from it; leave it out "
             "of params.yaml data.features unless other values are to come",
             name,
-            column.iloc[0],
+            column.iloc[0].item() if isinstance(column.iloc[0], np.generic) else column.iloc[0],
         )
 
 
@@ -336,8 +350,10 @@ def _warn_if_mostly_distinct(column: pd.Series, name: str) -> None:
     if distinct > MOSTLY_DISTINCT and distinct > len(present) / 2:
         log.warning(
             "column '%s' is declared categorical, but %d of its %d values are distinct: free "
-            "text or an id? The model learns little from it, and the service meets nearly "
-            "every new value as an unseen category; leave it out or derive categories from it",
+            "text or an id? The model learns little from it (the default model groups rare "
+            "categories into one column), the service meets nearly every new value as an unseen "
+            "category, and its /docs shows some of the training values (the example record "
+            "and a list); leave it out or derive categories from it",
             name,
             distinct,
             len(present),

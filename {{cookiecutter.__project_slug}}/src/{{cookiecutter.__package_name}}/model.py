@@ -28,6 +28,13 @@ TRUSTED_TYPES = [
 # Add the library of your estimator here (e.g. "xgboost") if it is not scikit-learn.
 REQUIREMENTS = ["scikit-learn", "skops", "pandas", "numpy", "scipy"]
 
+# A category seen in fewer training rows than this shares one column with the other rare ones
+# (and with categories training never saw), and a feature gets at most this many columns: a
+# column of ids or free text would otherwise add a column per row and slow the fit a
+# hundredfold for little to learn.
+MIN_CATEGORY_ROWS = 10
+MAX_CATEGORY_COLUMNS = 100
+
 
 def build_model(
     task: str,
@@ -36,7 +43,8 @@ def build_model(
     hyperparameters: dict[str, Any],
     seed: int,
 ):
-    """Return an unfitted pipeline: impute and one-hot encode, then gradient boosting."""
+    """Return an unfitted pipeline: impute and one-hot encode (rare categories grouped), then
+    gradient boosting."""
     preprocess = ColumnTransformer(
         [
             ("numeric", SimpleImputer(strategy="median"), numeric),
@@ -45,7 +53,15 @@ def build_model(
                 Pipeline(
                     [
                         ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
-                        ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+                        (
+                            "encode",
+                            OneHotEncoder(
+                                handle_unknown="infrequent_if_exist",
+                                min_frequency=MIN_CATEGORY_ROWS,
+                                max_categories=MAX_CATEGORY_COLUMNS,
+                                sparse_output=False,
+                            ),
+                        ),
                     ]
                 ),
                 categorical,

@@ -131,7 +131,7 @@ def fit(frame: pd.DataFrame, schema: datalib.Schema, params: dict[str, Any]):
     _refuse_undeclared(model, hyperparameters)
     _refuse_without_probabilities(model, schema.task)
     log.info(
-        "fitting %s on %d rows of %d features (minutes on millions of rows)",
+        "fitting %s on %d rows of %d features (nothing more is logged until it ends)",
         type(model).__name__,
         len(x_train),
         x_train.shape[1],
@@ -233,7 +233,7 @@ def _warn_of_missing_values_it_fails_on(
 
 def _out_of_memory(err: MemoryError, x_train: pd.DataFrame, schema: datalib.Schema) -> str:
     """Why the fit ran out of memory, naming the categorical features with most categories:
-    the default model one-hot encodes every category into a dense column."""
+    the default model one-hot encodes categories into dense columns."""
     widest = sorted(
         ((int(x_train[name].nunique()), name) for name in schema.of_kind("categorical")),
         reverse=True,
@@ -241,10 +241,11 @@ def _out_of_memory(err: MemoryError, x_train: pd.DataFrame, schema: datalib.Sche
     named = ", ".join(f"{name} ({n} categories)" for n, name in widest)
     return (
         f"training ran out of memory on {len(x_train)} rows ({err}). The default model in "
-        "model.py one-hot encodes every category into a column of its own"
-        + (f"; the categorical features with most: {named}" if widest else "")
-        + ". Group rare categories (OneHotEncoder(min_frequency=...)) or use an encoder that "
-        "does not grow with them (TargetEncoder) in model.py, leave such a feature out of "
+        "model.py one-hot encodes categories into dense columns, up to MAX_CATEGORY_COLUMNS "
+        "per feature"
+        + (f"; the categorical features with most categories: {named}" if widest else "")
+        + ". Raise MIN_CATEGORY_ROWS, lower MAX_CATEGORY_COLUMNS or use an encoder that does not "
+        "grow with the categories (TargetEncoder) in model.py, leave such a feature out of "
         "params.yaml data.features, or train on a machine with more memory"
     )
 
