@@ -48,6 +48,7 @@ COMMON_FILES = {
             "load_outcomes",
             "make_sample",
             "monitor",
+            "predict",
             "promote",
             "retrain_age",
             "rollback",
@@ -76,6 +77,7 @@ COMMON_FILES = {
 }
 PACKAGE_MODULES = {
     "__init__",
+    "batches",
     "cli",
     "config",
     "data",

@@ -259,6 +259,27 @@ def test_make_rollback_without_previous_champion_fails_clearly(set_up, config_id
 
 
 @each_lifecycle
+def test_make_predict_logs_a_file_at_a_past_time_that_make_monitor_reads(set_up, config_id):
+    """A backfill: rows predicted in-process as the service would, logged at AT, where a
+    monitoring window of that day finds every one (and today's window none of them)."""
+    project = set_up(config_id)
+    make(project, "sample")
+    sent = ["FILE=data/batches/sample.csv", "AT=2020-01-06T12:00", "OUT=build/backfill.csv"]
+    predicted = run_make(project, "predict", *sent)
+    assert predicted.returncode == 0, predicted.stderr
+    sample = read_csv(project / "data/batches/sample.csv")
+    answered = read_csv(project / "build/backfill.csv")
+    assert [int(row["row"]) for row in answered] == list(range(len(sample)))
+    assert f"{len(sample)} of {len(sample)} rows predicted by " in predicted.stderr
+    assert "logged at 2020-01-06T12:00:00 UTC" in predicted.stderr
+    result = run_make(project, "monitor", "END=2020-01-07", "DAYS=1")
+    report = json.loads((project / "reports/monitoring.json").read_text())
+    assert result.returncode in (0, 2) and report["records"] == len(sample), result.stderr
+    future = run_make(project, "predict", "FILE=data/batches/sample.csv", "AT=2999-01-01")
+    assert future.returncode == 2 and "'2999-01-01' is in the future" in future.stderr
+
+
+@each_lifecycle
 def test_make_data_bad_source_stops_with_column_named(set_up, config_id, tmp_path):
     project = clone(set_up(config_id), tmp_path / "repo")
     make(project, "data", "sample")

@@ -17,19 +17,13 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-
 from {{ cookiecutter.__package_name }} import data as datalib
+from {{ cookiecutter.__package_name }}.batches import ROW_NUMBERS, answers, records, spans, write_answers
 from {{ cookiecutter.__package_name }}.cli import is_http_url, run
 from {{ cookiecutter.__package_name }}.config import section
 from {{ cookiecutter.__package_name }}.errors import PipelineError
-from {{ cookiecutter.__package_name }}.monitoring.outcomes import PROBABILITY_PREFIX
 
 log = logging.getLogger("send_batch")
-# How the messages number rows: as the `row` column of --out, and as pandas does.
-ROW_NUMBERS = "file rows count from 0, the header not counted (as --out's row column)"
-OUT_COLUMNS = ["row", "request_id", "record_index", "prediction"]  # then probability_<class>
 
 
 class Refused(PipelineError):
@@ -110,33 +104,6 @@ def _record(position: str, file_rows: list[int] | None) -> str:
     return f"record {position}"
 
 
-def records(frame: pd.DataFrame, features: dict[str, str]) -> tuple[list, dict[int, str]]:
-    """The feature columns as JSON-ready records, missing values as None, and why some file rows
-    cannot be sent: a numeric cell holding text (such rows are None in the list, and are left out
-    as the service's refusals are). A numeric column of text only is refused here, naming it,
-    rather than by the service for every record."""
-    missing = [name for name in features if name not in frame.columns]
-    if missing:
-        raise PipelineError(f"the file lacks the declared features {missing}")
-    selected = frame[list(features)].astype(object)
-    unreadable: dict[int, str] = {}
-    for name in (n for n, kind in features.items() if kind == "numeric"):
-        numbers = pd.to_numeric(selected[name], errors="coerce")
-        bad = selected[name].notna() & numbers.isna()
-        if bad.any() and bad.sum() == selected[name].notna().sum():
-            row = int(bad.to_numpy().argmax())
-            raise PipelineError(
-                f"column '{name}' is declared numeric, but none of its values is a number (file "
-                f"row {row} holds {selected[name].iloc[row]!r}; {ROW_NUMBERS}): send numbers"
-            )
-        for row in map(int, np.flatnonzero(bad.to_numpy())):
-            said = f"{name} {selected[name].iloc[row]!r} is not a number"
-            unreadable[row] = f"{unreadable[row]}, {said}" if row in unreadable else said
-        selected[name] = numbers.astype(object)
-    rows = selected.where(selected.notna(), None).to_dict("records")
-    return [None if i in unreadable else row for i, row in enumerate(rows)], unreadable
-
-
 def send(
     url: str,
     rows: list[dict | None],
@@ -170,21 +137,9 @@ def send(
                 # A 422 names at most 20 errors, so a batch may take several rounds.
                 named = [i for position, i in enumerate(sent) if position in err.records] or sent
                 sent = [i for i in sent if i not in set(named)]
-                left_out.append(f"file row{'s' * (len(named) > 1)} {_spans(named)}: {err}")
+                left_out.append(f"file row{'s' * (len(named) > 1)} {spans(named)}: {err}")
         if answer is not None:
-            answered.extend(
-                {
-                    "row": sent[index],
-                    "request_id": answer["request_id"],
-                    "record_index": index,
-                    "prediction": one["prediction"],
-                    **{
-                        f"{PROBABILITY_PREFIX}{label}": probability
-                        for label, probability in (one.get("probabilities") or {}).items()
-                    },
-                }
-                for index, one in enumerate(answer["predictions"])
-            )
+            answered.extend(answers(sent, answer["request_id"], answer["predictions"]))
     if left_out:
         refused = len(rows) - len(answered)
         listed = "; ".join(left_out[:5]) + ("; ..." if len(left_out) > 5 else "")
@@ -198,20 +153,9 @@ def _stop_unless_invalid(err: Refused, batch: list[int], predicted: int, total: 
     """Stop the run at a refusal other than invalid input, naming the file rows it held."""
     if err.status != 422:
         raise PipelineError(
-            f"file rows {_spans(batch)} (records 0-{len(batch) - 1} of that batch) were refused, "
+            f"file rows {spans(batch)} (records 0-{len(batch) - 1} of that batch) were refused, "
             f"after {predicted} of {total} rows were predicted and logged ({ROW_NUMBERS}); {err}"
         ) from err
-
-
-def _spans(rows: list[int]) -> str:
-    """File row numbers as runs, such as 3, 7-9."""
-    spans: list[list[int]] = []
-    for row in rows:
-        if spans and row == spans[-1][1] + 1:
-            spans[-1][1] = row
-        else:
-            spans.append([row, row])
-    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,11 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             send(args.url, rows, args.batch_size, answered, unreadable)
         finally:
             if args.out:
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                table = pd.DataFrame(answered)
-                probabilities = [c for c in table.columns if c.startswith(PROBABILITY_PREFIX)]
-                table = table.reindex(columns=[*OUT_COLUMNS, *probabilities])
-                table.to_csv(args.out, index=False)
+                write_answers(args.out, answered)
                 log.info("wrote the request ids of %d rows to %s", len(answered), args.out)
         log.info("%s records predicted by %s", len(answered), args.url)
         return 0

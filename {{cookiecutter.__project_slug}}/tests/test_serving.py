@@ -24,7 +24,8 @@ import httpx
 import pandas as pd
 import pytest
 import skops.io
-from conftest import PAYLOAD_TYPE, Payload, load_script
+import sqlalchemy as sa
+from conftest import PAYLOAD_TYPE, Payload, load_script, predict_as_served
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
@@ -33,6 +34,7 @@ from {{ cookiecutter.__package_name }} import modelfile
 from {{ cookiecutter.__package_name }}.config import ServeSettings
 from {{ cookiecutter.__package_name }}.data import feature_frame
 from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.monitoring.tables import prediction_log
 from {{ cookiecutter.__package_name }}.serving import bundle as bundles
 from {{ cookiecutter.__package_name }}.serving import service as service_module
 from {{ cookiecutter.__package_name }}.serving.main import create_app
@@ -1228,3 +1230,60 @@ def test_send_batch_stops_at_a_refusal_other_than_invalid_input(monkeypatch):
     assert "after 200 of 400 rows were predicted and logged (file rows count" in message
     assert message.endswith("answered 503: overloaded"), message
     assert [a["row"] for a in answered] == list(range(200))
+
+
+def test_predict_logs_a_file_as_the_service_does_at_the_time_given(
+    exported_model, tmp_path, monkeypatch, caplog, capsys
+):
+    """`make predict FILE= AT= OUT=`: a batch job's rows (or a backfill's) predicted and
+    logged in-process as /predict would, stamped AT, where `make monitor` of that day reads
+    them; a row /predict would refuse is left out and named (exit 1), the rest go through."""
+    url = f"sqlite:///{tmp_path / 'monitoring.db'}"
+    monkeypatch.setenv("MODEL_BUNDLE_DIR", str(exported_model.path))
+    monkeypatch.setenv("MONITORING_DATABASE_URL", url)
+    monkeypatch.setenv("PREDICTION_LOG_SPOOL_DIR", str(tmp_path / "spool"))
+    loaded = bundles.load(exported_model.path)
+    frame = exported_model.frame.head(250).copy()
+    categorical = [n for n, kind in loaded.meta["features"].items() if kind == "categorical"]
+    assert categorical, "the sample schema has a categorical feature"
+    frame[categorical[0]] = frame[categorical[0]].astype(object)
+    frame.loc[7, categorical[0]] = "x" * 300  # an unseen category past the service's length
+    numeric = next(n for n, kind in loaded.meta["features"].items() if kind == "numeric")
+    frame[numeric] = frame[numeric].astype(object)
+    frame.loc[12, numeric] = "unknown"  # text in a numeric column: never predicted
+    frame["customer_id"] = range(len(frame))  # another column: not a feature, not sent
+    source, out = tmp_path / "batch.csv", tmp_path / "answers.csv"
+    frame.to_csv(source, index=False)
+    script = load_script("predict")
+    caplog.set_level("INFO")
+    argv = ["--file", str(source), "--at", "2026-03-02T10:30", "--out", str(out)]
+    assert script.main(argv) == 1
+    said = "2 rows the service would refuse, or unreadable, were left out (file rows 7, 12; file"
+    assert said in caplog.text
+    assert f"file row 7: {categorical[0]}: String should have at most" in caplog.text
+    assert f"file row 12: {numeric} 'unknown' is not a number" in caplog.text
+    answered = pd.read_csv(out)
+    assert len(answered) == 248 and not {7, 12} & set(answered["row"])
+    assert answered["record_index"].max() == 99, "100 rows to a request id, as send-batch"
+    # Logged as the service logs, at the time given; the predictions those of the model.
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        logged = pd.read_sql(sa.select(prediction_log), conn)
+    assert len(logged) == 248 and set(logged["request_id"]) == set(answered["request_id"])
+    assert set(pd.to_datetime(logged["logged_at"], utc=True)) == {
+        pd.Timestamp("2026-03-02T10:30", tz="UTC")
+    }
+    kept = [r for i, r in enumerate(exported_model.records[:250]) if i not in (7, 12)]
+    labels, _ = predict_as_served(loaded.model, kept, loaded.meta["profile"], loaded.meta["task"])
+    assert [str(p) for p in answered["prediction"]] == [str(p) for p in labels]
+    # Rollups of that hour, which `make monitor` reads.
+    with engine.connect() as conn:
+        hours = conn.execute(sa.text("select distinct bucket from rollup_moments")).scalars()
+        assert set(hours) == {int(pd.Timestamp("2026-03-02T10:00", tz="UTC").timestamp())}
+    # A time to come, or no time at all, is refused before anything runs.
+    for at in ("2999-01-01", "yesterday"):
+        with pytest.raises(SystemExit) as refused:
+            script.main(["--file", str(source), "--at", at])
+        assert refused.value.code == 2
+    said = capsys.readouterr().err
+    assert "'2999-01-01' is in the future" in said and "'yesterday' is not an ISO date" in said

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
+from ..batches import PROBABILITY_PREFIX
 from ..data import bounds_text, label_text, outside_bounds
 from ..errors import PipelineError
 from .tables import create_tables, outcomes
@@ -28,7 +29,6 @@ COLUMNS = (
 )
 # send-batch's OUT= file's other columns: with an actual column added, it is an outcomes file.
 PASSED_OVER = ("row", "prediction")
-PROBABILITY_PREFIX = "probability_"  # OUT='s probability_<class> columns, passed over too
 EXAMPLES = 5  # ids or rows a message names, at most
 # How messages number the rows of an outcomes file or query result: as make data and send-batch do.
 COUNTED = "counted from 0, the header not counted"

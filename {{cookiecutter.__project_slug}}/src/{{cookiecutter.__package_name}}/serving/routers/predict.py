@@ -102,15 +102,14 @@ def parse(service: Service, body: bytes) -> list[dict]:
                 f"a request holds at most {service.settings.max_records} records "
                 "(SERVE_MAX_RECORDS)",
             ) from None
-        features = list(service.bundle.meta["features"])
-        raise Refusal(
-            422,
-            [
-                {"loc": _location(e), "msg": _message(e, features), "type": e["type"]}
-                for e in errors[:MAX_ERRORS]
-            ],
-        ) from None
+        raise Refusal(422, field_errors(errors[:MAX_ERRORS], service)) from None
     return [record.__dict__ for record in payload.records]
+
+
+def field_errors(errors: list[dict], service: Service) -> list[dict]:
+    """A 422's entries for pydantic's errors: where, what is allowed, and the error's type."""
+    features = list(service.bundle.meta["features"])
+    return [{"loc": _location(e), "msg": _message(e, features), "type": e["type"]} for e in errors]
 
 
 # Pydantic lists every allowed category; a feature with hundreds (postal codes) would make
@@ -237,11 +236,17 @@ async def predict(request: Request, service: ServiceDep) -> Response:
 
 
 def log_predictions(
-    service: Service, request_id: str, rows: list[dict], results: list[dict], latency_ms: float
+    service: Service,
+    request_id: str,
+    rows: list[dict],
+    results: list[dict],
+    latency_ms: float,
+    now: datetime | None = None,
 ) -> None:
     """Hand one record per prediction to the prediction log (a queue append, never a wait), as
-    a tuple of RECORD_FIELDS: the cheapest form to build and to keep until written."""
-    meta, now = service.bundle.meta, datetime.now(UTC)
+    a tuple of RECORD_FIELDS: the cheapest form to build and to keep until written. Stamped
+    `now`, unless a backfill gives another time (scripts/predict.py)."""
+    meta, now = service.bundle.meta, now or datetime.now(UTC)
     name, version = meta["model_name"], meta["version"]
     service.prediction_log.log(
         [

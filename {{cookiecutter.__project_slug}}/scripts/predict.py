@@ -1,0 +1,162 @@
+"""Predict a CSV or Parquet file in this process with the bundle `make serve` serves
+(build/model), as the service does: each record checked as /predict checks it, the same model,
+and every prediction in the prediction log, so `make monitor` sees a batch job's predictions as
+it sees the service's.
+
+--at stamps the records with a past time instead of now (ISO, UTC unless it gives an offset):
+a backfill of predictions made elsewhere, or a try of `make monitor` over several days, one
+file per day. --out writes each row's request_id and record_index (what `make outcomes` joins
+the actual values on), its prediction and a classifier's probabilities, as `make send-batch`
+does. Rows the service would refuse are left out and named (exit 1); the others are predicted
+and logged. The log's records reach the database before the run ends, or its spool when the
+database is away, as the service's do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from {{ cookiecutter.__package_name }} import data as datalib
+from {{ cookiecutter.__package_name }}.batches import ROW_NUMBERS, answers, records, spans, write_answers
+from {{ cookiecutter.__package_name }}.cli import run
+from {{ cookiecutter.__package_name }}.config import ServeSettings
+from {{ cookiecutter.__package_name }}.errors import PipelineError
+from {{ cookiecutter.__package_name }}.serving.routers.predict import (
+    field_errors,
+    log_predictions,
+    new_request_id,
+)
+from {{ cookiecutter.__package_name }}.serving.service import Service
+
+log = logging.getLogger("predict")
+REQUEST_ROWS = 100  # rows per logged request, as send-batch's batches
+
+
+def past_time(text: str) -> datetime:
+    """--at: an ISO time, UTC unless it gives an offset, not in the future."""
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not an ISO date or time, e.g. 2026-06-30T10:00"
+        ) from None
+    at = at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+    if at > datetime.now(UTC):
+        raise argparse.ArgumentTypeError(f"{text!r} is in the future: give a past time or none")
+    return at
+
+
+def checked(service: Service, rows: list[dict | None]) -> tuple[dict[int, dict], dict[int, str]]:
+    """The records /predict would take, as it validates them, by file row, and why it would
+    refuse the others (rows already None, unreadable, are neither)."""
+    taken, refused = {}, {}
+    for row, record in enumerate(rows):
+        if record is None:
+            continue
+        try:
+            body = json.dumps({"records": [record]})
+            [valid] = service.request_type.model_validate_json(body).records
+        except ValidationError as err:
+            errors = err.errors(include_url=False, include_input=False, include_context=False)
+            said = (f"{e['loc'][-1]}: {e['msg']}" for e in field_errors(errors, service))
+            refused[row] = "; ".join(said)
+            continue
+        taken[row] = valid.__dict__
+    return taken, refused
+
+
+def predict(
+    service: Service, rows: list[dict | None], at: datetime | None, unreadable: dict[int, str]
+) -> list[dict]:
+    """Predict and log the rows /predict would take, REQUEST_ROWS to a request id; what each
+    got (batches.answers). The others, and the `unreadable` ones, are named."""
+    taken, refused = checked(service, rows)
+    refused = dict(sorted({**refused, **unreadable}.items()))
+    numbers, answered = list(taken), []
+    millis = None if at is None else int(at.timestamp() * 1000)
+    for first in range(0, len(numbers), REQUEST_ROWS):
+        batch = numbers[first : first + REQUEST_ROWS]
+        started, values = time.perf_counter(), [taken[row] for row in batch]
+        results = service.predict_rows(values)
+        request_id = new_request_id(millis)
+        if service.prediction_log is not None:
+            latency_ms = (time.perf_counter() - started) * 1000
+            log_predictions(service, request_id, values, results, latency_ms, at)
+        answered += answers(batch, request_id, results)
+    if refused:
+        listed = "; ".join(f"file row {row}: {why}" for row, why in list(refused.items())[:5])
+        log.error(
+            "%d rows the service would refuse, or unreadable, were left out (file rows %s; "
+            "%s): %s%s",
+            len(refused),
+            spans(list(refused)),
+            ROW_NUMBERS,
+            listed,
+            "; ..." if len(refused) > 5 else "",
+        )
+    return answered
+
+
+async def predict_file(args: argparse.Namespace) -> list[dict]:
+    """Load the bundle as the service does, predict the file, write out the prediction log."""
+    service = Service(ServeSettings.from_env(os.environ))
+    service.load()
+    if service.load_error:
+        raise PipelineError(f"the bundle cannot be served: {service.load_error}")
+    try:
+        features = service.bundle.meta["features"]
+        frame = datalib.read_file(args.file, features, "the file to predict (FILE=)")
+        rows, unreadable = records(frame, features)
+        answered = predict(service, rows, args.at, unreadable)
+    finally:
+        await service.close()  # every logged record to the database, or to the spool
+    if args.out:
+        write_answers(args.out, answered)
+        log.info("wrote the request ids of %d rows to %s", len(answered), args.out)
+    stamped = "" if args.at is None else f", logged at {args.at:%Y-%m-%dT%H:%M:%S} UTC"
+    meta = service.bundle.meta
+    log.info(
+        "%d of %d rows predicted by %s v%s%s",
+        len(answered),
+        len(rows),
+        meta["model_name"],
+        meta["version"],
+        stamped if service.prediction_log is not None else " (PREDICTION_LOG=0: not logged)",
+    )
+    if len(answered) < len(rows):
+        raise PipelineError(f"{len(rows) - len(answered)} rows were left out (named above)")
+    return answered
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Predict --file and log it; exit 1 when rows were left out."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--file", required=True, help="a .csv or .parquet path or URL")
+    parser.add_argument(
+        "--at", type=past_time, help="log the records at this time (ISO, UTC), not now"
+    )
+    parser.add_argument(
+        "--out", type=Path, help="a CSV of each row's request id, prediction and probabilities"
+    )
+    args = parser.parse_args(argv)
+    if not args.file.strip():
+        parser.error("--file is empty: name the CSV or Parquet file to predict (FILE= for make)")
+
+    def step() -> int:
+        asyncio.run(predict_file(args))
+        return 0
+
+    return run(step)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
