@@ -257,6 +257,21 @@ def test_monitor_empty_window_gives_no_verdict_and_no_drift(engine, champion):
     assert "0 predictions logged" in report["messages"][0]
 
 
+def test_a_window_of_several_days_counts_each_and_names_a_day_without_records(engine, champion):
+    log_frame(engine, champion, batch(champion, 12))  # all on the last day, END - 12 h
+    assert run(engine, champion)["records_by_day"] == {}, "one day: nothing to break down"
+    report = monitor(engine, champion, END - timedelta(days=3), END, THRESHOLDS)
+    days = [f"{END - timedelta(days=n):%Y-%m-%d}" for n in (3, 2, 1)]
+    assert report["records_by_day"] == dict(zip(days, [0, 0, 1500], strict=True))
+    said = f"no predictions logged on '{days[0]}', '{days[1]}' (UTC), within the window"
+    assert any(m.startswith(said) for m in report["messages"]), report["messages"]
+    by_day = f"1500 records (by UTC day: {days[0]} 0, {days[1]} 0, {days[2]} 1500);"
+    assert by_day in reports.markdown(report)
+    # A window starting mid-day counts that day's part of it.
+    later = monitor(engine, champion, END - timedelta(hours=36), END, THRESHOLDS)
+    assert later["records_by_day"] == {days[1]: 0, days[2]: 1500}
+
+
 def test_monitor_older_version_and_missing_feature_are_explained(engine, champion):
     frame = batch(champion, 10)
     log_frame(engine, champion, frame, version="0")

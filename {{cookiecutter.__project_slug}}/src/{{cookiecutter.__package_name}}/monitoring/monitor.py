@@ -347,6 +347,13 @@ def monitor(
         report["source"] = source.name
         report["records_by_version"] = per_version = source.versions()
         report["records"] = total = sum(per_version.values())
+        report["records_by_day"] = by_day = records_by_day(conn, start, end)
+        quiet = [day for day, count in by_day.items() if count == 0]
+        if quiet and total:
+            report["messages"].append(
+                f"no predictions logged on {_names(quiet)} (UTC), within the window: was the "
+                "service down, or logging to another database?"
+            )
         if total < thresholds["min_records"]:
             report["status"] = "empty" if total == 0 else "too few records"
             report["messages"].append(
@@ -385,6 +392,21 @@ def monitor(
     report["messages"] += _watched(report, thresholds)
     report.update(status="checked", drift=bool(drifted), drifted=drifted)
     return report
+
+
+def records_by_day(conn, start: datetime, end: datetime) -> dict[str, int]:
+    """Records logged on each UTC calendar day of a window longer than a day (the window's part
+    of it; the newest STORED_DAYS), each counted on the logged_at index; empty for a shorter
+    window."""
+    if end - start <= timedelta(days=1):
+        return {}
+    days = days_to_store(start, end, ends_now=True)
+    counted = {}
+    for first, last in reversed(days):
+        first = max(first, start)
+        query = sa.select(sa.func.count()).select_from(log_table).where(sql.in_window(first, last))
+        counted[f"{first:%Y-%m-%d}"] = int(conn.execute(query).scalar_one())
+    return counted
 
 
 def _watched(report: dict, thresholds: dict) -> list[str]:

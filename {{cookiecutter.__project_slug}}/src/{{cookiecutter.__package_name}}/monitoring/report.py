@@ -151,11 +151,14 @@ def _cell(text: str) -> str:
 
 
 def window_line(report: dict) -> str:
-    """The window, its record count and where the statistics came from, a sentence."""
-    window = report["window"]
+    """The window, its record count (by day, for a window of several) and where the
+    statistics came from, a sentence."""
+    window, by_day = report["window"], report.get("records_by_day") or {}
+    days = ", ".join(f"{day} {count}" for day, count in by_day.items())
     return (
-        f"Window {window['start']} to {window['end']}; {report.get('records', 0)} records; "
-        f"statistics from {SOURCES.get(report.get('source'), 'the prediction log')}."
+        f"Window {window['start']} to {window['end']}; {report.get('records', 0)} records"
+        + (f" (by UTC day: {days})" if days else "")
+        + f"; statistics from {SOURCES.get(report.get('source'), 'the prediction log')}."
     )
 
 
