@@ -1114,11 +1114,32 @@ def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine
     frame = pd.DataFrame({"request_id": ids, "record_index": positions, "actual": 1.0})
     assert len(outcome_rows(frame)) == 30
     bad = pd.DataFrame({"request_id": ["a", "b"], "actual": ["12.5", "abc"]})
-    said = r"row 1 \(counted from 0, [^;]+; request_id b, record_index 0\) has actual 'abc'"
-    with pytest.raises(PipelineError, match=said):
+    said = r"^1 outcome rows \(rows \[1\], counted from 0, [^)]+\) have an actual that is not a"
+    with pytest.raises(PipelineError, match=said) as refused:
         outcome_rows(bad, "regression")
-    with pytest.raises(PipelineError, match="record_index -1"):
+    assert "e.g. row 1 (request_id b) has 'abc': a regression model's" in str(refused.value)
+    with pytest.raises(PipelineError, match=r"not a whole number from 0, e\.g\. -1: it is the"):
         outcome_rows(pd.DataFrame({"request_id": ["a"], "record_index": [-1], "actual": [1]}))
+    # Every kind of problem of a file at once, not one a run.
+    messy = pd.DataFrame(
+        {
+            "request_id": ["a", "b", "b", "c", "d", "e"],
+            "record_index": [0, 1, 1, 0, 0.5, 0],
+            "actual": [1.0, 2.0, 2.0, None, 3.0, "about 30"],
+        }
+    )
+    with pytest.raises(PipelineError) as refused:
+        outcome_rows(messy, "regression")
+    said = str(refused.value)
+    assert said.startswith("1 outcome rows have no actual (rows [3], counted from 0"), said
+    for part in (
+        "; 1 outcome rows (rows [4], counted from 0, the header not counted) have a record_index",
+        "; 2 outcome rows share their (request_id, record_index) with another row, e.g. "
+        "request_id b record_index 1",
+        "; 1 outcome rows (rows [5], counted from 0, the header not counted) have an actual that",
+    ):
+        assert part in said, (part, said)
+    assert said.endswith(" (nothing was loaded)"), said
     misspelt = pd.DataFrame({"request_id": ["a"], "rec_index": [5], "actual": [1]})
     with pytest.raises(PipelineError, match=r"only the columns .*; unknown \['rec_index'\]"):
         outcome_rows(misspelt)
@@ -1137,7 +1158,7 @@ def test_outcomes_refuse_repeated_keys_and_non_numeric_regression_actuals(engine
         "1 outcomes (rows [1], counted from 0, the header not counted) have an actual value "
         "that is not at least 0 "
         "(the target's data.bounds), "
-        "e.g. -50: fix them, or widen data.bounds"
+        "e.g. -50: fix them, or widen data.bounds (nothing was loaded)"
     )
 
 

@@ -42,9 +42,51 @@ def outcome_rows(
     bounds: tuple | None = None,
 ) -> list[dict]:
     """Rows for the outcomes table, refusing a frame without the required columns or with
-    others, with empty or repeated keys, with an actual that is not a number (task
-    "regression") or outside `bounds` (the target's data.bounds), or not one of `classes`
-    (data.target_classes, when declared)."""
+    others, or else naming every problem of its rows at once: empty or repeated keys, a
+    record_index that is no position, an actual that is not a number (task "regression") or
+    outside `bounds` (the target's data.bounds), or not one of `classes` (data.target_classes,
+    when declared)."""
+    _refuse_other_columns(frame)
+    empty = {column: np.flatnonzero(frame[column].isna()).tolist() for column in REQUIRED}
+    index = frame["record_index"] if "record_index" in frame.columns else pd.Series(0, frame.index)
+    numbers = [_number(i) for i in index]
+    positions = [n is not None and n >= 0 and n.is_integer() for n in numbers]
+    keys = [
+        (str(request_id), int(n) if ok else -1)
+        for request_id, n, ok in zip(frame["request_id"], numbers, positions, strict=True)
+    ]
+    no_id = set(empty["request_id"])
+    keyed = [key for row, key in enumerate(keys) if positions[row] and row not in no_id]
+    values = [_number(actual) for actual in frame["actual"]]
+    unknown = set(empty["actual"])
+    problems = [
+        *(_empty(rows, column) for column, rows in empty.items()),
+        _not_positions(index, positions),
+        _repeated(keyed, "record_index" in frame.columns),
+        _unknown_labels(frame["actual"], classes, unknown),
+        _out_of_bounds(frame["actual"], bounds),
+        _not_numbers(frame, values, unknown) if task == "regression" else None,
+    ]
+    problems = [problem for problem in problems if problem]
+    if problems:
+        raise PipelineError("; ".join(problems) + " (nothing was loaded)")
+    now = datetime.now(UTC)
+    return [
+        {
+            "request_id": request_id,
+            "record_index": record_index,
+            "actual": label_text(actual),
+            "actual_value": value,
+            "recorded_at": now,
+        }
+        for (request_id, record_index), actual, value in zip(
+            keys, frame["actual"], values, strict=True
+        )
+    ]
+
+
+def _refuse_other_columns(frame: pd.DataFrame) -> None:
+    """Refuse a frame without the required columns, or with others."""
     missing = [c for c in REQUIRED if c not in frame.columns]
     if missing:
         raise PipelineError(f"outcomes need columns {COLUMNS}; missing {missing}")
@@ -60,63 +102,36 @@ def outcome_rows(
             f"and {PROBABILITY_PREFIX}<class>; "
             f"unknown {unknown}: rename or leave them out (a column named twice reads as name.1)"
         )
-    for column in REQUIRED:
-        empty = np.flatnonzero(frame[column].isna()).tolist()
-        if empty:
-            raise PipelineError(
-                f"{len(empty)} outcome rows have no {column} (rows {empty[:EXAMPLES]}, {COUNTED}): "
-                "leave out the rows whose outcome is not known yet"
-            )
-    index = frame["record_index"] if "record_index" in frame.columns else pd.Series(0, frame.index)
-    keys = [
-        (str(r), _record_index(i, position, r))
-        for position, (r, i) in enumerate(zip(frame["request_id"], index, strict=True))
-    ]
-    _refuse_repeated(keys, "record_index" in frame.columns)
-    _refuse_unknown_labels(frame["actual"], classes)
-    _refuse_out_of_bounds(frame["actual"], bounds)
-    now = datetime.now(UTC)
-    rows = []
-    for position, ((request_id, record_index), actual) in enumerate(
-        zip(keys, frame["actual"], strict=True)
-    ):
-        value = _number(actual)
-        if task == "regression" and value is None:
-            raise PipelineError(
-                f"outcome row {position} ({COUNTED}; request_id {request_id}, record_index "
-                f"{record_index}) has actual {actual!r}: a regression model's actual values must "
-                "be finite numbers"
-            )
-        rows.append(
-            {
-                "request_id": request_id,
-                "record_index": record_index,
-                "actual": label_text(actual),
-                "actual_value": value,
-                "recorded_at": now,
-            }
-        )
-    return rows
 
 
-def _record_index(value, position: int, request_id) -> int:
-    """record_index as an int, refusing what cannot be a position in a request's list."""
-    number = _number(value)
-    if number is None or number < 0 or not number.is_integer():
-        raise PipelineError(
-            f"outcome row {position} ({COUNTED}; request_id {request_id}) has record_index "
-            f"{value!r}: it must be a whole number from 0, the record's position in the "
-            "request's list"
-        )
-    return int(number)
+def _empty(rows: list[int], column: str) -> str | None:
+    """Rows with no value in a required column."""
+    if not rows:
+        return None
+    return (
+        f"{len(rows)} outcome rows have no {column} (rows {rows[:EXAMPLES]}, {COUNTED}): "
+        "leave out the rows whose outcome is not known yet"
+    )
 
 
-def _refuse_repeated(keys: list[tuple[str, int]], has_index: bool) -> None:
-    """Refuse outcomes whose keys repeat: all but one would be silently dropped."""
+def _not_positions(index: pd.Series, positions: list[bool]) -> str | None:
+    """Rows whose record_index is no position in a request's list."""
+    rows = [row for row, ok in enumerate(positions) if not ok]
+    if not rows:
+        return None
+    return (
+        f"{len(rows)} outcome rows (rows {rows[:EXAMPLES]}, {COUNTED}) have a record_index that "
+        f"is not a whole number from 0, e.g. {_plain(index.iloc[rows[0]])!r}: it is the record's "
+        "position in the request's list"
+    )
+
+
+def _repeated(keys: list[tuple[str, int]], has_index: bool) -> str | None:
+    """Outcomes whose keys repeat: all but one would be silently dropped."""
     counts = Counter(keys)
     repeated = [key for key in keys if counts[key] > 1]
     if not repeated:
-        return
+        return None
     request_id, record_index = repeated[0]
     hint = (
         "a request that sent several records needs a record_index column giving each record's "
@@ -124,44 +139,65 @@ def _refuse_repeated(keys: list[tuple[str, int]], has_index: bool) -> None:
         if not has_index
         else "each predicted record has one outcome"
     )
-    raise PipelineError(
+    return (
         f"{len(repeated)} outcome rows share their (request_id, record_index) with another row, "
         f"e.g. request_id {request_id} record_index {record_index} "
         f"({counts[repeated[0]]} rows): {hint}"
     )
 
 
-def _refuse_unknown_labels(actual: pd.Series, classes: list | None) -> None:
-    """Refuse actual labels that are not among the declared classes: stored, they would only be
-    left out of live metrics later."""
+def _unknown_labels(actual: pd.Series, classes: list | None, empty: set[int]) -> str | None:
+    """Actual labels that are not among the declared classes: stored, they would only be left
+    out of live metrics later."""
     if not classes:
-        return
+        return None
     allowed = {label_text(c) for c in classes}
     labels = [label_text(a) for a in actual]
-    rows = [row for row, label in enumerate(labels) if label not in allowed]
-    if rows:
-        unknown = Counter(labels[row] for row in rows)
-        raise PipelineError(
-            f"{len(rows)} outcomes (rows {rows[:EXAMPLES]}, {COUNTED}) have an actual label "
-            f"that is not among data.target_classes {list(classes)}, e.g. "
-            f"{', '.join(repr(label) for label, _n in unknown.most_common(EXAMPLES))}: "
-            "write the labels as the training data does"
-        )
+    rows = [row for row, label in enumerate(labels) if label not in allowed and row not in empty]
+    if not rows:
+        return None
+    unknown = Counter(labels[row] for row in rows)
+    return (
+        f"{len(rows)} outcomes (rows {rows[:EXAMPLES]}, {COUNTED}) have an actual label "
+        f"that is not among data.target_classes {list(classes)}, e.g. "
+        f"{', '.join(repr(label) for label, _n in unknown.most_common(EXAMPLES))}: "
+        "write the labels as the training data does"
+    )
 
 
-def _refuse_out_of_bounds(actual: pd.Series, bounds: tuple | None) -> None:
-    """Refuse actual values outside the target's data.bounds, as make data refuses them."""
+def _out_of_bounds(actual: pd.Series, bounds: tuple | None) -> str | None:
+    """Actual values outside the target's data.bounds, as make data refuses them."""
     if not bounds:
-        return
+        return None
     values = pd.to_numeric(actual, errors="coerce")
-    if (outside := outside_bounds(values, bounds)).any():
-        rows = np.flatnonzero(outside).tolist()
-        raise PipelineError(
-            f"{len(rows)} outcomes (rows {rows[:EXAMPLES]}, {COUNTED}) have an actual value "
-            f"that is not {bounds_text(*bounds)} (the target's data.bounds), e.g. "
-            f"{', '.join(f'{v:g}' for v in values[outside].head(EXAMPLES))}: fix them, or "
-            "widen data.bounds"
-        )
+    if not (outside := outside_bounds(values, bounds)).any():
+        return None
+    rows = np.flatnonzero(outside).tolist()
+    return (
+        f"{len(rows)} outcomes (rows {rows[:EXAMPLES]}, {COUNTED}) have an actual value "
+        f"that is not {bounds_text(*bounds)} (the target's data.bounds), e.g. "
+        f"{', '.join(f'{v:g}' for v in values[outside].head(EXAMPLES))}: fix them, or "
+        "widen data.bounds"
+    )
+
+
+def _not_numbers(frame: pd.DataFrame, values: list, empty: set[int]) -> str | None:
+    """A regression's actual values that are not finite numbers."""
+    rows = [row for row, value in enumerate(values) if value is None and row not in empty]
+    if not rows:
+        return None
+    first = rows[0]
+    return (
+        f"{len(rows)} outcome rows (rows {rows[:EXAMPLES]}, {COUNTED}) have an actual that is "
+        f"not a finite number, e.g. row {first} (request_id {frame['request_id'].iloc[first]}) "
+        f"has {_plain(frame['actual'].iloc[first])!r}: a regression model's actual values must be "
+        "finite numbers"
+    )
+
+
+def _plain(value):
+    """A cell's value as Python writes it: -1, not np.int64(-1)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _number(value) -> float | None:
