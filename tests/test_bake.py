@@ -50,6 +50,7 @@ COMMON_FILES = {
             "monitor",
             "predict",
             "promote",
+            "record_deployment",
             "retrain_age",
             "rollback",
             "send_batch",

@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import CONFIGS, git, linked_copy, make, project_env, run_make, run_tool
+from conftest import (
+    CONFIGS,
+    git,
+    linked_copy,
+    make,
+    project_env,
+    registry_state,
+    run_make,
+    run_tool,
+)
 from docker_engine import Engine, EngineUnavailable, base_image, image_registry
 from services import free_port, wait_until
 
@@ -350,3 +359,7 @@ def test_deploy_steps_push_to_a_registry_that_needs_a_login_and_smoke_test_the_p
     assert inspect(engine, f"{name}:{pushed}")["Id"] == inspect(engine, image.reference)["Id"]
     missing = run_make(project, "smoke-test", *run, "PULL=1", "IMAGE_TAG=never-pushed", env=env)
     assert missing.returncode != 0, missing.stdout
+    # The last step: the registry records the deployment on the version.
+    make(project, "record-deployment", f"IMAGE={name}", env=env)
+    tags = registry_state(project)["versions"][version]
+    assert tags["deployed_image"] == f"{name}:{pushed}" and tags["deployed_at"], tags

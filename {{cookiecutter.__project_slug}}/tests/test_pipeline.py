@@ -518,6 +518,25 @@ def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
     assert forced["moved"] and str(registry.champion(MlflowClient(), "test-model").version) == "2"
 
 
+def test_record_deployment_tags_the_bundled_version_with_its_date_and_image(
+    params, backends, good_data, workdir, caplog
+):
+    """deploy.yml's last step: the registry holds when a version was deployed, as which image."""
+    script = load_script("record_deployment")
+    image = ["--image", "ghcr.io/ml-team/churn-model:1-0123456789ab"]
+    assert script.main(image) == EXIT_ERROR
+    assert "build/model/bundle.json does not exist: run `make bundle` first" in caplog.text
+    cycle(params, backends, good_data, workdir / "r1")
+    bundle.export(MlflowClient(), "test-model", None, Path("build/model"))
+    before = datetime.now(UTC).replace(microsecond=0)
+    assert script.main(image) == 0
+    tags = MlflowClient().get_model_version("test-model", "1").tags
+    assert tags["deployed_image"] == image[1]
+    assert before <= datetime.fromisoformat(tags["deployed_at"]) <= datetime.now(UTC)
+    with pytest.raises(SystemExit):  # a reference without a tag is no deployed image
+        script.main(["--image", "localhost:5000/churn-model"])
+
+
 def test_a_new_class_is_left_out_of_scores_until_trained_on_then_the_champion_not_compared(
     params, backends, good_data, workdir
 ):
