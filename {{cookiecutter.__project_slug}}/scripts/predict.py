@@ -3,23 +3,28 @@
 and every prediction in the prediction log, so `make monitor` sees a batch job's predictions as
 it sees the service's.
 
---at stamps the records with a past time instead of now (ISO, UTC unless it gives an offset):
-a backfill of predictions made elsewhere, or a try of `make monitor` over several days, one
-file per day. --out writes each row's request_id and record_index (what `make outcomes` joins
-the actual values on), its prediction and a classifier's probabilities, as `make send-batch`
-does. Rows the service would refuse are left out and named (exit 1); the others are predicted
-and logged. The log's records reach the database before the run ends, or its spool when the
-database is away, as the service's do.
+Each row is logged as a request of its own. --at stamps the records with a past time instead
+of now (ISO, UTC unless it gives an offset): a nightly job's night, a backfill of predictions
+made elsewhere, or a try of `make monitor` over several days, one file per day. With --at a
+row's request id is made from the time, the model version and its values, so a re-run (a
+retried job, the file fixed after some rows were refused) logs no row twice. --out writes each
+row's request_id and record_index (what `make outcomes` joins the actual values on), its
+prediction and a classifier's probabilities, as `make send-batch` does. Rows the service would
+refuse are left out and named (exit 1); the others are predicted and logged. The log's records
+reach the database before the run ends, or its spool when the database is away, as the
+service's do.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import logging
 import os
 import time
+from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -38,7 +43,9 @@ from {{ cookiecutter.__package_name }}.serving.routers.predict import (
 from {{ cookiecutter.__package_name }}.serving.service import Service
 
 log = logging.getLogger("predict")
-REQUEST_ROWS = 100  # rows per logged request, as send-batch's batches
+# Rows per model call: large, as one call costs the same up to hundreds of rows (per tree and
+# call for HistGradientBoosting).
+PREDICT_ROWS = 2048
 
 
 def past_time(text: str) -> datetime:
@@ -74,24 +81,54 @@ def checked(service: Service, rows: list[dict | None]) -> tuple[dict[int, dict],
     return taken, refused
 
 
+def request_ids(service: Service, taken: dict[int, dict], at: datetime | None) -> dict[int, str]:
+    """A request id per file row. With --at, made from that time, the model version and the
+    row's values (and how many identical rows came before it): a re-run of the same rows at the
+    same time gets the same ids, which the prediction log holds once. Without it, new ones."""
+    if at is None:
+        return {row: new_request_id() for row in taken}
+    millis, version = int(at.timestamp() * 1000), service.bundle.meta["version"]
+    seen: Counter = Counter()
+    ids = {}
+    for row, record in taken.items():
+        text = json.dumps([at.isoformat(), version, record], sort_keys=True, default=str)
+        seen[text] += 1
+        digest = hashlib.sha256(f"{text}\n{seen[text]}".encode()).digest()
+        ids[row] = new_request_id(millis, int.from_bytes(digest[:10]))
+    return ids
+
+
+def keep_up(prediction_log, seconds: float = 10.0) -> None:
+    """Wait, up to `seconds`, while the log's queue is over half full: a file is predicted
+    faster than its records are written, and a full queue spills to the spool, which the
+    service needs (a request never waits), but a batch job need not."""
+    deadline = time.monotonic() + seconds
+    while prediction_log.counts["queued"] > prediction_log.queue_size // 2:
+        if time.monotonic() > deadline:
+            return
+        time.sleep(0.01)
+
+
 def predict(
     service: Service, rows: list[dict | None], at: datetime | None, unreadable: dict[int, str]
 ) -> list[dict]:
-    """Predict and log the rows /predict would take, REQUEST_ROWS to a request id; what each
-    got (batches.answers). The others, and the `unreadable` ones, are named."""
+    """Predict the rows /predict would take, PREDICT_ROWS at a time, and log each as a request
+    of its own; what each got (batches.answers). The others, and the `unreadable` ones, are
+    named."""
     taken, refused = checked(service, rows)
     refused = dict(sorted({**refused, **unreadable}.items()))
-    numbers, answered = list(taken), []
-    millis = None if at is None else int(at.timestamp() * 1000)
-    for first in range(0, len(numbers), REQUEST_ROWS):
-        batch = numbers[first : first + REQUEST_ROWS]
+    numbers, ids, answered = list(taken), request_ids(service, taken, at), []
+    for first in range(0, len(numbers), PREDICT_ROWS):
+        batch = numbers[first : first + PREDICT_ROWS]
         started, values = time.perf_counter(), [taken[row] for row in batch]
         results = service.predict_rows(values)
-        request_id = new_request_id(millis)
+        latency_ms = (time.perf_counter() - started) * 1000
+        for row, value, result in zip(batch, values, results, strict=True):
+            if service.prediction_log is not None:
+                log_predictions(service, ids[row], [value], [result], latency_ms, at)
+            answered += answers([row], ids[row], [result])
         if service.prediction_log is not None:
-            latency_ms = (time.perf_counter() - started) * 1000
-            log_predictions(service, request_id, values, results, latency_ms, at)
-        answered += answers(batch, request_id, results)
+            keep_up(service.prediction_log)
     if refused:
         listed = "; ".join(f"file row {row}: {why}" for row, why in list(refused.items())[:5])
         log.error(
@@ -122,15 +159,24 @@ async def predict_file(args: argparse.Namespace) -> list[dict]:
     if args.out:
         write_answers(args.out, answered)
         log.info("wrote the request ids of %d rows to %s", len(answered), args.out)
-    stamped = "" if args.at is None else f", logged at {args.at:%Y-%m-%dT%H:%M:%S} UTC"
-    meta = service.bundle.meta
+    meta, logged = service.bundle.meta, service.prediction_log
+    at = f" at {args.at:%Y-%m-%dT%H:%M:%S} UTC" if args.at else ""
+    said = "PREDICTION_LOG=0: not logged"
+    if logged is not None:
+        counts = logged.counts
+        said = f"logged{at}: {counts['logged']} new, a row logged before is not logged again"
+        if counts["spool_bytes"]:
+            said += (
+                f"; records wait in the spool {service.settings.spool_dir} for the database, "
+                "replayed by the next run or the service"
+            )
     log.info(
-        "%d of %d rows predicted by %s v%s%s",
+        "%d of %d rows predicted by %s v%s (%s)",
         len(answered),
         len(rows),
         meta["model_name"],
         meta["version"],
-        stamped if service.prediction_log is not None else " (PREDICTION_LOG=0: not logged)",
+        said,
     )
     if len(answered) < len(rows):
         raise PipelineError(f"{len(rows) - len(answered)} rows were left out (named above)")

@@ -50,7 +50,7 @@ class Server:
         """Everything the process printed so far."""
         return self.log_path.read_text()
 
-    def wait_answering(self, seconds: float = 60) -> httpx.Response:
+    def wait_answering(self, seconds: float = 120) -> httpx.Response:
         """Poll /ready until the server answers at all; its answer."""
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
@@ -224,7 +224,7 @@ def test_workers_share_the_connections_and_stop_together(start_server, exported_
 
 def test_workers_stop_when_their_supervisor_is_killed(start_server, exported_model):
     server = start_server(exported_model.path, workers=2)
-    assert server.wait_answering(120).status_code in (200, 503)
+    assert server.wait_answering().status_code in (200, 503)
     server.process.kill()  # kill -9: no chance to stop its workers
     server.process.wait()
     # Generous: each worker drains and flushes its prediction log first.
@@ -239,7 +239,7 @@ def test_a_worker_restarted_after_make_bundle_serves_the_version_the_others_do(
     so no share of the traffic fails until someone restarts the service."""
     folder = Path(shutil.copytree(exported_model.path, tmp_path / "bundle"))
     server = start_server(folder, workers=2)
-    server.wait_answering(120)
+    server.wait_answering()
     deadline = time.monotonic() + 120
     while any(httpx.get(f"{server.url}/ready", timeout=5).status_code != 200 for _ in range(10)):
         assert time.monotonic() < deadline, f"the workers never all got ready:\n{server.log}"

@@ -1264,7 +1264,8 @@ def test_predict_logs_a_file_as_the_service_does_at_the_time_given(
     assert f"file row 12: {numeric} 'unknown' is not a number" in caplog.text
     answered = pd.read_csv(out)
     assert len(answered) == 248 and not {7, 12} & set(answered["row"])
-    assert answered["record_index"].max() == 99, "100 rows to a request id, as send-batch"
+    assert (answered["record_index"] == 0).all() and answered["request_id"].is_unique
+    assert "logged at 2026-03-02T10:30:00 UTC: 248 new" in caplog.text
     # Logged as the service logs, at the time given; the predictions those of the model.
     engine = sa.create_engine(url)
     with engine.connect() as conn:
@@ -1280,6 +1281,13 @@ def test_predict_logs_a_file_as_the_service_does_at_the_time_given(
     with engine.connect() as conn:
         hours = conn.execute(sa.text("select distinct bucket from rollup_moments")).scalars()
         assert set(hours) == {int(pd.Timestamp("2026-03-02T10:00", tz="UTC").timestamp())}
+    # A retried job (the same rows, the same time) logs no row twice: the same request ids.
+    caplog.clear()
+    assert script.main(argv) == 1
+    assert "logged at 2026-03-02T10:30:00 UTC: 0 new" in caplog.text
+    assert pd.read_csv(out)["request_id"].tolist() == answered["request_id"].tolist()
+    with engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(prediction_log)).scalar() == 248
     # A time to come, or no time at all, is refused before anything runs.
     for at in ("2999-01-01", "yesterday"):
         with pytest.raises(SystemExit) as refused:

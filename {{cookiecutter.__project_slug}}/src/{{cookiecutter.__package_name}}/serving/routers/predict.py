@@ -31,15 +31,16 @@ log = logging.getLogger(__name__)
 router = APIRouter(tags=["predict"])
 
 
-def new_request_id(millis: int | None = None) -> str:
+def new_request_id(millis: int | None = None, random: int | None = None) -> str:
     """A UUIDv7 (RFC 9562) as 32 hex digits: milliseconds since the epoch (default: now), then
-    random bits.
+    random bits (`random`'s 80 bits instead, for an id made again: scripts/predict.py).
 
     Time-ordered ids land at the right edge of the prediction log's primary-key index, where
     random ones (UUIDv4) would each dirty a page anywhere in it: the writer's CPU per record
     then grows with the log (the template's bench/monitoring.py measures both).
     """
-    random = int.from_bytes(os.urandom(10))
+    if random is None:
+        random = int.from_bytes(os.urandom(10))
     if millis is None:
         millis = time.time_ns() // 1_000_000
     high = (millis << 16) | 0x7000 | (random >> 68)  # version 7, then 12 random bits
