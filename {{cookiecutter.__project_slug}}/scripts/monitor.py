@@ -19,6 +19,7 @@ import argparse
 import json
 import logging
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 from mlflow.exceptions import MlflowException
@@ -133,12 +134,10 @@ def main(argv: list[str] | None = None) -> int:
         kinds_of = feature_kinds(client, name)
         report = monitor(engine, champion, start, end, thresholds, args.exact, gate, kinds_of)
         report["exit_code"] = EXIT_DRIFT if report["drift"] else 0
-        for day in days_to_store(start, end, ends_now=end >= end_of_this_hour() - HOUR):
-            of_day = report
-            if day != (start, end):
-                of_day = monitor(engine, champion, *day, thresholds, args.exact, kinds_of=kinds_of)
-            if store_daily_stats(engine, of_day):
-                log.info("daily_stats: %s, %d records", f"{day[0]:%Y-%m-%d}", of_day["records"])
+        of_day = partial(
+            monitor, engine, champion, thresholds=thresholds, exact=args.exact, kinds_of=kinds_of
+        )
+        store_days(engine, report, (start, end), of_day)
         return report
 
     def step() -> int:
@@ -154,6 +153,34 @@ def main(argv: list[str] | None = None) -> int:
         return report["exit_code"]
 
     return run(step)
+
+
+def store_days(engine, report: dict, window: tuple[datetime, datetime], of_day) -> None:
+    """Store the daily_stats of each day the window reaches into (days_to_store), each day's
+    from its own monitoring pass, `of_day(start, end)` (the window's own report where the
+    window is that day), and note the days that drift on their own."""
+    start, end = window
+    drifted_days = {}
+    for day in days_to_store(start, end, ends_now=end >= end_of_this_hour() - HOUR):
+        day_report = report if day == window else of_day(*day)
+        if day_report is not report and day_report["drift"]:
+            drifted_days[f"{day[0]:%Y-%m-%d}"] = day_report["drifted"]
+        if store_daily_stats(engine, day_report):
+            log.info("daily_stats: %s, %d records", f"{day[0]:%Y-%m-%d}", day_report["records"])
+    note_drifted_days(report, dict(sorted(drifted_days.items())))
+
+
+def note_drifted_days(report: dict, drifted_days: dict[str, list[str]]) -> None:
+    """Name the days of a longer window that drifted on their own (`drifted_days`): a week's
+    window dilutes one bad night, which the daily run flagged but a review of the week would
+    miss. The window's own verdict stays its exit code."""
+    report["drifted_days"] = drifted_days
+    if drifted_days:
+        days = "; ".join(f"{day}: {', '.join(names)}" for day, names in drifted_days.items())
+        report["messages"].append(
+            f"days of this window that drift on their own ({days}): the whole window dilutes "
+            "them; `make monitor END=<the next day> DAYS=1` shows one"
+        )
 
 
 def log_findings(report: dict) -> None:

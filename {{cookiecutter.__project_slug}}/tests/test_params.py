@@ -311,6 +311,22 @@ def monitor_script():
     return load_script("monitor")
 
 
+def test_a_week_s_window_names_the_days_that_drift_on_their_own():
+    """A week dilutes one bad night the daily run flagged: the report names it (and its exit
+    code stays the window's)."""
+    report = {"messages": [], "drift": False, "exit_code": 0}
+    monitor_script().note_drifted_days(report, {})
+    assert report == {"messages": [], "drift": False, "exit_code": 0, "drifted_days": {}}
+    nights = {"2026-11-23": ["claim_amount", "model output"], "2026-11-25": ["shop"]}
+    monitor_script().note_drifted_days(report, nights)
+    assert report["drifted_days"] == nights and report["exit_code"] == 0
+    assert report["messages"] == [
+        "days of this window that drift on their own (2026-11-23: claim_amount, model output; "
+        "2026-11-25: shop): the whole window dilutes them; `make monitor END=<the next day> "
+        "DAYS=1` shows one"
+    ]
+
+
 def test_monitor_logs_each_message_of_its_window_once_then_the_headline(caplog):
     """monitor() logs nothing itself: the days it stores for daily_stats would repeat the
     window's warnings (a live bias, outcomes left out)."""
