@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         classes = params["data"].get("target_classes")  # a classifier's must be its labels
         bounds = (params["data"].get("bounds") or {}).get(params["data"]["target"])
         frame = read(args.file, args.query, backends)
+        # send-batch's and predict's OUT= carry the file's data.ignore columns (ids): passed over.
+        frame = frame.drop(columns=[c for c in params["data"].get("ignore") or [] if c in frame])
         if frame.empty:  # a scheduled load with nothing new is no failure, but say so
             log.warning("%s holds no outcome rows: nothing loaded", args.file or "the query")
         engine = monitoring_database(backends.monitoring_database_url)

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.batches import ROW_NUMBERS, answers, records, spans, write_answers
 from {{ cookiecutter.__package_name }}.cli import run
-from {{ cookiecutter.__package_name }}.config import ServeSettings
+from {{ cookiecutter.__package_name }}.config import ServeSettings, section
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.serving.routers.predict import (
     field_errors,
@@ -157,7 +157,7 @@ async def predict_file(args: argparse.Namespace) -> list[dict]:
     finally:
         await service.close()  # every logged record to the database, or to the spool
     if args.out:
-        write_answers(args.out, answered)
+        write_answers(args.out, answered, frame, section("data").get("ignore") or [])
         log.info("wrote the request ids of %d rows to %s", len(answered), args.out)
     meta, logged = service.bundle.meta, service.prediction_log
     at = f" at {args.at:%Y-%m-%dT%H:%M:%S} UTC" if args.at else ""

@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
             send(args.url, rows, args.batch_size, answered, unreadable)
         finally:
             if args.out:
-                write_answers(args.out, answered)
+                write_answers(args.out, answered, frame, section("data").get("ignore") or [])
                 log.info("wrote the request ids of %d rows to %s", len(answered), args.out)
         log.info("%s records predicted by %s", len(answered), args.url)
         return 0

@@ -7,6 +7,7 @@ event loop of its own, and talks to it through httpx's ASGI transport: no networ
 from __future__ import annotations
 
 import asyncio
+import copy
 import gc
 import gzip
 import json
@@ -25,6 +26,7 @@ import pandas as pd
 import pytest
 import skops.io
 import sqlalchemy as sa
+import yaml
 from conftest import PAYLOAD_TYPE, Payload, load_script, predict_as_served
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -1233,7 +1235,7 @@ def test_send_batch_stops_at_a_refusal_other_than_invalid_input(monkeypatch):
 
 
 def test_predict_logs_a_file_as_the_service_does_at_the_time_given(
-    exported_model, tmp_path, monkeypatch, caplog, capsys
+    exported_model, repo_params, tmp_path, monkeypatch, caplog, capsys
 ):
     """`make predict FILE= AT= OUT=`: a batch job's rows (or a backfill's) predicted and
     logged in-process as /predict would, stamped AT, where `make monitor` of that day reads
@@ -1242,6 +1244,10 @@ def test_predict_logs_a_file_as_the_service_does_at_the_time_given(
     monkeypatch.setenv("MODEL_BUNDLE_DIR", str(exported_model.path))
     monkeypatch.setenv("MONITORING_DATABASE_URL", url)
     monkeypatch.setenv("PREDICTION_LOG_SPOOL_DIR", str(tmp_path / "spool"))
+    params = copy.deepcopy(repo_params)
+    params["data"]["ignore"] = ["customer_id"]  # an id: OUT= carries it, to join on
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    monkeypatch.chdir(tmp_path)
     loaded = bundles.load(exported_model.path)
     frame = exported_model.frame.head(250).copy()
     categorical = [n for n, kind in loaded.meta["features"].items() if kind == "categorical"]
@@ -1251,7 +1257,7 @@ def test_predict_logs_a_file_as_the_service_does_at_the_time_given(
     numeric = next(n for n, kind in loaded.meta["features"].items() if kind == "numeric")
     frame[numeric] = frame[numeric].astype(object)
     frame.loc[12, numeric] = "unknown"  # text in a numeric column: never predicted
-    frame["customer_id"] = range(len(frame))  # another column: not a feature, not sent
+    frame["customer_id"] = [f"c{n}" for n in range(len(frame))]  # not a feature, not sent
     source, out = tmp_path / "batch.csv", tmp_path / "answers.csv"
     frame.to_csv(source, index=False)
     script = load_script("predict")
@@ -1265,6 +1271,8 @@ def test_predict_logs_a_file_as_the_service_does_at_the_time_given(
     answered = pd.read_csv(out)
     assert len(answered) == 248 and not {7, 12} & set(answered["row"])
     assert (answered["record_index"] == 0).all() and answered["request_id"].is_unique
+    assert list(answered.columns[:3]) == ["row", "customer_id", "request_id"]
+    assert answered["customer_id"].tolist() == [f"c{n}" for n in answered["row"]]
     assert "logged at 2026-03-02T10:30:00 UTC: 248 new" in caplog.text
     # Logged as the service logs, at the time given; the predictions those of the model.
     engine = sa.create_engine(url)
@@ -1281,6 +1289,12 @@ def test_predict_logs_a_file_as_the_service_does_at_the_time_given(
     with engine.connect() as conn:
         hours = conn.execute(sa.text("select distinct bucket from rollup_moments")).scalars()
         assert set(hours) == {int(pd.Timestamp("2026-03-02T10:00", tz="UTC").timestamp())}
+    # OUT= with an actual column is an outcomes file, its id column passed over.
+    actual = answered["prediction"]
+    actual = actual.abs() if loaded.meta["task"] == "regression" else actual
+    answered.assign(actual=actual).to_csv(tmp_path / "outcomes.csv", index=False)
+    assert load_script("load_outcomes").main(["--file", str(tmp_path / "outcomes.csv")]) == 0
+    assert "248 match a logged prediction" in caplog.text
     # A retried job (the same rows, the same time) logs no row twice: the same request ids.
     caplog.clear()
     assert script.main(argv) == 1

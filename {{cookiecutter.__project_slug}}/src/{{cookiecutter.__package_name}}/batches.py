@@ -72,9 +72,15 @@ def answers(rows: list[int], request_id: str, predictions: list[dict]) -> list[d
     ]
 
 
-def write_answers(path: Path, answered: list[dict]) -> None:
-    """Write the answers as a CSV: OUT_COLUMNS, then the probability columns."""
+def write_answers(path: Path, answered: list[dict], frame: pd.DataFrame, ids: list[str]) -> None:
+    """Write the answers as a CSV: `row`, the file's `ids` columns (data.ignore's, such as a
+    claim id, to join on), the rest of OUT_COLUMNS, then the probability columns."""
     path.parent.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame(answered)
-    probabilities = [c for c in table.columns if c.startswith(PROBABILITY_PREFIX)]
-    table.reindex(columns=[*OUT_COLUMNS, *probabilities]).to_csv(path, index=False)
+    probabilities = [c for c in table.columns if str(c).startswith(PROBABILITY_PREFIX)]
+    table = table.reindex(columns=[*OUT_COLUMNS, *probabilities])
+    carried = [c for c in ids if c in frame.columns and c not in table.columns]
+    rows = table["row"].to_numpy(dtype=int)
+    for position, column in enumerate(carried, start=1):
+        table.insert(position, column, frame[column].to_numpy()[rows])
+    table.to_csv(path, index=False)

@@ -98,8 +98,8 @@ def _refuse_other_columns(frame: pd.DataFrame) -> None:
     ]
     if unknown:  # a misspelt record_index would attach every outcome to record 0
         raise PipelineError(
-            f"outcomes take only the columns {COLUMNS}, and send-batch OUT='s {PASSED_OVER} "
-            f"and {PROBABILITY_PREFIX}<class>; "
+            f"outcomes take only the columns {COLUMNS}, and send-batch OUT='s {PASSED_OVER}, "
+            f"{PROBABILITY_PREFIX}<class> and data.ignore columns; "
             f"unknown {unknown}: rename or leave them out (a column named twice reads as name.1)"
         )
 
