@@ -16,7 +16,6 @@ from pathlib import Path
 
 from {{ cookiecutter.__package_name }}.cli import read_json, run
 from {{ cookiecutter.__package_name }}.config import load_params
-from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.evaluation import (
     comparison_word,
     holdout_words,
@@ -247,15 +246,16 @@ def render(args: argparse.Namespace) -> str:
     if args.body == "drift-issue":
         return drift_issue(report_of(args.reports, "monitor"), links)
     if args.body == "outputs":
-        if args.step == "rollback":
-            raise PipelineError("outputs exist for --step promote and --step monitor only")
         return outputs(args.step, report_of(args.reports, args.step))
     return summary(args.step, args.reports, links)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Write the body to --out, or to stdout."""
-    args = parser().parse_args(argv)
+    cli = parser()
+    args = cli.parse_args(argv)
+    if args.body == "outputs" and args.step == "rollback":
+        cli.error("outputs exist for --step promote and --step monitor only")
 
     def step() -> int:
         text = render(args)

@@ -264,7 +264,9 @@ def test_main_reads_the_reports_folder_and_writes_the_comment(reports, tmp_path)
     ]
     assert bodies.main(argv) == 0
     assert out.read_text().startswith(bodies.PR_MARKER)
-    assert bodies.main(["outputs", "--step", "rollback", "--reports", str(tmp_path)]) == 1
+    with pytest.raises(SystemExit) as refused:  # a bad argument: argparse's exit 2
+        bodies.main(["outputs", "--step", "rollback", "--reports", str(tmp_path)])
+    assert refused.value.code == 2
     assert bodies.main(["drift-issue", "--reports", str(tmp_path)]) == 1, "no monitoring.json"
 
 
