@@ -280,6 +280,32 @@ def test_make_predict_logs_a_file_at_a_past_time_that_make_monitor_reads(set_up,
 
 
 @each_lifecycle
+def test_readme_notebook_code_predicts_what_make_predict_does(set_up, config_id):
+    """The README's way to score a version in a notebook, run as written (after `make
+    sample`), gives the predictions `make predict` gives for the same file."""
+    project = set_up(config_id)
+    make(project, "sample")
+    version = json.loads((project / "build/model/bundle.json").read_text())["version"]
+    text = (project / "README.md").read_text()
+    code = re.search(r"```python\n(from .*?load_model.*?)```", text, re.DOTALL).group(1)
+    assert ", 1)  # a version number" in code
+    code = code.replace(", 1)  # a version number", f", {version})")  # the one make predict serves
+    shown = code + "print(json.dumps([str(p) for p in predictions]))\n"
+    scored = subprocess.run(
+        [str(project / ".venv/bin/python"), "-c", "import json\n" + shown],
+        cwd=project,
+        env=project_env(project),
+        capture_output=True,
+        text=True,
+    )
+    assert scored.returncode == 0, scored.stderr
+    notebook = json.loads(scored.stdout.strip().splitlines()[-1])
+    make(project, "predict", "FILE=data/batches/sample.csv", "OUT=build/notebook.csv")
+    served = [row["prediction"] for row in read_csv(project / "build/notebook.csv")]
+    assert notebook == served
+
+
+@each_lifecycle
 def test_make_data_bad_source_stops_with_column_named(set_up, config_id, tmp_path):
     project = clone(set_up(config_id), tmp_path / "repo")
     make(project, "data", "sample")

@@ -159,12 +159,13 @@ def store_days(engine, report: dict, window: tuple[datetime, datetime], of_day) 
     """Store the daily_stats of each day the window reaches into (days_to_store), each day's
     from its own monitoring pass, `of_day(start, end)` (the window's own report where the
     window is that day), and, for a window of several days, note those that drift on their
-    own."""
+    own in what the window's verdict does not name."""
     start, end = window
     drifted_days = {}
     for day in days_to_store(start, end, ends_now=end >= end_of_this_hour() - HOUR):
         day_report = report if day == window else of_day(*day)
-        if end - start > timedelta(days=1) and day_report["drift"]:
+        named = set(day_report.get("drifted") or []) - set(report.get("drifted") or [])
+        if end - start > timedelta(days=1) and named:  # drift the window's verdict leaves out
             drifted_days[f"{day[0]:%Y-%m-%d}"] = day_report["drifted"]
         if store_daily_stats(engine, day_report):
             log.info("daily_stats: %s, %d records", f"{day[0]:%Y-%m-%d}", day_report["records"])

@@ -518,6 +518,15 @@ def test_rollback_rescores_and_refuses_below_threshold_unless_forced(
     assert forced["moved"] and str(registry.champion(MlflowClient(), "test-model").version) == "2"
 
 
+def test_holdout_words_count_the_rarest_classes_and_say_how_many_more():
+    counts = {f"team{n}": 100 + n for n in range(7)}
+    six = dict(list(counts.items())[:6])
+    said = evaluation.holdout_words({"rows": 615, "class_counts": six})
+    assert said.endswith(" and 1 more class)"), said
+    said = evaluation.holdout_words({"rows": 721, "class_counts": counts})
+    assert said.endswith(" and 2 more classes)") and "100 of class 'team0'" in said, said
+
+
 def test_record_deployment_tags_the_bundled_version_with_its_date_and_image(
     params, backends, good_data, workdir, caplog
 ):

@@ -516,9 +516,11 @@ def test_request_ids_are_uuid7_in_time_order(live, exported_model):
     assert len(set(made)) == 1000 and {m[:12] for m in made} == {ids[0][:12]}
 
 
-def test_fast_path_off_serves_through_the_pipeline(serve, exported_model):
+def test_fast_path_off_serves_through_the_pipeline(serve, exported_model, caplog):
+    caplog.set_level("INFO")
     live = serve(SERVE_FAST_PATH="0")
     assert live.service.fast_path is None and live.service.batcher.inline_rows == 0
+    assert "SERVE_FAST_PATH=0: serving through the model's own pipeline" in caplog.text
     response = live.predict({"records": exported_model.records[:40]})
     assert response.status_code == 200, response.text
     assert_predictions_match_model(response.json(), exported_model, slice(0, 40))

@@ -395,7 +395,8 @@ def holdout_words(holdout: dict) -> str:
     if counts:
         shown = [f"{n} of class '{label}'" for label, n in counts[:SHOWN_CLASSES]]
         more = len(counts) - SHOWN_CLASSES
-        words += f" ({', '.join(shown)}{f' and {more} more classes' if more > 0 else ''})"
+        rest = f" and {more} more class{'es' * (more > 1)}" if more > 0 else ""
+        words += f" ({', '.join(shown)}{rest})"
     if dates := holdout.get("dates"):
         (first, last), (before, until) = dates["holdout"], dates["before"]
         words += f", dated {first} to {last} (the rows before them: {before} to {until})"
@@ -489,7 +490,8 @@ def per_class_lines(rows: list[dict] | None) -> list[str]:
         scores = [value for model in models for value in (row[model] or [None, None])]
         lines.append(f"| {row['class']} | {row['rows']:,} | {' | '.join(map(_share, scores))} |")
     if len(rows) > SHOWN_PER_CLASS:
-        lines += ["", f"{len(rows) - SHOWN_PER_CLASS} more classes in evaluation.json."]
+        more = len(rows) - SHOWN_PER_CLASS
+        lines += ["", f"{more} more class{'es' * (more > 1)} in evaluation.json."]
     return lines
 
 

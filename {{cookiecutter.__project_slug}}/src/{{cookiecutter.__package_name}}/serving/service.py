@@ -84,6 +84,8 @@ class Service:
             fast_path = None
             if self.settings.fast_path:
                 fast_path = compile_model(loaded.model, loaded.meta)
+            else:
+                log.info("SERVE_FAST_PATH=0: serving through the model's own pipeline")
             open_categories = self._takes_unseen_categories(loaded)
             prediction_log = self._prediction_log(loaded.meta)
         except (PipelineError, ValueError, KeyError, TypeError) as err:
