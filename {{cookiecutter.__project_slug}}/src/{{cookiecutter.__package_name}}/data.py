@@ -330,7 +330,7 @@ def _check_informative(column: pd.Series, name: str) -> None:
             "column '%s' holds %r in every row: the model learns nothing from it; leave it out "
             "of params.yaml data.features unless other values are to come",
             name,
-            column.iloc[0].item() if isinstance(column.iloc[0], np.generic) else column.iloc[0],
+            plain(column.iloc[0]),
         )
 
 
@@ -477,6 +477,11 @@ def _as_categorical(column: pd.Series, name: str) -> pd.Series:
     # Always the text dtype, missing as NaN: an all-missing column would otherwise stay object
     # with None, which scikit-learn's imputers do not see as missing.
     return labels.astype("str")
+
+
+def plain(value):
+    """A cell's value as Python writes it, for a message: -1, not np.int64(-1)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def category_label(value):

@@ -691,8 +691,8 @@ def store_daily_stats(engine: sa.Engine, report: dict) -> int:
     starts on with its statistics, whichever versions served the day (model_version is the
     champion they were compared with; `_service` `records_by_version.N` counts each version's
     records; OUTPUT `share.<class or value bin>` the champion's predictions); return the row
-    count. A day without records stores nothing: it keeps what an
-    earlier run stored for it (the log's records of the day may have been deleted since)."""
+    count. A day without records stores nothing: it keeps what an earlier run stored for it
+    (the log's records of the day may have been deleted since)."""
     day = datetime.fromisoformat(report["window"]["start"]).date()
     if not report["records"]:
         log.info("no records on %s: daily_stats keeps what it holds for that day", day)

@@ -17,7 +17,7 @@ import pandas as pd
 import sqlalchemy as sa
 
 from ..batches import PROBABILITY_PREFIX
-from ..data import bounds_text, label_text, outside_bounds
+from ..data import bounds_text, label_text, outside_bounds, plain
 from ..errors import PipelineError
 from .tables import create_tables, outcomes
 from .tables import prediction_log as log_table
@@ -121,7 +121,7 @@ def _not_positions(index: pd.Series, positions: list[bool]) -> str | None:
         return None
     return (
         f"{len(rows)} outcome rows (rows {rows[:EXAMPLES]}, {COUNTED}) have a record_index that "
-        f"is not a whole number from 0, e.g. {_plain(index.iloc[rows[0]])!r}: it is the record's "
+        f"is not a whole number from 0, e.g. {plain(index.iloc[rows[0]])!r}: it is the record's "
         "position in the request's list"
     )
 
@@ -190,14 +190,9 @@ def _not_numbers(frame: pd.DataFrame, values: list, empty: set[int]) -> str | No
     return (
         f"{len(rows)} outcome rows (rows {rows[:EXAMPLES]}, {COUNTED}) have an actual that is "
         f"not a finite number, e.g. row {first} (request_id {frame['request_id'].iloc[first]}) "
-        f"has {_plain(frame['actual'].iloc[first])!r}: a regression model's actual values must be "
+        f"has {plain(frame['actual'].iloc[first])!r}: a regression model's actual values must be "
         "finite numbers"
     )
-
-
-def _plain(value):
-    """A cell's value as Python writes it: -1, not np.int64(-1)."""
-    return value.item() if isinstance(value, np.generic) else value
 
 
 def _number(value) -> float | None:
