@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from {{ cookiecutter.__package_name }} import evaluation, promotion
+from {{ cookiecutter.__package_name }}.data import Schema
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.metrics import (
     METRICS,
@@ -87,6 +89,11 @@ def test_a_threshold_failure_gives_the_scale_of_the_target():
     assert not accepted and reason == (
         "mae 71,931 fails the threshold (<= 20); for scale, a model that ignores the "
         "features scores 104,250"
+    )
+    _, worse = gate("mae", 20.0).decide(29.7, None, None, 24.1)
+    assert worse == (
+        "mae 29.7000 fails the threshold (<= 20); a model that ignores the features scores "
+        "24.1000, better than this candidate"
     )
     _, compared = gate("mae", 1e6, margin=0.0).decide(71931.2, 72103.9)
     assert compared.startswith("mae 71,931 passes the threshold and beats champion 72,104 by 172.7")
@@ -263,6 +270,17 @@ def test_candidate_must_beat_a_model_that_ignores_the_features(
     assert accepted is promoted, reason
     if not promoted:
         assert "ignores the features" in reason
+
+
+def test_a_regression_baseline_is_the_best_constant_for_each_metric():
+    """On a heavy-tailed target the mean is a poor constant for absolute errors: the baseline
+    of mae predicts the median, so a candidate that a constant beats is not called better."""
+    trained_on = pd.Series([1.0] * 8 + [2.0, 1000.0])
+    actual = pd.Series([1.0, 1.0, 2.0, 3.0])
+    schema = Schema({"x": "numeric"}, "y", "regression")
+    scores = evaluation.baseline_metrics(trained_on, actual, schema, None)
+    assert scores["mae"] == pytest.approx(np.mean([0, 0, 1, 2]))  # the median, 1.0
+    assert scores["rmse"] == pytest.approx(np.sqrt(np.mean((actual - 101.0) ** 2)))  # the mean
 
 
 def test_a_feature_change_names_only_the_sides_that_differ():

@@ -60,10 +60,15 @@ def baseline_metrics(
     trained_on: pd.Series, actual: pd.Series, schema: datalib.Schema, classes: list | None
 ) -> dict[str, float | None]:
     """The metrics of a model that ignores the features: for every holdout row it predicts the
-    training side's mean, or its class frequencies (and most frequent class). A candidate that
-    does not beat it has learnt nothing the gate should deploy."""
+    training side's mean (its median for mae, the constant with the least absolute error), or
+    its class frequencies (and most frequent class). A candidate that does not beat it has
+    learnt nothing the gate should deploy."""
     if schema.task == "regression":
-        return score_all(schema.task, actual, np.full(len(actual), trained_on.mean()), None, None)
+
+        def constant(value: float) -> dict:
+            return score_all(schema.task, actual, np.full(len(actual), value), None, None)
+
+        return constant(trained_on.mean()) | {"mae": constant(trained_on.median())["mae"]}
     prior = trained_on.value_counts(normalize=True).reindex(classes, fill_value=0.0).to_numpy()
     return score_all(
         schema.task,
@@ -512,7 +517,7 @@ def _notes(report: dict) -> list[str]:
         lines += [
             "",
             "Baseline, a model that ignores the features (the training rows' "
-            + ("mean" if report["task"] == "regression" else "class frequencies")
+            + ("mean, median for mae" if report["task"] == "regression" else "class frequencies")
             + "): "
             + figures(baseline)
             + ". The gate promotes only a candidate that beats it.",

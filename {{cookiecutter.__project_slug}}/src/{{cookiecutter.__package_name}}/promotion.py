@@ -65,20 +65,13 @@ class Gate:
             )
         scored = f"{name} {figure(candidate)}"
         if not self.metric.passes(candidate, self.threshold):
-            scale = (
-                ""
-                if baseline is None
-                else f"; for scale, a model that ignores the features scores {figure(baseline)}"
-            )
-            return (
-                False,
-                f"{scored} fails the threshold ({direction} {setting(self.threshold)})" + scale,
-            )
+            failed = f"{scored} fails the threshold ({direction} {setting(self.threshold)})"
+            return False, failed + self._scale(candidate, baseline)
         if baseline is not None and self.metric.better_by(candidate, baseline) <= 0:
             return False, (
                 f"{scored} does not beat {figure(baseline)}, the score of a model that "
-                "ignores the features (the training rows' mean or class frequencies for every "
-                "row): it learnt nothing worth deploying"
+                "ignores the features (the training rows' mean, median for mae, or class "
+                "frequencies for every row): it learnt nothing worth deploying"
             )
         if champion is None:
             return (
@@ -105,6 +98,16 @@ class Gate:
             f"{scored} passes the threshold and {compared} "
             f"(minimum improvement {setting(self.min_improvement)})"
         )
+
+    def _scale(self, candidate: float, baseline: float | None) -> str:
+        """What a model that ignores the features scores, said after a failed threshold: the
+        scale of the target, and whether the candidate is even worse."""
+        if baseline is None:
+            return ""
+        constant = f"a model that ignores the features scores {figure(baseline)}"
+        if self.metric.better_by(candidate, baseline) < 0:
+            return f"; {constant}, better than this candidate"
+        return f"; for scale, {constant}"
 
 
 def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dict[str, Any]:
