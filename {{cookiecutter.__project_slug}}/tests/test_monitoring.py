@@ -1028,6 +1028,8 @@ def test_monitor_survives_a_huge_finite_value(engine, champion, tmp_path, value,
     said = [m for m in report["messages"] if "sums of monthly_charges overflowed" in m]
     assert bool(said) == (summary["std"] is None), report["messages"]  # null moments are named
     assert all(f"a value of {value:g}" in m and "--exact" in m for m in said)
+    nulls = "its mean and std are null" if summary["mean"] is None else "its std is null"
+    assert all(nulls in m for m in said)  # as the summary has them
     assert store_daily_stats(engine, report) > 20
     paths = reports.write(report, tmp_path / "reports")
     json.loads(paths["json"].read_text(), parse_constant=reject_constant)

@@ -623,16 +623,16 @@ def _kind_changes(report: dict, checked: list[str], profiles: dict, kinds_of) ->
 
 
 def _overflowed(name: str, summary: dict) -> list[str]:
-    """Why a numeric feature's mean and std are null from the rollups: a value so large that
-    their stored sums overflowed."""
+    """Why a numeric feature's std (and its mean, past about 1e308) is null from the rollups:
+    a value so large that their stored sums overflowed."""
     if summary.get("max") is None or summary["std"] is not None:
         return []
     low, high = summary["min"], summary["max"]
     extreme = high if abs(high) >= abs(low) else low
+    nulls = "std is" if summary["mean"] is not None else "mean and std are"
     return [
-        f"the hourly rollups' sums of {name} overflowed (a value of {extreme:g}): its mean and "
-        "std are null; `.venv/bin/python scripts/monitor.py --exact` computes them from the raw "
-        "rows"
+        f"the hourly rollups' sums of {name} overflowed (a value of {extreme:g}): its {nulls} "
+        "null; `.venv/bin/python scripts/monitor.py --exact` computes them from the raw rows"
     ]
 
 
