@@ -1265,7 +1265,9 @@ def test_predict_logs_a_file_as_the_service_does_at_the_time_given(
     script = load_script("predict")
     caplog.set_level("INFO")
     argv = ["--file", str(source), "--at", "2026-03-02T10:30", "--out", str(out)]
+    started = time.perf_counter()
     assert script.main(argv) == 1
+    took_ms = (time.perf_counter() - started) * 1000
     said = "2 rows the service would refuse, or unreadable, were left out (file rows 7, 12; file"
     assert said in caplog.text
     assert f"file row 7: {categorical[0]}: String should have at most" in caplog.text
@@ -1281,6 +1283,8 @@ def test_predict_logs_a_file_as_the_service_does_at_the_time_given(
     with engine.connect() as conn:
         logged = pd.read_sql(sa.select(prediction_log), conn)
     assert len(logged) == 248 and set(logged["request_id"]) == set(answered["request_id"])
+    # Each row's latency is its share of the model call, not the whole call's time.
+    assert 0 < logged["latency_ms"].sum() < took_ms
     assert set(pd.to_datetime(logged["logged_at"], utc=True)) == {
         pd.Timestamp("2026-03-02T10:30", tz="UTC")
     }
