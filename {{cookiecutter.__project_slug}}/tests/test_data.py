@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from {{ cookiecutter.__package_name }} import batches
 from {{ cookiecutter.__package_name }} import data as datalib
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 
@@ -90,6 +91,10 @@ def test_semicolon_file_read_as_one_column_is_named_with_the_conversion(frame, s
         datalib.validate(pd.read_csv(tmp_path / "export.csv"), schema)
     said = str(caught.value)
     assert "the source was read as the one column" in said and "sep=';', decimal=','" in said
+    assert "adding thousands='.' where dots group thousands" in said
+    # The same hint where make send-batch and make predict read a file to predict.
+    with pytest.raises(PipelineError, match=r"lacks the declared features .*read as the one col"):
+        batches.records(pd.read_csv(tmp_path / "export.csv"), schema.features)
 
 
 def test_categorical_column_of_mostly_distinct_values_is_named(frame, schema, caplog):
@@ -405,6 +410,32 @@ def test_csv_true_false_column_with_a_stray_value_stays_text_and_says_so(tmp_pat
     assert loaded["roaming"].tolist()[:4] == ["true", "false", "maybe", "TRUE"]
     said = "column 'roaming' holds true/false but also ['maybe'] in 1 rows"
     assert said in caplog.text and "'plan'" not in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize(
+    "dates",
+    [pd.to_datetime(["2024-01-01 00:08", "2024-01-02 09:30"]), ["2024-01-01", "2024-01-02"]],
+)
+def test_dates_declared_numeric_are_named_with_what_to_do(frame, schema, dates):
+    name = next(n for n, kind in schema.features.items() if kind == "numeric")
+    with pytest.raises(PipelineError) as caught:
+        datalib.validate(frame.head(2).assign(**{name: dates}), schema)
+    said = str(caught.value)
+    assert f"'{name}' is declared numeric but holds dates or times (such as '2024-01-01" in said
+    assert "move it from data.features to data.time_column" in said
+
+
+def test_csv_numbers_with_dots_grouping_thousands_are_named(tmp_path, caplog):
+    """An export writing 19543 as "19.543" beside "950": pandas reads 19.543, a silent wrong
+    number the data step names; real decimals of three places, or none whole, are no alarm."""
+    path = tmp_path / "points.csv"
+    path.write_text("points,weight,price\n950,1.250,9.99\n19.543,0.75,12\n3.001,2.5,7.5\n")
+    features = {"points": "numeric", "weight": "numeric", "price": "numeric"}
+    loaded = datalib.load_source({"source": str(path), "features": features}, "", None)
+    assert loaded["points"].tolist() == [950, 19.543, 3.001]  # read as pandas reads it
+    said = "column 'points' holds numbers such as '19.543' beside whole numbers such as '950'"
+    assert said in caplog.text and "(19.543 meaning 19543)" in caplog.text
+    assert "'weight'" not in caplog.text and "'price'" not in caplog.text, caplog.text
 
 
 @pytest.mark.parametrize(

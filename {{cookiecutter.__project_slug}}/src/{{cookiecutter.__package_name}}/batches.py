@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import data as datalib
 from .errors import PipelineError
 
 # How the messages number rows: as the `row` column of --out, and as pandas does.
@@ -23,7 +24,8 @@ def records(frame: pd.DataFrame, features: dict[str, str]) -> tuple[list, dict[i
     rather than by the service for every record."""
     missing = [name for name in features if name not in frame.columns]
     if missing:
-        raise PipelineError(f"the file lacks the declared features {missing}")
+        hint = datalib.separator_hint([str(c) for c in frame.columns])
+        raise PipelineError(f"the file lacks the declared features {missing}{hint}")
     selected = frame[list(features)].astype(object)
     unreadable: dict[int, str] = {}
     for name in (n for n, kind in features.items() if kind == "numeric"):

@@ -172,7 +172,48 @@ def read_csv(source: str, features: dict[str, str]) -> pd.DataFrame:
                 frame[name] = frame[name].str.lower().map(BOOLEAN_TEXT)
             elif flags.mean() >= 0.5:
                 _warn_if_nearly_booleans(text[~flags], name)
+    numeric = [n for n, kind in features.items() if kind == "numeric" and n in frame.columns]
+    if suspects := [name for name in numeric if _thousands_like(frame[name])]:
+        _warn_if_dots_group_thousands(pd.read_csv(source, usecols=suspects, dtype=str))
     return frame
+
+
+def _thousands_like(values: pd.Series) -> bool:
+    """Whether numbers read as pandas reads them could be whole numbers with a dot grouping
+    thousands ("19.543" for 19543, beside "950"): whole ones and ones of at most three
+    decimals, all under 1000. The text, read again, decides (_warn_if_dots_group_thousands)."""
+    if not pd.api.types.is_float_dtype(values):
+        return False
+    present = values.dropna()
+    whole = present == present.round()
+    thousandths = present * 1000
+    return bool(
+        whole.any()
+        and (~whole).any()
+        and present.abs().max() < 1000
+        and np.allclose(thousandths, thousandths.round(), rtol=0, atol=1e-6)
+    )
+
+
+def _warn_if_dots_group_thousands(text: pd.DataFrame) -> None:
+    """Say when a numeric column holds numbers such as "19.543" (a dot, then exactly three
+    digits) beside whole numbers such as "950": an export grouping thousands with dots, which
+    pandas reads as decimals, a silent wrong number."""
+    for name, column in text.items():
+        written = column.dropna().str.strip()
+        dotted = written[written.str.contains(".", regex=False)]
+        whole = written[written.str.fullmatch(r"[-+]?\d+")]
+        if len(dotted) and len(whole) and dotted.str.fullmatch(r"[-+]?\d{1,3}\.\d{3}").all():
+            log.warning(
+                "column '%s' holds numbers such as %r beside whole numbers such as %r: where the "
+                "dot groups thousands (%s meaning %s), it is read as a decimal point; write the "
+                "numbers without separators (pandas: read_csv(path, thousands='.'))",
+                name,
+                dotted.iloc[0],
+                whole.iloc[0],
+                dotted.iloc[0],
+                dotted.iloc[0].replace(".", ""),
+            )
 
 
 def _warn_if_nearly_booleans(others: pd.Series, name: str) -> None:
@@ -384,13 +425,8 @@ def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
     """Refuse missing and undeclared columns."""
     missing = [c for c in schema.columns if c not in frame.columns]
     if missing:
-        hint, read = "", [str(c) for c in frame.columns]
-        if len(read) == 1 and any(separator in read[0] for separator in ";\t|"):
-            hint = (
-                f"; the source was read as the one column {read[0][:80]!r}: it must be "
-                "comma-separated (a ';' file with decimal commas converts with pandas: "
-                "read_csv(path, sep=';', decimal=',').to_csv(new_path, index=False))"
-            )
+        read = [str(c) for c in frame.columns]
+        hint = separator_hint(read)
         undeclared = [c for c in read if c not in schema.columns]
         if undeclared and not hint:
             hint = f"; the data holds undeclared columns {undeclared[:10]} (one renamed?)"
@@ -412,6 +448,20 @@ def _check_columns(frame: pd.DataFrame, schema: Schema) -> None:
             f"column '{twice[0]}' appears more than once in the data (named twice: {twice}): "
             "keep one, or give the others names of their own (AS in a query)"
         )
+
+
+def separator_hint(columns: list[str]) -> str:
+    """Why a CSV lacks its columns when it was read as one column holding a separator: it is
+    not comma-separated. Empty otherwise."""
+    if len(columns) != 1 or not any(separator in columns[0] for separator in ";\t|"):
+        return ""
+    return (
+        f"; the source was read as the one column {columns[0][:80]!r}: it must be "
+        "comma-separated (a ';' file with decimal commas converts with pandas: "
+        "read_csv(path, sep=';', decimal=',').to_csv(new_path, index=False), adding "
+        "thousands='.' where dots group thousands (1.234,5), which also makes a date "
+        "such as 01.02.2024 a number unless dtype={'its column': str} keeps it text)"
+    )
 
 
 def _name_hint(undeclared: list[str], read: list[str], declared) -> str:
@@ -449,6 +499,13 @@ def _as_numeric(column: pd.Series, name: str) -> pd.Series:
         )
     values = pd.to_numeric(column.astype(object).where(column.notna(), None), errors="coerce")
     bad = _bad_values(column, values)
+    if bad and _dates(bad):
+        raise PipelineError(
+            f"column '{name}' is declared numeric but holds dates or times (such as "
+            f"'{bad[0]}'): there is no date type for features; move it from data.features to "
+            "data.time_column (the holdout is then the newest rows) or data.ignore, and derive "
+            "what the model needs from it in the source (hour, day of week, days since signup)"
+        )
     if bad:
         raise PipelineError(
             f"column '{name}' is declared numeric but holds {bad}: write plain numbers in the "
@@ -459,6 +516,15 @@ def _as_numeric(column: pd.Series, name: str) -> pd.Series:
     if np.isinf(values).any():
         raise PipelineError(f"column '{name}' holds infinite values")
     return values
+
+
+def _dates(values: list) -> bool:
+    """Whether values that are no numbers are dates or times (a datetime, or text of one)."""
+    try:
+        pd.to_datetime(pd.Series(values).astype(str), format="ISO8601")
+    except (ValueError, TypeError):
+        return False
+    return True
 
 
 def _holds_booleans(column: pd.Series) -> bool:
