@@ -141,7 +141,7 @@ class Service:
 
     def spool_files(self, suffix: str = ".jsonl") -> list[Path]:
         """The spool's files ending with `suffix`."""
-        return sorted(self.spool.glob(f"*{suffix}")) if self.spool.exists() else []
+        return sorted(self.spool.glob(f"*/*{suffix}"))  # a folder per database
 
     @property
     def log(self) -> str:

@@ -168,7 +168,7 @@ async def predict_file(args: argparse.Namespace) -> list[dict]:
         said = f"logged{at}: {counts['logged']} new, a row logged before is not logged again"
         if counts["spool_bytes"]:
             said += (
-                f"; records wait in the spool {service.settings.spool_dir} for the database, "
+                f"; records wait in the spool {logged.spool.directory} for the database, "
                 "replayed by the next run or the service"
             )
     log.info(

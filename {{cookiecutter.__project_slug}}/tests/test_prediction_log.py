@@ -40,6 +40,7 @@ from {{ cookiecutter.__package_name }}.monitoring.prediction_log import (
     encode_record,
     prediction_log_engine,
     prediction_row,
+    spool_folder,
 )
 from {{ cookiecutter.__package_name }}.monitoring.tables import prediction_log
 
@@ -106,8 +107,15 @@ def stored(url: str) -> list[dict]:
 
 
 def spool_files(spool: Path, pattern: str = "*.jsonl") -> list[Path]:
-    """The spool's files matching `pattern`."""
-    return sorted(spool.glob(pattern))
+    """The spool's files matching `pattern`, in the folders of every database."""
+    return sorted(spool.glob(f"*/{pattern}"))
+
+
+def database_spool(spool: Path, url: str) -> Path:
+    """The folder of `spool` that holds one database's records, made."""
+    folder = spool_folder(spool, prediction_log_engine(url))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 @pytest.fixture
@@ -191,6 +199,34 @@ def test_prediction_log_sqlite_outage_spools_then_replays(tmp_path: Path, caplog
     assert rows == [sqlite_row(record) for record in records], "a field changed in the spool"
     assert spool_files(spool) == [], "a replayed spool file was not deleted"
     assert plog.counts == {"logged": 30, "spooled": 30, "dropped": 0, "queued": 0, "spool_bytes": 0}
+
+
+def test_records_spooled_for_one_database_are_replayed_into_it_not_another(
+    tmp_path: Path, caplog
+) -> None:
+    """Services on one machine share the default spool folder: a try with a SQLite log of its
+    own must not replay the records a production service spooled while its database was away."""
+    away, other, spool = tmp_path / "away", tmp_path / "other.db", tmp_path / "spool"
+    production = f"sqlite:///{away / 'log.db'}"  # its folder missing: the database is away
+    down = PredictionLog(production, spool, **QUICK)
+    down.log(requests(0, 4))
+    down.close()  # never started: close() spools the queue
+    assert len(spool_files(spool)) == 1
+    caplog.set_level(logging.INFO)
+    trying = PredictionLog(f"sqlite:///{other}", spool, **QUICK)
+    trying.start()
+    trying.log(requests(10, 11))
+    wait_for(lambda: trying.counts["logged"] == 3, "the try's own records")
+    trying.close()
+    assert len(stored(f"sqlite:///{other}")) == 3 and len(spool_files(spool)) == 1
+    said = f"1 spool files in {spool_folder(spool, down.engine)} wait for another database ("
+    assert said in caplog.text and f"{away / 'log.db'}): a service" in caplog.text
+    away.mkdir()  # the database is back: its own service replays them
+    back = PredictionLog(production, spool, **QUICK)
+    back.start()
+    wait_for(lambda: back.counts["logged"] == 12, "the spooled records replayed")
+    back.close()
+    assert len(stored(production)) == 12 and spool_files(spool) == []
 
 
 def test_an_outage_that_goes_on_is_logged_again_naming_the_url_to_check(
@@ -294,7 +330,8 @@ def test_prediction_log_restart_replays_leftover_spool(sqlite_url: str, tmp_path
     crashed.close()
     assert len(spool_files(spool)) == 1
     # Writes a crash interrupted: a fresh one is left alone, an hour-old one removed.
-    fresh, stale = spool / "9-fresh.jsonl.tmp", spool / "8-stale.jsonl.tmp"
+    folder = database_spool(spool, sqlite_url)
+    fresh, stale = folder / "9-fresh.jsonl.tmp", folder / "8-stale.jsonl.tmp"
     for partial in (fresh, stale):
         partial.write_text('{"request_id": "req-partial", "record_in')
     os.utime(stale, (time.time() - 3600, time.time() - 3600))
@@ -312,9 +349,9 @@ def test_prediction_log_restart_replays_leftover_spool(sqlite_url: str, tmp_path
 
 def test_prediction_log_unreadable_spool_file_is_set_aside(sqlite_url: str, tmp_path: Path) -> None:
     spool = tmp_path / "spool"
-    spool.mkdir()
-    (spool / "1-corrupt.jsonl").write_text("not json\nnot json either\n")
-    (spool / "2-good.jsonl").write_bytes(b"".join(map(encode_record, request("ok"))))
+    folder = database_spool(spool, sqlite_url)
+    (folder / "1-corrupt.jsonl").write_text("not json\nnot json either\n")
+    (folder / "2-good.jsonl").write_bytes(b"".join(map(encode_record, request("ok"))))
     plog = PredictionLog(sqlite_url, spool, **QUICK)
     plog.start()
     wait_for(lambda: plog.counts["logged"] == 3, "the good file replayed past the corrupt one")

@@ -6,12 +6,13 @@ by one URL (SQLite by default, PostgreSQL in production). Inserts are idempotent
 (request_id, record_index), so a batch written twice is stored once.
 
 When the database cannot take a batch, the batch goes to the spool: files of JSON lines in
-`spool_dir`, one per batch, written to a `.tmp` name, fsync'ed and renamed, so a crash leaves
-either a whole file or a `.tmp` that is never replayed. Spool files are replayed oldest first,
-with backoff doubling from `retry_initial` to `retry_max` seconds while the database is away,
-and each is deleted only after its insert commits. They survive restarts. A full queue spills
-its oldest records to the spool, at least a batch at a time, so a request never waits for the
-database; `close()`, which the service calls on SIGTERM, writes out whatever is still queued.
+a folder of `spool_dir` kept for that database (spool_folder), one per batch, written to a
+`.tmp` name, fsync'ed and renamed, so a crash leaves either a whole file or a `.tmp` that is
+never replayed. Spool files are replayed oldest first, with backoff doubling from
+`retry_initial` to `retry_max` seconds while the database is away, and each is deleted only
+after its insert commits. They survive restarts. A full queue spills its oldest records to the
+spool, at least a batch at a time, so a request never waits for the database; `close()`,
+which the service calls on SIGTERM, writes out whatever is still queued.
 
 Records are dropped only when the spool would grow past `spool_cap_bytes` (default
 SPOOL_CAP_BYTES, 256 MiB), when a record lacks a field, when the database refuses a record's
@@ -31,6 +32,7 @@ records written to the spool, `dropped` records lost as above. Each worker proce
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -405,6 +407,43 @@ class Spool:
             return path
 
 
+DATABASE_FILE = "DATABASE"  # in each database's spool folder: which database it waits for
+
+
+def spool_folder(spool_dir: Path, engine: Engine) -> Path:
+    """The folder under `spool_dir` of one database's spool: named by its backend, host, port
+    and database (not the password; a SQLite file by its absolute path). A record spooled while
+    one database was away is replayed into that database only, never into another that a later
+    service on the machine logs to (a try with a SQLite log of its own, say)."""
+    url = engine.url.set(password=None)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        url = url.set(database=str(Path(url.database).resolve()))
+    key = hashlib.sha256(url.render_as_string(hide_password=False).encode()).hexdigest()
+    return Path(spool_dir) / f"{url.get_backend_name()}-{key[:12]}"
+
+
+def _name_the_database(folder: Path, engine: Engine) -> None:
+    """Write which database a spool folder is for (password hidden), and say which other
+    folders beside it hold records waiting for another database."""
+    named = folder / DATABASE_FILE
+    if not named.exists():
+        with suppress(OSError):  # a name for people only: the folder's own name decides
+            named.write_text(engine.url.render_as_string(hide_password=True) + "\n")
+    for other in sorted(folder.parent.iterdir()):
+        waiting = len(list(other.glob(f"*{SPOOL_SUFFIX}"))) if other.is_dir() else 0
+        if other != folder and waiting:
+            database = "not named"
+            with suppress(OSError):
+                database = (other / DATABASE_FILE).read_text().strip()
+            log.warning(
+                "prediction log: %d spool files in %s wait for another database (%s): a service "
+                "or make predict logging to it replays them, not this one",
+                waiting,
+                other,
+                database,
+            )
+
+
 def _write_durably(path: Path, data: bytes) -> None:
     """Write, fsync and rename into place, so the file is either whole or absent."""
     tmp = path.with_name(path.name + TMP_SUFFIX)
@@ -450,7 +489,8 @@ class PredictionLog:
         profile: dict | None = None,
     ) -> None:
         self.engine = prediction_log_engine(database_url)
-        self.spool = Spool(spool_dir, spool_cap_bytes)
+        self.spool = Spool(spool_folder(spool_dir, self.engine), spool_cap_bytes)
+        _name_the_database(self.spool.directory, self.engine)
         self.queue_size, self.batch_size = queue_size, batch_size
         self.flush_interval = flush_interval
         pk = [column.name for column in prediction_log.primary_key]
