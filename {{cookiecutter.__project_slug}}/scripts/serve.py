@@ -8,7 +8,7 @@ import os
 # One OpenMP thread per worker: more threads fight over the cores (set before numpy loads).
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-from {{ cookiecutter.__package_name }}.config import ServeSettings
+from {{ cookiecutter.__package_name }}.config import ServeSettings, database_url
 from {{ cookiecutter.__package_name }}.errors import PipelineError
 from {{ cookiecutter.__package_name }}.serving.server import run
 
@@ -25,7 +25,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 1:
         parser.error(f"--workers {args.workers} must be at least 1")
     try:  # each worker reads them again; a bad one is told here once, not by every worker
-        ServeSettings.from_env()
+        settings = ServeSettings.from_env()
+        if settings.prediction_log:  # a URL that cannot name a database; one away is no error
+            database_url(settings.monitoring_database_url, "MONITORING_DATABASE_URL")
     except PipelineError as err:
         parser.error(str(err))
     run(args.host, args.port, args.workers)

@@ -433,12 +433,22 @@ def test_serve_settings_name_the_variable_and_what_is_allowed(name, value, rule)
     assert rule in str(caught.value)
 
 
-def test_serve_refuses_a_bad_setting_before_starting_any_worker(monkeypatch, capsys):
-    monkeypatch.setenv("SERVE_MAX_RECORDS", "abc")
+@pytest.mark.parametrize(
+    ("name", "value", "said"),
+    [
+        ("SERVE_MAX_RECORDS", "abc", "SERVE_MAX_RECORDS='abc' is not allowed"),
+        ("MONITORING_DATABASE_URL", "postgres://u:p@h/db", "starts with postgres://"),
+        ("MONITORING_DATABASE_URL", "mysql://u:p@h/db", "names a 'mysql' database"),
+    ],
+)
+def test_serve_refuses_a_bad_setting_before_starting_any_worker(
+    monkeypatch, capsys, name, value, said
+):
+    monkeypatch.setenv(name, value)
     with pytest.raises(SystemExit) as caught:
         load_script("serve").main(["--port", "1"])
     assert caught.value.code == 2  # argparse's usage error, no traceback
-    assert "SERVE_MAX_RECORDS='abc' is not allowed" in capsys.readouterr().err
+    assert said in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("url", ["notaurl", "127.0.0.1:8000", "ftp://127.0.0.1", "http://"])

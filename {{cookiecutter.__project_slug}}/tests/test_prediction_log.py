@@ -221,6 +221,7 @@ def test_records_spooled_for_one_database_are_replayed_into_it_not_another(
     assert len(stored(f"sqlite:///{other}")) == 3 and len(spool_files(spool)) == 1
     said = f"1 spool files in {spool_folder(spool, down.engine)} wait for another database ("
     assert said in caplog.text and f"{away / 'log.db'}): a service" in caplog.text
+    assert f"prediction log: sqlite:///{other} (spooled to {spool}/sqlite-" in caplog.text
     away.mkdir()  # the database is back: its own service replays them
     back = PredictionLog(production, spool, **QUICK)
     back.start()

@@ -39,7 +39,7 @@ class Server:
         serve = REPO / "scripts" / "serve.py"
         self.command = [sys.executable, str(serve), "--port", str(self.port)]
         command = [*self.command, "--workers", str(workers)]
-        environment = {**os.environ, "MODEL_BUNDLE_DIR": str(bundle_dir), **env}
+        self.env = environment = {**os.environ, "MODEL_BUNDLE_DIR": str(bundle_dir), **env}
         with self.log_path.open("w") as log:
             self.process = subprocess.Popen(
                 command, cwd=folder, env=environment, stdout=log, stderr=subprocess.STDOUT
@@ -220,6 +220,17 @@ def test_workers_share_the_connections_and_stop_together(start_server, exported_
     assert server.process.wait(timeout=30) == 0, server.log
     assert server.refuses_connections(seconds=1)
     assert shared.is_dir(), "a folder it was given is kept"
+    # A SERVE_METRICS_DIR that cannot be made is named, and leaves no copy of the bundle.
+    (tmp_path / "a-file").write_text("")
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    metrics_dir = tmp_path / "a-file" / "x"
+    env = {**server.env, "SERVE_METRICS_DIR": str(metrics_dir), "TMPDIR": str(scratch)}
+    command = [*server.command, "--workers", "2"]
+    bad = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2, bad.stderr
+    assert f"SERVE_METRICS_DIR={metrics_dir} cannot be used (" in bad.stderr
+    assert list(scratch.iterdir()) == [], "a copy of the bundle was left behind"
 
 
 def test_workers_stop_when_their_supervisor_is_killed(start_server, exported_model):

@@ -491,6 +491,11 @@ class PredictionLog:
         self.engine = prediction_log_engine(database_url)
         self.spool = Spool(spool_folder(spool_dir, self.engine), spool_cap_bytes)
         _name_the_database(self.spool.directory, self.engine)
+        log.info(
+            "prediction log: %s (spooled to %s while it is away)",
+            self.engine.url.render_as_string(hide_password=True),
+            self.spool.directory,
+        )
         self.queue_size, self.batch_size = queue_size, batch_size
         self.flush_interval = flush_interval
         pk = [column.name for column in prediction_log.primary_key]

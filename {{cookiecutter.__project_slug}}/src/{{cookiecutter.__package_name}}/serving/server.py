@@ -136,9 +136,9 @@ class Workers:
             raise SystemExit(1) from None
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: self._stop.set())
+        temporary = _shared_dir()
         snapshot = snapshot_bundle()
         pin_bundle()
-        temporary = _shared_dir()
         workers = [self._start() for _ in range(self.count)]
         log.info("serving on http://%s:%d with %d workers", self.host, self.port, self.count)
         while not self._stop.wait(RESTART_DELAY_SECONDS):
@@ -163,13 +163,24 @@ class Workers:
 def _shared_dir() -> Path | None:
     """The folder where the workers publish their counts, so /metrics sums them all
     (telemetry.py): SERVE_METRICS_DIR emptied of a former run's counts, or else a temporary
-    folder, returned to be removed at the end."""
+    folder, returned to be removed at the end. A folder that cannot be made or emptied stops
+    the service (exit 2), before anything needs removing."""
     given = os.environ.get(SHARED_DIR)
     if given:
-        Path(given).mkdir(parents=True, exist_ok=True)
-        for stale in Path(given).glob("*.*"):
-            if stale.suffix in (".json", ".tmp"):
-                stale.unlink(missing_ok=True)
+        try:
+            Path(given).mkdir(parents=True, exist_ok=True)
+            for stale in Path(given).glob("*.*"):
+                if stale.suffix in (".json", ".tmp"):
+                    stale.unlink(missing_ok=True)
+        except OSError as err:
+            log.error(
+                "%s=%s cannot be used (%s): give a folder the service may write, or leave it "
+                "unset for a temporary one",
+                SHARED_DIR,
+                given,
+                err.strerror or err,
+            )
+            raise SystemExit(2) from None
         return None
     os.environ[SHARED_DIR] = tempfile.mkdtemp(prefix="serve-metrics-")
     return Path(os.environ[SHARED_DIR])
