@@ -45,6 +45,7 @@ COMMON_FILES = {
             "evaluate",
             "get_data",
             "github_bodies",
+            "history",
             "load_outcomes",
             "make_sample",
             "monitor",
@@ -56,6 +57,7 @@ COMMON_FILES = {
             "send_batch",
             "serve",
             "train",
+            "version_data",
         )
     ),
     *(

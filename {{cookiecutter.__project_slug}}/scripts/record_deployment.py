@@ -39,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         when = registry.now()
         client.set_model_version_tag(name, version, "deployed_image", args.image)
         client.set_model_version_tag(name, version, "deployed_at", when)
+        registry.record_history(client, name, f"v{version} deployed as {args.image}")
         log.info("recorded %s v%s deployed at %s as %s", name, version, when, args.image)
         return 0
 

@@ -6,7 +6,9 @@ import copy
 import json
 import logging
 import pickle
+import shutil
 import subprocess
+import sys
 import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -165,6 +167,7 @@ def test_git_dirty_ignores_the_data_versions_the_pipeline_rewrites(tmp_path, mon
     assert lineage.git_state()["git.dirty"] == "false"
     (tmp_path / "params.yaml").write_text("changed\n")
     assert lineage.git_state()["git.dirty"] == "true"
+    assert lineage.uncommitted() == ["params.yaml"]  # what the training's warning names
 
 
 def test_git_training_files_change_with_the_training_code_only(tmp_path, monkeypatch):
@@ -528,7 +531,7 @@ def test_holdout_words_count_the_rarest_classes_and_say_how_many_more():
 
 
 def test_record_deployment_tags_the_bundled_version_with_its_date_and_image(
-    params, backends, good_data, workdir, caplog
+    params, backends, good_data, workdir, caplog, capsys
 ):
     """deploy.yml's last step: the registry holds when a version was deployed, as which image."""
     script = load_script("record_deployment")
@@ -544,6 +547,43 @@ def test_record_deployment_tags_the_bundled_version_with_its_date_and_image(
     assert before <= datetime.fromisoformat(tags["deployed_at"]) <= datetime.now(UTC)
     with pytest.raises(SystemExit):  # a reference without a tag is no deployed image
         script.main(["--image", "localhost:5000/churn-model"])
+    # The model's history keeps each deployment, which the version's tags keep only the last of.
+    assert script.main([*image[:1], f"{image[1]}-again"]) == 0
+    assert load_script("history").main(["--name", "test-model"]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    assert [line.split("  ", 1)[1] for line in printed[-2:]] == [
+        f"v1 deployed as {image[1]}",
+        f"v1 deployed as {image[1]}-again",
+    ]
+    assert datetime.fromisoformat(printed[-1].split("  ")[0]) >= before.replace(tzinfo=None)
+    assert load_script("history").main(["--name", "no-such-model"]) == EXIT_ERROR
+    assert "model no-such-model is not in this registry" in caplog.text
+
+
+def test_version_data_fetches_a_dataset_by_its_hash_from_the_remote_or_says_it_cannot(
+    good_data, tmp_path, monkeypatch
+):
+    """`make version-data`: a version's rows by its data.dvc_md5 tag alone, from the DVC remote
+    when the cache lacks them, whether or not a commit's dvc.lock names them; a hash the remote
+    lacks writes nothing and says so."""
+    script = load_script("version_data")
+    monkeypatch.chdir(tmp_path)
+    subprocess.run(["git", "init", "--quiet"], check=True)
+    dvc = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc, "init", "--quiet"], check=True)
+    subprocess.run([*dvc, "remote", "add", "--default", "storage", str(tmp_path / "remote")])
+    Path("data").mkdir()
+    shutil.copy(good_data, "data/dataset.parquet")
+    subprocess.run([*dvc, "add", "--quiet", "data/dataset.parquet"], check=True)
+    subprocess.run([*dvc, "push", "--quiet"], check=True)
+    md5 = yaml.safe_load(Path("data/dataset.parquet.dvc").read_text())["outs"][0]["md5"]
+    shutil.rmtree(".dvc/cache")  # another clone: only the remote holds the rows
+    script.fetch(md5, Path("out/rows.parquet"))
+    assert lineage.file_md5(Path("out/rows.parquet")) == md5
+    with pytest.raises(PipelineError, match=f"DVC has no dataset of hash {'0' * 32} in its"):
+        script.fetch("0" * 32, Path("out/none.parquet"))
+    assert not Path("out/none.parquet").exists()
+    assert [p.name for p in tmp_path.glob(".version-data-*")] == [], "its folder is removed"
 
 
 def test_a_new_class_is_left_out_of_scores_until_trained_on_then_the_champion_not_compared(
@@ -612,9 +652,22 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
     report = evaluation.evaluate(good_data, trained, params, backends, workdir / "r2")
     gate = Gate.from_params(params["promote"], params["model"]["task"])
     assert promotion.promote(report, gate, backends, lambda: report)["decision"] == "promoted"
+    # The scores the gate decided on stay in the registry, where reports/ is not kept.
+    tags = MlflowClient().get_model_version("test-model", trained["version"]).tags
+    metric, compared = gate.metric.name, report["comparison"][gate.metric.name]
+    assert tags["gate.holdout.rows"] == str(report["holdout"]["rows"])
+    assert tags["gate.holdout.champion_version"] == "1"
+    assert float(tags[f"gate.holdout.candidate.{metric}"]) == pytest.approx(compared["candidate"])
+    assert float(tags[f"gate.holdout.champion.{metric}"]) == pytest.approx(compared["champion"])
     promotion.rollback(good_data, params, gate, backends, None, "bad in production", False)
     tags = MlflowClient().get_model_version("test-model", trained["version"]).tags
     assert tags[lineage.DEMOTED_REASON] == "bad in production"
+    # Each move of the champion is in the model's history, which no later event replaces.
+    events = [event for _when, event in registry.history(MlflowClient(), "test-model")]
+    assert events[0].startswith("v1 became champion (was none) by the gate: ")
+    version = trained["version"]
+    assert events[1].startswith(f"v{version} became champion (was v1) by the gate: ")
+    assert events[2] == f"v1 became champion (was v{version}) by a rollback: bad in production"
     # `make pipeline` right after: nothing re-ran, promote reads the same evaluation.
     again = promotion.promote(report, gate, backends, lambda: report)
     assert again["decision"] == "rejected" and "was rolled back on" in again["reason"]
@@ -648,7 +701,7 @@ def test_gate_never_promotes_a_rolled_back_version_or_the_same_training_again(
 
 
 def test_a_champion_trained_from_uncommitted_changes_says_so(
-    params, backends, good_data, workdir, monkeypatch
+    params, backends, good_data, workdir, monkeypatch, caplog
 ):
     state = {"git.commit": "c0ffee", "git.dirty": "false", "git.training_files": "code-1"}
     monkeypatch.setattr(lineage, "git_state", lambda: dict(state))
@@ -658,6 +711,8 @@ def test_a_champion_trained_from_uncommitted_changes_says_so(
     second = cycle(params, backends, good_data, workdir / "r2")
     assert second["decision"] == "promoted", second["reason"]
     assert "trained from uncommitted changes, so commit decaf does not hold" in second["reason"]
+    said = "version 2 was trained from uncommitted changes: it records git.dirty=true, and commit"
+    assert said in caplog.text  # said at training time too, before any gate
 
 
 def test_failed_evaluation_moves_no_alias(params, backends, good_data, workdir, monkeypatch):

@@ -47,16 +47,25 @@ TRAINING_FILES = (
 )
 
 
+# The tracked files changed since the last commit, data version files aside.
+STATUS = ("status", "--porcelain", "--untracked-files=no", "--", ".", *DATA_VERSION_FILES)
+
+
 def git_state() -> dict[str, str]:
     """The commit checked out (or 'none' before the first commit), whether the tree differs
     from it, data version files aside, and a hash of the commit's TRAINING_FILES."""
     commit = _git("rev-parse", "HEAD") or "none"
-    status = _git("status", "--porcelain", "--untracked-files=no", "--", ".", *DATA_VERSION_FILES)
+    status = _git(*STATUS)
     dirty = "unknown" if status is None else str(bool(status) or commit == "none").lower()
     # ls-tree names each file or folder with the hash of its content: one line each.
     listing = _git("ls-tree", commit, "--", *TRAINING_FILES) if commit != "none" else None
     tree = hashlib.sha256(listing.encode()).hexdigest() if listing else "none"
     return {"git.commit": commit, "git.dirty": dirty, "git.training_files": tree}
+
+
+def uncommitted() -> list[str]:
+    """The tracked files whose changes are not committed, data version files aside."""
+    return [line.split(maxsplit=1)[-1] for line in (_git(*STATUS) or "").splitlines()]
 
 
 def same_training(one: dict, other: dict) -> bool:

@@ -142,7 +142,7 @@ def promote(evaluation: dict, gate: Gate, backends: Backends, reevaluate) -> dic
         )
     outcome = "promoted" if accepted else "rejected"
     # gate.decision is the one that let a version through, which a former champion keeps.
-    last = _last(outcome, reason, decided_at)
+    last = _last(outcome, reason, decided_at) | _holdout_scores(evaluation)
     decision = {"gate.decision": outcome, "gate.reason": reason}
     if accepted:
         registry.move_champion(
@@ -171,6 +171,26 @@ def _last(outcome: str, reason: str, decided_at: str) -> dict[str, str]:
         "gate.last_reason": reason,
         "gate.decided_at": decided_at,
     }
+
+
+def _holdout_scores(evaluation: dict) -> dict[str, str]:
+    """The scores the gate decided on, as tags (reports/ is not kept): the holdout's rows and
+    dates, each metric of the candidate and of the champion on those rows, and the delta's
+    paired bootstrap interval."""
+    holdout, champion = evaluation["holdout"], evaluation.get("champion") or {}
+    tags = {"gate.holdout.rows": str(holdout["rows"])}
+    if dates := (holdout.get("dates") or {}).get("holdout"):
+        tags["gate.holdout.dates"] = " to ".join(dates)
+    if champion.get("version"):
+        tags["gate.holdout.champion_version"] = str(champion["version"])
+    for metric, row in evaluation.get("comparison", {}).items():
+        for side in ("candidate", "champion"):
+            if row.get(side) is not None:
+                tags[f"gate.holdout.{side}.{metric}"] = f"{row[side]:.6g}"
+        if interval := row.get("delta_interval"):
+            low, high = interval
+            tags[f"gate.holdout.delta_interval.{metric}"] = f"{low:.6g} to {high:.6g}"
+    return tags
 
 
 def _tag(client, name: str, version: str, tags: dict[str, str]) -> None:

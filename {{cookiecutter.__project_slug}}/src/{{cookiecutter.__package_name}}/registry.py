@@ -383,9 +383,44 @@ def move_champion(
             quietly(client.delete_model_version_tag, name, number, key)
         raise
     log.info("alias %s of %s now points at version %s", CHAMPION, name, number)
+    how = "a rollback" if "rolled_back_at" in tags else "the gate"
+    why = tags.get("rollback_reason") or tags.get("promotion_reason") or ""
+    was = f"v{judged}" if judged else "none"
+    record_history(client, name, f"v{number} became champion (was {was}) by {how}: {why}")
     for key in CONFIRMING:
         if key in tags:
             _confirm(client, name, number, key, tags[key])
+
+
+HISTORY = "history."  # then a UTC time: a registered-model tag per champion move or deployment
+HISTORY_TIME = "%Y%m%dT%H%M%S.%fZ"
+
+
+def record_history(client: MlflowClient, name: str, event: str) -> None:
+    """Add an event to the model's history, a registered-model tag `history.<UTC time>`: a
+    version's own tags keep only the last event of each kind (a second rollback to it, or
+    deployment of it, replaces the first), the history keeps them all. A failure to record it
+    is logged, as the event itself has happened."""
+    stamp = datetime.now(UTC).strftime(HISTORY_TIME)
+    try:
+        client.set_registered_model_tag(name, f"{HISTORY}{stamp}", event[:5000])
+    except Exception as err:
+        log.warning("the history of %s lacks %r (%s): %s", name, event, stamp, driver_said(err))
+
+
+def history(client: MlflowClient, name: str) -> list[tuple[str, str]]:
+    """The model's history, oldest first: (UTC time, ISO; event)."""
+    try:
+        tags = client.get_registered_model(name).tags
+    except MlflowException as err:
+        raise PipelineError(
+            f"model {name} is not in this registry ({err.message}): `make pipeline` registers it"
+        ) from err
+    return [
+        (datetime.strptime(key.removeprefix(HISTORY), HISTORY_TIME).isoformat(), event)
+        for key, event in sorted(tags.items())
+        if key.startswith(HISTORY)
+    ]
 
 
 class Unconfirmed(PipelineError):

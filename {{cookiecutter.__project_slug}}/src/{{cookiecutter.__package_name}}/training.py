@@ -363,6 +363,16 @@ def train(data_path, params: dict[str, Any], backends: Backends) -> dict[str, An
     created = registry.log_and_register(client, experiment, name, model, record)
     log.info("registered %s version %s (validation: %s)", name, created.version, figures(metrics))
     commit = record["tags"]["git.commit"]
+    if record["tags"]["git.dirty"] == "true" and commit != "none":
+        changed = lineage.uncommitted()
+        log.warning(
+            "version %s was trained from uncommitted changes%s: it records git.dirty=true, and "
+            "commit %s does not hold its code; commit them and run `make pipeline` again for a "
+            "version its commit reproduces",
+            created.version,
+            f" to {', '.join(changed[:5])}{', ...' * (len(changed) > 5)}" if changed else "",
+            commit[:12],
+        )
     if commit != "none" and lineage.unpushed(commit):
         log.warning(
             "commit %s, which version %s names, is on no remote branch yet: push it, or the "
