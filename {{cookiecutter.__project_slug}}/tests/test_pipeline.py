@@ -1256,6 +1256,19 @@ def test_evaluation_plots_draw_class_labels_as_text(tmp_path, recwarn):
     assert not [str(w.message) for w in recwarn]
 
 
+@pytest.mark.parametrize("holdout", [[0] * 5, [1] * 5, ["a"] * 5])
+def test_a_holdout_of_one_class_draws_no_curves_and_no_crash(tmp_path, holdout):
+    """A tiny holdout holding one class: no ROC or precision-recall curve can be drawn (its
+    metrics are undefined and named), the confusion matrix still is."""
+    rng = np.random.default_rng(0)
+    classes = [0, 1] if holdout[0] in (0, 1) else ["a", "b", "c"]
+    model = {"version": "2", "classes": classes, "proba": rng.dirichlet(np.ones(len(classes)), 5)}
+    model["prediction"] = rng.choice(classes, 5)
+    schema = SimpleNamespace(task="classification", target_classes=classes)
+    paths = plots.evaluation_plots(schema, np.array(holdout), model, None, tmp_path)
+    assert [Path(p).name for p in paths] == ["confusion_matrix.png"]
+
+
 def test_per_class_table_shows_a_weak_rare_class_that_a_macro_average_hides():
     """Three classes: the rare "c" is never predicted by the champion (precision undefined,
     recall 0) and half found by the candidate; the table lists it first."""

@@ -59,13 +59,13 @@ def evaluation_plots(
     """Draw the task's plots for both models and return their paths."""
     models = [("candidate", candidate)] + ([("champion", champion)] if champion else [])
     if schema.task == "classification":
-        binary = all(len(result["classes"]) == 2 for _label, result in models)
-        pr = out_dir / "precision_recall.png"
-        return [
-            _roc(y_true, models, out_dir / "roc.png"),
-            *([_precision_recall(y_true, models, schema.target_classes, pr)] if binary else []),
-            _confusion(y_true, models, schema.target_classes, out_dir / "confusion_matrix.png"),
-        ]
+        # A holdout of one class has no curve: its metrics are undefined, and say why.
+        curves = [_roc(y_true, models, out_dir / "roc.png")] if roc_curves(y_true, models) else []
+        if curves and all(len(result["classes"]) == 2 for _label, result in models):
+            pr = out_dir / "precision_recall.png"
+            curves.append(_precision_recall(y_true, models, schema.target_classes, pr))
+        confusion = out_dir / "confusion_matrix.png"
+        return [*curves, _confusion(y_true, models, schema.target_classes, confusion)]
     return [
         _predicted_vs_actual(y_true, models, out_dir / "predicted_vs_actual.png"),
         _residuals(y_true, models, out_dir / "residuals.png"),
@@ -88,10 +88,11 @@ def roc_curves(y_true, models) -> list[tuple[str, np.ndarray, np.ndarray]]:
         classes = list(result["classes"])
         binary = len(classes) == 2
         for column, positive in enumerate(classes):
-            if (binary and column == 0) or not (actual == positive).any():
-                continue  # a class absent from the holdout has no curve
+            is_class = actual == positive
+            if (binary and column == 0) or is_class.all() or not is_class.any():
+                continue  # a class absent from the holdout, or all of it, has no curve
             name = f"{label} v{result['version']}" + ("" if binary else f", {positive} vs rest")
-            curves.append((name, actual == positive, result["proba"][:, column]))
+            curves.append((name, is_class, result["proba"][:, column]))
     return curves
 
 
