@@ -216,6 +216,31 @@ def test_monitor_names_a_categorical_frequency_change(engine, champion):
     assert report["features"]["contract"]["verdict"]["test"] == "chi2"
 
 
+def test_the_class_shares_line_says_when_it_names_only_the_classes_that_moved_most():
+    labels = [f"queue{n}" for n in range(7)]
+    reference = [1 / 7] * 7
+    current = [0.3, 0.2, *[0.5 / 5] * 5]
+    section = {"distributions": {"labels": labels, "reference": reference, "current": current}}
+    [line] = reports._actual_lines(section)
+    assert line.startswith("Actual outcomes by class: queue0 30.0% (training 14.3%), queue1 20.0%")
+    assert line.endswith("(the 5 that moved most; all 7 in monitoring.json)")
+
+
+def test_a_feature_not_judged_is_reported_but_never_drifts(engine, champion):
+    """monitor.not_judged: a calendar feature a day's window always shifts is in the table,
+    with its statistics, and no alert; the other features are judged as ever."""
+    one_value = {"contract": lambda column, _rng: pd.Series("two-year", index=column.index)}
+    log_frame(engine, champion, batch(champion, 8, **one_value))
+    report = run(engine, champion, {**THRESHOLDS, "not_judged": ["contract"]})
+    section = report["features"]["contract"]
+    assert section["verdict"]["psi"] > THRESHOLDS["psi"] and not section["verdict"]["drifted"]
+    assert "contract" not in report["drifted"] and section["summary"]["frequencies"]
+    rows = [row[:3] for row in reports.table_rows(report)]
+    assert ["contract", "categorical", "not judged"] in rows
+    assert "<tr class='drift'><td>contract</td>" not in reports.page(report)
+    assert "contract" in run(engine, champion)["drifted"]
+
+
 def test_a_significant_shift_under_the_psi_bar_is_watched_without_an_alert(engine, champion):
     """Region from 30/30/20/20 % to 50/20/15/15 %: PSI about 0.17, under monitor.psi 0.2 but
     over half of it, and far beyond the noise of 1500 records."""

@@ -134,6 +134,7 @@ def test_unknown_key_beside_a_known_one_is_refused(tmp_path, repo_params):
         ),
         ("monitor.min_records", -5, "an integer >= 1"),
         ("monitor.min_records", 0, "an integer >= 1"),
+        ("monitor.not_judged", "is_weekend", "a list of distinct feature names, or null"),
         ("monitor.window_days", 0, "a number > 0"),
         ("monitor.window_days", -1, "a number > 0"),
         ("monitor.window_days", math.inf, "a number > 0"),
@@ -187,6 +188,13 @@ def test_ignore_names_no_column_data_uses(tmp_path, params):
         message = refusal(tmp_path, with_value(params, "data.ignore", ["customer_id", name]))
         assert f"data.ignore names '{name}', which data declares as a column it uses" in message
     assert params_problems(with_value(params, "data.ignore", ["customer_id"])) == []
+
+
+def test_not_judged_names_only_features(tmp_path, params):
+    feature = next(iter(params["data"]["features"]))
+    message = refusal(tmp_path, with_value(params, "monitor.not_judged", [feature, "weekday"]))
+    assert "monitor.not_judged names 'weekday', which is no feature in data.features" in message
+    assert params_problems(with_value(params, "monitor.not_judged", [feature])) == []
 
 
 def test_bounds_name_only_numeric_features_or_a_regression_target(tmp_path, params):

@@ -244,6 +244,12 @@ PARAMS: dict[str, dict[str, Rule]] = {
         "bias": _number(above=0),
         # Zero would give a verdict on an empty window.
         "min_records": _integer(1),
+        "not_judged": Rule(
+            False,
+            "a list of distinct feature names, or null (features reported but never judged as "
+            "drift: a calendar feature such as is_weekend, which one day's window always shifts)",
+            _names,
+        ),
     },
 }
 
@@ -319,6 +325,11 @@ def _across(params: dict[str, Any]) -> list[str]:
                 + (" nor the target" if params["model"]["task"] == "regression" else "")
                 + ": bound only the columns declared numeric in data.features"
             )
+    problems += [
+        f"monitor.not_judged names '{name}', which is no feature in data.features"
+        for name in params["monitor"].get("not_judged") or []
+        if name not in data["features"]
+    ]
     if data.get("time_column") == data["target"]:
         problems.append(
             f"data.time_column is the target '{data['target']}': the newest rows would be held "

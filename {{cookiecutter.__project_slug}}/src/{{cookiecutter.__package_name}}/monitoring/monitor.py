@@ -36,7 +36,8 @@ ACTUAL = "actual outcome"  # the outcomes' actual labels or values against the t
 def feature_section(
     source, name: str, profile: dict, thresholds: dict, tests: int, check_missing: bool = True
 ):
-    """Statistics and verdict for one feature; `check_missing` adds the missing-rate check."""
+    """Statistics and verdict for one feature; `check_missing` adds the missing-rate check. A
+    feature of monitor.not_judged gets its verdict's figures, never drift."""
     if profile["kind"] == "numeric":
         summary, counts = source.numeric(name, profile["bin_edges"])
         missing = max(summary["count"] - sum(counts), 0)  # the bins hold present values only
@@ -58,11 +59,14 @@ def feature_section(
         checked = missing if check_missing else None
         verdict = drift.categorical_verdict(name, profile, counts, thresholds, tests, checked)
         shares = category_shares(profile["frequencies"], counts)
+    judged = verdict.as_dict()
+    if name in (thresholds.get("not_judged") or []):
+        judged.update(drifted=False, watch=False, not_judged=True)
     return {
         "kind": profile["kind"],
         "summary": summary,
         "reference_missing_rate": float(profile.get("missing_rate") or 0.0),
-        "verdict": verdict.as_dict(),
+        "verdict": judged,
         "distributions": shares,
     }
 

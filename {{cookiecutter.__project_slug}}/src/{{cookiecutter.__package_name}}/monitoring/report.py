@@ -98,7 +98,7 @@ def table_rows(report: dict) -> list[list[str]]:
     return sorted(rows, key=lambda row: RANK.get(row[2], 0))  # stable: file order within each
 
 
-RANK = {"watch": 1, "ok": 2}  # the table's order by verdict: DRIFT (0) first
+RANK = {"watch": 1, "ok": 2, "not judged": 3}  # the table's order by verdict: DRIFT (0) first
 
 
 def _missing(section: dict) -> str:
@@ -117,6 +117,8 @@ UNSEEN_NOTED = 0.01
 def drift_label(verdict: dict) -> str:
     """ok, DRIFT, or DRIFT naming what drifted when it is not (only) the distribution, and the
     share of categories training never saw."""
+    if verdict.get("not_judged"):
+        return "not judged"
     if not verdict["drifted"]:
         return "watch" if verdict.get("watch") else "ok"
     reasons = list(verdict.get("reasons") or [])
@@ -232,6 +234,8 @@ def _actual_lines(section: dict | None) -> list[str]:
         f"{label} {current:.1%} (training {reference:.1%})"
         for label, reference, current in moved[:SHARES_SHOWN]
     )
+    if len(moved) > SHARES_SHOWN:  # the others moved less; the JSON report has every one
+        said += f" (the {SHARES_SHOWN} that moved most; all {len(moved)} in monitoring.json)"
     return [f"Actual outcomes by class: {said}"]
 
 
@@ -293,7 +297,9 @@ def page(report: dict) -> str:
     esc = html.escape
     rows = (
         "".join(
-            {"ok": "<tr>", "watch": "<tr class='watch'>"}.get(row[2], "<tr class='drift'>")
+            {"ok": "<tr>", "not judged": "<tr>", "watch": "<tr class='watch'>"}.get(
+                row[2], "<tr class='drift'>"
+            )
             + "".join(f"<td>{esc(c)}</td>" for c in row)
             + "</tr>"
             for row in table_rows(report)
