@@ -130,13 +130,20 @@ def promotion_summary(promotion: dict | None, evaluation: dict | None, links: Li
     return "\n".join(lines).rstrip() + "\n"
 
 
-def monitoring_summary(monitoring: dict, links: Links) -> str:
+def monitoring_summary(monitoring: dict | None, links: Links) -> str:
     """The monitor job's summary: the report's Markdown and what follows from it."""
+    if monitoring is None:
+        return (
+            "## Monitoring: no result\n\nThe monitor stopped before a verdict: see the failed "
+            f"step's log. {links.line('reports')}\n"
+        )
     follow = (
         "Drift: the monitor workflow opens or updates the drift issue and dispatches a retrain."
         if monitoring["drift"]
         else "No drift: nothing else to do."
     )
+    if monitoring["status"] != "checked":
+        follow = "No verdict: this run fails, so that a silent service is not read as no drift."
     body = monitoring_report.markdown(monitoring)
     return f"{body}\n{follow}\n\n{links.line('the HTML report with plots')}\n"
 
@@ -218,7 +225,7 @@ def summary(step: str, reports: Path, links: Links) -> str:
         evaluation = report_of(reports, "evaluate", required=False)
         return promotion_summary(report_of(reports, "promote", False), evaluation, links)
     if step == "monitor":
-        return monitoring_summary(report_of(reports, "monitor"), links)
+        return monitoring_summary(report_of(reports, "monitor", required=False), links)
     return rollback_summary(report_of(reports, "rollback", required=False), links)
 
 

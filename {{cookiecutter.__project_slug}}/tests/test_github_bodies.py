@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -224,6 +226,15 @@ def test_monitoring_summary_clean_traffic_says_no_drift(reports):
     assert text.startswith("## No drift in test-model v1") and "nothing else to do" in text
 
 
+def test_monitoring_summary_without_a_report_or_a_verdict_says_so(reports):
+    """A monitor that failed (the database away) wrote no report; one with too few records
+    wrote one without a verdict: neither summary ends in "No drift"."""
+    failed = bodies.monitoring_summary(None, bodies.Links(RUN_URL))
+    assert failed.startswith("## Monitoring: no result") and RUN_URL in failed
+    quiet = bodies.monitoring_summary(reports["quiet"], bodies.Links(RUN_URL))
+    assert "No verdict: this run fails" in quiet and "No drift" not in quiet
+
+
 def test_rollback_summary_moved_and_refused(reports):
     moved = bodies.rollback_summary(reports["rolled_back"], bodies.Links())
     assert moved.startswith("## Rollback of test-model: champion is version 1 (was 3)")
@@ -247,6 +258,26 @@ def test_outputs_give_decision_version_drift_flag_and_whether_there_was_a_verdic
     assert bodies.outputs("monitor", reports["drifted"]) == "drift=true\nchecked=true\n"
     assert bodies.outputs("monitor", reports["clean"]) == "drift=false\nchecked=true\n"
     assert bodies.outputs("monitor", reports["quiet"]) == "drift=false\nchecked=false\n"
+
+
+def test_make_passes_workflow_values_as_text_never_as_make_or_shell_code(tmp_path):
+    """The links and the age limit a workflow sets reach the scripts as arguments: make does not
+    expand them (a $(shell ...) in an environment value) nor the shell run them."""
+    env = {
+        **os.environ,
+        "ARTIFACT_URL": f"$(shell touch {tmp_path}/by-make)",
+        "RUN_URL": f"$$(touch {tmp_path}/by-the-shell)",
+        "MAX_RETRAIN_AGE_DAYS": f"1; touch {tmp_path}/by-the-shell-too #",
+    }
+    planned = subprocess.run(
+        ["make", "-n", "pr-comment"], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    assert '${ARTIFACT_URL:+--artifact-url "$ARTIFACT_URL"}' in planned.stdout
+    refused = subprocess.run(
+        ["make", "retrain-age"], cwd=REPO, env=env, capture_output=True, text=True, check=False
+    )
+    assert refused.returncode == 2 and "--max-days" in refused.stderr, refused.stderr
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_main_reads_the_reports_folder_and_writes_the_comment(reports, tmp_path):

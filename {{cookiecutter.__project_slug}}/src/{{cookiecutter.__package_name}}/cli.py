@@ -197,7 +197,10 @@ def read_json(path: Path, produced_by: str) -> dict[str, Any]:
     try:
         return json.loads(Path(path).read_text())
     except FileNotFoundError as err:
-        raise PipelineError(f"{path} does not exist: run `{produced_by}` first") from err
+        raise PipelineError(
+            f"{path} does not exist: run `{produced_by}` first (where it ran, it failed before "
+            "writing it: its own message says why)"
+        ) from err
     except json.JSONDecodeError as err:
         raise PipelineError(f"{path} is not valid JSON ({err}): run `{produced_by}` again") from err
 
