@@ -739,9 +739,12 @@ def test_true_false_and_number_categories_accept_the_json_values_training_labell
         assert (WHOLE_NUMBERS in said) is ("grade" in bad), (bad, said)
         if "flag" in bad:  # no list of labels to read past: what it takes, plainly
             assert said == f"Input should be {BOOLEAN_VALUES}, or null where it is unknown"
-    # The schema at /docs says so, for those columns only.
+    # The schema at /docs says so, for those columns only, in words and as JSON types.
     fields = request_model(meta, 10).model_json_schema()["$defs"]["Record"]["properties"]
     assert [field["title"] for field in fields.values()] == list(meta["features"])
+    assert fields["flag"]["anyOf"][1:] == [{"type": "boolean"}, {"type": "null"}]
+    assert fields["grade"]["anyOf"][1] == {"type": "integer", "enum": [-3, 1, 2]}
+    assert len(fields["region"]["anyOf"]) == 2
     assert fields["flag"]["description"] == SCALAR_LABELS.format(BOOLEAN_VALUES)
     assert fields["grade"]["description"] == SCALAR_LABELS.format(WHOLE_NUMBERS)
     assert "description" not in fields["region"]

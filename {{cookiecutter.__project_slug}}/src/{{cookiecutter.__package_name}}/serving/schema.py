@@ -71,19 +71,28 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
                     "as a category the model has not seen."
                 )
         # An empty text is missing, as in the CSV training read, unless it is a category.
+        padded = _zero_padded(known)
         convert = partial(
             _as_label,
             scalar=scalar,
             blank="" not in known,
-            padded=_zero_padded(known),
+            padded=padded,
             text=get_origin(choices) is not Literal,  # any text, not a list
             truth=truth,
         )
         annotation = Annotated[choices | None, BeforeValidator(convert)]
         description = " ".join(notes) or None
+        listed = get_origin(choices) is Literal
+        json_values = _json_values(known, truth, padded, listed) if scalar else None
         fields[name] = (
             annotation,
-            Field(..., title=name, examples=[example], description=description),
+            Field(
+                ...,
+                title=name,
+                examples=[example],
+                description=description,
+                json_schema_extra=json_values,
+            ),
         )
     config = ConfigDict(
         extra="forbid",
@@ -92,6 +101,22 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
         json_schema_extra={"examples": [meta["example"]]},
     )
     return create_model("Record", __config__=config, **fields)
+
+
+def _json_values(known: list[str], truth: dict, padded: dict, listed: bool):
+    """For the JSON schema (/docs, a generated client) of a column made from true/false or
+    whole numbers: the JSON values a client may send besides the labels (true and false where
+    they name a label; the whole numbers of the labels, or any where any text goes)."""
+    values: list[dict] = [{"type": "boolean"}] if truth else []
+    numbers = {int(label) for label in known if label.removeprefix("-").isdigit()}
+    numbers |= {int(code) for code in padded}
+    if numbers or not listed:
+        values.append({"type": "integer", **({"enum": sorted(numbers)} if listed else {})})
+
+    def add(schema: dict) -> None:
+        schema["anyOf"][-1:-1] = values  # before null
+
+    return add
 
 
 def scalar_values(labels: list[str]) -> str:
