@@ -71,18 +71,17 @@ def record_model(meta: dict[str, Any], open_categories: bool = False) -> type[Ba
                     "as a category the model has not seen."
                 )
         # An empty text is missing, as in the CSV training read, unless it is a category.
-        padded = _zero_padded(known)
+        padded, listed = _zero_padded(known), get_origin(choices) is Literal
         convert = partial(
             _as_label,
             scalar=scalar,
             blank="" not in known,
             padded=padded,
-            text=get_origin(choices) is not Literal,  # any text, not a list
+            text=not listed,  # any text, not a list
             truth=truth,
         )
         annotation = Annotated[choices | None, BeforeValidator(convert)]
         description = " ".join(notes) or None
-        listed = get_origin(choices) is Literal
         json_values = _json_values(known, truth, padded, listed) if scalar else None
         fields[name] = (
             annotation,
